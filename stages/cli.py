@@ -1,0 +1,21 @@
+"""The ``parentage`` command: every stage as a sub-command (``parentage clusters --help``), plus the tools
+that are not DVC stages. DVC calls the modules directly (``python -m stages.<name>``)."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# (sub-command, module): each module's `main` is its one Typer command.
+COMMANDS = [
+    ("clusters", "stages.clusters"),
+]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="parentage: real photographs versus the images a diffusion model makes from their captions.")
+for name, module in COMMANDS:
+    app.command(name)(importlib.import_module(module).main)
+
+if __name__ == "__main__":
+    app()

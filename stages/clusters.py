@@ -1,0 +1,116 @@
+"""clusters: a captioned image source -> data/clusters.parquet (one row per parent) and metrics/clusters.json.
+
+    python -m stages.clusters --source demo --input stages/demo --out data/clusters.parquet \\
+        --metrics metrics/clusters.json
+
+Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, captions in stages/demo),
+``coco`` (COCO caption JSON files and their image folders, optionally Karpathy's split file) and
+``manifest`` (CSV / JSONL / Parquet with an image path and captions). See stages.common.sources.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, OnBad, Skips, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class Source(StrEnum):
+    demo = "demo"
+    coco = "coco"
+    manifest = "manifest"
+
+
+def read_source(source: Source, input_path: Path, *, coco_captions: str, karpathy_split: Path | None,
+                skips: Skips):
+    from stages.common import sources
+
+    if not input_path.exists():
+        raise InputError(str(input_path), f"the {source.value} source does not exist (clusters.input)")
+    if source is Source.demo:
+        return sources.read_demo(input_path, skips)
+    if source is Source.coco:
+        return sources.read_coco(input_path, coco_captions, karpathy_split, skips)
+    return sources.read_manifest(input_path, skips)
+
+
+def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_per_parent: int = 5,
+        coco_captions: str = "annotations/captions_*.json", karpathy_split: Path | None = None,
+        val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0, skip_bad: bool = False,
+        workers: int = 8, progress: bool = True) -> dict:
+    """Build and write the clusters table; return the metrics."""
+    import pyarrow.parquet as pq
+
+    from stages.common import clusters as table
+    from stages.common.io import atomic_path, write_metrics
+
+    if captions_per_parent < 1:
+        raise InputError("clusters.captions_per_parent", f"is {captions_per_parent}; expected at least 1")
+    skips = Skips(skip=skip_bad)
+    records = read_source(source, input_path, coco_captions=coco_captions, karpathy_split=karpathy_split,
+                          skips=skips)
+    records, dropped = table.keep_captions(records, captions_per_parent, skips)
+    checked = table.check_images(records, skips, workers=workers, progress=progress)
+    if not checked:
+        raise InputError(str(input_path), f"no usable parents ({skips.total} skipped: {dict(skips.counts)})")
+    if all(record.split for record, _ in checked):
+        splits = [record.split for record, _ in checked]
+    else:
+        splits = table.assign_splits([r.source_id for r, _ in checked], val_fraction=val_fraction,
+                                     test_fraction=test_fraction, seed=seed)
+    arrow = table.build_table(checked, splits)
+    arrow = arrow.replace_schema_metadata({"captions_per_parent": str(captions_per_parent),
+                                           "source": source.value})
+    with atomic_path(out) as tmp:
+        pq.write_table(arrow, tmp)
+
+    counts = {split: float(splits.count(split)) for split in ("train", "val", "test")}
+    result = {
+        "parents": {**counts, "total": float(len(splits))},
+        "skipped": {**skips.as_metrics(table.SKIP_REASONS), "total": float(skips.total)},
+        "extra_captions_dropped": float(dropped),
+    }
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    source: Source = typer.Option(Source.demo, help="Kind of captioned image source."),
+    input_path: Path = typer.Option(Path("stages/demo"), "--input",
+                                    help="demo: folder with captions.json; coco: the COCO folder "
+                                         "(annotations/ and image folders); manifest: the manifest file."),
+    out: Path = typer.Option(Path("data/clusters.parquet"), help="Output Parquet table."),
+    metrics: Path = typer.Option(Path("metrics/clusters.json"), help="Output metrics JSON."),
+    captions_per_parent: int = typer.Option(5, help="N: captions kept per parent (the first N by annotation "
+                                                    "id); parents with fewer are bad input."),
+    coco_captions: str = typer.Option("annotations/captions_*.json",
+                                      help="coco: glob of caption files under --input."),
+    karpathy_split: str = typer.Option("", help="coco: Karpathy's dataset_coco.json; it then decides the "
+                                                "splits. Empty: a seeded split by the fractions below."),
+    val_fraction: float = typer.Option(0.2, help="Share of parents in val (seeded split)."),
+    test_fraction: float = typer.Option(0.2, help="Share of parents in test (seeded split)."),
+    seed: int = typer.Option(0, help="Seed of the split."),
+    on_bad: OnBad = typer.Option(OnBad.error, help="error: stop at the first bad input, naming it; skip: "
+                                                   "skip and count bad inputs (counts in the metrics)."),
+    workers: int = typer.Option(8, help="Threads decoding images to check them."),
+) -> None:
+    """Turn a captioned image source into the clusters table: one row per parent with exactly N captions."""
+    with user_errors():
+        result = run(source, input_path, out, metrics, captions_per_parent=captions_per_parent,
+                     coco_captions=coco_captions,
+                     karpathy_split=Path(karpathy_split) if karpathy_split else None,
+                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                     skip_bad=on_bad is OnBad.skip, workers=workers)
+    parents, skipped = result["parents"], result["skipped"]
+    typer.echo(f"{out}: {parents['total']:.0f} parents (train {parents['train']:.0f}, val {parents['val']:.0f}, "
+               f"test {parents['test']:.0f}); {skipped['total']:.0f} skipped")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,67 @@
+"""Atomic writes: every output is written under a temporary name beside its target and renamed when
+complete, so a killed stage never leaves a half-written file that a later stage could read."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds.
+
+    Works for files and directories. On an exception the temporary is removed and `target` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_json(target: Path | str, obj: Any) -> None:
+    """Write JSON atomically, sorted and indented so diffs in review read well."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_metrics(target: Path | str, metrics: Mapping[str, Any]) -> None:
+    """Write a metrics file: nested dicts of floats only (DESIGN.md), so `dvc metrics diff` compares them.
+
+    A value that is not applicable is written as JSON null, never as zero."""
+    _check_metrics(metrics, "")
+    write_json(target, metrics)
+
+
+def _check_metrics(obj: Mapping[str, Any], prefix: str) -> None:
+    for key, value in obj.items():
+        where = f"{prefix}{key}"
+        if not isinstance(key, str) or not key or "." in key:
+            raise ValueError(f"metric key {where!r} must be a non-empty string without dots")
+        if isinstance(value, Mapping):
+            _check_metrics(value, where + ".")
+        elif value is None:
+            continue
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"metric {where!r} is {type(value).__name__}; metrics hold floats only")
+        elif not math.isfinite(value):
+            raise ValueError(f"metric {where!r} is {value}; metrics must be finite")
