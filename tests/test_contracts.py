@@ -1,0 +1,57 @@
+"""The shared contracts: children folder reader, embedding cache round trip and alignment, metrics, atomic writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stages.common import children
+from stages.common.cache import EmbeddingTable, check_alignment, read_embeddings, write_embeddings
+from stages.common.clusters import read_clusters
+from stages.common.io import atomic_path, write_metrics
+from tests.fixtures import decode, write_children, write_clusters
+
+
+def test_children_reader_yields_every_child_in_order(tmp_path):
+    frame = read_clusters(write_clusters(tmp_path, n_parents=4, n_captions=3))
+    folder = write_children(tmp_path / "children", frame, shard_size=5)
+    manifest = children.read_manifest(folder)
+    got = list(children.iter_image_bytes(folder))
+    assert [c for c, _ in got] == manifest["child_id"].tolist() and len(got) == 12
+    assert decode(got[0][1]).size == (32, 32)
+    some = ["c000000000002_1", "c000000000000_0"]
+    assert [c for c, _ in children.iter_image_bytes(folder, some)] == sorted(some)
+    with pytest.raises(KeyError, match="not in the manifest"):
+        list(children.iter_image_bytes(folder, ["nope"]))
+    assert children.read_settings(folder)["alias"] == "fake"
+
+
+def test_embedding_cache_round_trip_and_alignment(tmp_path):
+    rng = np.random.default_rng(0)
+    table = EmbeddingTable(rng.normal(size=(4, 3)), ["a", "b", "c", "d"], [0, 0, 1, 1], [0, 1, 0, 1],
+                           [-1, 0, -1, 0], ["train", "train", "val", "val"],
+                           attrs={"backbone": "x", "versions": {"torch": "2"}, "dim": 3})
+    write_embeddings(tmp_path / "e.h5", table)
+    back = read_embeddings(tmp_path / "e.h5")
+    np.testing.assert_array_equal(back.embeddings, table.embeddings.astype(np.float32))
+    assert back.id.tolist() == ["a", "b", "c", "d"] and back.attrs["versions"] == {"torch": "2"}
+    assert back.split_rows("val").cluster_id.tolist() == [1, 1]
+    check_alignment(back, ["a", "b", "c", "d"], where="e.h5")
+    with pytest.raises(ValueError, match="out of step"):
+        check_alignment(back, ["a", "b", "d", "c"], where="e.h5")
+    with pytest.raises(ValueError, match="not unique"):
+        EmbeddingTable(np.zeros((2, 1)), ["a", "a"], [0, 0], [0, 0], [0, 0], ["train", "train"])
+
+
+def test_metrics_are_floats_and_atomic(tmp_path):
+    write_metrics(tmp_path / "m.json", {"a": {"b": 1.0, "na": None}})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": {"b": 1.0, "na": None}}
+    with pytest.raises(TypeError):
+        write_metrics(tmp_path / "m.json", {"a": "text"})
+    with pytest.raises(ValueError):
+        write_metrics(tmp_path / "m.json", {"a": float("nan")})
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert not target.exists() and not list(tmp_path.glob(".out.txt.tmp*"))
