@@ -315,7 +315,8 @@ def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
     params["embed"]["backbones"] = ["tiny_a", "tiny_b"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     status = dvc_repo("dvc", "status", "embed_parents")
-    assert "embed_parents@tiny_b" in status and "embed_parents@tiny_a" not in status and "clusters" not in status
+    changed = [line.rstrip(":") for line in status.splitlines() if line.endswith(":") and not line[0].isspace()]
+    assert changed == ["embed_parents@tiny_b"], status
     second = dvc_repo("dvc", "repro", "embed_parents")
     assert "Running stage 'embed_parents@tiny_b'" in second
     assert "Running stage 'embed_parents@tiny_a'" not in second and "Running stage 'clusters'" not in second

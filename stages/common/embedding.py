@@ -294,7 +294,8 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     if done and state.is_main_process:
         print(f"{out}: resuming, {done} of {n_chunks} chunks already done", file=sys.stderr)
     skips = Skips(skip=config.skip_bad)
-    desc = f"{attrs['backbone']} {attrs['image_set']}" + (f" [{state.process_index}]" if state.num_processes > 1 else "")
+    rank = f" [{state.process_index}]" if state.num_processes > 1 else ""
+    desc = f"{attrs['backbone']} {attrs['image_set']}{rank}"
     _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
                 device=device, skips=skips, desc=desc, position=state.process_index)
     state.wait_for_everyone()
