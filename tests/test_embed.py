@@ -281,9 +281,8 @@ def test_killed_run_resumes_to_the_same_file(inputs, tmp_path: Path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and "of 6 chunks already done" in resumed.stderr
     assert not parts.exists()
-    done = subprocess.run([sys.executable, *_command(inputs, whole, "lite", registry, batch=1, chunk=1)], env=_env(),
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = CliRunner().invoke(app, _command(inputs, whole, "lite", registry, batch=1, chunk=1)[2:])
+    assert done.exit_code == 0, done.output
     _same(whole, killed)
 
 
