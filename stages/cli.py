@@ -10,6 +10,7 @@ import typer
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
     ("clusters", "stages.clusters"),
+    ("embed", "stages.embed"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
