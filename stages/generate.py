@@ -79,6 +79,9 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     missing = [s for s in shards if not (out / "shards" / s.name).exists()]
     state.wait_for_everyone()  # everyone has the same list before anyone adds a shard
     mine = gen.shards_of_process(missing, state.process_index, state.num_processes)
+    if state.num_processes > 1:
+        print(f"process {state.process_index} of {state.num_processes}: {len(mine)} of {len(missing)} missing shards",
+              flush=True)
     with tqdm(total=sum(len(s.children) for s in mine), unit="img", desc=f"generate {generator}",
               disable=not (progress and state.is_main_process), smoothing=0.1) as bar:
         gen.generate_shards(pipeline, spec, mine, out, fingerprints=fingerprints, encoding=encoding,
