@@ -61,27 +61,32 @@ def tiny_test():
     GENERATORS.pop("tiny_test")
 
 
-def save_flagging_pipeline(out: Path) -> None:
-    """The tiny pipeline plus a tiny StableDiffusionSafetyChecker whose thresholds flag every image."""
-    import tempfile
-
-    from diffusers import StableDiffusionPipeline
+def flagging_safety_checker():
+    """A tiny StableDiffusionSafetyChecker whose thresholds flag every image, and its image processor."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor
 
-    from stages.common.tiny_generator import build_pipeline
-
-    with tempfile.TemporaryDirectory() as scratch:
-        base = build_pipeline(TinyConfig(resolution=64), Path(scratch))
     tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=tower, projection_dim=8,
                                                       vision_config={**tower, "image_size": 32, "patch_size": 8}))
     with torch.no_grad():
         checker.concept_embeds_weights.fill_(-10.0)  # every cosine score clears a threshold of -10: all flagged
+    return checker, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
+def save_flagging_pipeline(out: Path) -> None:
+    """The tiny pipeline with the flagging safety checker inside (as SD 1.4 ships its checker)."""
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    from stages.common.tiny_generator import build_pipeline
+
+    with tempfile.TemporaryDirectory() as scratch:
+        base = build_pipeline(TinyConfig(resolution=64), Path(scratch))
+    checker, processor = flagging_safety_checker()
     pipeline = StableDiffusionPipeline(**{**base.components, "safety_checker": checker,
-                                          "feature_extractor": CLIPImageProcessor(
-                                              size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})},
-                                       requires_safety_checker=True)
+                                          "feature_extractor": processor}, requires_safety_checker=True)
     pipeline.save_pretrained(out)
 
 
@@ -285,6 +290,25 @@ def test_safety_checker_hits_are_recorded_and_counted(clusters, models, tmp_path
     # diffusers blacks out flagged images; they are kept (and flagged) so no child goes missing
     _, data = next(contract.iter_image_bytes(tmp_path / "children"))
     assert np.asarray(Image.open(io.BytesIO(data))).max() == 0
+
+
+def test_a_separate_safety_checker_is_added_or_its_download_named(clusters, models, tmp_path):
+    """SD 2.x ships without a checker: the registry names one, loaded from <models_root>/<name> or the hub."""
+    spec = register(GeneratorSpec(alias="tiny_sep", model_id="", height=32, width=32, steps=2, guidance_scale=7.5,
+                                  batch_size=4, safety_checker=True, safety_checker_id="someone/tiny-checker"))
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "tiny_sep").symlink_to(models / "tiny_random")
+    try:
+        with pytest.raises(InputError, match=rf"hf download someone/tiny-checker --local-dir {root / 'tiny-checker'}"):
+            load_pipeline(spec, root)
+        checker, processor = flagging_safety_checker()
+        checker.save_pretrained(root / "tiny-checker")
+        processor.save_pretrained(root / "tiny-checker")
+        result = generate(clusters, root, tmp_path / "children", "tiny_sep")
+    finally:
+        GENERATORS.pop("tiny_sep")
+    assert result["nsfw"]["total"] == 12.0
 
 
 def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, tmp_path):

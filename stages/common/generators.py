@@ -35,6 +35,9 @@ class GeneratorSpec:
     dtype: Dtype = "float32"
     batch_size: int = 8
     safety_checker: bool = True
+    # For a model that ships without a safety checker (SD 2.x): the checker's hub id, loaded from
+    # <models_root>/<its last path part> when there, and added to the pipeline.
+    safety_checker_id: str = ""
     watermark: bool = False  # no invisible watermark (SD 1.x / 2.x pipelines add none; recorded for clarity)
     base_seed: int = 0
     obtain: str = ""  # how to get the weights when they are missing (shown in the error)
@@ -70,7 +73,8 @@ register(GeneratorSpec(
     scheduler="", dtype="float16", batch_size=8, safety_checker=True, base_seed=0))
 register(GeneratorSpec(
     alias="sd21", model_id="stabilityai/stable-diffusion-2-1", height=768, width=768, steps=50, guidance_scale=7.5,
-    scheduler="", dtype="float16", batch_size=4, safety_checker=True, base_seed=0))
+    scheduler="", dtype="float16", batch_size=4, safety_checker=True, base_seed=0,
+    safety_checker_id="CompVis/stable-diffusion-safety-checker"))
 
 
 def get_generator(alias: str) -> GeneratorSpec:
@@ -87,9 +91,8 @@ def model_dir(spec: GeneratorSpec, models_root: Path) -> Path:
 
 def _missing_message(spec: GeneratorSpec, local: Path) -> str:
     if spec.model_id:
-        return (f"download it, e.g. `hf download {spec.model_id} --local-dir {local} "
-                f"--exclude '*.ckpt' '*.bin' '*fp16*' '*non_ema*'`, or set generate.models_root to a folder that "
-                f"holds a diffusers copy of it in {spec.alias}/")
+        return (f"download it, e.g. `hf download {spec.model_id} --local-dir {local}`, or set "
+                f"generate.models_root to a folder that holds a diffusers copy of it in {spec.alias}/")
     return spec.obtain or f"put a diffusers directory at {local} or set generate.models_root"
 
 
@@ -139,11 +142,32 @@ def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu"):
         raise InputError(where, f"cannot load this diffusers pipeline ({type(error).__name__}: {error})",
                          "it looks corrupt or incomplete; download or rebuild it") from error
     if spec.safety_checker and getattr(pipeline, "safety_checker", None) is None:
-        raise InputError(where, "the registry asks for the safety checker but this pipeline has none")
+        if not spec.safety_checker_id:
+            raise InputError(where, "the registry asks for the safety checker but this pipeline has none")
+        add_safety_checker(pipeline, spec, models_root)
     if spec.scheduler:
         pipeline.scheduler = swap_scheduler(pipeline.scheduler, spec.scheduler, where)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path) -> None:
+    """Load Stable Diffusion's safety checker and its image processor into a pipeline that has none."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    local = Path(models_root) / spec.safety_checker_id.split("/")[-1]
+    source = str(local) if local.exists() else spec.safety_checker_id
+    try:
+        checker = StableDiffusionSafetyChecker.from_pretrained(source, dtype=getattr(torch, spec.dtype))
+        processor = CLIPImageProcessor.from_pretrained(source)
+    except OSError as error:
+        raise InputError(source, f"the safety checker of {spec.alias!r} is not on disk and not reachable "
+                         f"({type(error).__name__})",
+                         f"download it, e.g. `hf download {spec.safety_checker_id} --local-dir {local}`, or set "
+                         "generate.models_root to a folder that holds it") from error
+    pipeline.register_modules(safety_checker=checker, feature_extractor=processor)
 
 
 def swap_scheduler(current, name: str, where: str):
