@@ -10,6 +10,8 @@ import typer
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
     ("clusters", "stages.clusters"),
+    ("tiny_generator", "stages.tiny_generator"),
+    ("generate", "stages.generate"),
     ("embed", "stages.embed"),
 ]
 

@@ -1,0 +1,124 @@
+"""generate: the clusters table + one generator -> its children, data/children/<gen>/, and metrics/generate/<gen>.json.
+
+    python -m stages.generate --generator tiny_random --clusters data/clusters.parquet --models-root models \\
+        --out data/children/tiny_random --metrics metrics/generate/tiny_random.json
+
+Child i of a parent is generated from its caption i with a seed derived from (cluster id, caption index,
+the generator's base seed). The output folder follows stages.common.children: Parquet shards of encoded
+images plus manifest.parquet. Killed at any point, a rerun keeps the finished shards and makes the rest;
+the result is byte-identical to an uninterrupted run. Several processes split the shards:
+
+    accelerate launch --num_processes 4 -m stages.generate --generator sd14 ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+from stages.common.generation import Encoding
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"diffusers": diffusers.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: Path, *,
+        encoding: Encoding = Encoding.jpeg, jpeg_quality: int = 95, shard_size: int = 64, batch_size: int = 0,
+        device: str = "auto", progress: bool = True) -> dict | None:
+    """Generate every missing shard of this process, then (main process) the manifest and the metrics.
+
+    Returns the metrics on the main process, None on the others."""
+    import dataclasses
+    from datetime import timedelta
+
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from stages.common import generation as gen
+    from stages.common.clusters import read_clusters
+    from stages.common.generators import fingerprint_dir, get_generator, load_pipeline, model_dir
+    from stages.common.io import write_metrics
+
+    spec = get_generator(generator)
+    if batch_size:
+        spec = dataclasses.replace(spec, batch_size=batch_size)
+    if spec.batch_size < 1:
+        raise InputError("generate.batch_size", f"is {spec.batch_size}; expected at least 1 (0 = the registry's)")
+    if not 1 <= jpeg_quality <= 100:
+        raise InputError("generate.jpeg_quality", f"is {jpeg_quality}; expected 1..100")
+    if shard_size < 1:
+        raise InputError("generate.shard_size", f"is {shard_size}; expected at least 1")
+    # A long timeout: processes wait at barriers while the others finish their last shard or load weights.
+    state = PartialState(cpu=device == "cpu", timeout=timedelta(hours=2))
+    children = gen.plan_children(read_clusters(clusters), spec.base_seed)
+    shards = gen.plan_shards(children, shard_size)
+
+    pipeline = load_pipeline(spec, models_root, device=str(state.device) if device == "auto" else device)
+    source = model_dir(spec, models_root) if model_dir(spec, models_root).exists() else Path(pipeline.name_or_path)
+    settings = {**spec.settings(), "encoding": encoding.value,
+                "jpeg_quality": jpeg_quality if encoding is Encoding.jpeg else None, "shard_size": shard_size,
+                "model_fingerprint": fingerprint_dir(source), "versions": versions()}
+    fingerprints = {s.name: gen.shard_fingerprint(s, settings) for s in shards}
+
+    if state.is_main_process:
+        kept = gen.prepare_folder(out, shards, fingerprints)
+        if kept:
+            print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
+    state.wait_for_everyone()  # nobody writes before stale files are gone
+    # The missing shards are dealt out round-robin, so a resumed run stays balanced across processes; which
+    # process makes a shard changes nothing in it.
+    missing = [s for s in shards if not (out / "shards" / s.name).exists()]
+    state.wait_for_everyone()  # everyone has the same list before anyone adds a shard
+    mine = gen.shards_of_process(missing, state.process_index, state.num_processes)
+    if state.num_processes > 1:
+        print(f"process {state.process_index} of {state.num_processes}: {len(mine)} of {len(missing)} missing shards",
+              flush=True)
+    with tqdm(total=sum(len(s.children) for s in mine), unit="img", desc=f"generate {generator}",
+              disable=not (progress and state.is_main_process), smoothing=0.1) as bar:
+        gen.generate_shards(pipeline, spec, mine, out, fingerprints=fingerprints, encoding=encoding,
+                            quality=jpeg_quality, batch_size=spec.batch_size, on_batch=bar.update)
+    state.wait_for_everyone()  # every shard is on disk before the manifest names it
+
+    if not state.is_main_process:
+        return None
+    manifest = gen.write_manifest(out, shards, alias=generator, settings=settings)
+    result = gen.summarise(manifest)
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    generator: str = typer.Option("tiny_random", help="Registry alias of the generator (stages.common.generators)."),
+    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
+    models_root: Path = typer.Option(Path("models"), help="Folder of local diffusers directories, one per alias "
+                                                          "(<models_root>/<alias>); else the hub id is tried."),
+    out: Path = typer.Option(Path("data/children/tiny_random"), help="Output children folder."),
+    metrics: Path = typer.Option(Path("metrics/generate/tiny_random.json"), help="Output metrics JSON."),
+    encoding: Encoding = typer.Option(Encoding.jpeg, help="Image encoding of the children."),
+    jpeg_quality: int = typer.Option(95, help="JPEG quality (1-100) when encoding is jpeg."),
+    shard_size: int = typer.Option(64, help="Children per Parquet shard (the unit of resumption)."),
+    batch_size: int = typer.Option(0, help="Prompts per pipeline call; 0 = the registry's batch size."),
+    device: str = typer.Option("auto", help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
+                                            "cuda, cuda:1, mps..."),
+) -> None:
+    """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
+    with user_errors():
+        result = run(generator, clusters, models_root, out, metrics, encoding=encoding, jpeg_quality=jpeg_quality,
+                     shard_size=shard_size, batch_size=batch_size, device=device)
+    if result is not None:
+        typer.echo(f"{out}: {result['children']['total']:.0f} children, {result['nsfw']['total']:.0f} flagged by "
+                   "the safety checker")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,39 @@
+"""tiny_generator: nothing -> models/tiny_random, the offline demo generator as a diffusers directory.
+
+    python -m stages.tiny_generator --out models/tiny_random --seed 0
+
+A Stable-Diffusion-shaped pipeline (UNet, VAE with SD's 8x downsampling, CLIP text encoder, the real CLIP
+tokenizer) with random weights drawn from `--seed`. The generate stage loads it back with
+`from_pretrained`, like any downloaded model. Its children are noise-like: it is for running the
+pipeline offline, not for realistic images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(
+    out: Path = typer.Option(Path("models/tiny_random"), help="Output diffusers directory."),
+    seed: int = typer.Option(0, help="Seed of every random weight."),
+) -> None:
+    """Build the tiny random-weight Stable-Diffusion-shaped pipeline and save it with save_pretrained."""
+    from stages.common.generators import get_generator
+    from stages.common.tiny_generator import TinyConfig, save_pipeline
+
+    with user_errors():
+        # Configured for the size the registry's tiny_random entry generates (the UNet accepts others too).
+        resolution = get_generator("tiny_random").height
+        save_pipeline(TinyConfig(resolution=resolution, seed=seed), out)
+    typer.echo(f"{out}: tiny random-weight generator (random weights, seed {seed}; {resolution} px)")
+
+
+if __name__ == "__main__":
+    app()

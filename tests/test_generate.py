@@ -1,0 +1,379 @@
+"""The generate stage: registry errors, the tiny offline generator, seeds, the children folder contract,
+safety-checker hits, resumption after SIGKILL and a 2-process accelerate run, compared byte for byte."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages.common import children as contract
+from stages.common import generation as gen
+from stages.common.clusters import read_clusters
+from stages.common.errors import InputError
+from stages.common.generators import GENERATORS, GeneratorSpec, get_generator, load_pipeline, register
+from stages.common.tiny_generator import TinyConfig, build_tokenizer, save_pipeline
+from stages.generate import app, run
+from tests.fixtures import write_clusters
+
+REPO = Path(__file__).resolve().parents[1]
+# Same intra-op thread count in this process and in subprocesses: batched float kernels round differently
+# with another thread count, and the byte comparisons below need the same arithmetic.
+THREADS = "1"
+torch.set_num_threads(int(THREADS))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A models root holding tiny_random (as the tiny_generator stage builds it) and tiny_safe (the same with
+    a tiny safety checker that flags every image)."""
+    root = tmp_path_factory.mktemp("models")
+    save_pipeline(TinyConfig(resolution=64), root / "tiny_random")
+    save_flagging_pipeline(root / "tiny_safe")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory) -> Path:
+    """4 parents x 3 captions = 12 children."""
+    return write_clusters(tmp_path_factory.mktemp("clusters"), n_parents=4, n_captions=3)
+
+
+@pytest.fixture
+def tiny_test():
+    """A quick registry entry on the tiny model: 32 px, 3 steps."""
+    spec = register(GeneratorSpec(alias="tiny_test", model_id="", height=32, width=32, steps=3, guidance_scale=7.5,
+                                  scheduler="DDIMScheduler", batch_size=4, safety_checker=False,
+                                  obtain="the tests build it"))
+    yield spec
+    GENERATORS.pop("tiny_test")
+
+
+def flagging_safety_checker():
+    """A tiny StableDiffusionSafetyChecker whose thresholds flag every image, and its image processor."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=tower, projection_dim=8,
+                                                      vision_config={**tower, "image_size": 32, "patch_size": 8}))
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every cosine score clears a threshold of -10: all flagged
+    return checker, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+
+def save_flagging_pipeline(out: Path) -> None:
+    """The tiny pipeline with the flagging safety checker inside (as SD 1.4 ships its checker)."""
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    from stages.common.tiny_generator import build_pipeline
+
+    with tempfile.TemporaryDirectory() as scratch:
+        base = build_pipeline(TinyConfig(resolution=64), Path(scratch))
+    checker, processor = flagging_safety_checker()
+    pipeline = StableDiffusionPipeline(**{**base.components, "safety_checker": checker,
+                                          "feature_extractor": processor}, requires_safety_checker=True)
+    pipeline.save_pretrained(out)
+
+
+def generate(clusters: Path, models: Path, out: Path, generator: str = "tiny_random", **options) -> dict | None:
+    return run(generator, clusters, models, out, out.parent / f"{out.name}.json", progress=False, **options)
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": THREADS, "MKL_NUM_THREADS": THREADS,
+            "TQDM_DISABLE": "1"}
+
+
+def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str]:
+    return ["-m", "stages.generate", "--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
+            str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), "--device", "cpu",
+            *extra]
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def test_unknown_alias_lists_the_known_ones():
+    with pytest.raises(InputError, match=r"unknown generator 'sd15'.*'sd14', 'sd21', 'tiny_random'"):
+        get_generator("sd15")
+    with pytest.raises(ValueError, match="no dashes"):
+        register(GeneratorSpec(alias="sd-14", model_id="x", height=64, width=64, steps=1, guidance_scale=1))
+
+
+def test_paper_entries_match_the_paper():
+    for alias, model_id, side in (("sd14", "CompVis/stable-diffusion-v1-4", 512),
+                                  ("sd21", "stabilityai/stable-diffusion-2-1", 768)):
+        spec = get_generator(alias)
+        assert (spec.model_id, spec.height, spec.width, spec.steps, spec.guidance_scale) == (model_id, side, side,
+                                                                                             50, 7.5)
+        assert spec.safety_checker and not spec.watermark
+
+
+@pytest.mark.parametrize("alias", ["sd14", "sd21"])
+def test_missing_paper_model_says_what_to_download_and_which_param(tmp_path, alias):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    spec = get_generator(alias)
+    with pytest.raises(InputError) as error:
+        load_pipeline(spec, tmp_path / "models")
+    message = str(error.value)
+    assert f"hf download {spec.model_id} --local-dir {tmp_path / 'models' / alias}" in message
+    assert "generate.models_root" in message and "not on disk and not reachable" in message
+
+
+def test_missing_tiny_model_says_which_stage_builds_it(tmp_path):
+    with pytest.raises(InputError, match="tiny_generator"):
+        load_pipeline(get_generator("tiny_random"), tmp_path)
+
+
+def test_corrupt_or_incomplete_model_directory_is_named(tmp_path, models):
+    import shutil
+
+    broken = tmp_path / "tiny_random"
+    broken.mkdir()
+    with pytest.raises(InputError, match=r"tiny_random.*model_index.json is missing"):
+        load_pipeline(get_generator("tiny_random"), tmp_path)
+    shutil.rmtree(broken)
+    shutil.copytree(models / "tiny_random", broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(InputError, match=r"component folder vae/ .* is missing"):
+        load_pipeline(get_generator("tiny_random"), tmp_path)
+    shutil.rmtree(broken)
+    shutil.copytree(models / "tiny_random", broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # a truncated download
+    with pytest.raises(InputError, match=rf"{broken}.*corrupt or incomplete"):
+        load_pipeline(get_generator("tiny_random"), tmp_path)
+
+
+def test_unknown_scheduler_lists_compatible_ones(models):
+    spec = register(GeneratorSpec(alias="tiny_bad_scheduler", model_id="", height=32, width=32, steps=2,
+                                  guidance_scale=1.0, scheduler="NoSuchScheduler", safety_checker=False))
+    try:
+        (models / "tiny_bad_scheduler").symlink_to(models / "tiny_random")
+        with pytest.raises(InputError, match=r"unknown scheduler 'NoSuchScheduler'.*EulerDiscreteScheduler"):
+            load_pipeline(spec, models)
+    finally:
+        GENERATORS.pop("tiny_bad_scheduler")
+        (models / "tiny_bad_scheduler").unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------- tiny generator, seeds
+
+
+def test_tiny_generator_loads_through_from_pretrained_with_clip_tokens(models, tmp_path):
+    import open_clip
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = load_pipeline(get_generator("tiny_random"), models)
+    assert isinstance(pipeline, StableDiffusionPipeline) and type(pipeline.scheduler).__name__ == "DDIMScheduler"
+    assert pipeline.vae_scale_factor == 8
+    text = "A giraffe, standing next to a tree!"
+    ids = build_tokenizer(tmp_path)([text]).input_ids[0]
+    assert ids == open_clip.tokenize([text])[0].tolist()[:len(ids)]
+    assert pipeline.tokenizer([text]).input_ids[0] == ids
+
+
+def test_child_seed_depends_on_cluster_caption_and_base_seed_only():
+    seeds = {gen.child_seed(c, i, 0) for c in range(50) for i in range(5)}
+    assert len(seeds) == 250 and all(0 <= s < 2**63 for s in seeds)
+    assert gen.child_seed(7, 2, 0) == gen.child_seed(7, 2, 0) != gen.child_seed(7, 2, 1)
+    assert gen.child_seed(7, 2, 0) == 3651048400458094868  # pinned: changing it changes every child
+
+
+def test_shards_are_a_pure_function_of_the_children_and_the_shard_size(clusters):
+    children = gen.plan_children(read_clusters(clusters), base_seed=0)
+    assert [c.child_id for c in children[:4]] == ["c000000000000_0", "c000000000000_1", "c000000000000_2",
+                                                  "c000000000001_0"]
+    shards = gen.plan_shards(children, 5)
+    assert [len(s.children) for s in shards] == [5, 5, 2] and shards[2].name == "shard-00002.parquet"
+    assert [s.index for s in gen.shards_of_process(shards, 1, 2)] == [1]
+    assert sum((list(s.children) for s in shards), []) == children
+
+
+def test_seeds_and_noise_do_not_depend_on_batch_size(clusters, models, tmp_path, tiny_test):
+    (models / "tiny_test").symlink_to(models / "tiny_random")
+    try:
+        generate(clusters, models, tmp_path / "b1", "tiny_test", batch_size=1)
+        generate(clusters, models, tmp_path / "b5", "tiny_test", batch_size=5)
+    finally:
+        (models / "tiny_test").unlink()
+    one, five = contract.read_manifest(tmp_path / "b1"), contract.read_manifest(tmp_path / "b5")
+    assert one.equals(five)  # same children, seeds, shards, rows
+    assert contract.read_settings(tmp_path / "b1") == contract.read_settings(tmp_path / "b5")
+    pixels = {name: {c: np.asarray(Image.open(io.BytesIO(b)), np.int16)
+                     for c, b in contract.iter_image_bytes(tmp_path / name)} for name in ("b1", "b5")}
+    # The same noise per child: batching changes a pixel by at most float rounding (after JPEG), while two
+    # different children differ everywhere.
+    for child, image in pixels["b1"].items():
+        assert np.abs(image - pixels["b5"][child]).max() <= 6
+    first, second = list(pixels["b1"].values())[:2]
+    assert np.abs(first - second).mean() > 10
+
+
+# ------------------------------------------------------------------------------------------ the children
+
+
+def test_stage_writes_the_children_contract(clusters, models, tmp_path):
+    out = tmp_path / "children"
+    result = CliRunner().invoke(app, ["--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
+                                      str(models), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
+                                      "--shard-size", "5", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    manifest = contract.read_manifest(out)
+    assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
+    import pyarrow.parquet as pq
+
+    assert [str(t) for t in pq.read_schema(out / contract.MANIFEST).types] == [
+        "string", "int64", "int16", "string", "int64", "string", "string", "int32", "bool", "string"]
+    frame = read_clusters(clusters)
+    assert manifest["caption"].tolist() == [c for caps in frame["captions"] for c in caps]
+    assert manifest["shard"].tolist() == ["shard-00000.parquet"] * 5 + ["shard-00001.parquet"] * 5 + \
+        ["shard-00002.parquet"] * 2
+    keys = zip(manifest["cluster_id"], manifest["caption_index"], strict=True)
+    assert manifest["seed"].tolist() == [gen.child_seed(c, i, 0) for c, i in keys]
+    assert not manifest["nsfw"].any() and set(manifest["generator"]) == {"tiny_random"}
+    settings = contract.read_settings(out)
+    assert (settings["steps"], settings["height"], settings["encoding"], settings["jpeg_quality"]) == (10, 64,
+                                                                                                      "jpeg", 95)
+    images = dict(contract.iter_image_bytes(out))
+    assert all(Image.open(io.BytesIO(b)).format == "JPEG" for b in images.values())
+    assert Image.open(io.BytesIO(images["c000000000000_0"])).size == (64, 64)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics == {"children": {"train": 6.0, "val": 3.0, "test": 3.0, "total": 12.0},
+                       "nsfw": {"total": 0.0, "fraction": 0.0}}
+
+
+def test_shards_open_with_datasets_and_pyarrow(clusters, models, tmp_path):
+    import datasets
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "children"
+    generate(clusters, models, out, encoding=gen.Encoding.png, shard_size=5)
+    shards = sorted(str(p) for p in (out / "shards").iterdir())
+    loaded = datasets.load_dataset("parquet", data_files=shards, split="train", cache_dir=str(tmp_path / "hf"))
+    assert isinstance(loaded.features["image"], datasets.Image) and len(loaded) == 12
+    picture = loaded[0]["image"]
+    assert picture.format == "PNG" and picture.size == (64, 64) and loaded[0]["child_id"] == "c000000000000_0"
+    table = pq.read_table(shards[0])
+    assert table.column_names == ["child_id", "image"]
+    assert table.column("image").to_pylist()[0]["path"] == "c000000000000_0.png"
+
+
+def test_safety_checker_hits_are_recorded_and_counted(clusters, models, tmp_path):
+    register(GeneratorSpec(alias="tiny_safe", model_id="", height=32, width=32, steps=2, guidance_scale=7.5,
+                           batch_size=4, safety_checker=True))
+    try:
+        result = generate(clusters, models, tmp_path / "children", "tiny_safe")
+    finally:
+        GENERATORS.pop("tiny_safe")
+    manifest = contract.read_manifest(tmp_path / "children")
+    assert manifest["nsfw"].all() and result["nsfw"] == {"total": 12.0, "fraction": 1.0}
+    # diffusers blacks out flagged images; they are kept (and flagged) so no child goes missing
+    _, data = next(contract.iter_image_bytes(tmp_path / "children"))
+    assert np.asarray(Image.open(io.BytesIO(data))).max() == 0
+
+
+def test_a_separate_safety_checker_is_added_or_its_download_named(clusters, models, tmp_path):
+    """SD 2.x ships without a checker: the registry names one, loaded from <models_root>/<name> or the hub."""
+    spec = register(GeneratorSpec(alias="tiny_sep", model_id="", height=32, width=32, steps=2, guidance_scale=7.5,
+                                  batch_size=4, safety_checker=True, safety_checker_id="someone/tiny-checker"))
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "tiny_sep").symlink_to(models / "tiny_random")
+    try:
+        with pytest.raises(InputError, match=rf"hf download someone/tiny-checker --local-dir {root / 'tiny-checker'}"):
+            load_pipeline(spec, root)
+        checker, processor = flagging_safety_checker()
+        checker.save_pretrained(root / "tiny-checker")
+        processor.save_pretrained(root / "tiny-checker")
+        result = generate(clusters, root, tmp_path / "children", "tiny_sep")
+    finally:
+        GENERATORS.pop("tiny_sep")
+    assert result["nsfw"]["total"] == 12.0
+
+
+def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, tmp_path):
+    for args, message in ((["--generator", "nope"], "unknown generator 'nope'"),
+                          (["--jpeg-quality", "101"], "generate.jpeg_quality"),
+                          (["--shard-size", "0"], "generate.shard_size")):
+        result = CliRunner().invoke(app, ["--clusters", str(clusters), "--models-root", str(models), "--out",
+                                          str(tmp_path / "c"), "--metrics", str(tmp_path / "m.json"), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_changed_settings_regenerate_stale_shards(clusters, models, tmp_path):
+    """DVC keeps the persisted folder across runs: shards made with other settings must not survive."""
+    generate(clusters, models, tmp_path / "reused", jpeg_quality=60, shard_size=5)
+    (tmp_path / "reused" / "shards" / ".shard-00001.parquet.tmp-999").write_bytes(b"half")
+    (tmp_path / "reused" / "shards" / "shard-00007.parquet").write_bytes(b"not in the plan")
+    generate(clusters, models, tmp_path / "reused", jpeg_quality=95, shard_size=5)
+    generate(clusters, models, tmp_path / "fresh", jpeg_quality=95, shard_size=5)
+    assert files(tmp_path / "reused") == files(tmp_path / "fresh")
+
+
+# ------------------------------------------------------------------------------- kill, resume, distribute
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_byte_identical_to_an_uninterrupted_run(clusters, models, tmp_path):
+    out = tmp_path / "killed"
+    args = stage_args(clusters, models, out, "--shard-size", "1", "--batch-size", "1")
+    process = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "shards").glob("shard-*.parquet"))) < 2:
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list((out / "shards").glob("shard-*.parquet")))
+    assert 2 <= finished < 12 and not (out / contract.MANIFEST).exists()
+
+    resumed = subprocess.run([sys.executable, *args], cwd=REPO, env=env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming, {finished} of 12 shards already finished" in resumed.stdout
+    generate(clusters, models, tmp_path / "whole", shard_size=1, batch_size=1, device="cpu")
+    assert files(out) == files(tmp_path / "whole") and len(files(out)) == 13
+    assert (tmp_path / "killed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_equal_one(clusters, models, tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    # On a machine without GPUs, --multi_gpu starts torch's elastic launcher with the gloo backend on CPU
+    # (accelerate's --cpu flag starts a single process).
+    launched = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+                               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                               str(free_port()), *stage_args(clusters, models, tmp_path / "two", "--shard-size", "5")],
+                              cwd=REPO, env=env(), capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "process 0 of 2: 2 of 3 missing shards" in launched.stdout
+    assert "process 1 of 2: 1 of 3 missing shards" in launched.stdout
+    generate(clusters, models, tmp_path / "one", shard_size=5, device="cpu")
+    assert files(tmp_path / "two") == files(tmp_path / "one")
