@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import user_errors
+from stages.common.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 EVAL_SPLITS = ("val", "test")
@@ -58,6 +58,9 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
     from stages.common.study import Clusters, load_clusters
     from stages.probe import evaluate
 
+    if config.temperature <= 0 or config.lr <= 0 or config.epochs < 1:
+        raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
+                                        f"{config.epochs} must be positive")
     clusters = load_clusters(parents, children)
     model, losses = train_projections(clusters.select("train").embeddings, config, progress=progress)
     semantic, style = project(model, clusters.embeddings)

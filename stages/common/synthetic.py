@@ -58,13 +58,16 @@ def _scaled(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> n
 
 
 def synthetic_tables(spec: SyntheticSpec, generators: tuple[str, ...] = ("tiny_random",), *,
-                     backbone: str = "synthetic", text_tower: bool = True) -> dict[str, EmbeddingTable]:
-    """The tables ``parents``, one per generator, and ``captions`` (0 rows without a text tower)."""
+                     backbone: str = "synthetic", text_tower: bool = True,
+                     style_seeds: dict[str, int] | None = None) -> dict[str, EmbeddingTable]:
+    """The tables ``parents``, one per generator, and ``captions`` (0 rows without a text tower).
+
+    Every generator moves its children along the spec's style direction, unless `style_seeds` gives it a
+    direction of its own (a generator with another fingerprint)."""
     k, n, d = spec.n_clusters, spec.n_children, spec.dim
     rng = np.random.default_rng(spec.seed)
     semantics = _scaled(rng, (k, d), spec.semantic)  # (K, D)
     shifts = _scaled(rng, (k, n, d), spec.caption)  # (K, N, D)
-    u = style_direction(d, spec.seed)
     split = splits_of(spec)
     clusters = np.arange(k)
     attrs = {"backbone": backbone, "library": "synthetic", "architecture": "synthetic", "weights": "none",
@@ -77,6 +80,7 @@ def synthetic_tables(spec: SyntheticSpec, generators: tuple[str, ...] = ("tiny_r
     rows_caption = np.tile(np.arange(n), k)
     for g, generator in enumerate(generators):
         grng = np.random.default_rng([spec.seed, 2, g])
+        u = style_direction(d, (style_seeds or {}).get(generator, spec.seed))  # (D,)
         children = semantics[:, None] + shifts + spec.style * u + _scaled(grng, (k, n, d), spec.noise)
         tables[generator] = EmbeddingTable(
             children.reshape(k * n, d), [child_id(c, i) for c, i in zip(rows_cluster, rows_caption, strict=True)],
@@ -94,9 +98,11 @@ def synthetic_tables(spec: SyntheticSpec, generators: tuple[str, ...] = ("tiny_r
 
 
 def write_synthetic_caches(root: Path | str, backbone: str, spec: SyntheticSpec,
-                           generators: tuple[str, ...] = ("tiny_random",), *, text_tower: bool = True) -> Path:
+                           generators: tuple[str, ...] = ("tiny_random",), *, text_tower: bool = True,
+                           style_seeds: dict[str, int] | None = None) -> Path:
     """Write ``<root>/<backbone>/{parents,<generator>...,captions}.h5``; returns the backbone folder."""
     folder = Path(root) / backbone
-    for name, table in synthetic_tables(spec, generators, backbone=backbone, text_tower=text_tower).items():
+    for name, table in synthetic_tables(spec, generators, backbone=backbone, text_tower=text_tower,
+                                        style_seeds=style_seeds).items():
         write_embeddings(folder / f"{name}.h5", table)
     return folder
