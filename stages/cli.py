@@ -10,6 +10,12 @@ import typer
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
     ("clusters", "stages.clusters"),
+    ("distances", "stages.distances"),
+    ("probe", "stages.probe"),
+    ("retrieval", "stages.retrieval"),
+    ("disentangle", "stages.disentangle"),
+    ("tsne", "stages.tsne"),
+    ("report", "stages.report"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

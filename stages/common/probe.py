@@ -78,28 +78,33 @@ def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: 
     mean = x.mean(axis=0)
     scale = np.maximum(x.std(axis=0), 1e-6)
     val_x, val_y, _ = all_rows(val)
-    fits, grid = [], []
-    for c in c_grid:
-        probe = _fit_one((x - mean) / scale, y, c, max_iter=max_iter)
-        probe.mean, probe.scale = mean.astype(np.float32), scale.astype(np.float32)
-        accuracy = overall_accuracy(probe.predict(val_x), val_y)
-        fits.append(probe)
-        grid.append((float(c), accuracy))
+    standard = (x - mean) / scale
+    fits: dict[float, LinearProbe] = {}
+    # from strong to weak regularisation, each fit starting from the previous solution (warm start)
+    model = _model(max_iter)
+    for c in sorted(set(float(c) for c in c_grid)):
+        fits[c] = _fit_one(model, standard, y, c, mean=mean, scale=scale)
+    grid = [(float(c), overall_accuracy(fits[float(c)].predict(val_x), val_y)) for c in c_grid]
     best = max(range(len(grid)), key=lambda i: (grid[i][1], -grid[i][0]))
-    return ProbeFit(fits[best], grid, len(y))
+    return ProbeFit(fits[grid[best][0]], grid, len(y))
 
 
-def _fit_one(x: np.ndarray, y: np.ndarray, c: float, *, max_iter: int) -> LinearProbe:
+def _model(max_iter: int):
+    from sklearn.linear_model import LogisticRegression
+
+    # L2 is sklearn's default penalty
+    return LogisticRegression(solver="lbfgs", max_iter=max_iter, warm_start=True)
+
+
+def _fit_one(model, x: np.ndarray, y: np.ndarray, c: float, *, mean: np.ndarray, scale: np.ndarray) -> LinearProbe:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter)  # L2 is sklearn's default penalty
+    model.set_params(C=c)
     with warnings.catch_warnings():
         # a C far too large for separable data never "converges"; its validation score already says so
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y == FAKE)
-    d = x.shape[1]
-    return LinearProbe(np.zeros(d, np.float32), np.ones(d, np.float32), model.coef_[0].astype(np.float32),
+    return LinearProbe(mean.astype(np.float32), scale.astype(np.float32), model.coef_[0].astype(np.float32).copy(),
                        float(model.intercept_[0]), float(c))
