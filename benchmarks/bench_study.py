@@ -24,11 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's `stages`, whatever is installed
 COCOFAKE = {"train": 113_287, "val": 5_000, "test": 5_000}
-# runs a stage module as __main__ and reports the process's own peak memory, whatever its exit
-CHILD = ("import resource, runpy, sys\n"
+# runs a stage module as __main__ and reports the process's own peak memory (VmHWM: unlike ru_maxrss it
+# does not inherit the benchmark's memory through fork), whatever its exit
+CHILD = ("import runpy, sys\n"
          "module = sys.argv[1]; sys.argv = [module] + sys.argv[2:]\n"
          "try:\n    runpy.run_module(module, run_name='__main__')\n"
-         "finally:\n    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+         "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+         "    print('MAXRSS_KB', hwm, file=sys.stderr)\n")
 
 
 def run_stage(module: str, args: list[str]) -> tuple[float, float, str]:

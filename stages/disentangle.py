@@ -14,6 +14,7 @@ min / max intra-cluster distance accuracy. The weights (safetensors, no pickle) 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -21,6 +22,12 @@ import typer
 from stages.common.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class Device(StrEnum):
+    auto = "auto"  # the GPU when one is visible (the paper-scale setting), else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
 EVAL_SPLITS = ("val", "test")
 
 
@@ -93,6 +100,8 @@ def main(
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not given by the paper)."),
     temperature: float = typer.Option(0.07, help="SupCon temperature (not given by the paper)."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the probe's child draw."),
+    device: Device = typer.Option(Device.auto, help="Where S and T train (results match across devices only "
+                                                    "up to floating-point rounding)."),
     c_min: float = typer.Option(1e-3, help="Smallest C of the S probe's grid (the probe stage's grid)."),
     c_max: float = typer.Option(1e3, help="Largest C of the grid."),
     c_steps: int = typer.Option(7, help="Number of C values."),
@@ -106,7 +115,7 @@ def main(
 
     with user_errors():
         config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                   temperature=temperature, seed=seed)
+                                   temperature=temperature, seed=seed, device=device.value)
         result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps))
     for split in EVAL_SPLITS:
         s, t = result[split]["S"], result[split]["T"]

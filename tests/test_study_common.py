@@ -196,3 +196,14 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
     scrambled.embeddings[clusters.split == "test"] = 1e3
     again = fit_probe(scrambled.select("train"), scrambled.select("val"), grid, seed=0)
     assert again.probe.c == fit.probe.c and np.array_equal(again.probe.coef, fit.probe.coef)
+
+
+def test_shared_supcon_losses_equal_separate_ones():
+    from stages.common.supcon import supcon_losses
+
+    torch.manual_seed(1)
+    features = torch.nn.functional.normalize(torch.randn(12, 4), dim=1)
+    clusters, real_fake = torch.arange(4).repeat_interleave(3), torch.tensor([0, 1, 1] * 4)
+    both = supcon_losses(features, [clusters, real_fake], 0.1)
+    assert torch.allclose(both[0], supcon_loss(features, clusters, 0.1))
+    assert torch.allclose(both[1], supcon_loss(features, real_fake, 0.1))

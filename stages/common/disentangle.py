@@ -23,7 +23,7 @@ from torch import nn
 
 from stages.common.labels import FAKE, REAL
 from stages.common.study import PARENT
-from stages.common.supcon import supcon_loss
+from stages.common.supcon import supcon_losses
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,14 @@ class DisentangleConfig:
     weight_decay: float = 0.01  # AdamW's default; the paper does not give one
     temperature: float = 0.07  # SupCon's default; the paper does not give one
     seed: int = 0
+    device: str = "cpu"  # a torch device; resolve "auto" with `pick_device`
+
+
+def pick_device(name: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else is passed through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 class Projections(nn.Module):
@@ -81,7 +89,8 @@ def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress:
     if k < 2:
         raise ValueError(f"{k} training clusters; disentanglement needs at least 2")
     torch.manual_seed(config.seed)
-    model = Projections(d)
+    device = torch.device(pick_device(config.device))
+    model = Projections(d).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999),
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -91,13 +100,11 @@ def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress:
         sums = dict.fromkeys(("loss_T", "loss_S", "l_fr_T", "l_c_T", "l_c_S", "l_fr_S"), 0.0)
         batches = 0
         for index in cluster_batches(k, per_batch, generator):
-            x = data[index].reshape(-1, d)  # (k*M, D)
-            cluster, real_fake = batch_labels(len(index), m)
+            x = data[index].reshape(-1, d).to(device, non_blocking=True)  # (k*M, D)
+            cluster, real_fake = (labels.to(device) for labels in batch_labels(len(index), m))
             semantic, style = model(x)
-            l_fr_t, l_c_t = supcon_loss(style, real_fake, config.temperature), supcon_loss(style, cluster,
-                                                                                           config.temperature)
-            l_c_s, l_fr_s = supcon_loss(semantic, cluster, config.temperature), supcon_loss(
-                semantic, real_fake, config.temperature)
+            l_fr_t, l_c_t = supcon_losses(style, [real_fake, cluster], config.temperature)
+            l_c_s, l_fr_s = supcon_losses(semantic, [cluster, real_fake], config.temperature)
             loss_t, loss_s = l_fr_t - l_c_t, l_c_s - l_fr_s
             optimizer.zero_grad(set_to_none=True)
             (loss_t + loss_s).backward()
@@ -106,7 +113,7 @@ def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress:
                 sums[key] += value.item()
             batches += 1
         history.append({"epoch": float(epoch + 1), **{key: value / batches for key, value in sums.items()}})
-    return model, history
+    return model.cpu(), history
 
 
 @torch.inference_mode()

@@ -13,16 +13,25 @@ import torch
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """features (B, D), l2-normalised; labels (B,) int -> scalar loss."""
+    return supcon_losses(features, [labels], temperature)[0]
+
+
+def supcon_losses(features: torch.Tensor, labelings: list[torch.Tensor], temperature: float) -> list[torch.Tensor]:
+    """The loss of the same features under several labelings (e.g. clusters and real/fake), sharing the
+    (B, B) similarity and log-softmax, which dominate the cost."""
     if temperature <= 0:
         raise ValueError(f"temperature is {temperature}; expected > 0")
     b = features.shape[0]
     self_mask = torch.eye(b, dtype=torch.bool, device=features.device)  # (B, B)
     logits = (features @ features.T / temperature).masked_fill(self_mask, float("-inf"))  # (B, B)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (B, B), log softmax over A(i)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask  # (B, B)
-    n_positives = positives.sum(dim=1)  # (B,)
-    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / n_positives.clamp(min=1)  # (B,)
-    has_positive = n_positives > 0
-    if not has_positive.any():
-        raise ValueError("no anchor in the batch has a positive (batches must hold whole clusters)")
-    return per_anchor[has_positive].mean()
+    losses = []
+    for labels in labelings:
+        positives = (labels[:, None] == labels[None, :]) & ~self_mask  # (B, B)
+        n_positives = positives.sum(dim=1)  # (B,)
+        per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / n_positives.clamp(min=1)  # (B,)
+        has_positive = n_positives > 0
+        if not has_positive.any():
+            raise ValueError("no anchor in the batch has a positive (batches must hold whole clusters)")
+        losses.append(per_anchor[has_positive].mean())
+    return losses
