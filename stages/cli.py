@@ -13,6 +13,12 @@ COMMANDS = [
     ("tiny_generator", "stages.tiny_generator"),
     ("generate", "stages.generate"),
     ("embed", "stages.embed"),
+    ("distances", "stages.distances"),
+    ("probe", "stages.probe"),
+    ("retrieval", "stages.retrieval"),
+    ("disentangle", "stages.disentangle"),
+    ("tsne", "stages.tsne"),
+    ("report", "stages.report"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

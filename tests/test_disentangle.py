@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stages import disentangle, tsne
+from stages.common.disentangle import DisentangleConfig, batch_labels, cluster_batches, project, train_projections
+from stages.common.metrics import distance_accuracy
+from stages.common.probe import all_rows, fit_probe
+from stages.common.study import Clusters, stack_clusters
+from stages.common.synthetic import SyntheticSpec, style_direction, synthetic_tables
+from tests.study_caches import write_study_caches
+
+
+def test_batches_hold_whole_clusters():
+    generator = torch.Generator().manual_seed(0)
+    batches = list(cluster_batches(23, 5, generator))
+    assert sorted(torch.cat(batches).tolist()) == list(range(23)) and [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    assert list(cluster_batches(11, 5, torch.Generator().manual_seed(0)))[-1].numel() == 5  # a lone cluster is dropped
+    cluster, real_fake = batch_labels(3, 6)
+    assert cluster.tolist() == [0] * 6 + [1] * 6 + [2] * 6 and real_fake.tolist() == [0, 1, 1, 1, 1, 1] * 3
+
+
+def test_disentangle_separates_a_known_style_from_semantics():
+    # children = parent's semantics + caption shift + 0.7 * u: the style is the known direction u
+    spec = SyntheticSpec(n_clusters=150, dim=16, style=0.7)
+    made = synthetic_tables(spec, ("g",))
+    clusters = stack_clusters(made["parents"], made["g"], where="synthetic")
+    torch.set_num_threads(1)
+    model, history = train_projections(clusters.select("train").embeddings,
+                                       DisentangleConfig(epochs=15, batch_size=60, lr=1e-2), progress=False)
+    assert history[-1]["loss_T"] < history[0]["loss_T"] - 3 and history[-1]["loss_S"] < history[0]["loss_S"]
+    semantic, style = project(model, clusters.embeddings)
+    test = clusters.split == "test"
+    before, after_t = distance_accuracy(clusters.embeddings[test]), distance_accuracy(style[test])
+    # T: the parent moves out of its cluster, away from every child
+    assert after_t["max_distance_accuracy"] > before["max_distance_accuracy"] + 0.4
+    # S: the style direction is (mostly) projected out ...
+    weight = model.semantic.weight.detach()
+    u = torch.from_numpy(style_direction(16, spec.seed))
+    assert (weight @ u).norm() < 0.4 * weight.norm() / np.sqrt(16)
+
+    # ... so a probe on S does worse than on the raw features
+    def probe_accuracy(features):
+        space = Clusters(features, clusters.cluster_id, clusters.split, {})
+        fit = fit_probe(space.select("train"), space.select("val"), [0.01, 1.0, 100.0])
+        x, y, _ = all_rows(space.select("test"))
+        return (fit.probe.predict(x) == y).mean()
+
+    assert probe_accuracy(semantic) < probe_accuracy(clusters.embeddings) - 0.05
+
+
+def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
+    folder = write_study_caches(tmp_path, n_clusters=30, dim=8, style=1.0)
+    runner = CliRunner()
+    common = ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
+              "--batch-size", "30", "--c-steps", "3", "--out", str(tmp_path / "w.safetensors"),
+              "--metrics", str(tmp_path / "m.json"), "--history", str(tmp_path / "h.json")]
+    done = runner.invoke(disentangle.app, [*common, "--temperature", "0.2"])
+    assert done.exit_code == 0, done.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["temperature"] == 0.2 and metrics["epochs"] == 2
+    for split in ("val", "test"):
+        assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy"}
+        assert set(metrics[split]["T"]) == {"min_distance_accuracy", "max_distance_accuracy"}
+    assert [row["epoch"] for row in json.loads((tmp_path / "h.json").read_text())] == [1, 2]
+    model = disentangle.load_projections(tmp_path / "w.safetensors")
+    assert model.semantic.weight.shape == (8, 8)
+
+    tsne.run(folder / "parents.h5", folder / "g1.h5", tmp_path / "w.safetensors", tmp_path / "tsne",
+             max_clusters=4, perplexity=30.0, seed=0)
+    import pandas as pd
+
+    for space in tsne.SPACES:
+        frame = pd.read_csv(tmp_path / "tsne" / f"{space}.csv")
+        assert len(frame) == 4 * 6 and set(frame["label"]) == {"real", "fake"}
+        assert list(frame.columns) == ["x", "y", "label", "cluster_id"] and np.isfinite(frame[["x", "y"]]).all().all()
+
+    done = runner.invoke(disentangle.app, [*common, "--temperature", "0"])
+    assert done.exit_code == 2 and "temperature" in done.output
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_training_is_deterministic(seed):
+    data = np.random.default_rng(0).normal(size=(12, 4, 6)).astype(np.float32)
+    config = DisentangleConfig(epochs=2, batch_size=16, seed=seed)
+    first, _ = train_projections(data, config, progress=False)
+    second, _ = train_projections(data, config, progress=False)
+    assert torch.equal(first.semantic.weight, second.semantic.weight)

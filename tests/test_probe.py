@@ -1,0 +1,54 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from stages import probe
+from stages.common.errors import InputError
+from tests.study_caches import write_study_caches
+
+
+def cli(folder, tmp_path, *extra):
+    return ["--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
+            "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--metrics", str(tmp_path / "m.json"),
+            "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"), *extra]
+
+
+def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
+    folder = write_study_caches(tmp_path, style=3.0, n_clusters=90)
+    done = CliRunner().invoke(probe.app, cli(folder, tmp_path))
+    assert done.exit_code == 0, done.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert min(abs(metrics["c"] - c) for c in (0.1, 1.0, 10.0)) < 1e-9
+    assert [v["c"] for v in metrics["c_search"].values()] == pytest.approx([0.1, 1.0, 10.0])
+    assert metrics["train_rows"] == 2 * 54  # one parent and one child per training cluster
+    for split in ("val", "test"):
+        assert set(metrics[split]) == {"overall_accuracy", "full_cluster_accuracy", "real_accuracy",
+                                       "fake_accuracy", "auc", "ap"}
+        assert metrics[split]["overall_accuracy"] > 0.9 and metrics[split]["auc"] > 0.95
+    roc = json.loads((tmp_path / "roc.json").read_text())
+    assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1
+    cross = json.loads((tmp_path / "cross.json").read_text())
+    assert [(r["train_generator"], r["test_generator"]) for r in cross] == [("g1", "g1"), ("g1", "g2")]
+    assert cross[0]["overall_accuracy"] == metrics["test"]["overall_accuracy"]
+    # g2 shares g1's style direction (same spec seed): the probe transfers
+    assert cross[1]["overall_accuracy"] > 0.9
+
+
+def test_cross_generator_with_another_fingerprint_falls(tmp_path):
+    folder = write_study_caches(tmp_path, style=3.0, n_clusters=90, style_seeds={"g2": 5})
+    result = probe.run(folder, "g1", ["g1", "g2"], tmp_path / "m.json", tmp_path / "roc.json",
+                       tmp_path / "cross.json", grid=[1.0])
+    cross = json.loads((tmp_path / "cross.json").read_text())
+    assert result["test"]["auc"] > 0.95 and cross[1]["auc"] < result["test"]["auc"] - 0.2
+
+
+def test_bad_arguments(tmp_path):
+    folder = write_study_caches(tmp_path, n_clusters=30)
+    with pytest.raises(InputError, match="must include the training generator"):
+        probe.run(folder, "g1", ["g2"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0])
+    with pytest.raises(InputError, match="c_min"):
+        probe.c_grid(0, 1, 3)
+    done = CliRunner().invoke(probe.app, cli(folder, tmp_path, "--generators", "g3"))
+    assert done.exit_code == 2 and "g3.h5" in done.output
+    assert probe.c_grid(0.001, 1000, 7) == pytest.approx([0.001, 0.01, 0.1, 1, 10, 100, 1000])
