@@ -139,28 +139,31 @@ def augment(img: Image.Image, rng: np.random.Generator, num_transform: int) -> I
     return img
 
 
-def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float], rng: np.random.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
-    """A crop covering a `scale` fraction of the area with aspect ratio in `ratio`, resized to size x size.
-
-    torchvision's RandomResizedCrop protocol (10 tries, then the largest centred crop of valid ratio), drawn
-    from `rng` so a view is reproducible from its seed."""
-    area = img.width * img.height
+def crop_box(width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
+             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(left, top, w, h) of a crop covering a `scale` fraction of the area with aspect ratio in `ratio`:
+    torchvision's RandomResizedCrop protocol (10 tries, then the largest centred crop of valid ratio),
+    drawn from `rng` so a view is reproducible from its seed."""
+    area = width * height
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= img.width and 0 < h <= img.height:
-            left, top = int(rng.integers(0, img.width - w + 1)), int(rng.integers(0, img.height - h + 1))
-            return img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
-    aspect = img.width / img.height
-    if aspect < ratio[0]:
-        w, h = img.width, round(img.width / ratio[0])
-    elif aspect > ratio[1]:
-        w, h = round(img.height * ratio[1]), img.height
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    if width / height < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif width / height > ratio[1]:
+        w, h = round(height * ratio[1]), height
     else:
-        w, h = img.width, img.height
-    left, top = (img.width - w) // 2, (img.height - h) // 2
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float],
+                        rng: np.random.Generator) -> Image.Image:
+    """A `crop_box` of the image resized to size x size (bicubic)."""
+    left, top, w, h = crop_box(img.width, img.height, scale, rng)
     return img.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
 
 

@@ -139,9 +139,11 @@ class PairViews:
     def __init__(self, pairs: Sequence[tuple[ImageRef, list[ImageRef]]], config: ViewConfig, *, seed: int,
                  stream: int = 0, shuffle: bool = True) -> None:
         self.pairs, self.config, self.seed, self.stream, self.shuffle = list(pairs), config, seed, stream, shuffle
-        self.set_epoch(0)
+        self.use_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
+        # not named set_epoch: accelerate's loader calls a dataset's set_epoch with its own iteration count,
+        # which restarts at 0 in a resumed process and would replay epoch 0's data
         self.epoch = epoch
         order = np.random.default_rng([self.seed, self.stream, epoch]).permutation(len(self.pairs))
         self.order = order if self.shuffle else np.arange(len(self.pairs))

@@ -21,9 +21,10 @@ it adds the real term twice and drops the fake term, a bug kept here as an optio
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where it is used, so stage --help stays fast
+    import torch
 
 VIEWS = ("real", "fake", "aug_real", "aug_fake", "global_real", "local_real", "global_fake", "local_fake")
 
@@ -38,6 +39,9 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     """Mean InfoNCE of each query against its own positive and a shared set of negatives (cosine logits).
 
     query, positive: (B, D); negatives: (M, D). Returns a scalar."""
+    import torch
+    import torch.nn.functional as F
+
     query, positive, negatives = (F.normalize(x, dim=-1) for x in (query, positive, negatives))
     positive_logit = (query * positive).sum(dim=-1, keepdim=True)  # (B, 1)
     negative_logits = query @ negatives.T  # (B, M)
@@ -48,6 +52,8 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
 
 def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
     """A seeded random permutation of range(n) with no fixed point (n >= 2): each anchor gets another image."""
+    import torch
+
     if n < 2:
         raise ValueError(f"a batch of {n} has no other image of the same class; CoDE needs batches of 2 or more")
     order = torch.randperm(n, generator=generator)

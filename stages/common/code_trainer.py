@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -86,8 +87,13 @@ class TrainState:
 
 
 def fingerprint(net: CodeNetConfig, views: ViewConfig, config: TrainConfig, refs: Sequence[ImageRef]) -> str:
-    """A hash of everything that changes the training curve: configs and the training data."""
+    """A hash of everything that changes the training curve: configs, the training data and the code of
+    the modules that train (so an edit to them, which makes DVC rerun the stage, also restarts training)."""
+    from stages.common import code_augment, code_data, code_loss, codenet
+
     digest = hashlib.sha256(json.dumps([asdict(net), asdict(views), asdict(config)], sort_keys=True).encode())
+    for module in (code_augment, code_data, code_loss, codenet, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
     for ref in refs:
         # children by their bytes; parents by path and size (hashing every photo would cost a full read)
         content = ref.source if isinstance(ref.source, bytes) else f"{ref.source}:{Path(ref.source).stat().st_size}"
@@ -239,7 +245,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
         if stop_after is not None and epochs_this_call >= stop_after:
             break
         epoch = state.epoch
-        dataset.set_epoch(epoch)
+        dataset.use_epoch(epoch)
         model.train()
         sums, seen, start, lr = {"loss": 0.0, "real": 0.0, "fake": 0.0}, 0, time.perf_counter(), config.lr
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (progress and main))
