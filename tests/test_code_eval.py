@@ -67,7 +67,8 @@ def test_nearest_neighbour_uses_cosine_distance():
     # q is nearer the fake point in Euclidean terms but nearer the real one in angle: cosine decides
     q = np.array([[0.6, 0.4]])
     norm = np.hypot(0.6, 0.4)
-    assert fit_head("knn", x, y)(q)[0] == pytest.approx((1 - 0.6 / norm) - (1 - 0.4 / norm)) < 0
+    score = fit_head("knn", x, y)(q)[0]
+    assert score < 0 and score == pytest.approx((1 - 0.6 / norm) - (1 - 0.4 / norm))
 
 
 def test_logistic_head_is_balanced():
