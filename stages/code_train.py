@@ -111,6 +111,8 @@ def main(
     monitor: Monitor = typer.Option(Monitor.val_accuracy, help="Early-stopping metric on val: val_accuracy (logistic "
                                     "head's balanced accuracy) or val_loss."),
     patience: int = typer.Option(6, help="Stop after this many epochs without a better val metric; 0: never."),
+    probe_images: int = typer.Option(0, help="val_accuracy: at most this many train and val images each "
+                                             "(a seeded subsample); 0: all."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the data order, the views and the loss."),
     workers: int = typer.Option(0, help="DataLoader worker processes (0: load in the training process)."),
     keep_checkpoints: int = typer.Option(2, help="Per-epoch checkpoints kept (the newest); 0: all."),
@@ -128,7 +130,8 @@ def main(
                            local_scale=(local_scale_min, local_scale_max), crop_pct=crop_pct)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              warmup_epochs=warmup_epochs, min_lr=min_lr, temperature=temperature,
-                             loss_variant=loss_variant, monitor=monitor, patience=patience, seed=seed)
+                             loss_variant=loss_variant, monitor=monitor, patience=patience,
+                             probe_images=probe_images, seed=seed)
         result = run(clusters, children_root, split_list(generators, "code_train.generators"), out, checkpoints,
                      metrics, plot, net=net, views=views, config=config, num_workers=workers,
                      keep_checkpoints=keep_checkpoints, threads=threads)

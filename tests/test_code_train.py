@@ -146,6 +146,18 @@ def test_pair_views_are_reproducible_and_change_with_the_epoch(data):
     assert not torch.equal(a[0]["aug_real"], b[0]["aug_real"])
 
 
+def test_probe_subsample_keeps_both_classes_in_their_share(data):
+    from stages.common.code_trainer import stratified_subsample
+
+    refs = [r for r in read_images(data / "clusters.parquet", data / "children", ["g1"], ("train",))]
+    for limit in (3, 12):
+        chosen = stratified_subsample(refs, limit, np.random.default_rng(0))
+        real = sum(r.label == 0 for r in chosen)
+        assert real >= 1 and len(chosen) - real >= 1 and abs(len(chosen) - limit) <= 1
+        assert real == max(1, round(limit * 4 / 24))
+        assert chosen == sorted(chosen, key=refs.index)
+
+
 def test_schedule_warms_up_then_decays_to_min_lr():
     config = TrainConfig(epochs=10, lr=1.0, warmup_epochs=2, min_lr=0.1)
     factors = [lr_factor(step, steps_per_epoch=5, config=config) for step in range(50)]

@@ -60,10 +60,11 @@ class TrainConfig:
     loss_variant: LossVariant = LossVariant.symmetric
     monitor: Monitor = Monitor.val_accuracy
     patience: int = 6  # epochs without improvement before stopping; 0: never stop early
+    probe_images: int = 0  # val_accuracy: at most this many train and val images each (seeded); 0: all
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, low in (("epochs", 1), ("batch_size", 2), ("patience", 0)):
+        for name, low in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("probe_images", 0)):
             if getattr(self, name) < low:
                 raise InputError(name, f"is {getattr(self, name)}; expected at least {low}")
         for name in ("lr", "temperature"):
@@ -170,19 +171,36 @@ def val_loss(model, pairs, views: ViewConfig, config: TrainConfig, *, num_worker
     return total / count
 
 
-def val_accuracy(model, refs: Sequence[ImageRef], image_size: int, *, num_workers: int, batch_size: int) -> float:
-    """Balanced val accuracy of the logistic-regression head fitted on train features (natural threshold)."""
+def val_accuracy(model, refs: Sequence[ImageRef], image_size: int, *, num_workers: int, batch_size: int,
+                 limit: int = 0, seed: int = 0) -> float:
+    """Balanced val accuracy of the logistic-regression head fitted on train features (natural threshold).
+
+    With `limit`, each split contributes a seeded subsample of at most that many images (the released
+    code probes with 9600 train and 4800 val images), the same one every epoch."""
     from stages.common.code_heads import binary_metrics, fit_head
 
     features = {}
     for split in ("train", "val"):
         chosen = [ref for ref in refs if ref.split == split]
+        if 0 < limit < len(chosen):
+            chosen = stratified_subsample(chosen, limit, np.random.default_rng([seed, 2]))
         features[split] = (extract_features(model, EvalImages(chosen, image_size), batch_size=batch_size,
                                             num_workers=num_workers, progress=False),
                            np.array([ref.label for ref in chosen]))
     score = fit_head("logreg", *features["train"])
     metrics = binary_metrics(score(features["val"][0]), features["val"][1], 0.0)
     return (metrics["real_acc"] + metrics["fake_acc"]) / 2
+
+
+def stratified_subsample(refs: Sequence[ImageRef], limit: int, rng: np.random.Generator) -> list[ImageRef]:
+    """About `limit` of `refs`, each class in its share and at least one of each, in their original order."""
+    keep: list[int] = []
+    for label in (REAL, FAKE):
+        members = [i for i, ref in enumerate(refs) if ref.label == label]
+        if members:
+            size = min(len(members), max(1, round(limit * len(members) / len(refs))))
+            keep.extend(rng.choice(members, size=size, replace=False).tolist())
+    return [refs[i] for i in sorted(keep)]
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -277,7 +295,8 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
                 monitored[0] = val_loss(bare, val_pairs, views, config, num_workers=num_workers)
             else:
                 monitored[0] = val_accuracy(bare, [r for r in refs if r.split in ("train", "val")], net.image_size,
-                                            num_workers=num_workers, batch_size=config.batch_size)
+                                            num_workers=num_workers, batch_size=config.batch_size,
+                                            limit=config.probe_images, seed=config.seed)
         value = float(broadcast_object_list(monitored)[0])
         record[config.monitor.value] = value
         lower_is_better = config.monitor is Monitor.val_loss
