@@ -19,6 +19,8 @@ COMMANDS = [
     ("disentangle", "stages.disentangle"),
     ("tsne", "stages.tsne"),
     ("report", "stages.report"),
+    ("code_train", "stages.code_train"),
+    ("code_eval", "stages.code_eval"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -1,0 +1,177 @@
+"""code_eval: the CoDE model (data/code/model.pt) + parents + children -> metrics/code_eval.json and the
+generator x transformation grid (metrics/plots/code_eval.csv).
+
+    python -m stages.code_eval --model data/code/model.pt --clusters data/clusters.parquet \\
+        --children-root data/children --generators tiny_random --fit-generators tiny_random
+
+Protocol (the released evaluation, plus AUC and AP):
+  1. frozen features, L2-normalised, of the centre crop of each image at the model's size without resizing
+     (smaller images padded with black), for the train and val splits (parents + children of
+     --fit-generators) and the test split (parents + children of --generators), the test split also after
+     each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
+     crop; stages.common.code_augment.TEST_TRANSFORMS);
+  2. the three heads (stages.common.code_heads) fitted on train: logistic regression, 1-NN (cosine) and a
+     one-class SVM on the train reals only;
+  3. each head's threshold from val (balanced accuracy) or its natural 0 (--threshold), never from test;
+  4. per generator (all test parents + that generator's test children) and overall (all of them): real,
+     fake and overall accuracy, AUC and AP, clean and per transformation.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from stages.common.code_heads import ThresholdRule
+from stages.common.errors import user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+OVERALL = "overall"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def evaluate(model, image_size: int, refs, generators: list[str], fit_generators: list[str],
+             transforms: list[str], *, threshold: ThresholdRule, seed: int = 0, batch_size: int = 64,
+             num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+    """Fit the heads and score every (head, generator, transformation); returns (metrics, grid rows)."""
+    import numpy as np
+
+    from stages.common.code_augment import CLEAN
+    from stages.common.code_data import EvalImages, extract_features
+    from stages.common.code_heads import HEADS, binary_metrics, choose_threshold, fit_head
+
+    def features(chosen, transform=CLEAN):
+        dataset = EvalImages(chosen, image_size, transform=transform, seed=seed)
+        return extract_features(model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                desc=f"{chosen[0].split} {transform}")
+
+    def pick(split, gens):
+        chosen = [r for r in refs if r.split == split and (not r.generator or r.generator in gens)]
+        if not chosen:
+            raise ValueError(f"no {split} images for generators {gens}")
+        return chosen, np.array([r.label for r in chosen])
+
+    (train, y_train), (val, y_val), (test, y_test) = pick("train", fit_generators), pick("val", fit_generators), \
+        pick("test", generators)
+    x_train, x_val = features(train), features(val)
+    scorers = {head: fit_head(head, x_train, y_train, seed=seed) for head in HEADS}
+    thresholds = {head: choose_threshold(scorers[head](x_val), y_val) if threshold is ThresholdRule.val else 0.0
+                  for head in HEADS}
+
+    groups = {OVERALL: np.ones(len(test), bool)} | {
+        gen: np.array([not r.generator or r.generator == gen for r in test]) for gen in generators}
+    rows = []
+    for transform in [CLEAN, *transforms]:
+        x_test = features(test, transform)
+        for head in HEADS:
+            scores = scorers[head](x_test)
+            for group, mask in groups.items():
+                rows.append({"head": head, "generator": group, "transform": transform,
+                             **binary_metrics(scores[mask], y_test[mask], thresholds[head]),
+                             "n_real": float((y_test[mask] == 0).sum()), "n_fake": float((y_test[mask] == 1).sum())})
+
+    metrics: dict = {head: {} for head in HEADS}
+    for row in rows:
+        scores = {k: row[k] for k in ("real_acc", "fake_acc", "acc", "auc", "ap")}
+        if row["transform"] == CLEAN:
+            metrics[row["head"]][row["generator"]] = scores
+        elif row["generator"] == OVERALL:
+            metrics[row["head"]][f"{OVERALL}_{row['transform']}"] = scores
+    metrics["thresholds"] = thresholds
+    metrics["images"] = {"train": float(len(train)), "val": float(len(val)), "test_real": float((y_test == 0).sum()),
+                         **{f"test_fake_{gen}": float(groups[gen].sum() - (y_test == 0).sum()) for gen in generators}}
+    return metrics, rows
+
+
+def write_grid(path: Path, rows: list[dict]) -> None:
+    """The head x generator x transformation grid as CSV (DVC plot data); empty cells are not applicable."""
+    import csv
+
+    from stages.common.io import atomic_path
+
+    columns = list(rows[0])
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
+                             for k, v in row.items()})
+
+
+def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],
+        transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule = ThresholdRule.val,
+        seed: int = 0, batch_size: int = 64, num_workers: int = 0, device: Device = Device.auto, threads: int = 0,
+        progress: bool = True) -> dict:
+    import torch
+
+    from stages.common.code_augment import TEST_TRANSFORMS
+    from stages.common.code_data import read_images
+    from stages.common.codenet import load_model
+    from stages.common.errors import InputError
+    from stages.common.io import write_metrics
+
+    unknown = [t for t in transforms if t not in TEST_TRANSFORMS]
+    if unknown:
+        raise InputError("code_eval.transforms", f"unknown {unknown}; known: {list(TEST_TRANSFORMS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    if device is Device.auto:
+        device = Device.cuda if torch.cuda.is_available() else Device.cpu
+    model, config, _ = load_model(model_path, device=device.value)
+    refs = read_images(clusters, children_root, sorted(set(generators) | set(fit_generators)),
+                       ("train", "val", "test"))
+    try:
+        metrics, rows = evaluate(model, config.image_size, refs, generators, fit_generators, transforms,
+                                 threshold=threshold, seed=seed, batch_size=batch_size, num_workers=num_workers,
+                                 progress=progress)
+    except ValueError as error:
+        raise InputError(str(clusters), str(error)) from error
+    write_metrics(metrics_path, metrics)
+    write_grid(grid_path, rows)
+    return metrics
+
+
+@app.command()
+def main(
+    model: Path = typer.Option(Path("data/code/model.pt"), help="The CoDE model written by code_train."),
+    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table (parents)."),
+    children_root: Path = typer.Option(Path("data/children"), help="Folder holding one children folder per "
+                                                                   "generator."),
+    generators: str = typer.Option("tiny_random", help="Comma-separated generators evaluated (test children), "
+                                                       "each on its own and all together (overall)."),
+    fit_generators: str = typer.Option("tiny_random", help="Comma-separated generators whose train / val "
+                                                           "children fit the heads and choose thresholds."),
+    transforms: str = typer.Option("jpeg95,jpeg75,jpeg50,half,blur1,crop", help="Comma-separated test "
+                                   "transformations (stages.common.code_augment.TEST_TRANSFORMS)."),
+    threshold: ThresholdRule = typer.Option(ThresholdRule.val, help="val: each head's threshold maximises "
+                                            "balanced accuracy on val; natural: the head's own decision."),
+    metrics: Path = typer.Option(Path("metrics/code_eval.json"), help="Output metrics JSON."),
+    grid: Path = typer.Option(Path("metrics/plots/code_eval.csv"), help="Output head x generator x "
+                                                                      "transformation grid (CSV)."),
+    seed: int = typer.Option(0, help="Seed of the random test crop and the heads."),
+    batch_size: int = typer.Option(64, help="Images per forward pass."),
+    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    device: Device = typer.Option(Device.auto, help="auto: CUDA when available."),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+) -> None:
+    """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
+    from stages.common.code_data import split_list
+
+    with user_errors():
+        result = run(model, clusters, children_root, split_list(generators, "code_eval.generators"),
+                     split_list(fit_generators, "code_eval.fit_generators"),
+                     split_list(transforms, "code_eval.transforms"), metrics, grid, threshold=threshold, seed=seed,
+                     batch_size=batch_size, num_workers=workers, device=device, threads=threads)
+    overall = {head: result[head][OVERALL]["acc"] for head in ("logreg", "knn", "ocsvm")}
+    typer.echo(f"{metrics}: overall clean accuracy " + ", ".join(f"{h} {a:.3f}" for h, a in overall.items()))
+
+
+if __name__ == "__main__":
+    app()

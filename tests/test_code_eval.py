@@ -1,0 +1,164 @@
+"""code_eval: the heads (the one-class SVM sees only reals), thresholds from val, the metrics, the
+transformed test images and the command's outputs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stages import code_eval
+from stages.common import code_heads
+from stages.common.clusters import read_clusters
+from stages.common.code_augment import CLEAN, TEST_TRANSFORMS
+from stages.common.code_data import EvalImages, read_images
+from stages.common.code_heads import HEADS, binary_metrics, choose_threshold, fit_head
+from stages.common.codenet import CodeNetConfig, build_model, save_model
+from stages.common.labels import FAKE, REAL
+from tests.fixtures import write_children, write_clusters
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """12 parents (4 per split), 5 children each from two generators, and an untrained model (32 px)."""
+    root = tmp_path_factory.mktemp("code_eval")
+    clusters = write_clusters(root, n_parents=12, size=(80, 60))
+    for gen, size in (("g1", (48, 48)), ("g2", (24, 40))):
+        write_children(root / "children" / gen, read_clusters(clusters), generator=gen, size=size, fmt="PNG")
+    config = CodeNetConfig(image_size=32, local_size=16)
+    save_model(root / "model.pt", build_model(config, seed=0), config, {"epoch": 0})
+    return root
+
+
+def blobs(n_real=30, n_fake=40, seed=0):
+    rng = np.random.default_rng(seed)
+    shift = np.array([4.0, 0, 0, 0, 0, 0])
+    x = np.concatenate([rng.normal(0, 1, (n_real, 6)) + shift, rng.normal(0, 1, (n_fake, 6)) - shift])
+    return x, np.array([REAL] * n_real + [FAKE] * n_fake)
+
+
+def test_one_class_svm_sees_only_reals():
+    x, y = blobs()
+    other = x.copy()
+    other[y == FAKE] = np.random.default_rng(9).normal(0, 5, ((y == FAKE).sum(), 6))
+    query = np.random.default_rng(3).normal(0, 3, (25, 6))
+    assert np.array_equal(fit_head("ocsvm", x, y)(query), fit_head("ocsvm", other, y)(query))
+    # and it does use the reals
+    moved = x.copy()
+    moved[y == REAL] += 1.0
+    assert not np.allclose(fit_head("ocsvm", x, y)(query), fit_head("ocsvm", moved, y)(query))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_heads_score_fakes_higher_on_separable_data(head):
+    x, y = blobs()
+    test_x, test_y = blobs(seed=1)
+    scores = fit_head(head, x, y)(test_x)
+    metrics = binary_metrics(scores, test_y, 0.0 if head != "ocsvm" else choose_threshold(scores, test_y))
+    assert metrics["auc"] > 0.95 and metrics["ap"] > 0.95
+
+
+def test_nearest_neighbour_uses_cosine_distance():
+    x, y = np.array([[5.0, 0.0], [0.0, 1.0]]), np.array([REAL, FAKE])
+    # q is nearer the fake point in Euclidean terms but nearer the real one in angle: cosine decides
+    q = np.array([[0.6, 0.4]])
+    norm = np.hypot(0.6, 0.4)
+    score = fit_head("knn", x, y)(q)[0]
+    assert score < 0 and score == pytest.approx((1 - 0.6 / norm) - (1 - 0.4 / norm))
+
+
+def test_logistic_head_is_balanced():
+    x, y = blobs(n_real=5, n_fake=60)
+    from sklearn.linear_model import LogisticRegression
+
+    plain = LogisticRegression(C=0.316, max_iter=1500).fit(x / np.linalg.norm(x, axis=1, keepdims=True), y)
+    balanced = fit_head("logreg", x, y)
+    probe = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert not np.allclose(plain.decision_function(probe), balanced(x))
+
+
+def test_threshold_maximises_balanced_accuracy_and_prefers_zero_on_ties():
+    scores = np.array([-3.0, -2.0, 1.0, 2.0, 5.0, 6.0])
+    labels = np.array([REAL, REAL, REAL, FAKE, FAKE, FAKE])
+    t = choose_threshold(scores, labels)
+    assert 1.0 <= t < 2.0 and binary_metrics(scores, labels, t)["acc"] == 1.0
+    assert choose_threshold(np.array([-1.0, 1.0]), np.array([REAL, FAKE])) == 0.0
+
+
+def test_metrics_values_and_not_applicable():
+    scores, labels = np.array([0.1, 0.9, 0.8, 0.3]), np.array([REAL, REAL, FAKE, FAKE])
+    m = binary_metrics(scores, labels, 0.5)
+    assert m == {"real_acc": 0.5, "fake_acc": 0.5, "acc": 0.5, "auc": 0.5, "ap": pytest.approx(7 / 12)}
+    only_fakes = binary_metrics(np.array([1.0, -1.0]), np.array([FAKE, FAKE]), 0.0)
+    assert only_fakes["real_acc"] is None and only_fakes["auc"] is None and only_fakes["fake_acc"] == 0.5
+
+
+def test_eval_images_center_crop_and_seeded_transforms(data):
+    refs = read_images(data / "clusters.parquet", data / "children", ["g2"], ("test",))
+    child = next(r for r in refs if r.generator == "g2")
+    clean = EvalImages([child], 32)[0]
+    assert clean.shape == (3, 32, 32)
+    # a 24 px wide child is padded with black (normalised) on both sides, not resized
+    black = (0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(clean[:, :, 0], black[:, None].expand(3, 32)) and not torch.allclose(
+        clean[:, :, 16], black[:, None].expand(3, 32))
+    for name in TEST_TRANSFORMS:
+        a, b = EvalImages([child], 32, transform=name, seed=1)[0], EvalImages([child], 32, transform=name, seed=1)[0]
+        assert torch.equal(a, b) and not torch.equal(a, clean), name
+    with pytest.raises(ValueError, match="unknown transformation"):
+        EvalImages([child], 32, transform="sepia")
+
+
+def test_thresholds_come_from_val_never_test(data, monkeypatch):
+    seen = []
+    original = code_heads.choose_threshold
+    monkeypatch.setattr(code_heads, "choose_threshold", lambda s, y: seen.append(len(y)) or original(s, y))
+    from stages.common.codenet import load_model
+
+    model, config, _ = load_model(data / "model.pt")
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1", "g2"], ("train", "val", "test"))
+    metrics, rows = code_eval.evaluate(model, 32, refs, ["g1", "g2"], ["g1"], ["jpeg75"],
+                                       threshold=code_heads.ThresholdRule.val, progress=False)
+    n_val = sum(r.split == "val" and r.generator in ("", "g1") for r in refs)
+    assert seen == [n_val] * len(HEADS)
+    assert metrics["images"] == {"train": 24, "val": 24, "test_real": 4, "test_fake_g1": 20, "test_fake_g2": 20}
+    assert len(rows) == len(HEADS) * 3 * 2  # heads x (overall, g1, g2) x (clean, jpeg75)
+
+
+@pytest.mark.slow
+def test_command_writes_metrics_and_grid(data, tmp_path):
+    args = ["--model", str(data / "model.pt"), "--clusters", str(data / "clusters.parquet"),
+            "--children-root", str(data / "children"), "--generators", "g1,g2", "--fit-generators", "g1",
+            "--threads", "1", "--metrics", str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
+    result = CliRunner().invoke(code_eval.app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for head in HEADS:
+        assert set(metrics[head]) == {"g1", "g2", "overall", *(f"overall_{t}" for t in TEST_TRANSFORMS)}
+        assert set(metrics[head]["overall"]) == {"real_acc", "fake_acc", "acc", "auc", "ap"}
+        assert 0 <= metrics[head]["overall"]["acc"] <= 1
+    rows = list(csv.DictReader((tmp_path / "grid.csv").open()))
+    assert len(rows) == len(HEADS) * 3 * (1 + len(TEST_TRANSFORMS))
+    assert {r["transform"] for r in rows} == {CLEAN, *TEST_TRANSFORMS}
+    g2 = next(r for r in rows if r["head"] == "knn" and r["generator"] == "g2" and r["transform"] == CLEAN)
+    assert (g2["n_real"], g2["n_fake"]) == ("4", "20")
+    # deterministic: a second run writes the same files
+    assert CliRunner().invoke(code_eval.app, [*args[:-4], "--metrics", str(tmp_path / "m2.json"), "--grid",
+                                              str(tmp_path / "g2.csv")]).exit_code == 0
+    assert (tmp_path / "m2.json").read_text() == (tmp_path / "m.json").read_text()
+    assert (tmp_path / "g2.csv").read_text() == (tmp_path / "grid.csv").read_text()
+
+
+def test_bad_input_is_named(data, tmp_path):
+    base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+            "--metrics", str(tmp_path / "m.json")]
+    runner = CliRunner()
+    no_model = runner.invoke(code_eval.app, [*base, "--model", str(tmp_path / "none.pt")])
+    assert no_model.exit_code == 2 and "code_train" in no_model.output
+    bad = runner.invoke(code_eval.app, [*base, "--model", str(data / "model.pt"), "--transforms", "jpeg95,sepia"])
+    assert bad.exit_code == 2 and "sepia" in bad.output
+    assert not (tmp_path / "m.json").exists()

@@ -1,0 +1,263 @@
+"""code_train: the loss against a plain loop, the crops and views, training lowers the loss, resume
+reproduces the uninterrupted curve, the command and its errors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages import code_train
+from stages.common import code_augment as aug
+from stages.common.clusters import read_clusters
+from stages.common.code_data import PairViews, ViewConfig, make_pairs, make_views, read_images
+from stages.common.code_loss import LossVariant, code_loss, derangement, info_nce
+from stages.common.code_trainer import Monitor, TrainConfig, lr_factor, train
+from stages.common.codenet import CodeNetConfig, load_model
+from tests.fixtures import write_children, write_clusters
+from tests.images import photo
+
+torch.set_num_threads(1)
+NET = CodeNetConfig(image_size=32, local_size=16)
+VIEWS = ViewConfig(image_size=32, local_size=16, num_transform=2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """12 parents (4 train / 4 val / 4 test), 5 children each from two generators."""
+    root = tmp_path_factory.mktemp("code")
+    clusters = write_clusters(root, n_parents=12, size=(80, 60))
+    for gen, size in (("g1", (48, 48)), ("g2", (40, 56))):
+        write_children(root / "children" / gen, read_clusters(clusters), generator=gen, size=size, fmt="PNG")
+    return root
+
+
+# -- the loss -------------------------------------------------------------------------------------------
+
+def loop_info_nce(query, positive, negatives, t):
+    total = 0.0
+    for q, p in zip(query, positive, strict=True):
+        cos = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))  # noqa: E731
+        pos = math.exp(cos(q, p) / t)
+        total += -math.log(pos / (pos + sum(math.exp(cos(q, n) / t) for n in negatives)))
+    return total / len(query)
+
+
+@pytest.mark.parametrize("variant", list(LossVariant))
+def test_loss_matches_a_plain_loop(variant):
+    rng = np.random.default_rng(0)
+    z = {name: rng.normal(size=(5, 8)) for name in ("real", "fake", "aug_real", "aug_fake", "global_real",
+                                                   "local_real", "global_fake", "local_fake")}
+    perm_real, perm_fake = torch.tensor([1, 2, 3, 4, 0]), torch.tensor([3, 0, 4, 1, 2])
+    got = code_loss({k: torch.tensor(v) for k, v in z.items()}, perm_real, perm_fake, temperature=0.1,
+                    variant=variant)
+
+    def term(a, same, other, local, glob, glob_other, perm):
+        return (loop_info_nce(z[a], z[same][perm.numpy()], z[other], 0.1)
+                + loop_info_nce(z[local], z[glob], z[glob_other], 0.1)) / 2
+
+    real = term("real", "aug_real", "aug_fake", "local_real", "global_real", "global_fake", perm_real)
+    fake = term("fake", "aug_fake", "aug_real", "local_fake", "global_fake", "global_real", perm_fake)
+    expected = real + fake if variant is LossVariant.symmetric else 2 * real
+    assert float(got["loss"]) == pytest.approx(expected, rel=1e-9)
+    assert float(got["real"]) == pytest.approx(real, rel=1e-9)
+    assert float(got["fake"]) == pytest.approx(fake, rel=1e-9)
+
+
+def test_info_nce_prefers_aligned_positives():
+    q = torch.eye(4)
+    assert float(info_nce(q, q, -q, 0.1)) < 1e-3 < float(info_nce(q, -q, q, 0.1))
+
+
+def test_derangement_has_no_fixed_point_and_is_seeded():
+    for n in (2, 3, 7, 64):
+        for seed in range(20):
+            order = derangement(n, torch.Generator().manual_seed(seed))
+            assert sorted(order.tolist()) == list(range(n)) and not (order == torch.arange(n)).any()
+    a, b = (derangement(9, torch.Generator().manual_seed(3)) for _ in range(2))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="batches of 2"):
+        derangement(1, torch.Generator())
+
+
+# -- crops and views ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("scale", "size"), [((0.4, 1.0), (640, 480)), ((0.05, 0.4), (300, 500))])
+def test_crop_boxes_cover_the_scale_range(scale, size):
+    rng = np.random.default_rng(0)
+    fractions = []
+    for _ in range(300):
+        left, top, w, h = aug.crop_box(*size, scale, rng)
+        assert left >= 0 and left + w <= size[0] and top >= 0 and top + h <= size[1]
+        assert 3 / 4 - 0.02 <= w / h <= 4 / 3 + 0.02
+        fractions.append(w * h / (size[0] * size[1]))
+    # rounding to whole pixels moves the area by well under 1 %
+    assert scale[0] * 0.99 <= min(fractions) and max(fractions) <= scale[1] * 1.01
+    assert min(fractions) < scale[0] + 0.1 * (scale[1] - scale[0]) and max(fractions) > scale[1] - 0.1 * (
+        scale[1] - scale[0])
+
+
+def test_views_have_the_configured_shapes():
+    config = ViewConfig(image_size=48, local_size=32)
+    for size in ((200, 120), (20, 30)):
+        out = make_views(photo(1, size), np.random.default_rng(1), config)
+        assert {k: tuple(v.shape) for k, v in out.items()} == {"plain": (3, 48, 48), "aug": (3, 48, 48),
+                                                              "global": (3, 48, 48), "local": (3, 32, 32)}
+
+
+def test_center_crop_pads_small_images_with_black_and_never_resizes():
+    img = photo(2, (40, 30))
+    out = aug.center_crop(img, 64)
+    array, original = np.asarray(out), np.asarray(img)
+    assert out.size == (64, 64)
+    assert np.array_equal(array[17:47, 12:52], original)
+    assert array[:17].max() == 0 and array[:, :12].max() == 0
+    big = photo(3, (100, 80))
+    assert np.array_equal(np.asarray(aug.center_crop(big, 64)), np.asarray(big)[8:72, 18:82])
+
+
+@pytest.mark.parametrize("name", [name for name, _ in aug.AUGMENTATIONS])
+def test_each_augmentation_returns_a_deterministic_rgb_image(name):
+    function = dict(aug.AUGMENTATIONS)[name]
+    img = photo(4, (70, 50))
+    a, b = (function(img, np.random.default_rng(5)) for _ in range(2))
+    assert a.mode == "RGB" and min(a.size) >= 1
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_augment_applies_at_most_num_transform():
+    img = photo(5, (64, 64))
+    changed = [not np.array_equal(np.asarray(aug.augment(img, np.random.default_rng(s), 2)), np.asarray(img))
+               for s in range(60)]
+    assert 0 < sum(changed) < 60  # k is drawn from 0..2, so some views are left as they are
+    assert np.array_equal(np.asarray(aug.augment(img, np.random.default_rng(0), 0)), np.asarray(img))
+
+
+def test_pair_views_are_reproducible_and_change_with_the_epoch(data):
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train",))
+    pairs = make_pairs(refs, "train")
+    assert len(pairs) == 4 and all(len(children) == 5 for _, children in pairs)
+    a, b = PairViews(pairs, VIEWS, seed=1), PairViews(pairs, VIEWS, seed=1)
+    assert all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+    b.use_epoch(1)
+    assert not torch.equal(a[0]["aug_real"], b[0]["aug_real"])
+
+
+def test_probe_subsample_keeps_both_classes_in_their_share(data):
+    from stages.common.code_trainer import stratified_subsample
+
+    refs = [r for r in read_images(data / "clusters.parquet", data / "children", ["g1"], ("train",))]
+    for limit in (3, 12):
+        chosen = stratified_subsample(refs, limit, np.random.default_rng(0))
+        real = sum(r.label == 0 for r in chosen)
+        assert real >= 1 and len(chosen) - real >= 1 and abs(len(chosen) - limit) <= 1
+        assert real == max(1, round(limit * 4 / 24))
+        assert chosen == sorted(chosen, key=refs.index)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    config = TrainConfig(epochs=10, lr=1.0, warmup_epochs=2, min_lr=0.1)
+    factors = [lr_factor(step, steps_per_epoch=5, config=config) for step in range(50)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(x >= y for x, y in zip(factors[10:], factors[11:], strict=False))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+# -- training -------------------------------------------------------------------------------------------
+
+def small_config(**overrides):
+    base = {"epochs": 4, "batch_size": 4, "lr": 5e-4, "warmup_epochs": 0, "monitor": Monitor.val_loss, "seed": 0}
+    return TrainConfig(**{**base, **overrides})
+
+
+def textured(seed: int, size: tuple[int, int]) -> Image.Image:
+    """A photo with a 2-px checkerboard added: a learnable stand-in for a generator's upsampling traces."""
+    array = np.asarray(photo(seed, size)).astype(int)
+    rows, cols = np.mgrid[: size[1], : size[0]]
+    array = array + np.where((rows // 2 + cols // 2) % 2 == 0, 50, -50)[..., None]
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss(tmp_path, monkeypatch):
+    import tests.fixtures as fixtures
+
+    clusters = write_clusters(tmp_path, n_parents=36, size=(80, 60))
+    monkeypatch.setattr(fixtures, "photo", textured)  # children only: the parents are already written
+    write_children(tmp_path / "children" / "g1", read_clusters(clusters), generator="g1", size=(48, 48), fmt="PNG")
+    refs = read_images(clusters, tmp_path / "children", ["g1"], ("train", "val"))
+    views = ViewConfig(image_size=32, local_size=16, num_transform=0)
+    state = train(refs, NET, views, small_config(epochs=14, lr=2e-4, warmup_epochs=1, patience=0),
+                  checkpoints=tmp_path / "ck", progress=False, log=lambda *_: None)
+    losses = [record["train_loss"] for record in state.history]
+    assert len(losses) == 14
+    # collapsed embeddings (all alike) score 2 log(1 + B) = 3.22 at B = 4; learning must go well below
+    assert np.mean(losses[-2:]) < min(0.8 * losses[0], 2.9), losses
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1", "g2"], ("train", "val"))
+    config = small_config(epochs=3)
+    whole = train(refs, NET, VIEWS, config, checkpoints=tmp_path / "a", progress=False, log=lambda *_: None)
+    logs = []
+    first = train(refs, NET, VIEWS, config, checkpoints=tmp_path / "b", stop_after=1, progress=False,
+                  log=logs.append)
+    assert first.epoch == 1 and len(list((tmp_path / "b").glob("epoch-*.pt"))) == 1
+    resumed = train(refs, NET, VIEWS, config, checkpoints=tmp_path / "b", progress=False, log=logs.append)
+    assert any("resuming" in line for line in logs)
+    keys = ("train_loss", "train_loss_real", "train_loss_fake", "val_loss", "lr")
+    for a, b in zip(whole.history, resumed.history, strict=True):
+        for key in keys:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert whole.history[0]["train_loss"] != whole.history[1]["train_loss"]
+
+    # another configuration does not resume from these checkpoints
+    logs.clear()
+    other = train(refs, NET, VIEWS, small_config(epochs=3, lr=1e-4), checkpoints=tmp_path / "b", stop_after=1,
+                  progress=False, log=logs.append)
+    assert other.epoch == 1 and any("starting afresh" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_command_writes_model_metrics_and_curve(data, tmp_path):
+    args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+            "--generators", "g1,g2", "--image-size", "32", "--local-size", "16", "--epochs", "2", "--batch-size", "4",
+            "--warmup-epochs", "1", "--threads", "1", "--loss-variant", "released",
+            "--out", str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ck"),
+            "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv")]
+    result = CliRunner().invoke(code_train.app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2
+    assert metrics["images"] == {"train_real": 4, "train_fake": 40, "val_real": 4, "val_fake": 40}
+    lines = (tmp_path / "curve.csv").read_text().splitlines()
+    assert lines[0] == "epoch,lr,train_loss,train_loss_real,train_loss_fake,val_accuracy" and len(lines) == 3
+    model, config, meta = load_model(tmp_path / "model.pt")
+    assert config == NET and meta["epoch"] == metrics["best_epoch"]
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 192)
+
+
+def test_bad_input_is_named(data, tmp_path):
+    base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt")]
+    runner = CliRunner()
+    missing = runner.invoke(code_train.app, [*base, "--generators", "nope"])
+    assert missing.exit_code == 2 and "nope" in missing.output and "generate stage" in missing.output
+    batch = runner.invoke(code_train.app, [*base, "--generators", "g1", "--batch-size", "1"])
+    assert batch.exit_code == 2 and "batch_size" in batch.output
+    size = runner.invoke(code_train.app, [*base, "--generators", "g1", "--image-size", "40"])
+    assert size.exit_code == 2 and "image_size" in size.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_image_refs_hold_children_bytes_and_parent_paths(data):
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1", "g2"], ("test",))
+    parents = [r for r in refs if not r.generator]
+    assert len(parents) == 4 and len(refs) == 4 + 2 * 20
+    assert isinstance(Image.open(parents[0].source), Image.Image)
+    child = next(r for r in refs if r.generator == "g2")
+    assert child.key.startswith("g2/c") and child.load().size == (40, 56)
