@@ -30,6 +30,8 @@ from stages.common.images import MAX_PIXELS
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 COLUMNS = ("path", "score", "label", "threshold", "detector", "error")
+# the registry shipped inside the package, so detect works from any folder
+REGISTRY = Path(__file__).parent / "backbones.yaml"
 LABEL_NAMES = ("real", "fake")  # indexed by stages.common.labels: REAL = 0, FAKE = 1
 
 
@@ -97,33 +99,33 @@ def output(out: Path):
         yield stream
 
 
-def load_checked(detector_path: Path, device: str):
+def load_checked(detector_path: Path, registry: Path, device: str):
     """The detector and the registry's backbone for it, or an InputError if they do not belong together."""
-    from stages.common.backbones import load_backbone
     from stages.common.detector import check_backbone, load_detector
+    from stages.common.wild import load_registry_backbone
 
     try:
         detector = load_detector(detector_path)
     except ValueError as error:
         raise InputError(str(detector_path), str(error)) from error
-    backbone = load_backbone(detector.backbone["alias"], device=device)
+    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
     try:
         check_backbone(detector, backbone.spec, where="the registry's backbone")
     except ValueError as error:
         raise InputError(str(detector_path), str(error),
-                         "the backbone registry changed since this detector was trained: retrain it") from error
+                         f"{registry} changed since this detector was trained: retrain it") from error
     return detector, backbone
 
 
-def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, batch_size: int = 32,
-           workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
+def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,
+           batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
            progress: bool = True) -> tuple[int, int]:
     """Score every input and write the rows; return (scored, failed)."""
     from stages.common.wild import expand_inputs
 
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")
-    detector, backbone = load_checked(detector_path, device)
+    detector, backbone = load_checked(detector_path, registry, device)
     inputs = expand_inputs(paths)
     with output(out) as stream:
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
@@ -136,6 +138,8 @@ def main(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs "
                                                 "(quote them; ** recurses)."),
     detector: Path = typer.Option(Path("data/detector"), help="Detector folder written by the detector stage."),
+    registry: Path = typer.Option(REGISTRY, help="Backbone registry: the detector's backbone is loaded from it "
+                                                 "by alias (offline) and must match the one it was trained on."),
     out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),
     format: OutputFormat = typer.Option(OutputFormat.csv, "--format", help="csv (with a header) or jsonl."),
     batch_size: int = typer.Option(32, min=1, help="Images per backbone forward."),
@@ -148,7 +152,7 @@ def main(
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
     with user_errors():
-        scored, failed = detect(paths, detector, out, format, batch_size=batch_size, workers=workers,
+        scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
                                 device=device, max_pixels=max_pixels, progress=progress)
     print(f"detect: {scored} scored, {failed} failed", file=sys.stderr)
     if scored == 0:

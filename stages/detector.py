@@ -35,6 +35,8 @@ def main(
     backbone: str = typer.Option(..., help="Backbone alias (stages/backbones.yaml); its embeddings must exist."),
     generators: list[str] = typer.Option(..., help="Generators whose children train the detector (repeat)."),
     head: Head = typer.Option(Head.logreg, help="Head on the embeddings: logreg (C chosen on val)."),
+    registry: Path = typer.Option(Path("stages/backbones.yaml"), help="Backbone registry (robustness re-embeds "
+                                                                      "the test images with the backbone)."),
     embeddings: Path = typer.Option(Path("data/embeddings"),
                                     help="Folder of embedding caches: <backbone>/parents.h5, <backbone>/<gen>.h5."),
     clusters: Path = typer.Option(Path("data/clusters.parquet"), help="Clusters table (test parents' images)."),
@@ -50,16 +52,19 @@ def main(
     device: str = typer.Option("cpu", help="torch device of the backbone (robustness)."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
-    from stages.common.shipped import evaluate, robustness_rows, train, write_robustness
-    from stages.common.detector import save_detector
+    from stages.common.detector import check_backbone, save_detector
     from stages.common.io import write_metrics
+    from stages.common.shipped import evaluate, robustness_rows, train, write_robustness
+    from stages.common.wild import load_registry_backbone
 
     with user_errors():
         detector, tables = train(embeddings / backbone, generators, head=head.value, seed=seed)
+        encoder = load_registry_backbone(backbone, registry, device)
+        check_backbone(detector, encoder.spec, where=f"{registry}'s")
         save_detector(detector, out)
         result = evaluate(detector, tables)
-        rows = robustness_rows(detector, clusters, children, generators, transforms, tables=tables, seed=seed,
-                               batch_size=batch_size, workers=workers, device=device)
+        rows = robustness_rows(detector, encoder, clusters, children, generators, transforms, tables=tables,
+                               seed=seed, batch_size=batch_size, workers=workers)
         result["checks"] = {"clean_embedding_max_abs_diff": rows.clean_max_abs_diff}
         write_robustness(robustness, rows.rows)
         write_metrics(metrics, result)

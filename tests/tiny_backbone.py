@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 SPEC: dict[str, Any] = {"alias": "tiny_test", "library": "torch", "architecture": "conv3x3-8-avgpool+rgb-mean",
-                        "weights": "seed0", "preprocessing": {"resize": [32, 32]}, "dim": 11}
+                        "weights": "seed0", "seed": -1, "preprocessing": {"resize": [32, 32]}, "dim": 11}
 
 
 class TinyBackbone:

@@ -30,8 +30,9 @@ FORMAT_VERSION = 1
 SPEC_FILE = "detector.json"
 TENSORS_FILE = "head.safetensors"
 HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
-# What must match between the backbone a detector was trained on and the one it is run with.
-BACKBONE_KEYS = ("alias", "library", "architecture", "weights", "preprocessing", "dim")
+# What must match between the backbone a detector was trained on and the one it is run with (seed: of random
+# weights, -1 for trained ones).
+BACKBONE_KEYS = ("alias", "library", "architecture", "weights", "seed", "preprocessing", "dim")
 
 
 class BackboneMismatch(ValueError):
@@ -106,6 +107,19 @@ class Detector:
         from stages.common.labels import FAKE, REAL
 
         return np.where(np.asarray(scores) >= self.threshold, FAKE, REAL).astype(np.int8)
+
+
+def describe_backbone(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's backbone fields from an embedding cache's (or a loaded backbone's) attributes."""
+    attrs = {"seed": -1, **attrs}  # caches without a seed attribute hold trained weights
+    missing = [key for key in ("backbone", *BACKBONE_KEYS[1:]) if key not in attrs]
+    if missing:
+        raise ValueError(f"backbone attributes lack {missing}; the embed stage writes them")
+    described = {"alias": attrs["backbone"], **{key: attrs[key] for key in BACKBONE_KEYS[1:]}}
+    described.update(dim=int(described["dim"]), seed=int(described["seed"]))
+    if "random_weights" in attrs:
+        described["random_weights"] = bool(attrs["random_weights"])
+    return described
 
 
 def _canonical(obj: Any) -> bytes:

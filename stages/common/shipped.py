@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from stages.common.cache import EmbeddingTable, read_embeddings, same_backbone
-from stages.common.detector import BACKBONE_KEYS, Detector
+from stages.common.detector import Detector, describe_backbone
 from stages.common.detector_fit import C_GRID, detection_metrics, fit_logreg
 from stages.common.labels import FAKE, REAL
 from stages.common.transforms import Transform
@@ -21,19 +21,6 @@ PARENTS = "parents"
 ALL = "all"
 ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap",
                       "count")
-
-
-def backbone_description(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The artifact's backbone fields from an embedding cache's (or a loaded backbone's) attributes."""
-    missing = [key for key in ("backbone", *BACKBONE_KEYS[1:]) if key not in attrs]
-    if missing:
-        raise ValueError(f"backbone attributes lack {missing}; the embed stage writes them")
-    described = {"alias": attrs["backbone"], **{key: attrs[key] for key in BACKBONE_KEYS[1:]}}
-    described["dim"] = int(described["dim"])
-    for extra in ("random_weights", "seed"):
-        if extra in attrs:
-            described[extra] = attrs[extra]
-    return described
 
 
 def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingTable]:
@@ -53,8 +40,12 @@ def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingT
     return tables
 
 
-def _pool(tables: dict[str, EmbeddingTable], split: str, generators: Sequence[str]) -> EmbeddingTable:
-    return EmbeddingTable.concat([tables[PARENTS].split_rows(split)] + [tables[g].split_rows(split) for g in generators])
+def _pool(tables: dict[str, EmbeddingTable], split: str, generators: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) embeddings and (N,) labels of a split: its parents, then each generator's children.
+
+    Arrays, not one EmbeddingTable: children of two generators share ids (the alias qualifies them)."""
+    rows = [tables[name].split_rows(split) for name in (PARENTS, *generators)]
+    return np.concatenate([r.embeddings for r in rows]), np.concatenate([r.label for r in rows])
 
 
 def content_hash(table: EmbeddingTable) -> str:
@@ -75,11 +66,11 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
     if head != "logreg":
         raise ValueError(f"unknown head {head!r}; known: ['logreg']")
     tables = read_tables(folder, generators)
-    train_rows, val_rows = _pool(tables, "train", generators), _pool(tables, "val", generators)
-    fit = fit_logreg(train_rows.embeddings, train_rows.label, val_rows.embeddings, val_rows.label, seed=seed)
+    (x_train, y_train), (x_val, y_val) = _pool(tables, "train", generators), _pool(tables, "val", generators)
+    fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
     attrs = tables[PARENTS].attrs
-    counts = {split: {"real": int((rows.label == REAL).sum()), "fake": int((rows.label == FAKE).sum())}
-              for split, rows in (("train", train_rows), ("val", val_rows))}
+    counts = {split: {"real": int((labels == REAL).sum()), "fake": int((labels == FAKE).sum())}
+              for split, labels in (("train", y_train), ("val", y_val))}
     trained_on = {
         "generators": list(generators),
         "counts": counts,
@@ -92,7 +83,7 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
     }
     versions = {**attrs.get("versions", {}), **{name: version(name) for name in ("parentage", "numpy", "scikit-learn",
                                                                                   "safetensors")}}
-    detector = Detector(backbone=backbone_description(attrs), head=fit.head, threshold=fit.threshold,
+    detector = Detector(backbone=describe_backbone(attrs), head=fit.head, threshold=fit.threshold,
                         trained_on=trained_on, versions=versions)
     return detector, tables
 
@@ -104,9 +95,9 @@ def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str,
     for split in ("val", "test"):
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
-            rows = _pool(tables, split, gens)
-            result[split][name] = detection_metrics(rows.label, detector.score(rows.embeddings), detector.threshold)
-    result["train_count"] = float(len(_pool(tables, "train", generators)))
+            x, y = _pool(tables, split, gens)
+            result[split][name] = detection_metrics(y, detector.score(x), detector.threshold)
+    result["train_count"] = float(len(_pool(tables, "train", generators)[1]))
     return result
 
 

@@ -156,3 +156,40 @@ def embed_items(backbone: Backbone, items: ImageItems, *, batch_size: int = 32, 
             for index in indices:
                 yield Embedded(index, features.get(index), errors.get(index))
             bar.update(len(indices))
+
+
+class RegistryBackbone:
+    """A backbone of the registry (stages.common.backbones) behind the `Backbone` interface, on a device.
+
+    `spec` holds the fields a detector artifact records (stages.common.detector.describe_backbone), taken
+    from the same attributes the embed stage writes into its caches, so a detector compares like with like."""
+
+    def __init__(self, loaded: Any, device: str = "cpu") -> None:
+        import torch
+
+        from stages.common.detector import describe_backbone
+
+        self.loaded, self.device = loaded, torch.device(device)
+        self.spec = describe_backbone(loaded.attrs())
+        self.memory_format = torch.channels_last if loaded.spec.channels_last else torch.contiguous_format
+        self.encoder = loaded.image_encoder.to(self.device, memory_format=self.memory_format).eval()
+
+    def preprocess(self, image: Any) -> Any:
+        return self.loaded.transform(image)  # PIL -> (3, H, W)
+
+    def embed(self, pixels: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.encoder(pixels.to(self.device, memory_format=self.memory_format))  # (B, D)
+
+
+def load_registry_backbone(alias: str, registry: Path, device: str = "cpu") -> RegistryBackbone:
+    """Look `alias` up in the registry file (or the entries registered in-process) and load it offline."""
+    from stages.common.backbones import get_spec, load_backbone
+
+    try:
+        spec = get_spec(alias, registry)
+    except KeyError as error:
+        raise InputError(str(registry), str(error.args[0])) from error
+    return RegistryBackbone(load_backbone(spec), device)
