@@ -10,6 +10,8 @@ import typer
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
     ("clusters", "stages.clusters"),
+    ("detector", "stages.detector"),
+    ("detect", "stages.detect"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
