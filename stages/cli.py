@@ -10,6 +10,7 @@ import typer
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
     ("clusters", "stages.clusters"),
+    ("embed", "stages.embed"),
     ("detector", "stages.detector"),
     ("detect", "stages.detect"),
 ]

@@ -232,8 +232,39 @@ def _load_open_clip(spec: BackboneSpec) -> Backbone:
     tokenizer = open_clip.get_tokenizer(name) if spec.model_cfg is None else \
         open_clip.tokenizer.SimpleTokenizer(context_length=spec.model_cfg.get("text_cfg", {}).get("context_length", 77))
     dim = int((spec.model_cfg or open_clip.get_model_config(name))["embed_dim"])
-    return Backbone(spec, _module(model, "encode_image"), transform, dim, text_encoder=_module(model, "encode_text"),
+    return Backbone(spec, _module(model, "encode_image"), transform, dim, text_encoder=_text_encoder(model),
                     tokenizer=tokenizer)
+
+
+def _text_encoder(model):
+    """open_clip's text tower; for causal CLIP text towers pooled at the end token, it runs on the batch's
+    tokens up to its longest caption instead of all 77 positions (COCO captions take ~15): under the causal
+    mask the padding after a caption's end token never reaches its features, so they are the same (tested)."""
+    import open_clip
+    import torch
+
+    causal = (type(model) is open_clip.CLIP and getattr(model, "text_pool_type", "") == "argmax"
+              and model.attn_mask is not None)
+    if not causal:
+        return _module(model, "encode_text")
+
+    class TrimmedText(torch.nn.Module):
+        def __init__(self, clip: torch.nn.Module) -> None:
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, text: torch.Tensor) -> torch.Tensor:
+            clip = self.clip
+            length = int((text != 0).any(dim=0).nonzero().max()) + 1 if text.any() else 1
+            text = text[:, :length]  # (B, 77) -> (B, L)
+            cast = clip.transformer.get_cast_dtype()
+            x = clip.token_embedding(text).to(cast) + clip.positional_embedding[:length].to(cast)  # (B, L, W)
+            x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))  # (B, L, W)
+            x = open_clip.transformer.text_global_pool(x, text, clip.text_pool_type)  # (B, W)
+            projection = clip.text_projection
+            return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection  # (B, D)
+
+    return TrimmedText(model)
 
 
 def _open_clip_checkpoint(spec: BackboneSpec, cfg: Mapping[str, Any]) -> str:

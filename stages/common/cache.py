@@ -17,7 +17,7 @@ Readers check that rows are aligned with the ids they expect (`check_alignment`)
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,17 +86,38 @@ class EmbeddingTable:
 
 def write_embeddings(path: Path | str, table: EmbeddingTable) -> None:
     """Write a complete table atomically (temporary name, then rename)."""
+    rows = {name: getattr(table, name) for name in ROW_FIELDS}
+    write_embeddings_streamed(path, rows, [table.embeddings], dim=table.dim, attrs=table.attrs)
+
+
+def write_embeddings_streamed(path: Path | str, rows: Mapping[str, np.ndarray], blocks: Iterable[np.ndarray], *,
+                              dim: int, attrs: Mapping[str, Any]) -> None:
+    """Write a cache whose embeddings arrive block by block (memory holds one block), atomically.
+
+    `rows` holds the ROW_FIELDS arrays for all N rows; the blocks, in row order, must add up to (N, dim)."""
     import h5py
 
+    table = EmbeddingTable(np.zeros((len(rows["id"]), 0), np.float32), **{k: rows[k] for k in ROW_FIELDS})
+    n = len(table)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("embeddings", data=table.embeddings, chunks=True)
+        chunks = (min(n, max(1, 2**20 // max(dim, 1))), dim) if n and dim else None
+        embeddings = f.create_dataset("embeddings", shape=(n, dim), dtype=np.float32, chunks=chunks)
+        start = 0
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            if block.ndim != 2 or block.shape[1] != dim or start + len(block) > n:
+                raise ValueError(f"{path}: block of shape {block.shape} does not fit rows {start}.. of ({n}, {dim})")
+            embeddings[start:start + len(block)] = block
+            start += len(block)
+        if start != n:
+            raise ValueError(f"{path}: {start} embedding rows written, {n} expected")
         string = h5py.string_dtype()
         f.create_dataset("id", data=table.id.astype(object), dtype=string)
         f.create_dataset("split", data=table.split.astype(object), dtype=string)
         f.create_dataset("cluster_id", data=table.cluster_id)
         f.create_dataset("label", data=table.label)
         f.create_dataset("caption_index", data=table.caption_index)
-        for key, value in table.attrs.items():
+        for key, value in attrs.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 

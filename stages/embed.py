@@ -1,0 +1,127 @@
+"""embed: one backbone x one image set -> an HDF5 embedding cache (stages/common/cache.py) and its metrics.
+
+Parents (and, for image-text backbones, their captions):
+
+    python -m stages.embed --backbone efficientnet_lite0 --clusters data/clusters.parquet \\
+        --out data/embeddings/efficientnet_lite0/parents.h5 \\
+        --captions-out data/embeddings/efficientnet_lite0/captions.h5 \\
+        --metrics metrics/embed/efficientnet_lite0/parents.json
+
+One generator's children: add ``--children data/children/tiny_random`` and write
+``data/embeddings/<backbone>/tiny_random.h5``. Several GPUs (or CPU processes) split the work with the same
+result: ``accelerate launch --num_processes 2 -m stages.embed ...``. A killed run, rerun, continues from
+its finished chunks (stages/common/embedding.py describes the protocol).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from stages.common.embedding import Precision, RunConfig
+from stages.common.errors import InputError, OnBad, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+
+
+def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, metrics: Path, *,
+        children: Path | None = None, captions_out: Path | None = None, config: RunConfig = RunConfig(),
+        device: Device = Device.auto, threads: int = 0) -> dict | None:
+    """Embed one set (and the captions, for parents); write the caches and, on the main process, the metrics."""
+    import torch
+    from accelerate import PartialState
+
+    from stages.common import embedding
+    from stages.common.backbones import get_spec, load_backbone
+    from stages.common.clusters import read_clusters
+    from stages.common.io import write_metrics
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    for name, value in (("batch_size", config.batch_size), ("chunk_size", config.chunk_size)):
+        if value < 1:
+            raise InputError(f"embed.{name}", f"is {value}; expected at least 1")
+    image_set = children.name if children is not None else "parents"
+    if children is not None and image_set in RESERVED_SETS:
+        raise InputError(str(children), f"a generator may not be named {image_set!r}: its cache would collide")
+    try:
+        spec = get_spec(backbone_alias, registry)
+    except KeyError as error:
+        raise InputError("--backbone", str(error.args[0])) from error
+    clusters = read_clusters(clusters_path)
+    rows = embedding.child_rows(children, clusters) if children is not None else embedding.parent_rows(clusters)
+
+    state = PartialState(cpu=device is Device.cpu)
+    backbone = load_backbone(spec)
+    attrs = {**backbone.attrs(), "image_set": image_set}
+    summary = embedding.embed_rows(rows, backbone, out, kind="images", attrs=attrs, config=config, state=state,
+                                   children=children)
+    captions = None
+    if captions_out is not None:
+        caption_attrs = {**backbone.attrs(), "image_set": "captions"}
+        if backbone.text_tower:
+            captions = embedding.embed_rows(embedding.caption_rows(clusters), backbone, captions_out, kind="captions",
+                                            attrs=caption_attrs, config=config, state=state)
+        elif state.is_main_process:
+            embedding.write_empty_captions(captions_out, caption_attrs)
+            captions = {"rows": 0}
+    if summary is None:
+        return None
+    result = {
+        "rows": float(summary["rows"]),
+        "dim": float(backbone.dim),
+        "skipped": {**{k: float(v) for k, v in summary["skipped"].items()},
+                    "total": float(len(summary["skipped_ids"]))},
+    }
+    if captions is not None:
+        result["captions"] = float(captions["rows"])
+    write_metrics(metrics, result)
+    return {**result, "skipped_examples": summary["skipped_examples"]}
+
+
+@app.command()
+def main(
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone alias (an entry of --registry)."),
+    registry: Path = typer.Option(Path("stages/backbones.yaml"), help="The backbone registry (YAML)."),
+    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
+    children: str = typer.Option("", help="A generator's children folder (data/children/<gen>); empty: the "
+                                          "parents of --clusters."),
+    out: Path = typer.Option(Path("data/embeddings/efficientnet_lite0/parents.h5"), help="Output HDF5 cache."),
+    captions_out: str = typer.Option("", help="Parents only: also write the caption cache here (0 rows with "
+                                              "text_tower=False for image-only backbones). Empty: no captions."),
+    metrics: Path = typer.Option(Path("metrics/embed/efficientnet_lite0/parents.json"), help="Output metrics JSON."),
+    batch_size: int = typer.Option(32, help="Images (or captions) per forward pass."),
+    chunk_size: int = typer.Option(512, help="Rows per part file: the unit of resumption and of the split "
+                                             "across processes."),
+    workers: int = typer.Option(2, help="DataLoader workers decoding and preprocessing (0: in the main process)."),
+    threads: int = typer.Option(0, help="Torch CPU threads per process (0: torch's default)."),
+    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on GPU, fp32 on CPU."),
+    device: Device = typer.Option(Device.auto, help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
+    on_bad: OnBad = typer.Option(OnBad.error, help="error: stop at the first missing or corrupt image, naming its "
+                                                   "id and file; skip: leave it out, count it, list its id."),
+) -> None:
+    """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
+    with user_errors():
+        config = RunConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, precision=precision,
+                           skip_bad=on_bad is OnBad.skip)
+        result = run(backbone, registry, clusters, out, metrics, children=Path(children) if children else None,
+                     captions_out=Path(captions_out) if captions_out else None, config=config, device=device,
+                     threads=threads)
+    if result is not None:
+        extra = f", {result['captions']:.0f} captions" if "captions" in result else ""
+        typer.echo(f"{out}: {result['rows']:.0f} rows of dimension {result['dim']:.0f}{extra}; "
+                   f"{result['skipped']['total']:.0f} skipped")
+        for example in result["skipped_examples"]:
+            typer.echo(f"  skipped {example}")
+
+
+if __name__ == "__main__":
+    app()
