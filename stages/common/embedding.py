@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -289,6 +290,9 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     n_chunks = -(-len(rows) // config.chunk_size)
     mine = [c for c in range(state.process_index, n_chunks, state.num_processes)
             if not _part_path(parts, c).is_file()]
+    done = sum(_part_path(parts, c).is_file() for c in range(n_chunks))
+    if done and state.is_main_process:
+        print(f"{out}: resuming, {done} of {n_chunks} chunks already done", file=sys.stderr)
     skips = Skips(skip=config.skip_bad)
     desc = f"{attrs['backbone']} {attrs['image_set']}" + (f" [{state.process_index}]" if state.num_processes > 1 else "")
     _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
