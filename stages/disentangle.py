@@ -1,0 +1,115 @@
+"""disentangle (Table 4): embeddings of parents and one generator's children -> the semantic (S) and style
+(T) projections, trained on the train split, and their scores on val and test.
+
+    python -m stages.disentangle --parents data/embeddings/efficientnet_lite0/parents.h5 \\
+        --children data/embeddings/efficientnet_lite0/tiny_random.h5 --epochs 25 --batch-size 1024 \\
+        --lr 0.001 --temperature 0.07 --out data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
+        --metrics metrics/disentangle/efficientnet_lite0/tiny_random.json \\
+        --history metrics/plots/disentangle/efficientnet_lite0/tiny_random.json
+
+S and T are trained with L_S = L_c - L_fr and L_T = L_fr - L_c (stages.common.disentangle). S is scored
+by the linear probe of the probe stage fitted on S features (overall and full-cluster accuracy), T by the
+min / max intra-cluster distance accuracy. The weights (safetensors, no pickle) feed the tsne stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+EVAL_SPLITS = ("val", "test")
+
+
+def save_projections(path: Path, model, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    from stages.common.io import atomic_path
+
+    tensors = {"S": model.semantic.weight.detach().contiguous(), "T": model.style.weight.detach().contiguous()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_projections(path: Path):
+    """The S and T maps saved by this stage."""
+    from safetensors.torch import load_file
+
+    from stages.common.disentangle import Projections
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no projections here; the disentangle stage writes them (dvc repro)")
+    tensors = load_file(str(path))
+    model = Projections(tensors["S"].shape[0])
+    model.semantic.weight.data.copy_(tensors["S"])
+    model.style.weight.data.copy_(tensors["T"])
+    return model.eval()
+
+
+def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, config, *, grid: list[float],
+        progress: bool = True) -> dict:
+    from stages.common.disentangle import project, train_projections
+    from stages.common.io import write_json, write_metrics
+    from stages.common.metrics import distance_accuracy
+    from stages.common.probe import fit_probe
+    from stages.common.study import Clusters, load_clusters
+    from stages.probe import evaluate
+
+    clusters = load_clusters(parents, children)
+    model, losses = train_projections(clusters.select("train").embeddings, config, progress=progress)
+    semantic, style = project(model, clusters.embeddings)
+    in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
+    fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed)
+    result: dict = {"temperature": config.temperature, "epochs": float(config.epochs), "lr": config.lr,
+                    "batch_size": float(config.batch_size), "s_probe_c": fit.probe.c,
+                    "final_loss": {key: value for key, value in losses[-1].items() if key != "epoch"}}
+    for split in EVAL_SPLITS:
+        mask = clusters.split == split
+        scores = evaluate(fit.probe, in_s.select(split))
+        result[split] = {"S": {"overall_accuracy": scores["overall_accuracy"],
+                               "full_cluster_accuracy": scores["full_cluster_accuracy"]},
+                         "T": distance_accuracy(style[mask])}
+    save_projections(out, model, {"backbone": str(clusters.attrs.get("backbone")), "children": str(children),
+                                  "temperature": str(config.temperature), "epochs": str(config.epochs)})
+    write_json(history, losses)
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    parents: Path = typer.Option(..., help="Embedding cache of the parents."),
+    children: Path = typer.Option(..., help="Embedding cache of one generator's children, same backbone."),
+    epochs: int = typer.Option(25, min=1, help="Training epochs (paper: 25)."),
+    batch_size: int = typer.Option(1024, min=2, help="Elements per batch, rounded down to whole clusters "
+                                                     "(paper: 1024)."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate (paper: 1e-3)."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not given by the paper)."),
+    temperature: float = typer.Option(0.07, help="SupCon temperature (not given by the paper)."),
+    seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the probe's child draw."),
+    c_min: float = typer.Option(1e-3, help="Smallest C of the S probe's grid (the probe stage's grid)."),
+    c_max: float = typer.Option(1e3, help="Largest C of the grid."),
+    c_steps: int = typer.Option(7, help="Number of C values."),
+    out: Path = typer.Option(..., help="Output S and T weights (safetensors)."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    history: Path = typer.Option(..., help="Output per-epoch losses (plot data)."),
+) -> None:
+    """Semantic / style disentanglement of a backbone's features (the paper's Table 4)."""
+    from stages.common.disentangle import DisentangleConfig
+    from stages.probe import c_grid
+
+    with user_errors():
+        config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                   temperature=temperature, seed=seed)
+        result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps))
+    for split in EVAL_SPLITS:
+        s, t = result[split]["S"], result[split]["T"]
+        typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {s['full_cluster_accuracy']:.4f}"
+                   f" | T min {t['min_distance_accuracy']:.4f} max {t['max_distance_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    app()

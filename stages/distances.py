@@ -1,0 +1,58 @@
+"""distances (Table 1): embeddings of parents and one generator's children -> min / max intra-cluster
+distance accuracy on val and test.
+
+    python -m stages.distances --parents data/embeddings/efficientnet_lite0/parents.h5 \\
+        --children data/embeddings/efficientnet_lite0/tiny_random.h5 \\
+        --metrics metrics/distances/efficientnet_lite0/tiny_random.json
+
+In each cluster every element's mean cosine distance to the others is computed; "min" scores a hit when
+the parent has the strictly smallest mean, "max" when it has the strictly largest (chance: 1/(N+1)).
+No training: the numbers say how the raw backbone space places a real photograph among its children.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+EVAL_SPLITS = ("val", "test")
+
+
+def run(parents: Path, children: Path, metrics: Path) -> dict:
+    """Compute and write the metrics; return them."""
+    from stages.common.io import write_metrics
+    from stages.common.metrics import distance_accuracy
+    from stages.common.study import load_clusters
+
+    clusters = load_clusters(parents, children)
+    result: dict = {"chance": 1.0 / clusters.size}
+    for split in EVAL_SPLITS:
+        part = clusters.select(split)
+        result[split] = {**distance_accuracy(part.embeddings), "clusters": float(len(part.cluster_id))} if len(
+            part.cluster_id) else {"min_distance_accuracy": None, "max_distance_accuracy": None, "clusters": 0.0}
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    parents: Path = typer.Option(..., help="Embedding cache of the parents (data/embeddings/<backbone>/parents.h5)."),
+    children: Path = typer.Option(..., help="Embedding cache of one generator's children, same backbone."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+) -> None:
+    """Min / max intra-cluster distance accuracy of a backbone's raw features (the paper's Table 1)."""
+    with user_errors():
+        result = run(parents, children, metrics)
+    for split in EVAL_SPLITS:
+        values = result[split]
+        if values["min_distance_accuracy"] is not None:
+            typer.echo(f"{split}: min {values['min_distance_accuracy']:.4f}  max {values['max_distance_accuracy']:.4f}"
+                       f"  ({values['clusters']:.0f} clusters, chance {result['chance']:.4f})")
+
+
+if __name__ == "__main__":
+    app()

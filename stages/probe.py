@@ -1,0 +1,107 @@
+"""probe (Table 2): embeddings of parents and the children of every configured generator -> a linear probe
+trained on one generator, its accuracy on val and test, and its accuracy on every other generator.
+
+    python -m stages.probe --embeddings data/embeddings/efficientnet_lite0 --generator tiny_random \\
+        --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 \\
+        --metrics metrics/probe/efficientnet_lite0/tiny_random.json \\
+        --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
+        --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json
+
+Protocol (stages.common.probe): L2 logistic regression, L-BFGS, on the train split's parents and one
+seeded random child per cluster; C from a log-spaced grid, chosen by overall accuracy on val (never test).
+Reported on all elements of val and test: overall, full-cluster, real and fake accuracy, AUC and AP.
+The cross-generator grid (this probe on the test split of each generator in --generators) is plot data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+EVAL_SPLITS = ("val", "test")
+
+
+def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
+    """`steps` values of C spaced evenly in log scale from `c_min` to `c_max` (inclusive)."""
+    import numpy as np
+
+    if not (0 < c_min <= c_max) or steps < 1 or (steps == 1 and c_min != c_max):
+        raise InputError("probe.c_min / c_max / c_steps", f"got {c_min}, {c_max}, {steps}; expected "
+                         "0 < c_min <= c_max and c_steps >= 1 (1 only when c_min == c_max)")
+    return [float(c) for c in np.geomspace(c_min, c_max, steps)]
+
+
+def evaluate(probe, clusters) -> dict:
+    """Classification metrics of a probe on every element of the given clusters."""
+    from stages.common.metrics import classification_metrics
+    from stages.common.probe import all_rows
+
+    x, y, cluster = all_rows(clusters)
+    return classification_metrics(probe.score(x), y, cluster)
+
+
+def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
+        grid: list[float], seed: int = 0, max_iter: int = 1000) -> dict:
+    """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
+    from stages.common.io import write_json, write_metrics
+    from stages.common.metrics import roc_points
+    from stages.common.probe import all_rows, fit_probe
+    from stages.common.study import child_cache, load_clusters
+
+    if generator not in generators:
+        raise InputError("--generators", f"{generators} must include the training generator {generator!r}")
+    parents = embeddings / "parents.h5"
+    clusters = load_clusters(parents, child_cache(embeddings, generator))
+    fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter)
+    result: dict = {
+        "c": fit.probe.c,
+        "c_search": {f"c{i}": {"c": c, "val_overall_accuracy": acc} for i, (c, acc) in enumerate(fit.grid)},
+        "train_rows": float(fit.train_rows),
+    }
+    for split in EVAL_SPLITS:
+        result[split] = evaluate(fit.probe, clusters.select(split))
+    test_x, test_y, _ = all_rows(clusters.select("test"))
+    write_json(roc, roc_points(fit.probe.score(test_x), test_y))
+
+    rows = []
+    for other in generators:
+        tested = clusters if other == generator else load_clusters(parents, child_cache(embeddings, other))
+        rows.append({"train_generator": generator, "test_generator": other,
+                     **evaluate(fit.probe, tested.select("test"))})
+    write_json(cross, rows)
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    embeddings: Path = typer.Option(..., help="A backbone's embedding folder: parents.h5 and <generator>.h5 "
+                                              "for each generator (data/embeddings/<backbone>)."),
+    generator: str = typer.Option(..., help="Generator whose children train the probe."),
+    generators: list[str] = typer.Option(..., help="Every configured generator (repeat the option); the probe "
+                                                   "is tested on each (the cross-generator grid)."),
+    c_min: float = typer.Option(1e-3, help="Smallest C (inverse L2 strength) of the log-spaced grid."),
+    c_max: float = typer.Option(1e3, help="Largest C of the grid."),
+    c_steps: int = typer.Option(7, help="Number of C values in the grid."),
+    seed: int = typer.Option(0, help="Seed of the one-child-per-cluster draw."),
+    max_iter: int = typer.Option(1000, help="L-BFGS iterations at most."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    roc: Path = typer.Option(..., help="Output ROC curve on the test split (plot data)."),
+    cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),
+) -> None:
+    """Linear probe of a backbone's features (the paper's Table 2), plus the cross-generator grid."""
+    with user_errors():
+        result = run(embeddings, generator, generators, metrics, roc, cross,
+                     grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter)
+    for split in EVAL_SPLITS:
+        values = result[split]
+        typer.echo(f"{split}: overall {values['overall_accuracy']:.4f}  full-cluster "
+                   f"{values['full_cluster_accuracy']:.4f}  (C={result['c']:g})")
+
+
+if __name__ == "__main__":
+    app()

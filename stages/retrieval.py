@@ -1,0 +1,107 @@
+"""retrieval (Table 3): a generator's children and the captions, embedded by one image-text backbone ->
+exact-pair and intra-cluster recall@1/3/5 of caption retrieval from each child, on val and test.
+
+    python -m stages.retrieval --children data/embeddings/openclip_vitb32_random/tiny_random.h5 \\
+        --captions data/embeddings/openclip_vitb32_random/captions.h5 --chunk 2048 \\
+        --metrics metrics/retrieval/openclip_vitb32_random/tiny_random.json
+
+Each child ranks every caption of its split by cosine similarity. Exact pair: a hit at k when the caption
+that generated it is in the top k; intra-cluster: when any caption of its cluster is. Similarities are
+computed --chunk children at a time (memory O(chunk x captions)). A backbone without a text tower (its
+captions cache has 0 rows, attribute text_tower=False) records every value as null: not applicable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+EVAL_SPLITS = ("val", "test")
+KS = (1, 3, 5)
+
+
+def not_applicable() -> dict:
+    return {split: {kind: {f"r{k}": None for k in KS} for kind in ("exact_pair", "intra_cluster")}
+            | {"queries": None} for split in EVAL_SPLITS}
+
+
+def has_text_tower(captions) -> bool:
+    flag = captions.attrs.get("text_tower", True)
+    return bool(flag) and len(captions) > 0
+
+
+def caption_rows(children, captions, *, where: str):
+    """Row of `captions` that generated each child (matched by cluster id and caption index)."""
+    import numpy as np
+
+    key = captions.cluster_id * 65536 + captions.caption_index
+    order = np.argsort(key, kind="stable")
+    wanted = children.cluster_id * 65536 + children.caption_index
+    position = np.clip(np.searchsorted(key[order], wanted), 0, len(key) - 1)
+    rows = order[position]
+    missing = key[rows] != wanted
+    if missing.any():
+        raise InputError(where, f"{int(missing.sum())} children have no caption embedding "
+                                f"(e.g. {children.id[missing][0]}); rerun the embed stage: dvc repro")
+    if (captions.split[rows] != children.split).any():
+        raise InputError(where, "a child and the caption that generated it are in different splits")
+    return rows
+
+
+def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int = 2048) -> dict:
+    import numpy as np
+
+    from stages.common.cache import read_embeddings, same_backbone
+    from stages.common.io import write_metrics
+    from stages.common.metrics import recall_at_k
+
+    children, captions = read_embeddings(children_path), read_embeddings(captions_path)
+    if not has_text_tower(captions):
+        result = not_applicable()
+        write_metrics(metrics, result)
+        return result
+    same_backbone({"children": children, "captions": captions})
+    where = f"{children_path} + {captions_path}"
+    rows = caption_rows(children, captions, where=where)
+    result = {}
+    for split in EVAL_SPLITS:
+        queries = children.split == split
+        keys = np.flatnonzero(captions.split == split)
+        if not queries.any():
+            result[split] = not_applicable()[split]
+            continue
+        # the generating caption's position among this split's captions
+        local = np.full(len(captions), -1)
+        local[keys] = np.arange(len(keys))
+        result[split] = recall_at_k(children.embeddings[queries], captions.embeddings[keys], local[rows[queries]],
+                                    children.cluster_id[queries], captions.cluster_id[keys], ks=KS, chunk=chunk)
+        result[split]["queries"] = float(queries.sum())
+    write_metrics(metrics, result)
+    return result
+
+
+@app.command()
+def main(
+    children: Path = typer.Option(..., help="Embedding cache of one generator's children."),
+    captions: Path = typer.Option(..., help="Caption embedding cache of the same backbone (captions.h5)."),
+    chunk: int = typer.Option(2048, min=1, help="Children per similarity block (memory: chunk x captions)."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON (nulls for a backbone without a text tower)."),
+) -> None:
+    """Caption retrieval from generated images (the paper's Table 3)."""
+    with user_errors():
+        result = run(children, captions, metrics, chunk=chunk)
+    for split in EVAL_SPLITS:
+        exact, intra = result[split]["exact_pair"], result[split]["intra_cluster"]
+        if exact["r1"] is None:
+            typer.echo(f"{split}: not applicable (no text tower)")
+        else:
+            typer.echo(f"{split}: exact R@1/3/5 {exact['r1']:.4f} {exact['r3']:.4f} {exact['r5']:.4f}  "
+                       f"intra-cluster {intra['r1']:.4f} {intra['r3']:.4f} {intra['r5']:.4f}")
+
+
+if __name__ == "__main__":
+    app()

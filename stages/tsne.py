@@ -1,0 +1,83 @@
+"""tsne (the paper's Fig. 6): the focus backbone's (``model.backbone``) validation clusters of one generator
+-> 2-D t-SNE coordinates in the original, T (style) and S (semantic) spaces, as plot data.
+
+    python -m stages.tsne --parents data/embeddings/efficientnet_lite0/parents.h5 \\
+        --children data/embeddings/efficientnet_lite0/tiny_random.h5 \\
+        --projections data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
+        --max-clusters 500 --perplexity 30 --seed 0 --out metrics/plots/tsne/tiny_random
+
+Writes original.csv, style_T.csv and semantic_S.csv (columns x, y, label real|fake, cluster_id) into --out.
+A separate stage from disentangle so that changing model.backbone recomputes only these coordinates.
+At most --max-clusters whole validation clusters (a seeded draw) are embedded: t-SNE is quadratic-ish.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+SPACES = ("original", "style_T", "semantic_S")
+
+
+def tsne_2d(x, *, perplexity: float, seed: int):
+    """(n, D) -> (n, 2); the perplexity is lowered to what n points allow ((n - 1) / 3)."""
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    perplexity = min(perplexity, max((len(x) - 1) / 3, 1.0))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                metric="cosine").fit_transform(np.asarray(x, dtype=np.float32))
+
+
+def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clusters: int = 500,
+        perplexity: float = 30.0, seed: int = 0) -> dict[str, int]:
+    import numpy as np
+    import pandas as pd
+
+    from stages.common.disentangle import project
+    from stages.common.io import atomic_path
+    from stages.common.labels import REAL
+    from stages.common.study import load_clusters
+    from stages.disentangle import load_projections
+
+    val = load_clusters(parents, children).select("val")
+    if len(val.cluster_id) < 2:
+        raise InputError(str(parents), f"{len(val.cluster_id)} validation clusters; t-SNE needs at least 2")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(val.cluster_id))[:max_clusters])
+    chosen = val.embeddings[keep]  # (k, M, D)
+    k, m, d = chosen.shape
+    semantic, style = project(load_projections(projections), chosen)
+    labels = np.where(val.labels()[keep].ravel() == REAL, "real", "fake")
+    cluster = np.repeat(val.cluster_id[keep], m)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for space, features in zip(SPACES, (chosen, style, semantic), strict=True):
+            xy = tsne_2d(features.reshape(k * m, -1), perplexity=perplexity, seed=seed)
+            pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": labels, "cluster_id": cluster}).to_csv(
+                tmp / f"{space}.csv", index=False, float_format="%.4f")
+    return {"clusters": k, "points": k * m}
+
+
+@app.command()
+def main(
+    parents: Path = typer.Option(..., help="Parents cache of the focus backbone (model.backbone)."),
+    children: Path = typer.Option(..., help="One generator's children cache, same backbone."),
+    projections: Path = typer.Option(..., help="S and T weights from the disentangle stage, same pair."),
+    max_clusters: int = typer.Option(500, min=2, help="Validation clusters drawn (seeded) for the plot."),
+    perplexity: float = typer.Option(30.0, help="t-SNE perplexity (lowered automatically for tiny sets)."),
+    seed: int = typer.Option(0, help="Seed of the cluster draw and of t-SNE."),
+    out: Path = typer.Option(..., help="Output folder of the three CSV files."),
+) -> None:
+    """2-D t-SNE of validation clusters before and after disentanglement (the paper's Fig. 6)."""
+    with user_errors():
+        done = run(parents, children, projections, out, max_clusters=max_clusters, perplexity=perplexity,
+                   seed=seed)
+    typer.echo(f"{out}: {done['points']} points from {done['clusters']} validation clusters, 3 spaces")
+
+
+if __name__ == "__main__":
+    app()
