@@ -101,7 +101,8 @@ def test_stage_writes_artifact_metrics_and_robustness(trained):
     for split in ("val", "test"):
         assert set(metrics[split]) == {*GENERATORS, "all"}
         for values in metrics[split].values():
-            assert set(values) >= {"real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"}
+            assert set(values) >= {"real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy",
+                                   "auc", "ap"}
         assert metrics[split]["all"]["count"] == 3 + 2 * 9
     # the test images read again through the registry's backbone give the cached embeddings back
     assert metrics["checks"]["clean_embedding_max_abs_diff"] < 1e-4

@@ -93,7 +93,7 @@ def test_fit_separates_and_threshold_comes_from_val():
     (xt, yt), (xv, yv), (xs, ys) = data(40, 200), data(30, 150), data(30, 150)
     fit = fit_logreg(xt, yt, xv, yv)
     assert fit.threshold == choose_threshold(yv, fit.head.score(xv))
-    metrics = detection_metrics(ys, fit.head.score(xs), fit.threshold)
+    metrics = detection_metrics(ys, fit.head.score(xs), np.arange(len(ys)), fit.threshold)
     assert metrics["auc"] > 0.8 and metrics["real_accuracy"] > 0.6 and metrics["fake_accuracy"] > 0.6
     assert metrics["count"] == 180
 
@@ -104,7 +104,7 @@ def test_choose_threshold_balances_classes():
     threshold = choose_threshold(labels, scores)
     # both reals below and one fake missed (balanced accuracy 11/12) beats every fake caught (3/4)
     assert 0.7 < threshold < 0.8
-    metrics = detection_metrics(labels, scores, threshold)
+    metrics = detection_metrics(labels, scores, np.arange(len(labels)), threshold)
     assert metrics["real_accuracy"] == 1.0 and metrics["fake_accuracy"] == 5 / 6
     with pytest.raises(ValueError, match="both real"):
         choose_threshold(np.array([FAKE, FAKE]), np.array([0.2, 0.3]))

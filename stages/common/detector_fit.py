@@ -26,7 +26,7 @@ C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 class Fit:
     head: LinearHead
     threshold: float
-    val_auc_by_c: dict[str, float | None]
+    val_auc_by_c: dict[str, float]
 
 
 def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,21 +40,22 @@ def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
                c_grid: Sequence[float] = C_GRID, seed: int = 0, max_iter: int = 2000) -> Fit:
     """Fit the head on train, choose C and the threshold on val (module docstring)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
 
     _check_both_classes(y_train, "train")
     _check_both_classes(y_val, "val")
     mean, scale = standardiser(x_train)
     z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
     best: tuple[tuple[float, float], LogisticRegression, float] | None = None
-    aucs: dict[str, float | None] = {}
+    aucs: dict[str, float] = {}
     for c in sorted(c_grid):
         model = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=seed)
         model.fit(z_train, y_train)
         scores = model.predict_proba(z_val)[:, 1]
-        auc = roc_auc(y_val, scores)
+        auc = float(roc_auc_score(y_val == FAKE, scores))
         aucs[f"{c:g}"] = auc
         # sort key: higher AUC, lower balanced log loss, smaller C (c ascends, so the first wins ties)
-        key = (auc if auc is not None else 0.0, -balanced_log_loss(y_val, scores))
+        key = (auc, -balanced_log_loss(y_val, scores))
         if best is None or key > best[0]:
             best = (key, model, c)
     assert best is not None
@@ -87,35 +88,16 @@ def _check_both_classes(labels: np.ndarray, split: str) -> None:
                          f"and fake ({FAKE}) images there")
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC, or None when one class is absent (not applicable, never 0)."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
-
-
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """AP with fake as the positive class, or None when one class is absent."""
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(labels, scores)) if len(np.unique(labels)) == 2 else None
-
-
 def balanced_log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
     p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
     fake = np.asarray(labels) == FAKE
     return float((-np.log(p[fake]).mean() - np.log(1 - p[~fake]).mean()) / 2)
 
 
-def detection_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | None]:
-    """Accuracy on real, on fake and overall (every element) at `threshold`; AUC and AP (fake positive)."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    predicted = np.where(scores >= threshold, FAKE, REAL)
-    right = predicted == labels
+def detection_metrics(labels: np.ndarray, scores: np.ndarray, cluster_id: np.ndarray,
+                      threshold: float) -> dict[str, float | None]:
+    """stages.common.metrics.classification_metrics at the detector's threshold (real, fake, overall and
+    full-cluster accuracy, AUC and AP), plus the number of images measured."""
+    from stages.common.metrics import classification_metrics
 
-    def mean(mask: np.ndarray) -> float | None:
-        return float(right[mask].mean()) if mask.any() else None
-
-    return {"real_accuracy": mean(labels == REAL), "fake_accuracy": mean(labels == FAKE),
-            "overall_accuracy": mean(np.ones_like(right)), "auc": roc_auc(labels, scores),
-            "ap": average_precision(labels, scores), "count": float(len(labels))}
+    return {**classification_metrics(scores, labels, cluster_id, threshold=threshold), "count": float(len(labels))}

@@ -19,8 +19,8 @@ from stages.common.transforms import Transform
 
 PARENTS = "parents"
 ALL = "all"
-ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap",
-                      "count")
+ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy", "overall_accuracy",
+                      "full_cluster_accuracy", "auc", "ap", "count")
 
 
 def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingTable]:
@@ -40,12 +40,13 @@ def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingT
     return tables
 
 
-def _pool(tables: dict[str, EmbeddingTable], split: str, generators: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) embeddings and (N,) labels of a split: its parents, then each generator's children.
-
-    Arrays, not one EmbeddingTable: children of two generators share ids (the alias qualifies them)."""
+def _pool(tables: dict[str, EmbeddingTable], split: str,
+          generators: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) embeddings, (N,) labels and (N,) cluster ids of a split: its parents, then each generator's
+    children. Arrays, not one EmbeddingTable: children of two generators share ids (the alias qualifies them)."""
     rows = [tables[name].split_rows(split) for name in (PARENTS, *generators)]
-    return np.concatenate([r.embeddings for r in rows]), np.concatenate([r.label for r in rows])
+    return tuple(np.concatenate([getattr(r, column) for r in rows])  # type: ignore[return-value]
+                 for column in ("embeddings", "label", "cluster_id"))
 
 
 def content_hash(table: EmbeddingTable) -> str:
@@ -66,7 +67,7 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
     if head != "logreg":
         raise ValueError(f"unknown head {head!r}; known: ['logreg']")
     tables = read_tables(folder, generators)
-    (x_train, y_train), (x_val, y_val) = _pool(tables, "train", generators), _pool(tables, "val", generators)
+    (x_train, y_train, _), (x_val, y_val, _) = _pool(tables, "train", generators), _pool(tables, "val", generators)
     fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
     attrs = tables[PARENTS].attrs
     counts = {split: {"real": int((labels == REAL).sum()), "fake": int((labels == FAKE).sum())}
@@ -95,8 +96,8 @@ def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str,
     for split in ("val", "test"):
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
-            x, y = _pool(tables, split, gens)
-            result[split][name] = detection_metrics(y, detector.score(x), detector.threshold)
+            x, y, cluster = _pool(tables, split, gens)
+            result[split][name] = detection_metrics(y, detector.score(x), cluster, detector.threshold)
     result["train_count"] = float(len(_pool(tables, "train", generators)[1]))
     return result
 
@@ -113,20 +114,23 @@ def _seed(item_id: str, seed: int) -> int:
     return zlib.crc32(f"{seed}:{item_id}".encode())
 
 
-def _test_sources(clusters: Path, children: Path, generators: Sequence[str]) -> Iterator[tuple[str, str, Any]]:
-    """(set, id, Path or bytes) of every test image: parents from the clusters table, then each generator's."""
+def _test_sources(clusters: Path, children: Path,
+                  generators: Sequence[str]) -> Iterator[tuple[str, str, int, Any]]:
+    """(set, id, cluster id, Path or bytes) of every test image: parents from the clusters table, then each
+    generator's children."""
     from stages.common.children import iter_image_bytes, read_manifest
     from stages.common.clusters import read_clusters
     from stages.common.ids import parent_id
 
     frame = read_clusters(clusters)
     for row in frame[frame["split"] == "test"].itertuples():
-        yield PARENTS, parent_id(int(row.cluster_id)), Path(row.image_path)
+        yield PARENTS, parent_id(int(row.cluster_id)), int(row.cluster_id), Path(row.image_path)
     for gen in generators:
         manifest = read_manifest(children / gen)
-        test_ids = manifest.loc[manifest["split"] == "test", "child_id"].tolist()
-        for child, data in iter_image_bytes(children / gen, test_ids):
-            yield gen, child, data
+        test = manifest[manifest["split"] == "test"]
+        cluster_of = dict(zip(test["child_id"], test["cluster_id"], strict=True))
+        for child, data in iter_image_bytes(children / gen, test["child_id"].tolist()):
+            yield gen, child, int(cluster_of[child]), data
 
 
 def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path, generators: Sequence[str],
@@ -136,7 +140,7 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
     from stages.common.wild import ImageItems, embed_items
 
     transforms = list(dict.fromkeys([Transform.clean, *transforms]))
-    sets, ids, sources = zip(*_test_sources(clusters, children, generators), strict=True)
+    sets, ids, cluster_ids, sources = zip(*_test_sources(clusters, children, generators), strict=True)
     items = ImageItems(list(sources), [f"{s}:{i}" for s, i in zip(sets, ids, strict=True)], backbone.preprocess,
                        transforms=transforms, seeds=[_seed(i, seed) for i in ids])
     embedded = np.zeros((len(transforms), len(items), detector.head.dim), dtype=np.float32)  # (T, N, D)
@@ -145,7 +149,7 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
         if result.error is not None:
             raise ValueError(f"{items.names[result.index]}: {result.error} (test images were readable when embedded)")
         embedded[:, result.index] = result.embeddings
-    sets, ids = np.asarray(sets), np.asarray(ids)
+    sets, ids, cluster_ids = np.asarray(sets), np.asarray(ids), np.asarray(cluster_ids)
     labels = np.where(sets == PARENTS, REAL, FAKE)
     rows = []
     for t, transform in enumerate(transforms):
@@ -153,7 +157,7 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
         for name, gens in [*((g, [g]) for g in generators), (ALL, list(generators))]:
             mask = np.isin(sets, [PARENTS, *gens])
             rows.append({"transform": transform.value, "generator": name,
-                         **detection_metrics(labels[mask], scores[mask], detector.threshold)})
+                         **detection_metrics(labels[mask], scores[mask], cluster_ids[mask], detector.threshold)})
     return Robustness(rows, _clean_difference(embedded[0], sets, ids, tables))
 
 
