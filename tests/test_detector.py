@@ -107,7 +107,7 @@ def test_stage_writes_artifact_metrics_and_robustness(trained):
     # the test images read again through the registry's backbone give the cached embeddings back
     assert metrics["checks"]["clean_embedding_max_abs_diff"] < 1e-4
     rows = list(csv.DictReader((trained / "robustness.csv").open()))
-    assert {r["transform"] for r in rows} == {"clean", "jpeg95", "jpeg75", "jpeg50", "resize_half", "blur1", "crop"}
+    assert {r["transform"] for r in rows} == {"clean", "jpeg95", "jpeg75", "jpeg50", "half", "blur1", "crop"}
     assert len(rows) == 7 * 3
     clean = next(r for r in rows if r["transform"] == "clean" and r["generator"] == "all")
     assert float(clean["overall_accuracy"]) == pytest.approx(metrics["test"]["all"]["overall_accuracy"])

@@ -1,5 +1,7 @@
 """Post-processing a detector meets in the wild, applied to a PIL image before the backbone's preprocessing:
-JPEG re-compression at quality 95 / 75 / 50, half-size resize, Gaussian blur (sigma 1) and a random crop.
+JPEG re-compression at quality 95 / 75 / 50, half-size resize, Gaussian blur (sigma 1) and a random crop
+(each side a uniform 50-100 % of the original, at a uniform position). Names and semantics are those of the
+CoDE evaluation's TEST_TRANSFORMS (stages.common.code_augment), so both robustness grids read alike.
 
 Every transform is a pure function of the image and a seed, so a robustness table is the same on every
 run: `apply_transform(name, image, seed=...)`. The names are the keys of `TRANSFORMS` (and the values of
@@ -14,8 +16,8 @@ from enum import StrEnum
 
 from PIL import Image, ImageFilter
 
-# The random crop keeps this fraction of each side (so about half the area), placed at a seeded position.
-CROP_SIDE = 0.7
+# The random crop keeps a uniform fraction of each side in this range, at a uniform position.
+CROP_SIDE = (0.5, 1.0)
 
 
 class Transform(StrEnum):
@@ -23,7 +25,7 @@ class Transform(StrEnum):
     jpeg95 = "jpeg95"
     jpeg75 = "jpeg75"
     jpeg50 = "jpeg50"
-    resize_half = "resize_half"
+    half = "half"
     blur1 = "blur1"
     crop = "crop"
 
@@ -54,7 +56,7 @@ def _crop(image: Image.Image, seed: int) -> Image.Image:
 
     rng = np.random.default_rng(seed)
     width, height = image.size
-    w, h = max(1, round(width * CROP_SIDE)), max(1, round(height * CROP_SIDE))
+    w, h = (max(1, round(side * rng.uniform(*CROP_SIDE))) for side in (width, height))
     left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
     return image.crop((left, top, left + w, top + h))
 
@@ -64,7 +66,7 @@ TRANSFORMS: dict[Transform, Callable[[Image.Image, int], Image.Image]] = {
     Transform.jpeg95: _jpeg(95),
     Transform.jpeg75: _jpeg(75),
     Transform.jpeg50: _jpeg(50),
-    Transform.resize_half: _resize_half,
+    Transform.half: _resize_half,
     Transform.blur1: _blur,
     Transform.crop: _crop,
 }
