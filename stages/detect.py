@@ -20,12 +20,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import typer
 
 from stages.common.errors import InputError, user_errors
 from stages.common.images import MAX_PIXELS
+
+if TYPE_CHECKING:
+    from stages.common.detector import Detector
+    from stages.common.wild import Backbone, Input
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -50,23 +54,24 @@ class Row:
     error: str | None
 
 
-def score_inputs(detector, backbone, inputs, *, batch_size: int = 32, workers: int = 2,
-                 max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
+def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
+                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
     """Rows for `inputs` (stages.common.wild.Input), in order: a score for each readable image, an error
     for each other input."""
     from stages.common.wild import ImageItems, embed_items
 
+    detector_id, threshold = detector.id, detector.threshold  # the id hashes the head: compute it once
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
     items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="detect"):
         path = inputs[result.index].path
         if result.error is not None:
-            yield Row(path, None, None, detector.threshold, detector.id, result.error)
+            yield Row(path, None, None, threshold, detector_id, result.error)
             continue
         score = float(detector.score(result.embeddings[:1])[0])  # (1, D) -> (1,)
         label = LABEL_NAMES[int(detector.predict([score])[0])]
-        yield Row(path, score, label, detector.threshold, detector.id, None)
+        yield Row(path, score, label, threshold, detector_id, None)
 
 
 def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import user_errors
+from stages.common.errors import InputError, user_errors
 from stages.common.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -60,7 +60,11 @@ def main(
     with user_errors():
         detector, tables = train(embeddings / backbone, generators, head=head.value, seed=seed)
         encoder = load_registry_backbone(backbone, registry, device)
-        check_backbone(detector, encoder.spec, where=f"{registry}'s")
+        try:
+            check_backbone(detector, encoder.spec, where=f"{registry}'s")
+        except ValueError as error:
+            raise InputError(str(embeddings / backbone), str(error),
+                             "the caches were embedded with another registry entry: rerun embed") from error
         save_detector(detector, out)
         result = evaluate(detector, tables)
         rows = robustness_rows(detector, encoder, clusters, children, generators, transforms, tables=tables,

@@ -14,6 +14,7 @@ import numpy as np
 from stages.common.cache import EmbeddingTable, read_embeddings, same_backbone
 from stages.common.detector import Detector, describe_backbone
 from stages.common.detector_fit import C_GRID, detection_metrics, fit_logreg
+from stages.common.errors import InputError
 from stages.common.labels import FAKE, REAL
 from stages.common.transforms import Transform
 
@@ -26,16 +27,16 @@ ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy"
 def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingTable]:
     """parents.h5 and <gen>.h5 of one backbone, checked: one backbone, parents REAL, children FAKE."""
     if not generators:
-        raise ValueError("no generators given (model.generators): the detector needs children to learn from")
+        raise InputError("model.generators", "is empty; the detector needs children to learn from")
     if len(set(generators)) != len(generators):
-        raise ValueError(f"generators {list(generators)} repeat an alias")
+        raise InputError("model.generators", f"{list(generators)} repeats an alias")
     tables = {PARENTS: read_embeddings(folder / f"{PARENTS}.h5")}
     tables.update({gen: read_embeddings(folder / f"{gen}.h5") for gen in generators})
     same_backbone(tables)
     for name, table in tables.items():
         expected = REAL if name == PARENTS else FAKE
         if not (table.label == expected).all():
-            raise ValueError(f"{folder / name}.h5: rows with labels other than {expected}; expected the "
+            raise InputError(f"{folder / name}.h5", f"holds labels other than {expected}; expected only the "
                              f"{'parents' if expected == REAL else 'children'} of one set")
     return tables
 
@@ -65,10 +66,13 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
     from importlib.metadata import version
 
     if head != "logreg":
-        raise ValueError(f"unknown head {head!r}; known: ['logreg']")
+        raise InputError("model.head", f"unknown head {head!r}; known: ['logreg']")
     tables = read_tables(folder, generators)
     (x_train, y_train, _), (x_val, y_val, _) = _pool(tables, "train", generators), _pool(tables, "val", generators)
-    fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
+    try:
+        fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
+    except ValueError as error:  # a split without real or without fake images
+        raise InputError(str(folder), str(error)) from error
     attrs = tables[PARENTS].attrs
     counts = {split: {"real": int((labels == REAL).sum()), "fake": int((labels == FAKE).sum())}
               for split, labels in (("train", y_train), ("val", y_val))}
