@@ -21,6 +21,8 @@ COMMANDS = [
     ("report", "stages.report"),
     ("code_train", "stages.code_train"),
     ("code_eval", "stages.code_eval"),
+    ("detector", "stages.detector"),
+    ("detect", "stages.detect"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

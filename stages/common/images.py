@@ -33,6 +33,9 @@ def _open(source: Path | bytes, where: str, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as error:
         raise InputError(where, "file not found") from error
+    except Image.DecompressionBombError as error:
+        # PIL refuses sizes over twice its own limit in open(), before our check below can
+        raise InputError(where, f"refused as a decompression bomb ({error})") from error
     except (Image.UnidentifiedImageError, OSError, ValueError) as error:
         raise InputError(where, f"not a readable image ({error})") from error
     width, height = image.size

@@ -1,0 +1,169 @@
+"""detect: score image files, folders (recursively) and globs with a trained detector; write CSV or JSON lines.
+
+    parentage detect photos/ 'downloads/**/*.png' --detector data/detector --out scores.csv
+
+One row per file: path, score (probability that the image is generated), label (real / fake: score at least
+the threshold), threshold, detector (its id), error. A file that cannot be read (missing, empty, truncated,
+not an image, a decompression bomb) gets a row with its error and empty score, and the run goes on.
+Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
+detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+from stages.common.images import MAX_PIXELS
+
+if TYPE_CHECKING:
+    from stages.common.detector import Detector
+    from stages.common.wild import Backbone, Input
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+COLUMNS = ("path", "score", "label", "threshold", "detector", "error")
+# the registry shipped inside the package, so detect works from any folder
+REGISTRY = Path(__file__).parent / "backbones.yaml"
+LABEL_NAMES = ("real", "fake")  # indexed by stages.common.labels: REAL = 0, FAKE = 1
+
+
+class OutputFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    score: float | None
+    label: str | None
+    threshold: float
+    detector: str
+    error: str | None
+
+
+def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
+                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
+    """Rows for `inputs` (stages.common.wild.Input), in order: a score for each readable image, an error
+    for each other input."""
+    from stages.common.wild import ImageItems, embed_items
+
+    detector_id, threshold = detector.id, detector.threshold  # the id hashes the head: compute it once
+    sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
+    items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels)
+    for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
+                              description="detect"):
+        path = inputs[result.index].path
+        if result.error is not None:
+            yield Row(path, None, None, threshold, detector_id, result.error)
+            continue
+        score = float(detector.score(result.embeddings[:1])[0])  # (1, D) -> (1,)
+        label = LABEL_NAMES[int(detector.predict([score])[0])]
+        yield Row(path, score, label, threshold, detector_id, None)
+
+
+def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:
+    """Write rows as they come (CSV with a header, or one JSON object a line); return (scored, failed)."""
+    scored = failed = 0
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS) if fmt is OutputFormat.csv else None
+    if writer:
+        writer.writeheader()
+    for row in rows:
+        record = asdict(row)
+        if writer:
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        else:
+            stream.write(json.dumps(record) + "\n")
+        stream.flush()
+        failed += row.error is not None
+        scored += row.error is None
+    return scored, failed
+
+
+@contextmanager
+def output(out: Path):
+    """stdout for ``-``, else a temporary file renamed onto `out` when every row is written."""
+    if str(out) == "-":
+        yield sys.stdout
+        return
+    from stages.common.io import atomic_path
+
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as stream:
+        yield stream
+
+
+def load_checked(detector_path: Path, registry: Path, device: str):
+    """The detector and the registry's backbone for it, or an InputError if they do not belong together."""
+    from stages.common.detector import check_backbone, load_detector
+    from stages.common.wild import load_registry_backbone
+
+    try:
+        detector = load_detector(detector_path)
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error)) from error
+    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
+    try:
+        check_backbone(detector, backbone.spec, where="the registry's backbone")
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error),
+                         f"{registry} changed since this detector was trained: retrain it") from error
+    return detector, backbone
+
+
+def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,
+           batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
+           progress: bool = True) -> tuple[int, int]:
+    """Score every input and write the rows; return (scored, failed)."""
+    from stages.common.wild import expand_inputs
+
+    if not paths:
+        raise InputError("PATHS", "no image paths given; pass files, folders or globs")
+    detector, backbone = load_checked(detector_path, registry, device)
+    inputs = expand_inputs(paths)
+    with output(out) as stream:
+        rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
+                            max_pixels=max_pixels, progress=progress)
+        return write_rows(rows, stream, fmt)
+
+
+@app.command()
+def main(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs "
+                                                "(quote them; ** recurses)."),
+    detector: Path = typer.Option(Path("data/detector"), help="Detector folder written by the detector stage."),
+    registry: Path = typer.Option(REGISTRY, help="Backbone registry: the detector's backbone is loaded from it "
+                                                 "by alias (offline) and must match the one it was trained on."),
+    out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),
+    format: OutputFormat = typer.Option(OutputFormat.csv, "--format", help="csv (with a header) or jsonl."),
+    batch_size: int = typer.Option(32, min=1, help="Images per backbone forward."),
+    workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0,
+                                help="DataLoader worker processes reading and preprocessing images."),
+    device: str = typer.Option("cpu", help="torch device of the backbone: cpu, cuda, cuda:1, mps."),
+    max_pixels: int = typer.Option(MAX_PIXELS, min=1, help="Files declaring more pixels are refused unread "
+                                                           "(decompression bombs)."),
+    progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+) -> None:
+    """Score images with a trained detector: one row per input file, errors included."""
+    with user_errors():
+        scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
+                                device=device, max_pixels=max_pixels, progress=progress)
+    print(f"detect: {scored} scored, {failed} failed", file=sys.stderr)
+    if scored == 0:
+        print("error: every input failed; see the error column", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

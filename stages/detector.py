@@ -1,0 +1,81 @@
+"""detector: the embeddings of `model.backbone` -> the detector the project ships (data/detector/), its
+metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robustness.csv).
+
+    python -m stages.detector --backbone efficientnet_lite0 --generators tiny_random --head logreg \\
+        --embeddings data/embeddings --clusters data/clusters.parquet --children data/children \\
+        --out data/detector --metrics metrics/detector.json --robustness metrics/plots/detector_robustness.csv
+
+The head is trained on the train split of the parents and of the children of every `--generators`, reading
+the embedding caches (no image is embedded again for training); C and the threshold are chosen on val
+(stages.common.detector_fit). Metrics: real, fake and overall accuracy at the threshold, AUC and AP, on val
+and test, per generator (its children with the split's parents) and for all generators together.
+Robustness: the test images, read again and embedded through the registry's backbone after each transform
+(stages.common.transforms), scored with the shipped detector.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from stages.common.errors import InputError, user_errors
+from stages.common.transforms import Transform
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+class Head(StrEnum):
+    logreg = "logreg"
+
+
+@app.command()
+def main(
+    backbone: str = typer.Option(..., help="Backbone alias (stages/backbones.yaml); its embeddings must exist."),
+    generators: list[str] = typer.Option(..., help="Generators whose children train the detector (repeat)."),
+    head: Head = typer.Option(Head.logreg, help="Head on the embeddings: logreg (C chosen on val)."),
+    registry: Path = typer.Option(Path("stages/backbones.yaml"), help="Backbone registry (robustness re-embeds "
+                                                                      "the test images with the backbone)."),
+    embeddings: Path = typer.Option(Path("data/embeddings"),
+                                    help="Folder of embedding caches: <backbone>/parents.h5, <backbone>/<gen>.h5."),
+    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="Clusters table (test parents' images)."),
+    children: Path = typer.Option(Path("data/children"), help="Folder of children folders, one per generator."),
+    out: Path = typer.Option(Path("data/detector"), help="Output detector folder (detector.json, head.safetensors)."),
+    metrics: Path = typer.Option(Path("metrics/detector.json"), help="Output metrics JSON."),
+    robustness: Path = typer.Option(Path("metrics/plots/detector_robustness.csv"),
+                                    help="Output plot data: test metrics per transform and generator."),
+    transforms: list[Transform] = typer.Option(list(Transform), help="Transforms of the robustness test (repeat)."),
+    seed: int = typer.Option(0, help="Seed of the head's solver and of the random crop."),
+    batch_size: int = typer.Option(32, min=1, help="Images per backbone forward (robustness)."),
+    workers: int = typer.Option(2, min=0, help="DataLoader workers reading images (robustness)."),
+    device: str = typer.Option("cpu", help="torch device of the backbone (robustness)."),
+) -> None:
+    """Train the shipped detector, measure it on val and test, and test its robustness on test."""
+    from stages.common.detector import check_backbone, save_detector
+    from stages.common.io import write_metrics
+    from stages.common.shipped import evaluate, robustness_rows, train, write_robustness
+    from stages.common.wild import load_registry_backbone
+
+    with user_errors():
+        detector, tables = train(embeddings / backbone, generators, head=head.value, seed=seed)
+        encoder = load_registry_backbone(backbone, registry, device)
+        try:
+            check_backbone(detector, encoder.spec, where=f"{registry}'s")
+        except ValueError as error:
+            raise InputError(str(embeddings / backbone), str(error),
+                             "the caches were embedded with another registry entry: rerun embed") from error
+        save_detector(detector, out)
+        result = evaluate(detector, tables)
+        rows = robustness_rows(detector, encoder, clusters, children, generators, transforms, tables=tables,
+                               seed=seed, batch_size=batch_size, workers=workers)
+        result["checks"] = {"clean_embedding_max_abs_diff": rows.clean_max_abs_diff}
+        write_robustness(robustness, rows.rows)
+        write_metrics(metrics, result)
+    test = result["test"]["all"]
+    typer.echo(f"{out}: detector {detector.id}, threshold {detector.threshold:.3f}; test accuracy "
+               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}")
+
+
+if __name__ == "__main__":
+    app()

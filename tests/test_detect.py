@@ -1,0 +1,120 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from stages import detect
+from stages.common.wild import expand_inputs
+from tests.test_detector_artifact import random_detector
+from tests.tiny_backbone import TinyBackbone
+from tests.wild_files import write_bad, write_png_bomb, write_wild_folder
+
+
+@pytest.fixture(scope="module")
+def wild(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wild")
+    good, bad = write_wild_folder(root)
+    return root, good, bad
+
+
+def rows_for(arguments, **kwargs) -> list[detect.Row]:
+    inputs = expand_inputs([str(a) for a in arguments])
+    return list(detect.score_inputs(random_detector(), TinyBackbone(), inputs, batch_size=4, progress=False,
+                                    **kwargs))
+
+
+def test_folder_recurses_and_every_file_gets_one_row(wild):
+    root, good, bad = wild
+    rows = rows_for([root], workers=2)
+    by_path = {row.path: row for row in rows}
+    assert len(rows) == len(by_path) == len(good) + len(bad)
+    for path in good.values():
+        row = by_path[str(path)]
+        assert row.error is None and 0 <= row.score <= 1 and row.label in ("real", "fake"), row
+        assert row.label == ("fake" if row.score >= row.threshold else "real")
+        assert row.detector == random_detector().id
+    for path in bad.values():
+        row = by_path[str(path)]
+        assert row.score is None and row.label is None and row.error, row
+    assert "truncated" in by_path[str(bad["truncated.jpg"])].error
+    assert by_path[str(bad["empty.png"])].error == "empty file"
+    assert "over the limit" in by_path[str(bad["bomb.png"])].error
+    assert "decompression bomb" in by_path[str(bad["huge_header.png"])].error
+    assert "not a readable image" in by_path[str(bad["notes.txt"])].error
+
+
+def test_scores_do_not_depend_on_batching_or_workers(wild):
+    root, _, _ = wild
+    one = [(r.path, r.score) for r in rows_for([root], workers=0)]
+    many = rows_for([root], workers=2)
+    assert [r.path for r in many] == [p for p, _ in one]
+    np.testing.assert_allclose([r.score or -1 for r in many], [s or -1 for _, s in one], rtol=1e-5)
+
+
+def test_expand_files_globs_missing_and_duplicates(wild, tmp_path):
+    root, good, _ = wild
+    (tmp_path / "empty_folder").mkdir()
+    (root / ".hidden").mkdir(exist_ok=True)
+    (root / ".hidden" / "x.jpg").write_bytes(b"")
+    inputs = expand_inputs([str(good["photo.jpg"]), str(root / "**" / "*.jpg"), str(tmp_path / "nope.png"),
+                            str(tmp_path / "*.nomatch"), str(tmp_path / "empty_folder")])
+    paths = [i.path for i in inputs]
+    jpgs = sorted(str(p) for p in root.rglob("*.jpg") if ".hidden" not in p.parts)
+    assert paths[0] == str(good["photo.jpg"])
+    assert sorted(paths[1:len(jpgs)]) == sorted(set(jpgs) - {str(good["photo.jpg"])}), "no duplicate rows"
+    assert [i.problem for i in inputs[-3:]] == ["file not found", "no file matches this pattern",
+                                                "folder holds no files"]
+    assert all(".hidden" not in p for p in paths)
+
+
+@pytest.mark.parametrize("fmt", list(detect.OutputFormat))
+def test_output_formats_parse(wild, fmt):
+    root, good, bad = wild
+    stream = io.StringIO()
+    scored, failed = detect.write_rows(iter(rows_for([root])), stream, fmt)
+    assert (scored, failed) == (len(good), len(bad))
+    text = stream.getvalue()
+    if fmt is detect.OutputFormat.csv:
+        records = list(csv.DictReader(io.StringIO(text)))
+        assert list(records[0]) == list(detect.COLUMNS)
+        assert all((r["score"] == "") == bool(r["error"]) for r in records)
+        assert all(float(r["threshold"]) == random_detector().threshold for r in records)
+    else:
+        records = [json.loads(line) for line in text.splitlines()]
+        assert all(list(r) == list(detect.COLUMNS) for r in records)
+        assert all((r["score"] is None) == (r["error"] is not None) for r in records)
+    assert len(records) == len(good) + len(bad)
+
+
+def test_bomb_is_refused_without_allocating_its_pixels(tmp_path, repo_root):
+    """Decoding the 12000x12000 bomb to RGB takes over 400 MB; under a 300 MB address-space cap on top of
+    what the interpreter already maps, reading it must still fail cleanly with our error."""
+    bomb = write_png_bomb(tmp_path / "bomb.png", 12_000, 12_000)
+    code = textwrap.dedent(f"""
+        import resource
+        from stages.common.errors import InputError
+        from stages.common.images import load_rgb
+        from tests.wild_files import photo
+        photo(0)  # numpy and PIL are imported and mapped before the cap
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, resource.RLIM_INFINITY))
+        try:
+            load_rgb({str(bomb)!r})
+        except InputError as error:
+            print("refused:", error.problem)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused: declares 12000x12000" in done.stdout
+
+
+def test_every_bad_file_alone_fails(tmp_path):
+    bad = write_bad(tmp_path / "bad")
+    rows = rows_for([tmp_path / "bad"])
+    assert len(rows) == len(bad) and all(r.error for r in rows)

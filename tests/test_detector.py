@@ -1,0 +1,204 @@
+"""The detector stage and `parentage detect` end to end: with a tiny random open_clip registered in-process
+(fast), and once with the real offline EfficientNet-Lite0 backbone of the registry file (slow)."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from stages import detect, detector
+from stages.common.backbones import BackboneSpec, register
+from stages.common.cache import EmbeddingTable, write_embeddings
+from stages.common.children import iter_image_bytes, read_manifest
+from stages.common.clusters import read_clusters
+from stages.common.detector import SPEC_FILE, load_detector
+from stages.common.ids import parent_id
+from stages.common.labels import FAKE, PARENT_CAPTION_INDEX, REAL
+from stages.common.wild import ImageItems, embed_items, load_registry_backbone
+from tests.fixtures import write_children, write_clusters
+from tests.wild_files import write_wild_folder
+
+BACKBONE = "tiny_clip"
+GENERATORS = ("gen_a", "gen_b")
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
+                                             "head_width": 16},
+             "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_clip():
+    from stages.common.backbones import _registered
+
+    register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random",
+                          model_cfg=TINY_CLIP))
+    yield
+    _registered.pop(BACKBONE)
+
+
+def embed_set(backbone, sources: list, ids: list[str], frame, attrs: dict, path: Path) -> None:
+    """Write one embedding cache the way the embed stage does: rows in the given order, attrs of the backbone."""
+    items = ImageItems(sources, ids, backbone.preprocess)
+    vectors = np.stack([r.embeddings[0] for r in embed_items(backbone, items, workers=0, progress=False)])
+    write_embeddings(path, EmbeddingTable(vectors, ids, frame["cluster_id"], frame["label"], frame["caption_index"],
+                                          frame["split"], attrs=attrs))
+
+
+def make_pipeline(root: Path, registry: Path, alias: str = BACKBONE) -> tuple[Path, Path]:
+    """clusters (9 parents, 3 captions), two generators' children and their embedding caches."""
+    import pandas as pd
+
+    clusters = write_clusters(root, n_parents=9, n_captions=3, size=(64, 48))
+    frame = read_clusters(clusters)
+    backbone = load_registry_backbone(alias, registry)
+    folder = root / "embeddings" / alias
+    attrs = backbone.loaded.attrs()
+    parents = pd.DataFrame({"cluster_id": frame["cluster_id"], "label": REAL,
+                            "caption_index": PARENT_CAPTION_INDEX, "split": frame["split"]})
+    embed_set(backbone, [Path(p) for p in frame["image_path"]], [parent_id(c) for c in frame["cluster_id"]],
+              parents, {**attrs, "image_set": "parents"}, folder / "parents.h5")
+    for gen in GENERATORS:
+        children = write_children(root / "children" / gen, frame, generator=gen, size=(40, 40))
+        manifest = read_manifest(children)
+        data = dict(iter_image_bytes(children))
+        rows = manifest.assign(label=FAKE)
+        embed_set(backbone, [data[c] for c in manifest["child_id"]], manifest["child_id"].tolist(), rows,
+                  {**attrs, "image_set": gen}, folder / f"{gen}.h5")
+    return root, clusters
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, repo_root):
+    return make_pipeline(tmp_path_factory.mktemp("pipeline"), repo_root / "stages" / "backbones.yaml")
+
+
+def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: str = BACKBONE):
+    args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)],
+            "--registry", str(repo_root / "stages" / "backbones.yaml"), "--embeddings", str(root / "embeddings"),
+            "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
+            "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
+            "--workers", "0", *extra]
+    return CliRunner().invoke(detector.app, args)
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline, repo_root):
+    root, clusters = pipeline
+    result = run_stage(root, clusters, repo_root)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return root
+
+
+def test_stage_writes_artifact_metrics_and_robustness(trained):
+    shipped = load_detector(trained / "detector")
+    assert shipped.backbone["alias"] == BACKBONE and shipped.backbone["dim"] == TINY_CLIP["embed_dim"]
+    assert shipped.trained_on["generators"] == list(GENERATORS)
+    assert shipped.trained_on["counts"]["train"] == {"real": 3, "fake": 18}
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert set(metrics[split]) == {*GENERATORS, "all"}
+        for values in metrics[split].values():
+            assert set(values) >= {"real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy",
+                                   "auc", "ap"}
+        assert metrics[split]["all"]["count"] == 3 + 2 * 9
+    # the test images read again through the registry's backbone give the cached embeddings back
+    assert metrics["checks"]["clean_embedding_max_abs_diff"] < 1e-4
+    rows = list(csv.DictReader((trained / "robustness.csv").open()))
+    assert {r["transform"] for r in rows} == {"clean", "jpeg95", "jpeg75", "jpeg50", "half", "blur1", "crop"}
+    assert len(rows) == 7 * 3
+    clean = next(r for r in rows if r["transform"] == "clean" and r["generator"] == "all")
+    assert float(clean["overall_accuracy"]) == pytest.approx(metrics["test"]["all"]["overall_accuracy"])
+
+
+def test_stage_is_deterministic(pipeline, trained, repo_root, tmp_path):
+    root, clusters = pipeline
+    first = json.loads((trained / "detector" / SPEC_FILE).read_text())
+    again = tmp_path / "again"
+    again.mkdir()
+    for name in ("embeddings", "children"):
+        (again / name).symlink_to(root / name)
+    result = run_stage(again, clusters, repo_root)
+    assert result.exit_code == 0, result.output
+    assert json.loads((again / "detector" / SPEC_FILE).read_text())["id"] == first["id"]
+    assert (again / "robustness.csv").read_text() == (trained / "robustness.csv").read_text()
+
+
+def test_stage_errors_name_the_missing_cache(pipeline, repo_root):
+    root, clusters = pipeline
+    result = run_stage(root, clusters, repo_root, "--generators", "nope")
+    assert result.exit_code == 2 and "nope.h5" in result.output
+
+
+def detect_cli(*args: str):
+    return CliRunner().invoke(detect.app, ["--workers", "0", "--no-progress", *args])
+
+
+def test_detect_cli_on_a_mixed_folder(trained, tmp_path):
+    good, bad = write_wild_folder(tmp_path / "wild")
+    out = tmp_path / "scores.jsonl"
+    result = detect_cli(str(tmp_path / "wild"), "--detector", str(trained / "detector"), "--out", str(out),
+                        "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len(good) + len(bad)
+    scored = {r["path"] for r in records if r["error"] is None}
+    assert scored == {str(p) for p in good.values()}
+    assert {r["detector"] for r in records} == {load_detector(trained / "detector").id}
+
+
+def test_detect_cli_stdout_csv_and_exit_codes(trained, tmp_path):
+    good, bad = write_wild_folder(tmp_path / "wild")
+    result = detect_cli(str(good["photo.jpg"]), str(bad["notes.txt"]), "--detector", str(trained / "detector"))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["path"] for r in rows] == [str(good["photo.jpg"]), str(bad["notes.txt"])]
+    assert rows[0]["label"] in ("real", "fake") and rows[1]["error"]
+    # every input failed: exit 1, rows still written
+    result = detect_cli(str(tmp_path / "wild" / "nested" / "deeper"), "--detector", str(trained / "detector"))
+    assert result.exit_code == 1
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == len(bad)
+    # usage errors: exit 2, with no rows
+    assert detect_cli("--detector", str(trained / "detector")).exit_code == 2
+    missing = detect_cli(str(good["photo.jpg"]), "--detector", str(tmp_path / "none"))
+    assert missing.exit_code == 2 and "no detector here" in missing.output
+
+
+def test_detect_refuses_a_detector_of_another_backbone(trained, tmp_path):
+    from stages.common.backbones import _registered
+
+    good, _ = write_wild_folder(tmp_path / "wild")
+    register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random", seed=1,
+                          model_cfg=TINY_CLIP))
+    try:
+        result = detect_cli(str(good["photo.jpg"]), "--detector", str(trained / "detector"))
+    finally:
+        register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random",
+                              model_cfg=TINY_CLIP))
+    assert BACKBONE in _registered
+    assert result.exit_code == 2, result.output
+    assert "cannot score" in result.output and "seed: detector 0, the registry's backbone 1" in result.output
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_end_to_end(tmp_path, repo_root, wild_generated):
+    """The real offline backbone: train, then detect on real generated files from the wild (PNG and JPEG)."""
+    registry = repo_root / "stages" / "backbones.yaml"
+    root, clusters = make_pipeline(tmp_path, registry, alias="efficientnet_lite0")
+    result = run_stage(root, clusters, repo_root, "--transforms", "jpeg50", alias="efficientnet_lite0")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["checks"]["clean_embedding_max_abs_diff"] < 1e-4
+    shipped = load_detector(root / "detector")
+    assert shipped.backbone["dim"] == 1280 and shipped.backbone["weights"] == "package"
+    out = tmp_path / "wild.csv"
+    result = detect_cli(str(wild_generated), "--detector", str(root / "detector"), "--out", str(out),
+                        "--registry", str(registry))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    images = [p for p in wild_generated.iterdir() if p.suffix in (".png", ".jpg")]
+    assert len(rows) == len(list(wild_generated.iterdir()))
+    assert sum(r["error"] == "" for r in rows) == len(images), "every real image is scored"
+    assert all(0 <= float(r["score"]) <= 1 for r in rows if not r["error"])

@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+
+from stages.common.detector import (
+    SPEC_FILE,
+    TENSORS_FILE,
+    BackboneMismatch,
+    Detector,
+    LinearHead,
+    check_backbone,
+    load_detector,
+    save_detector,
+)
+from stages.common.detector_fit import choose_threshold, detection_metrics, fit_logreg
+from stages.common.labels import FAKE, REAL
+from tests.tiny_backbone import SPEC
+
+
+def random_detector(dim: int = SPEC["dim"], seed: int = 0) -> Detector:
+    rng = np.random.default_rng(seed)
+    head = LinearHead(mean=rng.normal(size=dim), scale=rng.uniform(0.5, 2, size=dim), coef=rng.normal(size=dim),
+                      intercept=[0.3], params={"C": 0.1})
+    return Detector(backbone=dict(SPEC), head=head, threshold=0.42, trained_on={"generators": ["tiny_random"]},
+                    versions={"numpy": np.__version__})
+
+
+def test_round_trip_scores_alike(tmp_path):
+    detector = random_detector()
+    save_detector(detector, tmp_path / "det")
+    assert sorted(p.name for p in (tmp_path / "det").iterdir()) == sorted([SPEC_FILE, TENSORS_FILE])
+    loaded = load_detector(tmp_path / "det")
+    x = np.random.default_rng(1).normal(size=(20, SPEC["dim"]))
+    np.testing.assert_allclose(loaded.score(x), detector.score(x), rtol=1e-6)
+    assert loaded.id == detector.id and loaded.id.startswith("tiny_test-logreg-")
+    assert loaded.threshold == detector.threshold and loaded.backbone == detector.backbone
+    assert loaded.trained_on == detector.trained_on and loaded.head.params == {"C": 0.1}
+    # no pickle anywhere: JSON and a safetensors file
+    spec = json.loads((tmp_path / "det" / SPEC_FILE).read_text())
+    assert spec["id"] == detector.id and spec["backbone"]["alias"] == "tiny_test"
+    assert (tmp_path / "det" / TENSORS_FILE).read_bytes()[8:9] == b"{", "safetensors starts with a JSON header"
+
+
+def test_same_content_same_id_and_edits_are_refused(tmp_path):
+    assert random_detector().id == random_detector().id != random_detector(seed=1).id
+    save_detector(random_detector(), tmp_path / "det")
+    spec_path = tmp_path / "det" / SPEC_FILE
+    spec = json.loads(spec_path.read_text())
+    spec["threshold"] = 0.9
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="does not match its id"):
+        load_detector(tmp_path / "det")
+
+
+def test_missing_and_malformed_artifacts_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="detector stage"):
+        load_detector(tmp_path / "nothing")
+    save_detector(random_detector(), tmp_path / "det")
+    (tmp_path / "det" / TENSORS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=TENSORS_FILE):
+        load_detector(tmp_path / "det")
+    (tmp_path / "det" / SPEC_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=SPEC_FILE):
+        load_detector(tmp_path / "det")
+
+
+def test_refuses_a_mismatched_backbone(tmp_path):
+    save_detector(random_detector(), tmp_path / "det")
+    detector = load_detector(tmp_path / "det")
+    check_backbone(detector, dict(SPEC))  # the same backbone passes
+    check_backbone(detector, {**SPEC, "dim": str(SPEC["dim"]), "extra": "ignored"})
+    with pytest.raises(BackboneMismatch, match=r"weights: detector 'seed0', registry 'seed1'"):
+        check_backbone(detector, {**SPEC, "weights": "seed1"}, where="registry")
+    with pytest.raises(BackboneMismatch, match="openclip_vitb32_random"):
+        check_backbone(detector, {**SPEC, "alias": "openclip_vitb32_random", "dim": 512})
+    with pytest.raises(ValueError, match="head expects"):
+        detector.score(np.zeros((2, 5)))
+
+
+def test_head_and_backbone_must_agree():
+    with pytest.raises(ValueError, match="12-d"):
+        Detector(backbone={**SPEC, "dim": 12}, head=random_detector().head, threshold=0.5)
+
+
+def test_fit_separates_and_threshold_comes_from_val():
+    rng = np.random.default_rng(0)
+
+    def data(n_real: int, n_fake: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.concatenate([rng.normal(0, 1, (n_real, 6)), rng.normal(0, 1, (n_fake, 6)) + [1.5, 0, 0, 0, 0, 0]])
+        return x, np.array([REAL] * n_real + [FAKE] * n_fake)
+
+    (xt, yt), (xv, yv), (xs, ys) = data(40, 200), data(30, 150), data(30, 150)
+    fit = fit_logreg(xt, yt, xv, yv)
+    assert fit.threshold == choose_threshold(yv, fit.head.score(xv))
+    metrics = detection_metrics(ys, fit.head.score(xs), np.arange(len(ys)), fit.threshold)
+    assert metrics["auc"] > 0.8 and metrics["real_accuracy"] > 0.6 and metrics["fake_accuracy"] > 0.6
+    assert metrics["count"] == 180
+
+
+def test_choose_threshold_balances_classes():
+    labels = np.array([REAL, REAL, FAKE, FAKE, FAKE, FAKE, FAKE, FAKE])
+    scores = np.array([0.1, 0.7, 0.6, 0.8, 0.9, 0.95, 0.99, 0.97])
+    threshold = choose_threshold(labels, scores)
+    # both reals below and one fake missed (balanced accuracy 11/12) beats every fake caught (3/4)
+    assert 0.7 < threshold < 0.8
+    metrics = detection_metrics(labels, scores, np.arange(len(labels)), threshold)
+    assert metrics["real_accuracy"] == 1.0 and metrics["fake_accuracy"] == 5 / 6
+    with pytest.raises(ValueError, match="both real"):
+        choose_threshold(np.array([FAKE, FAKE]), np.array([0.2, 0.3]))
