@@ -9,7 +9,7 @@ Protocol (the released evaluation, plus AUC and AP):
      (smaller images padded with black), for the train and val splits (parents + children of
      --fit-generators) and the test split (parents + children of --generators), the test split also after
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
-     crop; stages.common.code_augment.TEST_TRANSFORMS);
+     crop; stages.common.transforms);
   2. the three heads (stages.common.code_heads) fitted on train: logistic regression, 1-NN (cosine) and a
      one-class SVM on the train reals only;
   3. each head's threshold from val (balanced accuracy) or its natural 0 (--threshold), never from test;
@@ -111,8 +111,7 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
         progress: bool = True) -> dict:
     import torch
 
-    from stages.common.code_augment import TEST_TRANSFORMS
-    from stages.common.code_data import read_images
+    from stages.common.code_data import TEST_TRANSFORMS, read_images
     from stages.common.codenet import load_model
     from stages.common.errors import InputError
     from stages.common.io import write_metrics
@@ -149,7 +148,7 @@ def main(
     fit_generators: str = typer.Option("tiny_random", help="Comma-separated generators whose train / val "
                                                            "children fit the heads and choose thresholds."),
     transforms: str = typer.Option("jpeg95,jpeg75,jpeg50,half,blur1,crop", help="Comma-separated test "
-                                   "transformations (stages.common.code_augment.TEST_TRANSFORMS)."),
+                                   "transformations (stages.common.transforms)."),
     threshold: ThresholdRule = typer.Option(ThresholdRule.val, help="val: each head's threshold maximises "
                                             "balanced accuracy on val; natural: the head's own decision."),
     metrics: Path = typer.Option(Path("metrics/code_eval.json"), help="Output metrics JSON."),

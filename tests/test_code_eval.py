@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from stages import code_eval
 from stages.common import code_heads
 from stages.common.clusters import read_clusters
-from stages.common.code_augment import CLEAN, TEST_TRANSFORMS
-from stages.common.code_data import EvalImages, read_images
+from stages.common.code_augment import CLEAN
+from stages.common.code_data import TEST_TRANSFORMS, EvalImages, read_images
 from stages.common.code_heads import HEADS, binary_metrics, choose_threshold, fit_head
 from stages.common.codenet import CodeNetConfig, build_model, save_model
 from stages.common.labels import FAKE, REAL

@@ -202,21 +202,4 @@ def to_tensor(img: Image.Image):
     return (array - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
-def _random_window(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    # each side a uniform 50-100 % of the original, at a uniform position
-    w = max(1, round(img.width * rng.uniform(0.5, 1.0)))
-    h = max(1, round(img.height * rng.uniform(0.5, 1.0)))
-    left, top = int(rng.integers(0, img.width - w + 1)), int(rng.integers(0, img.height - h + 1))
-    return img.crop((left, top, left + w, top + h))
-
-
-# The robustness test: each is applied to the decoded test image before the evaluation's centre crop.
-TEST_TRANSFORMS: dict[str, Augmentation] = {
-    "jpeg95": lambda img, rng: jpeg(img, 95),
-    "jpeg75": lambda img, rng: jpeg(img, 75),
-    "jpeg50": lambda img, rng: jpeg(img, 50),
-    "half": lambda img, rng: img.resize((max(1, img.width // 2), max(1, img.height // 2)), Image.BICUBIC),
-    "blur1": lambda img, rng: img.filter(ImageFilter.GaussianBlur(1.0)),  # PIL's radius is the sigma
-    "crop": _random_window,
-}
-CLEAN = "clean"
+CLEAN = "clean"  # the untransformed test images (stages.common.transforms.Transform.clean)

@@ -16,6 +16,11 @@ import numpy as np
 from stages.common import code_augment as aug
 from stages.common.errors import InputError
 from stages.common.labels import FAKE, REAL
+from stages.common.transforms import Transform, apply_transform
+
+# The robustness test of the CoDE evaluation: the shared transforms (also the shipped detector's), applied to
+# the decoded test image before the evaluation's centre crop.
+TEST_TRANSFORMS: tuple[str, ...] = tuple(t.value for t in Transform if t is not Transform.clean)
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,8 @@ class EvalImages:
     crop of image_size without resizing (padded with black where the image is smaller)."""
 
     def __init__(self, refs: Sequence[ImageRef], image_size: int, *, transform: str = aug.CLEAN, seed: int = 0):
-        if transform != aug.CLEAN and transform not in aug.TEST_TRANSFORMS:
-            raise ValueError(f"unknown transformation {transform!r}; known: {[aug.CLEAN, *aug.TEST_TRANSFORMS]}")
+        if transform != aug.CLEAN and transform not in TEST_TRANSFORMS:
+            raise ValueError(f"unknown transformation {transform!r}; known: {[aug.CLEAN, *TEST_TRANSFORMS]}")
         self.refs, self.image_size, self.transform, self.seed = list(refs), image_size, transform, seed
 
     def __len__(self) -> int:
@@ -177,8 +182,9 @@ class EvalImages:
         ref = self.refs[index]
         img = ref.load()
         if self.transform != aug.CLEAN:
-            rng = np.random.default_rng([self.seed, zlib.crc32(ref.key.encode()), zlib.crc32(self.transform.encode())])
-            img = aug.TEST_TRANSFORMS[self.transform](img, rng)
+            seed = np.random.SeedSequence([self.seed, zlib.crc32(ref.key.encode()),
+                                           zlib.crc32(self.transform.encode())]).generate_state(1)[0]
+            img = apply_transform(self.transform, img, seed=int(seed))
         return aug.to_tensor(aug.center_crop(img, self.image_size))
 
 
