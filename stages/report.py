@@ -1,24 +1,35 @@
-"""report: the study's metrics -> metrics/report.md, Tables 1-4 laid out like the paper (rows backbones,
+"""report: the metrics -> metrics/report.md. The study's Tables 1-4 laid out like the paper (rows backbones,
 columns val and test, a block per generator), with the paper's number beside ours wherever the backbone
-and the generator are the paper's, and the cross-generator grid of the probes.
+and the generator are the paper's, and the cross-generator grid of the probes; then CoDE laid out like the
+CoDE paper's tables (per head and generator; the robustness grid) and the shipped detector (what it is, val
+and test per generator, robustness on test).
 
     python -m stages.report --distances metrics/distances --probe metrics/probe \\
         --retrieval metrics/retrieval --disentangle metrics/disentangle \\
-        --cross metrics/plots/cross_generator --paper stages/paper/cocofake.json --out metrics/report.md
+        --cross metrics/plots/cross_generator --paper stages/paper/cocofake.json \\
+        --code-train metrics/code_train.json --code-eval metrics/code_eval.json \\
+        --code-arch vit_tiny_patch16_224 --code-image-size 64 --code-local-size 32 --code-epochs 2 \\
+        --code-generators tiny_random --detector data/detector --detector-metrics metrics/detector.json \\
+        --robustness metrics/plots/detector_robustness.csv --out metrics/report.md
 
 Every ``<stage dir>/<backbone>/<generator>.json`` present is reported. The paper's numbers come from one
 hand-transcribed file (stages/paper/cocofake.json) that says which table each comes from. Backbones and
-generators outside the paper get no paper number and are labelled (random weights, offline, ...).
+generators outside the paper get no paper number and are labelled (random weights, offline, ...). The CoDE
+paper's figures would appear only where the run's setting (the --code-* options: code_train's params) is the
+paper's; none is transcribed (stages.common.report_detectors). A missing metrics file is reported as missing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from stages.common.errors import InputError, user_errors
+from stages.common.report_detectors import CodeSetting
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
@@ -137,26 +148,57 @@ def settings(disentangle: Results) -> list[str]:
             for e, t, b, lr in seen if None not in (e, t, b, lr)] + [""]
 
 
-def render(stage_results: dict[str, Results], cross: dict, paper: dict) -> str:
+@dataclass(frozen=True)
+class DetectorFiles:
+    """The inputs of the detector sections (a missing one is reported as missing)."""
+
+    code_train: Path  # metrics/code_train.json
+    code_eval: Path  # metrics/code_eval.json
+    detector: Path  # the shipped detector's artifact folder (its detector.json is read, nothing else)
+    detector_metrics: Path  # metrics/detector.json
+    robustness: Path  # metrics/plots/detector_robustness.csv
+
+
+def render_detectors(files: DetectorFiles, setting: CodeSetting, paper: dict) -> list[str]:
+    """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
+    from stages.common.detector import SPEC_FILE
+    from stages.common.report_detectors import read_csv, read_json, render_code, render_detector
+
+    def label(generator: str) -> str:
+        return generator_label(generator, paper)
+
+    return [*render_code(read_json(files.code_train), read_json(files.code_eval), setting, label,
+                         paths=(files.code_train, files.code_eval)),
+            *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
+                             read_csv(files.robustness), label,
+                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness))]
+
+
+def render(stage_results: dict[str, Results], cross: dict, paper: dict, detectors: Sequence[str] = ()) -> str:
     lines = ["# COCOFake study: our numbers beside the paper's", "",
              "Percentages. A cell reads `ours (paper P)` where the backbone and the generator are the paper's; "
              "`n/a` is not applicable (e.g. retrieval for a backbone without a text tower). Built by the "
              "`report` stage from `metrics/`; do not edit by hand.", ""]
+    if detectors:
+        lines += ["After the study's tables: CoDE, then the shipped detector.", ""]
     for table in paper["tables"].values():
         lines += render_table(table, stage_results.get(table["stage"], {}), paper)
         if table["stage"] == "disentangle" and stage_results.get("disentangle"):
             lines += settings(stage_results["disentangle"])
     lines += render_cross(cross, paper)
+    lines += detectors
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run(folders: dict[str, Path], cross: Path, paper_path: Path, out: Path) -> str:
+def run(folders: dict[str, Path], cross: Path, paper_path: Path, out: Path, *, detectors: DetectorFiles,
+        setting: CodeSetting) -> str:
     from stages.common.io import atomic_path
 
     if not paper_path.is_file():
         raise InputError(str(paper_path), "the paper's numbers file does not exist")
     paper = json.loads(paper_path.read_text())
-    text = render({stage: collect(folder) for stage, folder in folders.items()}, collect(cross), paper)
+    text = render({stage: collect(folder) for stage, folder in folders.items()}, collect(cross), paper,
+                  render_detectors(detectors, setting, paper))
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     return text
@@ -170,12 +212,29 @@ def main(
     disentangle: Path = typer.Option(Path("metrics/disentangle"), help="Folder of disentangle metrics."),
     cross: Path = typer.Option(Path("metrics/plots/cross_generator"), help="Folder of cross-generator rows."),
     paper: Path = typer.Option(Path("stages/paper/cocofake.json"), help="The paper's numbers (JSON)."),
+    code_train: Path = typer.Option(Path("metrics/code_train.json"), help="CoDE training metrics."),
+    code_eval: Path = typer.Option(Path("metrics/code_eval.json"), help="CoDE evaluation metrics."),
+    code_arch: str = typer.Option("vit_tiny_patch16_224", help="code_train.arch (compared with the paper's)."),
+    code_image_size: int = typer.Option(64, help="code_train.image_size (paper: 224)."),
+    code_local_size: int = typer.Option(32, help="code_train.local_size (paper: 96)."),
+    code_epochs: int = typer.Option(2, help="code_train.epochs (paper: 150)."),
+    code_generators: str = typer.Option("tiny_random", help="code_train.generators, comma-separated."),
+    detector: Path = typer.Option(Path("data/detector"), help="The shipped detector's artifact folder."),
+    detector_metrics: Path = typer.Option(Path("metrics/detector.json"), help="The shipped detector's metrics."),
+    robustness: Path = typer.Option(Path("metrics/plots/detector_robustness.csv"),
+                                    help="The shipped detector's robustness grid (CSV)."),
     out: Path = typer.Option(Path("metrics/report.md"), help="Output Markdown report."),
 ) -> None:
-    """Write metrics/report.md: the paper's Tables 1-4 with our numbers and the paper's side by side."""
+    """Write metrics/report.md: the paper's Tables 1-4 with our numbers and the paper's side by side, then
+    CoDE and the shipped detector."""
     with user_errors():
+        generators = tuple(g.strip() for g in code_generators.split(",") if g.strip())
+        setting = CodeSetting(arch=code_arch, image_size=code_image_size, local_size=code_local_size,
+                              epochs=code_epochs, generators=generators)
+        files = DetectorFiles(code_train=code_train, code_eval=code_eval, detector=detector,
+                              detector_metrics=detector_metrics, robustness=robustness)
         run({"distances": distances, "probe": probe, "retrieval": retrieval, "disentangle": disentangle},
-            cross, paper, out)
+            cross, paper, out, detectors=files, setting=setting)
     typer.echo(f"{out}: written")
 
 

@@ -10,6 +10,14 @@ def write(path, obj):
     path.write_text(json.dumps(obj))
 
 
+def absent_detector_files(folder):
+    """Options pointing the CoDE and detector sections at files that do not exist."""
+    none = folder / "none"
+    return ["--code-train", str(none / "code_train.json"), "--code-eval", str(none / "code_eval.json"),
+            "--detector", str(none / "detector"), "--detector-metrics", str(none / "detector.json"),
+            "--robustness", str(none / "robustness.csv")]
+
+
 def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     m = tmp_path / "metrics"
     write(m / "distances" / "clip_rn50_openai" / "sd14.json",
@@ -26,7 +34,8 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     done = CliRunner().invoke(report.app, [
         "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
         "--disentangle", str(m / "disentangle"), "--cross", str(m / "plots" / "cross_generator"),
-        "--paper", str(repo_root / "stages" / "paper" / "cocofake.json"), "--out", str(m / "report.md")])
+        "--paper", str(repo_root / "stages" / "paper" / "cocofake.json"), "--out", str(m / "report.md"),
+        *absent_detector_files(tmp_path)])
     assert done.exit_code == 0, done.output
     text = (m / "report.md").read_text()
     # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24
@@ -39,6 +48,11 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     assert "| `sd14` | 99.00 / 99.90 | 90.00 / 95.00 |" in text
     assert "No `probe` metrics yet" in text
     assert text.index("Table 1") < text.index("Table 2") < text.index("Table 3") < text.index("Table 4")
+    # absent CoDE and detector files are reported, not fatal
+    assert f"No `{tmp_path / 'none' / 'code_eval.json'}` (dvc repro code_eval)." in text
+    assert f"No `{tmp_path / 'none' / 'detector' / 'detector.json'}` (dvc repro detector)." in text
+    assert f"No `{tmp_path / 'none' / 'robustness.csv'}` (dvc repro detector)." in text
+    assert text.index("Cross-generator") < text.index("# CoDE") < text.index("# Shipped detector")
 
 
 def test_paper_numbers_are_complete():
@@ -56,3 +70,113 @@ def test_paper_numbers_are_complete():
     assert paper["tables"]["table3"]["rows"]["sd14"]["clip_vitb32_openai"][9] == 43.24
     assert paper["tables"]["table4"]["rows"]["sd21"]["vitb32_imagenet"] == [62.92, 8.30, 1.92, 70.62, 63.00,
                                                                             8.86, 1.78, 72.84]
+
+
+def code_scores(acc, auc=0.9):
+    return {"real_acc": 1.0, "fake_acc": acc, "acc": acc, "auc": auc, "ap": 0.95}
+
+
+def write_detector_inputs(m):
+    """Small CoDE and shipped-detector metrics of two generators, with known values in every section."""
+    transformed = {"overall_jpeg95": code_scores(0.5), "overall_half": code_scores(0.25),
+                   "overall_crop": code_scores(0.125)}
+    write(m / "code_train.json", {"best": {"val_accuracy": 0.75}, "best_epoch": 3.0, "epochs_run": 5.0,
+                                  "images": {"train_real": 7.0, "train_fake": 35.0, "val_real": 3.0, "val_fake": 15.0},
+                                  "stopped_early": 1.0})
+    write(m / "code_eval.json", {
+        "images": {"test_real": 3.0, "test_fake_sd14": 15.0, "test_fake_tiny_random": 15.0},
+        "thresholds": {"logreg": 0.5, "knn": 0.0, "ocsvm": -0.25},
+        **{head: {"overall": code_scores(0.8), "sd14": code_scores(0.7, 0.875), "tiny_random": code_scores(0.9),
+                  **transformed} for head in ("logreg", "knn")},
+        "ocsvm": {"overall": code_scores(0.6), "sd14": code_scores(0.5), "tiny_random": code_scores(0.7),
+                  "overall_jpeg95": code_scores(0.4), "overall_half": code_scores(0.3)}})  # no crop: n/a
+    write(m / "detector" / "detector.json", {
+        "id": "efficientnet_lite0-logreg-0123456789ab", "threshold": 0.4321,
+        "backbone": {"alias": "efficientnet_lite0", "library": "timm", "architecture": "tf_efficientnet_lite0",
+                     "weights": "in1k", "dim": 1280, "seed": -1},
+        "head": {"kind": "logreg", "params": {"C": 10.0}},
+        "trained_on": {"generators": ["sd14", "tiny_random"],
+                       "counts": {"train": {"real": 7, "fake": 70}, "val": {"real": 3, "fake": 30}}}})
+    split = {"sd14": {"real_accuracy": 1.0, "fake_accuracy": 0.5, "overall_accuracy": 0.55, "auc": 0.8, "ap": 0.9},
+             "tiny_random": dict.fromkeys(("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"), 1.0),
+             "all": {"real_accuracy": 1.0, "fake_accuracy": 0.75, "overall_accuracy": 0.76, "auc": 0.9, "ap": 0.95}}
+    write(m / "detector.json", {"threshold": 0.4321, "val": split, "test": split})
+    (m / "robustness.csv").write_text(
+        "transform,generator,real_accuracy,fake_accuracy,overall_accuracy,full_cluster_accuracy,auc,ap,count\n"
+        "clean,sd14,1.0,0.5,0.55,0.5,0.8,0.9,18.0\nclean,tiny_random,1.0,1.0,1.0,1.0,1.0,1.0,18.0\n"
+        "clean,all,1.0,0.75,0.76,0.5,0.9,0.95,33.0\njpeg50,sd14,0.5,0.25,0.3,0.0,0.6,,18.0\n"
+        "jpeg50,tiny_random,1.0,0.5,0.55,0.0,0.7,0.8,18.0\njpeg50,all,0.5,0.375,0.4,0.0,0.65,0.7,33.0\n")
+
+
+def test_report_shows_code_and_the_shipped_detector(tmp_path, repo_root):
+    m = tmp_path / "metrics"
+    write_detector_inputs(m)
+    done = CliRunner().invoke(report.app, [
+        "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
+        "--disentangle", str(m / "disentangle"), "--cross", str(m / "cross"),
+        "--paper", str(repo_root / "stages" / "paper" / "cocofake.json"), "--out", str(m / "report.md"),
+        "--code-train", str(m / "code_train.json"), "--code-eval", str(m / "code_eval.json"),
+        "--code-arch", "vit_tiny_patch16_224", "--code-image-size", "224", "--code-local-size", "96",
+        "--code-epochs", "150", "--code-generators", "sd14,tiny_random", "--detector", str(m / "detector"),
+        "--detector-metrics", str(m / "detector.json"), "--robustness", str(m / "robustness.csv")])
+    assert done.exit_code == 0, done.output
+    text = (m / "report.md").read_text()
+    code = text[text.index("# CoDE"):text.index("# Shipped detector")]
+    # the setting: only what differs from the paper's is listed, and no paper figure is invented
+    assert "This run differs in: parents: COCO (paper: LAION-400M); children: sd14, tiny_random (paper: " in code
+    assert "epochs 150" not in code and "image_size" not in code and "(paper " not in code
+    assert "none is transcribed" in code
+    assert "**This is the offline demo run**: `tiny_random` has random weights (its children are not realistic); " \
+           "its figures" in code  # paper-size crops and epochs: not called demo-size
+    assert "Training: 5 epochs run, best epoch 3 (val accuracy 75.00 %), stopped early: yes; train images " \
+           "7 real / 35 fake, val 3 real / 15 fake." in code
+    assert "Test images: 3 real, 15 fake of `sd14`, 15 fake of `tiny_random`." in code
+    # per head: a header row with the val threshold, then the paper's generator, ours, and all together
+    head = code.index("| **Linear (logistic regression)** (threshold 0.5) |")
+    assert code.index("| Stable Diffusion v1.4 (`sd14`) | 100.00 | 70.00 | 70.00 | 87.50 | 95.00 |", head) \
+        < code.index("| `tiny_random` (random weights", head) \
+        < code.index("| All generators | 100.00 | 80.00 | 80.00 | 90.00 | 95.00 |", head) \
+        < code.index("| **1-NN (cosine)** (threshold 0) |")
+    assert "| **One-class SVM (fitted on reals only)** (threshold -0.25) |" in code
+    # the robustness grid: transforms present in any head are columns, a missing one is n/a
+    assert "| Head | Clean | JPEG 95 | Resize 1/2 | Random crop |" in code
+    assert "| Linear (logistic regression) | 80.00 | 50.00 | 25.00 | 12.50 |" in code
+    assert "| One-class SVM (fitted on reals only) | 60.00 | 40.00 | 30.00 | n/a |" in code
+
+    shipped = text[text.index("# Shipped detector"):]
+    assert "- Detector id: `efficientnet_lite0-logreg-0123456789ab`" in shipped
+    assert "- Backbone: `efficientnet_lite0` (timm `tf_efficientnet_lite0`, weights `in1k`, 1280-d)" in shipped
+    assert "- Head: logreg (C 10)" in shipped and "- Threshold: 0.4321 " in shipped
+    assert "- Trained on the train split of `sd14`, `tiny_random` (train 7 real / 70 fake; val 3 real / 30 fake)" \
+        in shipped
+    assert "| Generator | val Real acc. | val Fake acc. | val Overall acc. | val AUC | val AP | test Real acc. |" \
+        in shipped
+    assert "| Stable Diffusion v1.4 (`sd14`) | 100.00 | 50.00 | 55.00 | 80.00 | 90.00 | 100.00 | 50.00 | 55.00 |" \
+        in shipped
+    assert "| All generators | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 |" \
+        in shipped
+    grid = shipped[shipped.index("robustness (test split)"):]
+    # a block per generator, then all of them; rows are transforms in the order written, an empty cell is n/a
+    sd14 = grid.index("| **Stable Diffusion v1.4 (`sd14`)** |")
+    assert grid.index("| JPEG 50 | 50.00 | 25.00 | 30.00 | 60.00 | n/a |") > sd14
+    everything = grid.index("| **All generators** |")
+    assert grid.index("| Clean | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 |") > everything > sd14
+    assert grid.index("| JPEG 50 | 50.00 | 37.50 | 40.00 | 65.00 | 70.00 |") > everything
+
+
+def test_one_generator_robustness_is_shown_once(tmp_path):
+    from stages.common.report_detectors import read_csv, render_detector
+
+    path = tmp_path / "robustness.csv"
+    path.write_text("transform,generator,real_accuracy,fake_accuracy,overall_accuracy,auc,ap\n"
+                    "clean,tiny_random,1.0,0.5,0.6,0.7,0.8\nclean,all,1.0,0.5,0.6,0.7,0.8\n")
+    lines = render_detector(None, None, read_csv(path), lambda g: f"`{g}`",
+                            paths=(tmp_path / "a", tmp_path / "b", path))
+    assert "| **`tiny_random`** |  |  |  |  |  |" in lines and "| **All generators** |  |  |  |  |  |" not in lines
+    assert lines.count("| Clean | 100.00 | 50.00 | 60.00 | 70.00 | 80.00 |") == 1
+
+
+def test_paper_setting_differs_only_in_its_parents():
+    from stages.common.report_detectors import PAPER_SETTING, setting_differences
+
+    assert setting_differences(PAPER_SETTING) == ["parents: COCO (paper: LAION-400M)"]
