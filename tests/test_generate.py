@@ -192,6 +192,15 @@ def test_tiny_generator_loads_through_from_pretrained_with_clip_tokens(models, t
     assert pipeline.tokenizer([text]).input_ids[0] == ids
 
 
+def test_tiny_generator_files_do_not_depend_on_the_environment(models, tmp_path):
+    # the module fixture was built in-process with HF_HUB_OFFLINE=1 (conftest); the hub reads that variable at
+    # import, so build again in a process without it: the saved model must be the same bytes
+    environment = {k: v for k, v in env().items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    subprocess.run([sys.executable, "-m", "stages.tiny_generator", "--seed", "0",
+                    "--out", str(tmp_path / "tiny_random")], env=environment, check=True, capture_output=True)
+    assert files(tmp_path / "tiny_random") == files(models / "tiny_random")
+
+
 def test_child_seed_depends_on_cluster_caption_and_base_seed_only():
     seeds = {gen.child_seed(c, i, 0) for c in range(50) for i in range(5)}
     assert len(seeds) == 250 and all(0 <= s < 2**63 for s in seeds)

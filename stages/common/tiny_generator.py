@@ -67,8 +67,10 @@ def build_tokenizer(scratch: Path):
     from transformers import CLIPTokenizer
 
     # With transformers 5 the vocab_file= constructor silently builds a 2-token vocabulary; from_pretrained
-    # on a folder holding the two files reads them properly.
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer_files(scratch)), bos_token=BOS,
+    # on a folder holding the two files reads them properly. local_files_only is pinned because the saved
+    # tokenizer_config.json records it: left to HF_HUB_OFFLINE, the saved model would depend on the environment.
+    tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer_files(scratch)), local_files_only=True,
+                                              bos_token=BOS,
                                               eos_token=EOS, unk_token=EOS, pad_token=EOS,
                                               model_max_length=CONTEXT_LENGTH)
     if len(tokenizer) != 2 * 256 + N_MERGES + 2:
