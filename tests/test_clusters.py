@@ -240,3 +240,18 @@ def test_coco_mini_all5000_with_extra_captions_and_missing_images(tmp_path, coco
     assert result["extra_captions_dropped"] > 0  # some images have 6 or 7 captions
     frame = read_clusters(tmp_path / "clusters.parquet")
     assert (frame["captions"].map(len) == 5).all()
+
+
+def test_image_paths_below_the_working_directory_are_stored_relative(tmp_path, monkeypatch):
+    (tmp_path / "img").mkdir()
+    photo(0).save(tmp_path / "img" / "a.jpg")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": str(tmp_path / "img" / "a.jpg"), "captions": five("a")}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == ["img/a.jpg"]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)  # the image does not lie below this folder: kept absolute
+    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == [str(tmp_path / "img" / "a.jpg")]

@@ -1,6 +1,8 @@
 """The clusters table (``data/clusters.parquet``): one row per parent, the contract every later stage reads.
 
-Columns: cluster_id (int64, 0..n-1 in source-id order), split (train/val/test), image_path (str),
+Columns: cluster_id (int64, 0..n-1 in source-id order), split (train/val/test), image_path (str; relative
+to the working directory, the repository root under DVC, when the image lies below it, so the table and every
+hash downstream are the same in any clone: the demo's photos lie in the repository's .venv),
 source_id (str), captions (list of exactly N str), mode / format (str, as stored on disk), width / height
 (int, after EXIF rotation), exif_rotated (bool). File metadata: captions_per_parent, source."""
 
@@ -104,7 +106,7 @@ def build_table(checked: Sequence[tuple[Record, ImageInfo]], splits: Sequence[st
     return pa.table({
         "cluster_id": pa.array(range(len(rows)), pa.int64()),
         "split": pa.array([s for _, s in rows], pa.string()),
-        "image_path": pa.array([str(r.image_path) for (r, _), _ in rows], pa.string()),
+        "image_path": pa.array([portable_path(r.image_path) for (r, _), _ in rows], pa.string()),
         "source_id": pa.array([r.source_id for (r, _), _ in rows], pa.string()),
         "captions": pa.array([r.captions for (r, _), _ in rows], pa.list_(pa.string())),
         "mode": pa.array([i.mode for (_, i), _ in rows], pa.string()),
@@ -113,6 +115,16 @@ def build_table(checked: Sequence[tuple[Record, ImageInfo]], splits: Sequence[st
         "height": pa.array([i.height for (_, i), _ in rows], pa.int32()),
         "exif_rotated": pa.array([i.exif_rotated for (_, i), _ in rows], pa.bool_()),
     })
+
+
+def portable_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it, else as given."""
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
 
 
 def read_clusters(path: Path | str):
