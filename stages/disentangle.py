@@ -34,11 +34,11 @@ EVAL_SPLITS = ("val", "test")
 def save_projections(path: Path, model, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    from stages.common.io import atomic_path
+    from stages.common.io import atomic_path, safetensors_metadata
 
     tensors = {"S": model.semantic.weight.detach().contiguous(), "T": model.style.weight.detach().contiguous()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=safetensors_metadata(metadata))
 
 
 def load_projections(path: Path):

@@ -55,3 +55,18 @@ def test_metrics_are_floats_and_atomic(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert not target.exists() and not list(tmp_path.glob(".out.txt.tmp*"))
+
+
+def test_safetensors_metadata_keeps_files_byte_identical(tmp_path):
+    from safetensors.numpy import save_file
+
+    from stages.common.io import safetensors_metadata
+
+    tensors = {"w": np.arange(6, dtype=np.float32)}
+    keys = [f"key{i}" for i in range(12)]
+    written = set()
+    for order in (keys, keys[::-1], sorted(keys, key=hash)):
+        path = tmp_path / f"{len(written)}.safetensors"
+        save_file(tensors, str(path), metadata=safetensors_metadata({k: k.upper() for k in order}))
+        written.add(path.read_bytes())
+    assert len(written) == 1

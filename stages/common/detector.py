@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common.io import atomic_path
+from stages.common.io import atomic_path, safetensors_metadata
 
 FORMAT = "parentage-detector"
 FORMAT_VERSION = 1
@@ -146,7 +146,7 @@ def save_detector(detector: Detector, folder: Path | str) -> Path:
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_file({name: getattr(detector.head, name) for name in HEAD_TENSORS}, str(tmp / TENSORS_FILE),
-                  metadata={"format": FORMAT, "id": detector.id})
+                  metadata=safetensors_metadata({"format": FORMAT, "id": detector.id}))
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return folder
 

@@ -65,3 +65,11 @@ def _check_metrics(obj: Mapping[str, Any], prefix: str) -> None:
             raise TypeError(f"metric {where!r} is {type(value).__name__}; metrics hold floats only")
         elif not math.isfinite(value):
             raise ValueError(f"metric {where!r} is {value}; metrics must be finite")
+
+
+def safetensors_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata for `safetensors.save_file` that keeps the file's bytes reproducible.
+
+    safetensors writes its metadata map in hash order, so a file with two or more keys differs from run to
+    run (and DVC sees a changed output); a single key holding sorted JSON is written the same every time."""
+    return {"json": json.dumps(dict(metadata), sort_keys=True)}
