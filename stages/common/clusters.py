@@ -52,22 +52,22 @@ def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
     """Decode every image fully (catching truncation) in a thread pool; bad ones go through `skips`."""
     from tqdm.auto import tqdm
 
-    def probe(record: Record) -> ImageInfo | InputError:
+    def probe(record: Record) -> ImageInfo | tuple[InputError, str]:
+        """The image's description, or the error and its skip reason."""
         if not record.image_path.is_file():
-            return InputError(record.where, f"image file {record.image_path} does not exist")
+            return InputError(record.where, f"image file {record.image_path} does not exist"), "missing_file"
         try:
             return inspect_image(record.image_path, where=f"{record.where}: {record.image_path}")
         except InputError as error:
-            return error
+            return error, "unreadable_image"
 
     good = []
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(probe, records)
         for record, result in tqdm(zip(records, results, strict=True), total=len(records), desc="check images",
                                    unit="img", disable=not progress):
-            if isinstance(result, InputError):
-                reason = "missing_file" if "does not exist" in result.problem else "unreadable_image"
-                skips.handle(result, reason)
+            if isinstance(result, tuple):
+                skips.handle(*result)
             else:
                 good.append((record, result))
     return good
