@@ -2,7 +2,7 @@
 
     python benchmarks/bench_code_train.py [--image-size 64 --local-size 32 --batch-size 8 --threads 1]
 
-stage: stages.common.code_trainer.train on a clusters table of 640x480 JPEG parents and 128 px PNG
+stage: stages.code.trainer.train on a clusters table of 640x480 JPEG parents and 128 px PNG
        children (as the demo generator makes), reading, decoding and augmenting every view each step;
        images/s = 8 views x pairs per second of its training loop (its own measurement, the progress bar's)
 bare:  the same model, loss, optimizer, batch and threads on tensors made once (forward + backward + step)
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def bare_images_per_s(net, config, batch: int, steps: int) -> list[float]:
     import torch
 
-    from stages.common.code_loss import VIEWS
-    from stages.common.code_trainer import batch_loss, param_groups
-    from stages.common.codenet import build_model
+    from stages.code.loss import VIEWS
+    from stages.code.net import build_model
+    from stages.code.trainer import batch_loss, param_groups
 
     model = build_model(net, seed=0)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
@@ -56,10 +56,10 @@ def main() -> None:
 
     import torch
 
-    from stages.common.clusters import read_clusters
-    from stages.common.code_data import ViewConfig, read_images
-    from stages.common.code_trainer import Monitor, TrainConfig, train
-    from stages.common.codenet import CodeNetConfig
+    from stages.code.data import ViewConfig, read_images
+    from stages.code.net import CodeNetConfig
+    from stages.code.trainer import Monitor, TrainConfig, train
+    from stages.contracts.clusters import read_clusters
     from tests.fixtures import write_children, write_clusters
 
     torch.set_num_threads(args.threads)

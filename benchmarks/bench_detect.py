@@ -40,10 +40,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from stages.common.detector import Detector, LinearHead
-    from stages.common.images import load_rgb
-    from stages.common.wild import expand_inputs, load_registry_backbone
     from stages.detect import OutputFormat, score_inputs, write_rows
+    from stages.imaging.load import load_rgb
+    from stages.shipped.artifact import Detector, LinearHead
+    from stages.shipped.wild import expand_inputs, load_registry_backbone
 
     backbone = load_registry_backbone(args.backbone, args.registry)
     inputs = expand_inputs([str(args.images)])

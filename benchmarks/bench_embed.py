@@ -45,9 +45,9 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
     from accelerate import PartialState
     from torch.utils.data import DataLoader
 
-    from stages.common import embedding
-    from stages.common.backbones import get_spec, load_backbone
-    from stages.common.clusters import read_clusters
+    from stages.contracts.clusters import read_clusters
+    from stages.embedding import runner as embedding
+    from stages.embedding.backbones import get_spec, load_backbone
 
     torch.set_num_threads(args.threads)
     backbone = load_backbone(get_spec(alias, REPO / "stages" / "backbones.yaml"))

@@ -3,7 +3,7 @@ batch size and threads, measured side by side in one run (repeats alternate; med
 
     python benchmarks/bench_generate.py [--repeats 3] [--threads 2] [--skip-sd] [--sd-images 4] [--sd-steps 2]
 
-"stage" is the stage's generation loop (stages.common.generation.generate_shards: per-child seeded
+"stage" is the stage's generation loop (stages.generation.shards.generate_shards: per-child seeded
 generators, the pipeline call, JPEG encoding, Parquet shards written atomically) on an already loaded
 pipeline; "bare" is `pipeline(prompts, generator=..., ...)` alone on the same batches. Two generators:
 - tiny_random as the demo runs it (64 px, 10 steps, batch 13), built offline and loaded with from_pretrained;
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.common import generation as gen  # noqa: E402
-from stages.common.generators import GeneratorSpec  # noqa: E402
+from stages.generation import shards as gen  # noqa: E402
+from stages.generation.registry import GeneratorSpec  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "stages" / "demo" / "captions.json"
 
@@ -42,7 +42,7 @@ def sd14_shaped_pipeline():
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from stages.common.tiny_generator import build_tokenizer
+    from stages.generation.tiny import build_tokenizer
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
@@ -131,8 +131,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, CPU")
 
-    from stages.common.generators import get_generator, load_pipeline
-    from stages.common.tiny_generator import TinyConfig, save_pipeline
+    from stages.generation.registry import get_generator, load_pipeline
+    from stages.generation.tiny import TinyConfig, save_pipeline
 
     tiny = get_generator("tiny_random")
     with tempfile.TemporaryDirectory() as root:

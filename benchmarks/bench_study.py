@@ -57,7 +57,7 @@ def main() -> None:
                         help="comma-separated stages to run (tsne needs disentangle's weights)")
     options = parser.parse_args()
 
-    from stages.common.synthetic import SyntheticSpec, write_synthetic_caches
+    from tests.synthetic import SyntheticSpec, write_synthetic_caches
 
     sizes = {split: max(3, round(n * options.scale)) for split, n in COCOFAKE.items()}
     total = sum(sizes.values())
@@ -110,8 +110,8 @@ def main() -> None:
 
 def time_one_epoch(parents: Path, children: Path) -> float:
     """Seconds of one training epoch (batch 1024, in this process, data already in memory)."""
-    from stages.common.disentangle import DisentangleConfig, train_projections
-    from stages.common.study import load_clusters
+    from stages.study.clusters import load_clusters
+    from stages.study.disentangle import DisentangleConfig, train_projections
 
     train = load_clusters(parents, children).select("train").embeddings
     start = time.perf_counter()

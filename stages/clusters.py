@@ -1,11 +1,11 @@
 """clusters: a captioned image source -> data/clusters.parquet (one row per parent) and metrics/clusters.json.
 
-    python -m stages.clusters --source demo --input stages/demo --out data/clusters.parquet \\
+    python -m stages.clusters --source demo --input stages/sources/demo --out data/clusters.parquet \\
         --metrics metrics/clusters.json
 
-Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, captions in stages/demo),
+Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, captions in stages/sources/demo),
 ``coco`` (COCO caption JSON files and their image folders, optionally Karpathy's split file) and
-``manifest`` (CSV / JSONL / Parquet with an image path and captions). See stages.common.sources.
+``manifest`` (CSV / JSONL / Parquet with an image path and captions). See stages.sources.readers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, OnBad, Skips, user_errors
+from stages.contracts.errors import InputError, OnBad, Skips, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -28,7 +28,7 @@ class Source(StrEnum):
 
 def read_source(source: Source, input_path: Path, *, coco_captions: str, karpathy_split: Path | None,
                 skips: Skips):
-    from stages.common import sources
+    from stages.sources import readers as sources
 
     if not input_path.exists():
         raise InputError(str(input_path), f"the {source.value} source does not exist (clusters.input)")
@@ -46,8 +46,8 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
     """Build and write the clusters table; return the metrics."""
     import pyarrow.parquet as pq
 
-    from stages.common import clusters as table
-    from stages.common.io import atomic_path, write_metrics
+    from stages.contracts.io import atomic_path, write_metrics
+    from stages.sources import table
 
     if captions_per_parent < 1:
         raise InputError("clusters.captions_per_parent", f"is {captions_per_parent}; expected at least 1")
@@ -82,7 +82,7 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
 @app.command()
 def main(
     source: Source = typer.Option(Source.demo, help="Kind of captioned image source."),
-    input_path: Path = typer.Option(Path("stages/demo"), "--input",
+    input_path: Path = typer.Option(Path("stages/sources/demo"), "--input",
                                     help="demo: folder with captions.json; coco: the COCO folder "
                                          "(annotations/ and image folders); manifest: the manifest file."),
     out: Path = typer.Option(Path("data/clusters.parquet"), help="Output Parquet table."),

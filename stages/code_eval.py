@@ -9,8 +9,8 @@ Protocol (the released evaluation, plus AUC and AP):
      (smaller images padded with black), for the train and val splits (parents + children of
      --fit-generators) and the test split (parents + children of --generators), the test split also after
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
-     crop; stages.common.transforms);
-  2. the three heads (stages.common.code_heads) fitted on train: logistic regression, 1-NN (cosine) and a
+     crop; stages.imaging.transforms);
+  2. the three heads (stages.code.heads) fitted on train: logistic regression, 1-NN (cosine) and a
      one-class SVM on the train reals only;
   3. each head's threshold from val (balanced accuracy) or its natural 0 (--threshold), never from test;
   4. per generator (all test parents + that generator's test children) and overall (all of them): real,
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.code_heads import ThresholdRule
-from stages.common.errors import user_errors
+from stages.code.heads import ThresholdRule
+from stages.contracts.errors import user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 OVERALL = "overall"
@@ -43,9 +43,9 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
     """Fit the heads and score every (head, generator, transformation); returns (metrics, grid rows)."""
     import numpy as np
 
-    from stages.common.code_augment import CLEAN
-    from stages.common.code_data import EvalImages, extract_features
-    from stages.common.code_heads import HEADS, binary_metrics, choose_threshold, fit_head
+    from stages.code.augment import CLEAN
+    from stages.code.data import EvalImages, extract_features
+    from stages.code.heads import HEADS, binary_metrics, choose_threshold, fit_head
 
     def features(chosen, transform=CLEAN):
         dataset = EvalImages(chosen, image_size, transform=transform, seed=seed)
@@ -94,7 +94,7 @@ def write_grid(path: Path, rows: list[dict]) -> None:
     """The head x generator x transformation grid as CSV (DVC plot data); empty cells are not applicable."""
     import csv
 
-    from stages.common.io import atomic_path
+    from stages.contracts.io import atomic_path
 
     columns = list(rows[0])
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
@@ -111,10 +111,10 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
         progress: bool = True) -> dict:
     import torch
 
-    from stages.common.code_data import TEST_TRANSFORMS, read_images
-    from stages.common.codenet import load_model
-    from stages.common.errors import InputError
-    from stages.common.io import write_metrics
+    from stages.code.data import TEST_TRANSFORMS, read_images
+    from stages.code.net import load_model
+    from stages.contracts.errors import InputError
+    from stages.contracts.io import write_metrics
 
     unknown = [t for t in transforms if t not in TEST_TRANSFORMS]
     if unknown:
@@ -148,7 +148,7 @@ def main(
     fit_generators: str = typer.Option("tiny_random", help="Comma-separated generators whose train / val "
                                                            "children fit the heads and choose thresholds."),
     transforms: str = typer.Option("jpeg95,jpeg75,jpeg50,half,blur1,crop", help="Comma-separated test "
-                                   "transformations (stages.common.transforms)."),
+                                   "transformations (stages.imaging.transforms)."),
     threshold: ThresholdRule = typer.Option(ThresholdRule.val, help="val: each head's threshold maximises "
                                             "balanced accuracy on val; natural: the head's own decision."),
     metrics: Path = typer.Option(Path("metrics/code_eval.json"), help="Output metrics JSON."),
@@ -161,7 +161,7 @@ def main(
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
-    from stages.common.code_data import split_list
+    from stages.code.data import split_list
 
     with user_errors():
         result = run(model, clusters, children_root, split_list(generators, "code_eval.generators"),

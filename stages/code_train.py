@@ -7,7 +7,7 @@ and the loss curve (metrics/plots/code_train.csv).
 
 Several GPUs: `accelerate launch --num_processes 4 -m stages.code_train ...` (--batch-size is per device).
 A killed run started again with the same options resumes from its last checkpoint. The method and the
-training protocol: stages.common.code_loss and stages.common.code_trainer.
+training protocol: stages.code.loss and stages.code.trainer.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import typer
 
-from stages.common.code_loss import LossVariant
-from stages.common.code_trainer import Monitor
-from stages.common.errors import user_errors
+from stages.code.loss import LossVariant
+from stages.code.trainer import Monitor
+from stages.contracts.errors import user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -29,7 +29,7 @@ def write_curve(path: Path, history: list[dict[str, float]], monitor: str) -> No
     """The per-epoch curve as CSV (DVC plot data); throughput is left out so the file is deterministic."""
     import csv
 
-    from stages.common.io import atomic_path
+    from stages.contracts.io import atomic_path
 
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -47,10 +47,10 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
     import torch
     from accelerate import PartialState
 
-    from stages.common.code_data import read_images
-    from stages.common.code_trainer import BEST, train
-    from stages.common.io import atomic_path, write_metrics
-    from stages.common.labels import FAKE
+    from stages.code.data import read_images
+    from stages.code.trainer import BEST, train
+    from stages.contracts.io import atomic_path, write_metrics
+    from stages.contracts.labels import FAKE
 
     if threads:
         torch.set_num_threads(threads)
@@ -119,9 +119,9 @@ def main(
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
-    from stages.common.code_data import ViewConfig, split_list
-    from stages.common.code_trainer import TrainConfig
-    from stages.common.codenet import CodeNetConfig
+    from stages.code.data import ViewConfig, split_list
+    from stages.code.net import CodeNetConfig
+    from stages.code.trainer import TrainConfig
 
     with user_errors():
         net = CodeNetConfig(arch=arch, image_size=image_size, local_size=local_size)

@@ -24,19 +24,19 @@ from typing import IO, TYPE_CHECKING
 
 import typer
 
-from stages.common.errors import InputError, user_errors
-from stages.common.images import MAX_PIXELS
+from stages.contracts.errors import InputError, user_errors
+from stages.imaging.load import MAX_PIXELS
 
 if TYPE_CHECKING:
-    from stages.common.detector import Detector
-    from stages.common.wild import Backbone, Input
+    from stages.shipped.artifact import Detector
+    from stages.shipped.wild import Backbone, Input
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 COLUMNS = ("path", "score", "label", "threshold", "detector", "error")
 # the registry shipped inside the package, so detect works from any folder
-REGISTRY = Path(__file__).parent / "backbones.yaml"
-LABEL_NAMES = ("real", "fake")  # indexed by stages.common.labels: REAL = 0, FAKE = 1
+REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
+LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
 
 
 class OutputFormat(StrEnum):
@@ -56,9 +56,9 @@ class Row:
 
 def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
                  workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
-    """Rows for `inputs` (stages.common.wild.Input), in order: a score for each readable image, an error
+    """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
     for each other input."""
-    from stages.common.wild import ImageItems, embed_items
+    from stages.shipped.wild import ImageItems, embed_items
 
     detector_id, threshold = detector.id, detector.threshold  # the id hashes the head: compute it once
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
@@ -98,7 +98,7 @@ def output(out: Path):
     if str(out) == "-":
         yield sys.stdout
         return
-    from stages.common.io import atomic_path
+    from stages.contracts.io import atomic_path
 
     with atomic_path(out) as tmp, tmp.open("w", newline="") as stream:
         yield stream
@@ -106,8 +106,8 @@ def output(out: Path):
 
 def load_checked(detector_path: Path, registry: Path, device: str):
     """The detector and the registry's backbone for it, or an InputError if they do not belong together."""
-    from stages.common.detector import check_backbone, load_detector
-    from stages.common.wild import load_registry_backbone
+    from stages.shipped.artifact import check_backbone, load_detector
+    from stages.shipped.wild import load_registry_backbone
 
     try:
         detector = load_detector(detector_path)
@@ -126,7 +126,7 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
            batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
            progress: bool = True) -> tuple[int, int]:
     """Score every input and write the rows; return (scored, failed)."""
-    from stages.common.wild import expand_inputs
+    from stages.shipped.wild import expand_inputs
 
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")

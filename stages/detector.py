@@ -7,10 +7,10 @@ metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robus
 
 The head is trained on the train split of the parents and of the children of every `--generators`, reading
 the embedding caches (no image is embedded again for training); C and the threshold are chosen on val
-(stages.common.detector_fit). Metrics: real, fake and overall accuracy at the threshold, AUC and AP, on val
+(stages.shipped.head_fit). Metrics: real, fake and overall accuracy at the threshold, AUC and AP, on val
 and test, per generator (its children with the split's parents) and for all generators together.
 Robustness: the test images, read again and embedded through the registry's backbone after each transform
-(stages.common.transforms), scored with the shipped detector.
+(stages.imaging.transforms), scored with the shipped detector.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
-from stages.common.transforms import Transform
+from stages.contracts.errors import InputError, user_errors
+from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -32,11 +32,11 @@ class Head(StrEnum):
 
 @app.command()
 def main(
-    backbone: str = typer.Option(..., help="Backbone alias (stages/backbones.yaml); its embeddings must exist."),
+    backbone: str = typer.Option(..., help="Backbone alias (a registry entry); its embeddings must exist."),
     generators: list[str] = typer.Option(..., help="Generators whose children train the detector (repeat)."),
     head: Head = typer.Option(Head.logreg, help="Head on the embeddings: logreg (C chosen on val)."),
-    registry: Path = typer.Option(Path("stages/backbones.yaml"), help="Backbone registry (robustness re-embeds "
-                                                                      "the test images with the backbone)."),
+    registry: Path = typer.Option(Path("stages/embedding/backbones.yaml"),
+                                  help="Backbone registry (robustness re-embeds the test images with the backbone)."),
     embeddings: Path = typer.Option(Path("data/embeddings"),
                                     help="Folder of embedding caches: <backbone>/parents.h5, <backbone>/<gen>.h5."),
     clusters: Path = typer.Option(Path("data/clusters.parquet"), help="Clusters table (test parents' images)."),
@@ -52,10 +52,10 @@ def main(
     device: str = typer.Option("cpu", help="torch device of the backbone (robustness)."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
-    from stages.common.detector import check_backbone, save_detector
-    from stages.common.io import write_metrics
-    from stages.common.shipped import evaluate, robustness_rows, train, write_robustness
-    from stages.common.wild import load_registry_backbone
+    from stages.contracts.io import write_metrics
+    from stages.shipped.artifact import check_backbone, save_detector
+    from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
+    from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
         detector, tables = train(embeddings / backbone, generators, head=head.value, seed=seed)

@@ -7,7 +7,7 @@
         --metrics metrics/disentangle/efficientnet_lite0/tiny_random.json \\
         --history metrics/plots/disentangle/efficientnet_lite0/tiny_random.json
 
-S and T are trained with L_S = L_c - L_fr and L_T = L_fr - L_c (stages.common.disentangle). S is scored
+S and T are trained with L_S = L_c - L_fr and L_T = L_fr - L_c (stages.study.disentangle). S is scored
 by the linear probe of the probe stage fitted on S features (overall and full-cluster accuracy), T by the
 min / max intra-cluster distance accuracy. The weights (safetensors, no pickle) feed the tsne stage.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
+from stages.contracts.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -31,39 +31,13 @@ class Device(StrEnum):
 EVAL_SPLITS = ("val", "test")
 
 
-def save_projections(path: Path, model, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    from stages.common.io import atomic_path, safetensors_metadata
-
-    tensors = {"S": model.semantic.weight.detach().contiguous(), "T": model.style.weight.detach().contiguous()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=safetensors_metadata(metadata))
-
-
-def load_projections(path: Path):
-    """The S and T maps saved by this stage."""
-    from safetensors.torch import load_file
-
-    from stages.common.disentangle import Projections
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no projections here; the disentangle stage writes them (dvc repro)")
-    tensors = load_file(str(path))
-    model = Projections(tensors["S"].shape[0])
-    model.semantic.weight.data.copy_(tensors["S"])
-    model.style.weight.data.copy_(tensors["T"])
-    return model.eval()
-
-
 def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, config, *, grid: list[float],
         progress: bool = True) -> dict:
-    from stages.common.disentangle import project, train_projections
-    from stages.common.io import write_json, write_metrics
-    from stages.common.metrics import distance_accuracy
-    from stages.common.probe import fit_probe
-    from stages.common.study import Clusters, load_clusters
-    from stages.probe import evaluate
+    from stages.contracts.io import write_json, write_metrics
+    from stages.study.clusters import Clusters, load_clusters
+    from stages.study.disentangle import project, save_projections, train_projections
+    from stages.study.distances import distance_accuracy
+    from stages.study.probe import evaluate, fit_probe
 
     if config.temperature <= 0 or config.lr <= 0 or config.epochs < 1:
         raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
@@ -110,8 +84,8 @@ def main(
     history: Path = typer.Option(..., help="Output per-epoch losses (plot data)."),
 ) -> None:
     """Semantic / style disentanglement of a backbone's features (the paper's Table 4)."""
-    from stages.common.disentangle import DisentangleConfig
-    from stages.probe import c_grid
+    from stages.study.disentangle import DisentangleConfig
+    from stages.study.probe import c_grid
 
     with user_errors():
         config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

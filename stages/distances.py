@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import user_errors
+from stages.contracts.errors import user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 EVAL_SPLITS = ("val", "test")
@@ -24,9 +24,9 @@ EVAL_SPLITS = ("val", "test")
 
 def run(parents: Path, children: Path, metrics: Path) -> dict:
     """Compute and write the metrics; return them."""
-    from stages.common.io import write_metrics
-    from stages.common.metrics import distance_accuracy
-    from stages.common.study import load_clusters
+    from stages.contracts.io import write_metrics
+    from stages.study.clusters import load_clusters
+    from stages.study.distances import distance_accuracy
 
     clusters = load_clusters(parents, children)
     result: dict = {"chance": 1.0 / clusters.size}

@@ -1,4 +1,4 @@
-"""embed: one backbone x one image set -> an HDF5 embedding cache (stages/common/cache.py) and its metrics.
+"""embed: one backbone x one image set -> an HDF5 embedding cache (stages/contracts/embeddings.py) and its metrics.
 
 Parents (and, for image-text backbones, their captions):
 
@@ -10,7 +10,7 @@ Parents (and, for image-text backbones, their captions):
 One generator's children: add ``--children data/children/tiny_random`` and write
 ``data/embeddings/<backbone>/tiny_random.h5``. Several GPUs (or CPU processes) split the work with the same
 result: ``accelerate launch --num_processes 2 -m stages.embed ...``. A killed run, rerun, continues from
-its finished chunks (stages/common/embedding.py describes the protocol).
+its finished chunks (stages/embedding/runner.py describes the protocol).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.embedding import Precision, RunConfig
-from stages.common.errors import InputError, OnBad, user_errors
+from stages.contracts.errors import InputError, OnBad, user_errors
+from stages.embedding.runner import Precision, RunConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
@@ -39,10 +39,10 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     import torch
     from accelerate import PartialState
 
-    from stages.common import embedding
-    from stages.common.backbones import get_spec, load_backbone
-    from stages.common.clusters import read_clusters
-    from stages.common.io import write_metrics
+    from stages.contracts.clusters import read_clusters
+    from stages.contracts.io import write_metrics
+    from stages.embedding import runner as embedding
+    from stages.embedding.backbones import get_spec, load_backbone
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -90,7 +90,7 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
 @app.command()
 def main(
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone alias (an entry of --registry)."),
-    registry: Path = typer.Option(Path("stages/backbones.yaml"), help="The backbone registry (YAML)."),
+    registry: Path = typer.Option(Path("stages/embedding/backbones.yaml"), help="The backbone registry (YAML)."),
     clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
     children: str = typer.Option("", help="A generator's children folder (data/children/<gen>); empty: the "
                                           "parents of --clusters."),

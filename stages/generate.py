@@ -4,7 +4,7 @@
         --out data/children/tiny_random --metrics metrics/generate/tiny_random.json
 
 Child i of a parent is generated from its caption i with a seed derived from (cluster id, caption index,
-the generator's base seed). The output folder follows stages.common.children: Parquet shards of encoded
+the generator's base seed). The output folder follows stages.contracts.children: Parquet shards of encoded
 images plus manifest.parquet. Killed at any point, a rerun keeps the finished shards and makes the rest;
 the result is byte-identical to an uninterrupted run. Several processes split the shards:
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
-from stages.common.generation import Encoding
+from stages.contracts.errors import InputError, user_errors
+from stages.generation.shards import Encoding
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -43,10 +43,10 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from stages.common import generation as gen
-    from stages.common.clusters import read_clusters
-    from stages.common.generators import fingerprint_dir, get_generator, load_pipeline, model_dir
-    from stages.common.io import write_metrics
+    from stages.contracts.clusters import read_clusters
+    from stages.contracts.io import write_metrics
+    from stages.generation import shards as gen
+    from stages.generation.registry import fingerprint_dir, get_generator, load_pipeline, model_dir
 
     spec = get_generator(generator)
     if batch_size:
@@ -98,7 +98,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
 @app.command()
 def main(
-    generator: str = typer.Option("tiny_random", help="Registry alias of the generator (stages.common.generators)."),
+    generator: str = typer.Option("tiny_random", help="Registry alias of the generator (stages.generation.registry)."),
     clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
     models_root: Path = typer.Option(Path("models"), help="Folder of local diffusers directories, one per alias "
                                                           "(<models_root>/<alias>); else the hub id is tried."),

@@ -7,7 +7,7 @@ trained on one generator, its accuracy on val and test, and its accuracy on ever
         --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
         --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json
 
-Protocol (stages.common.probe): L2 logistic regression, L-BFGS, on the train split's parents and one
+Protocol (stages.study.probe): L2 logistic regression, L-BFGS, on the train split's parents and one
 seeded random child per cluster; C from a log-spaced grid, chosen by overall accuracy on val (never test).
 Reported on all elements of val and test: overall, full-cluster, real and fake accuracy, AUC and AP.
 The cross-generator grid (this probe on the test split of each generator in --generators) is plot data.
@@ -19,38 +19,19 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
+from stages.contracts.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 EVAL_SPLITS = ("val", "test")
 
 
-def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
-    """`steps` values of C spaced evenly in log scale from `c_min` to `c_max` (inclusive)."""
-    import numpy as np
-
-    if not (0 < c_min <= c_max) or steps < 1 or (steps == 1 and c_min != c_max):
-        raise InputError("probe.c_min / c_max / c_steps", f"got {c_min}, {c_max}, {steps}; expected "
-                         "0 < c_min <= c_max and c_steps >= 1 (1 only when c_min == c_max)")
-    return [float(c) for c in np.geomspace(c_min, c_max, steps)]
-
-
-def evaluate(probe, clusters) -> dict:
-    """Classification metrics of a probe on every element of the given clusters."""
-    from stages.common.metrics import classification_metrics
-    from stages.common.probe import all_rows
-
-    x, y, cluster = all_rows(clusters)
-    return classification_metrics(probe.score(x), y, cluster)
-
-
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
         grid: list[float], seed: int = 0, max_iter: int = 1000) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
-    from stages.common.io import write_json, write_metrics
-    from stages.common.metrics import roc_points
-    from stages.common.probe import all_rows, fit_probe
-    from stages.common.study import child_cache, load_clusters
+    from stages.contracts.io import write_json, write_metrics
+    from stages.heads.metrics import roc_points
+    from stages.study.clusters import child_cache, load_clusters
+    from stages.study.probe import all_rows, evaluate, fit_probe
 
     if generator not in generators:
         raise InputError("--generators", f"{generators} must include the training generator {generator!r}")
@@ -94,6 +75,8 @@ def main(
     cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),
 ) -> None:
     """Linear probe of a backbone's features (the paper's Table 2), plus the cross-generator grid."""
+    from stages.study.probe import c_grid
+
     with user_errors():
         result = run(embeddings, generator, generators, metrics, roc, cross,
                      grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter)

@@ -6,17 +6,17 @@ and test per generator, robustness on test).
 
     python -m stages.report --distances metrics/distances --probe metrics/probe \\
         --retrieval metrics/retrieval --disentangle metrics/disentangle \\
-        --cross metrics/plots/cross_generator --paper stages/paper/cocofake.json \\
+        --cross metrics/plots/cross_generator --paper stages/reporting/cocofake.json \\
         --code-train metrics/code_train.json --code-eval metrics/code_eval.json \\
         --code-arch vit_tiny_patch16_224 --code-image-size 64 --code-local-size 32 --code-epochs 2 \\
         --code-generators tiny_random --detector data/detector --detector-metrics metrics/detector.json \\
         --robustness metrics/plots/detector_robustness.csv --out metrics/report.md
 
 Every ``<stage dir>/<backbone>/<generator>.json`` present is reported. The paper's numbers come from one
-hand-transcribed file (stages/paper/cocofake.json) that says which table each comes from. Backbones and
+hand-transcribed file (stages/reporting/cocofake.json) that says which table each comes from. Backbones and
 generators outside the paper get no paper number and are labelled (random weights, offline, ...). The CoDE
 paper's figures would appear only where the run's setting (the --code-* options: code_train's params) is the
-paper's; none is transcribed (stages.common.report_detectors). A missing metrics file is reported as missing.
+paper's; none is transcribed (stages.reporting.detectors). A missing metrics file is reported as missing.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
-from stages.common.report_detectors import CodeSetting
+from stages.contracts.errors import InputError, user_errors
+from stages.reporting.detectors import CodeSetting
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
@@ -161,8 +161,8 @@ class DetectorFiles:
 
 def render_detectors(files: DetectorFiles, setting: CodeSetting, paper: dict) -> list[str]:
     """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
-    from stages.common.detector import SPEC_FILE
-    from stages.common.report_detectors import read_csv, read_json, render_code, render_detector
+    from stages.reporting.detectors import read_csv, read_json, render_code, render_detector
+    from stages.shipped.artifact import SPEC_FILE
 
     def label(generator: str) -> str:
         return generator_label(generator, paper)
@@ -192,7 +192,7 @@ def render(stage_results: dict[str, Results], cross: dict, paper: dict, detector
 
 def run(folders: dict[str, Path], cross: Path, paper_path: Path, out: Path, *, detectors: DetectorFiles,
         setting: CodeSetting) -> str:
-    from stages.common.io import atomic_path
+    from stages.contracts.io import atomic_path
 
     if not paper_path.is_file():
         raise InputError(str(paper_path), "the paper's numbers file does not exist")
@@ -211,7 +211,7 @@ def main(
     retrieval: Path = typer.Option(Path("metrics/retrieval"), help="Folder of retrieval metrics."),
     disentangle: Path = typer.Option(Path("metrics/disentangle"), help="Folder of disentangle metrics."),
     cross: Path = typer.Option(Path("metrics/plots/cross_generator"), help="Folder of cross-generator rows."),
-    paper: Path = typer.Option(Path("stages/paper/cocofake.json"), help="The paper's numbers (JSON)."),
+    paper: Path = typer.Option(Path("stages/reporting/cocofake.json"), help="The paper's numbers (JSON)."),
     code_train: Path = typer.Option(Path("metrics/code_train.json"), help="CoDE training metrics."),
     code_eval: Path = typer.Option(Path("metrics/code_eval.json"), help="CoDE evaluation metrics."),
     code_arch: str = typer.Option("vit_tiny_patch16_224", help="code_train.arch (compared with the paper's)."),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
+from stages.contracts.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 EVAL_SPLITS = ("val", "test")
@@ -55,9 +55,9 @@ def caption_rows(children, captions, *, where: str):
 def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int = 2048) -> dict:
     import numpy as np
 
-    from stages.common.cache import read_embeddings, same_backbone
-    from stages.common.io import write_metrics
-    from stages.common.metrics import recall_at_k
+    from stages.contracts.embeddings import read_embeddings, same_backbone
+    from stages.contracts.io import write_metrics
+    from stages.study.retrieval import recall_at_k
 
     children, captions = read_embeddings(children_path), read_embeddings(captions_path)
     if not has_text_tower(captions):

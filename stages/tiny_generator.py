@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import user_errors
+from stages.contracts.errors import user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -25,8 +25,8 @@ def main(
     seed: int = typer.Option(0, help="Seed of every random weight."),
 ) -> None:
     """Build the tiny random-weight Stable-Diffusion-shaped pipeline and save it with save_pretrained."""
-    from stages.common.generators import get_generator
-    from stages.common.tiny_generator import TinyConfig, save_pipeline
+    from stages.generation.registry import get_generator
+    from stages.generation.tiny import TinyConfig, save_pipeline
 
     with user_errors():
         # Configured for the size the registry's tiny_random entry generates (the UNet accepts others too).

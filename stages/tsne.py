@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import InputError, user_errors
+from stages.contracts.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SPACES = ("original", "style_T", "semantic_S")
@@ -38,11 +38,10 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     import numpy as np
     import pandas as pd
 
-    from stages.common.disentangle import project
-    from stages.common.io import atomic_path
-    from stages.common.labels import REAL
-    from stages.common.study import load_clusters
-    from stages.disentangle import load_projections
+    from stages.contracts.io import atomic_path
+    from stages.contracts.labels import REAL
+    from stages.study.clusters import load_clusters
+    from stages.study.disentangle import load_projections, project
 
     val = load_clusters(parents, children).select("val")
     if len(val.cluster_id) < 2:

@@ -1,5 +1,5 @@
 """Small on-disk inputs in the project's contracts, for tests of stages that read them: a clusters table
-of random photos, and a children folder in the layout of stages.common.children (written here with plain
+of random photos, and a children folder in the layout of stages.contracts.children (written here with plain
 pyarrow, independently of the generate stage, so readers are tested against the contract itself)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from stages.common.ids import child_id
+from stages.contracts.ids import child_id
 from tests.images import photo
 
 

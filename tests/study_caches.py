@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.common.synthetic import SyntheticSpec, write_synthetic_caches
+from tests.synthetic import SyntheticSpec, write_synthetic_caches
 
 
 def write_study_caches(root: Path, *, generators: tuple[str, ...] = ("g1", "g2"), n_clusters: int = 60,

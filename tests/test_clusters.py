@@ -7,8 +7,9 @@ from typer.testing import CliRunner
 
 from stages import clusters
 from stages.clusters import Source
-from stages.common.clusters import assign_splits, read_clusters
-from stages.common.errors import InputError
+from stages.contracts.clusters import read_clusters
+from stages.contracts.errors import InputError
+from stages.sources.table import assign_splits
 from tests.images import photo, write_modes, write_truncated
 
 N = 5
@@ -48,8 +49,8 @@ def run_coco(root: Path, tmp_path: Path, **kwargs) -> dict:
 
 
 def test_demo_source(tmp_path, repo_root):
-    result = clusters.run(Source.demo, repo_root / "stages" / "demo", tmp_path / "c.parquet", tmp_path / "m.json",
-                          progress=False)
+    result = clusters.run(Source.demo, repo_root / "stages" / "sources" / "demo", tmp_path / "c.parquet",
+                          tmp_path / "m.json", progress=False)
     frame = read_clusters(tmp_path / "c.parquet")
     assert len(frame) >= 10 and result["parents"]["total"] == len(frame)
     assert (frame["captions"].map(len) == N).all()

@@ -10,13 +10,13 @@ import torch
 from typer.testing import CliRunner
 
 from stages import code_eval
-from stages.common import code_heads
-from stages.common.clusters import read_clusters
-from stages.common.code_augment import CLEAN
-from stages.common.code_data import TEST_TRANSFORMS, EvalImages, read_images
-from stages.common.code_heads import HEADS, binary_metrics, choose_threshold, fit_head
-from stages.common.codenet import CodeNetConfig, build_model, save_model
-from stages.common.labels import FAKE, REAL
+from stages.code import heads as code_heads
+from stages.code.augment import CLEAN
+from stages.code.data import TEST_TRANSFORMS, EvalImages, read_images
+from stages.code.heads import HEADS, binary_metrics, choose_threshold, fit_head
+from stages.code.net import CodeNetConfig, build_model, save_model
+from stages.contracts.clusters import read_clusters
+from stages.contracts.labels import FAKE, REAL
 from tests.fixtures import write_children, write_clusters
 
 torch.set_num_threads(1)
@@ -117,7 +117,7 @@ def test_thresholds_come_from_val_never_test(data, monkeypatch):
     seen = []
     original = code_heads.choose_threshold
     monkeypatch.setattr(code_heads, "choose_threshold", lambda s, y: seen.append(len(y)) or original(s, y))
-    from stages.common.codenet import load_model
+    from stages.code.net import load_model
 
     model, config, _ = load_model(data / "model.pt")
     refs = read_images(data / "clusters.parquet", data / "children", ["g1", "g2"], ("train", "val", "test"))

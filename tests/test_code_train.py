@@ -11,12 +11,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stages import code_train
-from stages.common import code_augment as aug
-from stages.common.clusters import read_clusters
-from stages.common.code_data import PairViews, ViewConfig, make_pairs, make_views, read_images
-from stages.common.code_loss import LossVariant, code_loss, derangement, info_nce
-from stages.common.code_trainer import Monitor, TrainConfig, lr_factor, train
-from stages.common.codenet import CodeNetConfig, load_model
+from stages.code import augment as aug
+from stages.code.data import PairViews, ViewConfig, make_pairs, make_views, read_images
+from stages.code.loss import LossVariant, code_loss, derangement, info_nce
+from stages.code.net import CodeNetConfig, load_model
+from stages.code.trainer import Monitor, TrainConfig, lr_factor, train
+from stages.contracts.clusters import read_clusters
 from tests.fixtures import write_children, write_clusters
 from tests.images import photo
 
@@ -147,7 +147,7 @@ def test_pair_views_are_reproducible_and_change_with_the_epoch(data):
 
 
 def test_probe_subsample_keeps_both_classes_in_their_share(data):
-    from stages.common.code_trainer import stratified_subsample
+    from stages.code.trainer import stratified_subsample
 
     refs = [r for r in read_images(data / "clusters.parquet", data / "children", ["g1"], ("train",))]
     for limit in (3, 12):

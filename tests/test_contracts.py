@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from stages.common import children
-from stages.common.cache import EmbeddingTable, check_alignment, read_embeddings, write_embeddings
-from stages.common.clusters import read_clusters
-from stages.common.io import atomic_path, write_metrics
+from stages.contracts import children
+from stages.contracts.clusters import read_clusters
+from stages.contracts.embeddings import EmbeddingTable, check_alignment, read_embeddings, write_embeddings
+from stages.contracts.io import atomic_path, write_metrics
 from tests.fixtures import decode, write_children, write_clusters
 
 
@@ -60,7 +60,7 @@ def test_metrics_are_floats_and_atomic(tmp_path):
 def test_safetensors_metadata_keeps_files_byte_identical(tmp_path):
     from safetensors.numpy import save_file
 
-    from stages.common.io import safetensors_metadata
+    from stages.contracts.io import safetensors_metadata
 
     tensors = {"w": np.arange(6, dtype=np.float32)}
     keys = [f"key{i}" for i in range(12)]

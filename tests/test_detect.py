@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages import detect
-from stages.common.wild import expand_inputs
+from stages.shipped.wild import expand_inputs
 from tests.test_detector_artifact import random_detector
 from tests.tiny_backbone import TinyBackbone
 from tests.wild_files import write_bad, write_png_bomb, write_wild_folder
@@ -97,8 +97,8 @@ def test_bomb_is_refused_without_allocating_its_pixels(tmp_path, repo_root):
     bomb = write_png_bomb(tmp_path / "bomb.png", 12_000, 12_000)
     code = textwrap.dedent(f"""
         import resource
-        from stages.common.errors import InputError
-        from stages.common.images import load_rgb
+        from stages.contracts.errors import InputError
+        from stages.imaging.load import load_rgb
         from tests.wild_files import photo
         photo(0)  # numpy and PIL are imported and mapped before the cap
         with open("/proc/self/status") as f:

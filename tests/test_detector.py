@@ -11,14 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from stages import detect, detector
-from stages.common.backbones import BackboneSpec, register
-from stages.common.cache import EmbeddingTable, write_embeddings
-from stages.common.children import iter_image_bytes, read_manifest
-from stages.common.clusters import read_clusters
-from stages.common.detector import SPEC_FILE, load_detector
-from stages.common.ids import parent_id
-from stages.common.labels import FAKE, PARENT_CAPTION_INDEX, REAL
-from stages.common.wild import ImageItems, embed_items, load_registry_backbone
+from stages.contracts.children import iter_image_bytes, read_manifest
+from stages.contracts.clusters import read_clusters
+from stages.contracts.embeddings import EmbeddingTable, write_embeddings
+from stages.contracts.ids import parent_id
+from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
+from stages.embedding.backbones import BackboneSpec, register
+from stages.shipped.artifact import SPEC_FILE, load_detector
+from stages.shipped.wild import ImageItems, embed_items, load_registry_backbone
 from tests.fixtures import write_children, write_clusters
 from tests.wild_files import write_wild_folder
 
@@ -31,7 +31,7 @@ TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "wid
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_clip():
-    from stages.common.backbones import _registered
+    from stages.embedding.backbones import _registered
 
     register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random",
                           model_cfg=TINY_CLIP))
@@ -72,12 +72,13 @@ def make_pipeline(root: Path, registry: Path, alias: str = BACKBONE) -> tuple[Pa
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, repo_root):
-    return make_pipeline(tmp_path_factory.mktemp("pipeline"), repo_root / "stages" / "backbones.yaml")
+    return make_pipeline(tmp_path_factory.mktemp("pipeline"), repo_root / "stages" / "embedding" / "backbones.yaml")
 
 
 def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: str = BACKBONE):
     args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)],
-            "--registry", str(repo_root / "stages" / "backbones.yaml"), "--embeddings", str(root / "embeddings"),
+            "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
+            "--embeddings", str(root / "embeddings"),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
             "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
             "--workers", "0", *extra]
@@ -167,7 +168,7 @@ def test_detect_cli_stdout_csv_and_exit_codes(trained, tmp_path):
 
 
 def test_detect_refuses_a_detector_of_another_backbone(trained, tmp_path):
-    from stages.common.backbones import _registered
+    from stages.embedding.backbones import _registered
 
     good, _ = write_wild_folder(tmp_path / "wild")
     register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random", seed=1,
@@ -185,7 +186,7 @@ def test_detect_refuses_a_detector_of_another_backbone(trained, tmp_path):
 @pytest.mark.slow
 def test_efficientnet_lite0_end_to_end(tmp_path, repo_root, wild_generated):
     """The real offline backbone: train, then detect on real generated files from the wild (PNG and JPEG)."""
-    registry = repo_root / "stages" / "backbones.yaml"
+    registry = repo_root / "stages" / "embedding" / "backbones.yaml"
     root, clusters = make_pipeline(tmp_path, registry, alias="efficientnet_lite0")
     result = run_stage(root, clusters, repo_root, "--transforms", "jpeg50", alias="efficientnet_lite0")
     assert result.exit_code == 0, result.output + repr(result.exception)

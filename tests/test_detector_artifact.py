@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from stages.common.detector import (
+from stages.contracts.labels import FAKE, REAL
+from stages.shipped.artifact import (
     SPEC_FILE,
     TENSORS_FILE,
     BackboneMismatch,
@@ -13,8 +14,7 @@ from stages.common.detector import (
     load_detector,
     save_detector,
 )
-from stages.common.detector_fit import choose_threshold, detection_metrics, fit_logreg
-from stages.common.labels import FAKE, REAL
+from stages.shipped.head_fit import choose_threshold, detection_metrics, fit_logreg
 from tests.tiny_backbone import SPEC
 
 

@@ -6,12 +6,19 @@ import torch
 from typer.testing import CliRunner
 
 from stages import disentangle, tsne
-from stages.common.disentangle import DisentangleConfig, batch_labels, cluster_batches, project, train_projections
-from stages.common.metrics import distance_accuracy
-from stages.common.probe import all_rows, fit_probe
-from stages.common.study import Clusters, stack_clusters
-from stages.common.synthetic import SyntheticSpec, style_direction, synthetic_tables
+from stages.study.clusters import Clusters, stack_clusters
+from stages.study.disentangle import (
+    DisentangleConfig,
+    batch_labels,
+    cluster_batches,
+    load_projections,
+    project,
+    train_projections,
+)
+from stages.study.distances import distance_accuracy
+from stages.study.probe import all_rows, fit_probe
 from tests.study_caches import write_study_caches
+from tests.synthetic import SyntheticSpec, style_direction, synthetic_tables
 
 
 def test_batches_hold_whole_clusters():
@@ -66,7 +73,7 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
         assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy"}
         assert set(metrics[split]["T"]) == {"min_distance_accuracy", "max_distance_accuracy"}
     assert [row["epoch"] for row in json.loads((tmp_path / "h.json").read_text())] == [1, 2]
-    model = disentangle.load_projections(tmp_path / "w.safetensors")
+    model = load_projections(tmp_path / "w.safetensors")
     assert model.semantic.weight.shape == (8, 8)
 
     tsne.run(folder / "parents.h5", folder / "g1.h5", tmp_path / "w.safetensors", tmp_path / "tsne",

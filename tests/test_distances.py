@@ -4,7 +4,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from stages import distances
-from stages.common.cache import read_embeddings, write_embeddings
+from stages.contracts.embeddings import read_embeddings, write_embeddings
 from tests.study_caches import write_study_caches
 
 

@@ -18,14 +18,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stages.common.backbones import BackboneSpec, MissingWeights, get_spec, load_backbone, read_registry, register
-from stages.common.cache import check_alignment, read_embeddings
-from stages.common.ids import caption_id, child_id, parent_id
+from stages.contracts.embeddings import check_alignment, read_embeddings
+from stages.contracts.ids import caption_id, child_id, parent_id
 from stages.embed import app
+from stages.embedding.backbones import BackboneSpec, MissingWeights, get_spec, load_backbone, read_registry, register
 from tests.fixtures import write_children, write_clusters
 from tests.images import write_truncated
 
-REGISTRY = Path(__file__).resolve().parents[1] / "stages" / "backbones.yaml"
+REGISTRY = Path(__file__).resolve().parents[1] / "stages" / "embedding" / "backbones.yaml"
 # A 1-layer CLIP (32 px images, 16-d embeddings) built from an inline open_clip config with random weights.
 TINY_CLIP = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -99,7 +99,7 @@ def test_paper_weights_fail_offline_saying_what_to_download(alias, says):
 
 
 def test_registry_file_is_checked(tmp_path: Path):
-    from stages.common.errors import InputError
+    from stages.contracts.errors import InputError
 
     bad = tmp_path / "r.yaml"
     bad.write_text("has-dash: {library: timm, architecture: resnet18, weights: default}\n")
@@ -114,7 +114,7 @@ def test_efficientnet_lite0_real_weights_classify_photos_offline():
     import torch
     from skimage import data
 
-    from stages.common.images import load_rgb
+    from stages.imaging.load import load_rgb
 
     backbone = load_backbone(get_spec("efficientnet_lite0", REGISTRY))
     assert backbone.dim == 1280 and not backbone.text_tower and backbone.attrs()["random_weights"] is False
@@ -302,7 +302,7 @@ def test_two_processes_give_the_same_file(inputs, tmp_path: Path):
 @pytest.mark.slow
 def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
     repo = dvc_repo.path
-    tiny_registry(repo / "stages", "tiny_a", "tiny_b")  # replaces stages/backbones.yaml in the copy
+    tiny_registry(repo / "stages" / "embedding", "tiny_a", "tiny_b")  # replaces the registry in the copy
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["embed"].update(backbones=["tiny_a"], workers=0)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))

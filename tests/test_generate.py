@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from stages.common import children as contract
-from stages.common import generation as gen
-from stages.common.clusters import read_clusters
-from stages.common.errors import InputError
-from stages.common.generators import GENERATORS, GeneratorSpec, get_generator, load_pipeline, register
-from stages.common.tiny_generator import TinyConfig, build_tokenizer, save_pipeline
+from stages.contracts import children as contract
+from stages.contracts.clusters import read_clusters
+from stages.contracts.errors import InputError
 from stages.generate import app, run
+from stages.generation import shards as gen
+from stages.generation.registry import GENERATORS, GeneratorSpec, get_generator, load_pipeline, register
+from stages.generation.tiny import TinyConfig, build_tokenizer, save_pipeline
 from tests.fixtures import write_clusters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def save_flagging_pipeline(out: Path) -> None:
 
     from diffusers import StableDiffusionPipeline
 
-    from stages.common.tiny_generator import build_pipeline
+    from stages.generation.tiny import build_pipeline
 
     with tempfile.TemporaryDirectory() as scratch:
         base = build_pipeline(TinyConfig(resolution=64), Path(scratch))

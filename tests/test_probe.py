@@ -4,7 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stages import probe
-from stages.common.errors import InputError
+from stages.contracts.errors import InputError
+from stages.study.probe import c_grid
 from tests.study_caches import write_study_caches
 
 
@@ -48,7 +49,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="must include the training generator"):
         probe.run(folder, "g1", ["g2"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0])
     with pytest.raises(InputError, match="c_min"):
-        probe.c_grid(0, 1, 3)
+        c_grid(0, 1, 3)
     done = CliRunner().invoke(probe.app, cli(folder, tmp_path, "--generators", "g3"))
     assert done.exit_code == 2 and "g3.h5" in done.output
-    assert probe.c_grid(0.001, 1000, 7) == pytest.approx([0.001, 0.01, 0.1, 1, 10, 100, 1000])
+    assert c_grid(0.001, 1000, 7) == pytest.approx([0.001, 0.01, 0.1, 1, 10, 100, 1000])

@@ -34,7 +34,7 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     done = CliRunner().invoke(report.app, [
         "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
         "--disentangle", str(m / "disentangle"), "--cross", str(m / "plots" / "cross_generator"),
-        "--paper", str(repo_root / "stages" / "paper" / "cocofake.json"), "--out", str(m / "report.md"),
+        "--paper", str(repo_root / "stages" / "reporting" / "cocofake.json"), "--out", str(m / "report.md"),
         *absent_detector_files(tmp_path)])
     assert done.exit_code == 0, done.output
     text = (m / "report.md").read_text()
@@ -56,7 +56,7 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
 
 
 def test_paper_numbers_are_complete():
-    paper = json.loads((report.Path(__file__).parents[1] / "stages" / "paper" / "cocofake.json").read_text())
+    paper = json.loads((report.Path(__file__).parents[1] / "stages" / "reporting" / "cocofake.json").read_text())
     expected = {"table1": 2, "table2": 2, "table3": 1, "table4": 2}  # generator blocks per table
     for name, table in paper["tables"].items():
         assert len(table["rows"]) == expected[name]
@@ -114,7 +114,7 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path, repo_root):
     done = CliRunner().invoke(report.app, [
         "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
         "--disentangle", str(m / "disentangle"), "--cross", str(m / "cross"),
-        "--paper", str(repo_root / "stages" / "paper" / "cocofake.json"), "--out", str(m / "report.md"),
+        "--paper", str(repo_root / "stages" / "reporting" / "cocofake.json"), "--out", str(m / "report.md"),
         "--code-train", str(m / "code_train.json"), "--code-eval", str(m / "code_eval.json"),
         "--code-arch", "vit_tiny_patch16_224", "--code-image-size", "224", "--code-local-size", "96",
         "--code-epochs", "150", "--code-generators", "sd14,tiny_random", "--detector", str(m / "detector"),
@@ -165,7 +165,7 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path, repo_root):
 
 
 def test_one_generator_robustness_is_shown_once(tmp_path):
-    from stages.common.report_detectors import read_csv, render_detector
+    from stages.reporting.detectors import read_csv, render_detector
 
     path = tmp_path / "robustness.csv"
     path.write_text("transform,generator,real_accuracy,fake_accuracy,overall_accuracy,auc,ap\n"
@@ -177,6 +177,6 @@ def test_one_generator_robustness_is_shown_once(tmp_path):
 
 
 def test_paper_setting_differs_only_in_its_parents():
-    from stages.common.report_detectors import PAPER_SETTING, setting_differences
+    from stages.reporting.detectors import PAPER_SETTING, setting_differences
 
     assert setting_differences(PAPER_SETTING) == ["parents: COCO (paper: LAION-400M)"]

@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stages import retrieval
-from stages.common.cache import read_embeddings, write_embeddings
-from stages.common.errors import InputError
+from stages.contracts.embeddings import read_embeddings, write_embeddings
+from stages.contracts.errors import InputError
 from tests.study_caches import write_study_caches
 
 

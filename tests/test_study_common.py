@@ -4,20 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from stages.common.cache import EmbeddingTable
-from stages.common.labels import FAKE, REAL
-from stages.common.metrics import (
-    class_accuracy,
-    classification_metrics,
-    distance_accuracy,
-    full_cluster_accuracy,
-    overall_accuracy,
-    recall_at_k,
-)
-from stages.common.probe import balanced_rows, fit_probe
-from stages.common.study import Clusters, stack_clusters
-from stages.common.supcon import supcon_loss
-from stages.common.synthetic import SyntheticSpec, synthetic_tables
+from stages.contracts.embeddings import EmbeddingTable
+from stages.contracts.labels import FAKE, REAL
+from stages.heads.metrics import class_accuracy, classification_metrics, full_cluster_accuracy, overall_accuracy
+from stages.study.clusters import Clusters, stack_clusters
+from stages.study.distances import distance_accuracy
+from stages.study.probe import balanced_rows, fit_probe
+from stages.study.retrieval import recall_at_k
+from stages.study.supcon import supcon_loss
+from tests.synthetic import SyntheticSpec, synthetic_tables
 
 
 def clusters_with_parent(k: int, n: int, d: int, *, parent_scale: float, seed: int = 0) -> np.ndarray:
@@ -199,7 +194,7 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
 
 
 def test_shared_supcon_losses_equal_separate_ones():
-    from stages.common.supcon import supcon_losses
+    from stages.study.supcon import supcon_losses
 
     torch.manual_seed(1)
     features = torch.nn.functional.normalize(torch.randn(12, 4), dim=1)

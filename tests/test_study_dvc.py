@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from stages.common.synthetic import SyntheticSpec, write_synthetic_caches
+from tests.synthetic import SyntheticSpec, write_synthetic_caches
 
 
 @pytest.mark.slow

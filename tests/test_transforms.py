@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.common.transforms import CROP_SIDE, Transform, apply_transform
+from stages.imaging.transforms import CROP_SIDE, Transform, apply_transform
 from tests.images import photo
 
 

@@ -1,4 +1,4 @@
-"""A tiny seeded backbone with the interface of stages.common.wild.Backbone, for fast offline tests."""
+"""A tiny seeded backbone with the interface of stages.shipped.wild.Backbone, for fast offline tests."""
 
 from __future__ import annotations
 

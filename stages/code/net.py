@@ -1,0 +1,68 @@
+"""The CoDE network: a timm ViT-Tiny/16 trained from scratch whose 192-d pooled token is the embedding.
+
+    model = build_model(CodeNetConfig(image_size=224), seed=0)
+    z = model(x)                            # (B, 3, S, S) -> (B, 192); any S divisible by 16 (local crops)
+
+Saved as one torch file holding the config and the weights (`save_model` / `load_model`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.contracts.errors import InputError
+from stages.contracts.io import atomic_path
+
+# ImageNet statistics: the released recipe normalises with them although the network starts from scratch
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class CodeNetConfig:
+    arch: str = "vit_tiny_patch16_224"  # a timm model name; built with pretrained=False, never downloaded
+    image_size: int = 224  # global views and evaluation crops (S)
+    local_size: int = 224  # local views: 96 in the paper, 224 in the released code
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "local_size"):
+            size = getattr(self, name)
+            if size < 16 or size % 16:
+                raise InputError(name, f"is {size}; expected a multiple of the ViT's 16-px patch, at least 16")
+
+
+def build_model(config: CodeNetConfig, *, seed: int):
+    """A randomly initialised timm model returning pooled features (num_classes=0), seeded for determinism.
+
+    dynamic_img_size lets one set of position embeddings (interpolated) serve both view sizes."""
+    import timm
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(config.arch, pretrained=False, num_classes=0, img_size=config.image_size,
+                                 dynamic_img_size=True)
+
+
+def save_model(path: Path | str, model, config: CodeNetConfig, meta: dict[str, Any]) -> None:
+    """Write the config, the weights and `meta` (epoch, monitor value, ...) atomically."""
+    import torch
+
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(config), "state_dict": state, "meta": meta}, tmp)
+
+
+def load_model(path: Path | str, *, device: str = "cpu"):
+    """(model in eval mode, config, meta) from a file written by `save_model`."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no CoDE model here; the code_train stage writes it (dvc repro)")
+    saved = torch.load(path, map_location=device, weights_only=True)
+    config = CodeNetConfig(**saved["config"])
+    model = build_model(config, seed=0)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), config, saved["meta"]

@@ -1,0 +1,69 @@
+"""The children of one generator (``data/children/<gen>/``), as the generate stage writes them and every
+image-reading stage reads them.
+
+    manifest.parquet        one row per child, sorted by (cluster_id, caption_index):
+        child_id str (stages.contracts.ids.child_id), cluster_id int64, caption_index int16, caption str,
+        seed int64, split str, shard str (file name in shards/), row int32 (row within that shard),
+        nsfw bool (the safety checker's verdict; False when it is off), generator str (the alias)
+        file metadata b"settings": the generator's settings as JSON
+    shards/<shard>.parquet  child_id str, image struct<bytes: binary, path: str>   (Hugging Face
+                            `datasets` reads this struct as an Image feature)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+MANIFEST = "manifest.parquet"
+SHARDS = "shards"
+MANIFEST_COLUMNS = ("child_id", "cluster_id", "caption_index", "caption", "seed", "split", "shard", "row",
+                    "nsfw", "generator")
+
+
+def read_manifest(folder: Path | str):
+    """The manifest as a pandas DataFrame; raises naming the folder if it is missing or malformed."""
+    import pandas as pd
+
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no children here; the generate stage writes them (dvc repro)")
+    frame = pd.read_parquet(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a children manifest, missing columns {missing}")
+    return frame
+
+
+def read_settings(folder: Path | str) -> dict:
+    """The generator settings stored in the manifest's metadata."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(Path(folder) / MANIFEST).metadata or {}
+    return json.loads(metadata.get(b"settings", b"{}"))
+
+
+def iter_image_bytes(folder: Path | str, child_ids: Sequence[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """Yield (child_id, encoded image bytes) shard by shard, so memory holds one shard at a time.
+
+    With `child_ids`, only those children are yielded, in manifest order."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if child_ids is not None:
+        wanted = set(child_ids)
+        unknown = wanted - set(manifest["child_id"])
+        if unknown:
+            raise KeyError(f"{folder}: {len(unknown)} child ids not in the manifest, e.g. {sorted(unknown)[:3]}")
+        manifest = manifest[manifest["child_id"].isin(wanted)]
+    for shard, rows in manifest.groupby("shard", sort=True):
+        table = pq.read_table(folder / SHARDS / shard, columns=["child_id", "image"])
+        ids = table.column("child_id").to_pylist()
+        images = table.column("image").combine_chunks().field("bytes").to_pylist()
+        for row, child in zip(rows["row"], rows["child_id"], strict=True):
+            if ids[row] != child:
+                raise ValueError(f"{folder / SHARDS / shard}: row {row} holds {ids[row]!r}, the manifest says "
+                                 f"{child!r}; the children folder is inconsistent (rerun generate)")
+            yield child, images[row]

@@ -1,0 +1,37 @@
+"""The clusters table (``data/clusters.parquet``): one row per parent, the contract every later stage reads.
+
+Columns: cluster_id (int64, 0..n-1 in source-id order), split (train/val/test), image_path (str; relative
+to the working directory, the repository root under DVC, when the image lies below it, so the table and every
+hash downstream are the same in any clone: the demo's photos lie in the repository's .venv),
+source_id (str), captions (list of exactly N str), mode / format (str, as stored on disk), width / height
+(int, after EXIF rotation), exif_rotated (bool). File metadata: captions_per_parent, source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COLUMNS = ("cluster_id", "split", "image_path", "source_id", "captions", "mode", "format", "width", "height",
+           "exif_rotated")
+
+
+def natural_key(source_id: str) -> tuple[int, int | str]:
+    """Numeric ids sort as numbers (COCO), others as strings, numbers first."""
+    return (0, int(source_id)) if source_id.isdigit() else (1, source_id)
+
+
+def read_clusters(path: Path | str):
+    """Read ``clusters.parquet`` as a pandas DataFrame, checking the columns and the N-captions rule."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no clusters table here; the clusters stage writes it (dvc repro)")
+    frame = pd.read_parquet(path)
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a clusters table, missing columns {missing}")
+    lengths = frame["captions"].map(len)
+    if lengths.nunique() > 1:
+        raise ValueError(f"{path}: parents have different numbers of captions {sorted(lengths.unique())}")
+    frame["captions"] = frame["captions"].map(list)
+    return frame

@@ -1,0 +1,194 @@
+"""The generator registry: a dash-free alias -> how to load a diffusers text-to-image pipeline and call it.
+
+Every generator is loaded from a local diffusers directory ``<models_root>/<alias>`` when one is there
+(this is how DVC tracks the weights as a dependency), else from its model id on the Hugging Face hub
+(through the local cache; offline it must already be cached). The offline demo generator `tiny_random`
+has no hub id: the `tiny_generator` stage builds it into ``<models_root>/tiny_random``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from stages.contracts.errors import InputError
+
+Dtype = Literal["float32", "float16", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How one generator is loaded and called. Everything here decides the pixels of its children."""
+
+    alias: str
+    model_id: str  # a Hugging Face hub id, or "" for a generator that only exists as a local directory
+    height: int
+    width: int
+    steps: int
+    guidance_scale: float
+    scheduler: str = ""  # a diffusers scheduler class swapped in with from_config; "" keeps the model's own
+    negative_prompt: str = ""
+    dtype: Dtype = "float32"
+    batch_size: int = 8
+    safety_checker: bool = True
+    # For a model that ships without a safety checker (SD 2.x): the checker's hub id, loaded from
+    # <models_root>/<its last path part> when there, and added to the pipeline.
+    safety_checker_id: str = ""
+    watermark: bool = False  # no invisible watermark (SD 1.x / 2.x pipelines add none; recorded for clarity)
+    base_seed: int = 0
+    obtain: str = ""  # how to get the weights when they are missing (shown in the error)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the pixels, recorded with the children (JSON-ready). The batch size is
+        left out: each child's noise comes from its own seed, so batching changes no child (beyond the
+        rounding of batched kernels), and a resumed run may use another batch size."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("obtain", "batch_size")}
+
+
+GENERATORS: dict[str, GeneratorSpec] = {}
+
+
+def register(spec: GeneratorSpec) -> GeneratorSpec:
+    """Add (or replace) a registry entry; tests register tiny ones."""
+    if not spec.alias.isidentifier():
+        raise ValueError(f"generator alias {spec.alias!r} must be a plain identifier (no dashes), for DVC params")
+    if spec.height % 8 or spec.width % 8:
+        raise ValueError(f"{spec.alias}: height and width must be multiples of 8, got {spec.height}x{spec.width}")
+    GENERATORS[spec.alias] = spec
+    return spec
+
+
+register(GeneratorSpec(
+    alias="tiny_random", model_id="", height=64, width=64, steps=10, guidance_scale=7.5,
+    scheduler="DDIMScheduler", batch_size=13, safety_checker=False, base_seed=0,
+    obtain="it is built offline by the tiny_generator stage: `dvc repro tiny_generator` "
+           "(or `python -m stages.tiny_generator --out <models_root>/tiny_random`)"))
+# The paper's generators at their native resolution, 50 steps, guidance 7.5, safety checker on (§3.5).
+register(GeneratorSpec(
+    alias="sd14", model_id="CompVis/stable-diffusion-v1-4", height=512, width=512, steps=50, guidance_scale=7.5,
+    scheduler="", dtype="float16", batch_size=8, safety_checker=True, base_seed=0))
+register(GeneratorSpec(
+    alias="sd21", model_id="stabilityai/stable-diffusion-2-1", height=768, width=768, steps=50, guidance_scale=7.5,
+    scheduler="", dtype="float16", batch_size=4, safety_checker=True, base_seed=0,
+    safety_checker_id="CompVis/stable-diffusion-safety-checker"))
+
+
+def get_generator(alias: str) -> GeneratorSpec:
+    """The registry entry of `alias`; an unknown alias is an error listing the known ones."""
+    if alias not in GENERATORS:
+        raise InputError("generate.generators", f"unknown generator {alias!r}; known: {sorted(GENERATORS)}")
+    return GENERATORS[alias]
+
+
+def model_dir(spec: GeneratorSpec, models_root: Path) -> Path:
+    """Where the generator's local diffusers directory is expected."""
+    return Path(models_root) / spec.alias
+
+
+def _missing_message(spec: GeneratorSpec, local: Path) -> str:
+    if spec.model_id:
+        return (f"download it, e.g. `hf download {spec.model_id} --local-dir {local}`, or set "
+                f"generate.models_root to a folder that holds a diffusers copy of it in {spec.alias}/")
+    return spec.obtain or f"put a diffusers directory at {local} or set generate.models_root"
+
+
+def check_model_dir(path: Path) -> None:
+    """A local diffusers directory must have a readable model_index.json naming its components."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise InputError(str(path), "is not a diffusers pipeline directory: model_index.json is missing")
+    try:
+        components = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(str(index), f"is not valid JSON ({error})") from error
+    for name, value in components.items():
+        if not name.startswith("_") and isinstance(value, list) and value[0] is not None \
+                and not (path / name).is_dir():
+            raise InputError(str(path), f"component folder {name}/ named in model_index.json is missing")
+
+
+def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu"):
+    """Load the generator with `from_pretrained`: the local directory if present, else the hub id.
+
+    Errors name what is missing and how to get it. Returns the pipeline on `device`, progress bar off."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    local = model_dir(spec, models_root)
+    if local.exists():
+        check_model_dir(local)
+        source, where = str(local), str(local)
+    elif spec.model_id:
+        source, where = spec.model_id, f"{spec.model_id} (hub id, as {local} does not exist)"
+    else:
+        raise InputError(str(local), f"generator {spec.alias!r} has no model directory here",
+                         _missing_message(spec, local))
+    extra: dict[str, Any] = {}
+    if not spec.safety_checker:
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(source, dtype=getattr(torch, spec.dtype), **extra)
+    except OSError as error:  # huggingface_hub's offline and not-found errors are OSErrors
+        if local.exists():
+            raise InputError(where, f"cannot load this diffusers directory ({error})",
+                             "it looks corrupt or incomplete; download or rebuild it") from error
+        raise InputError(where, f"not on disk and not reachable ({type(error).__name__})",
+                         _missing_message(spec, local)) from error
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise InputError(where, f"cannot load this diffusers pipeline ({type(error).__name__}: {error})",
+                         "it looks corrupt or incomplete; download or rebuild it") from error
+    if spec.safety_checker and getattr(pipeline, "safety_checker", None) is None:
+        if not spec.safety_checker_id:
+            raise InputError(where, "the registry asks for the safety checker but this pipeline has none")
+        add_safety_checker(pipeline, spec, models_root)
+    if spec.scheduler:
+        pipeline.scheduler = swap_scheduler(pipeline.scheduler, spec.scheduler, where)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path) -> None:
+    """Load Stable Diffusion's safety checker and its image processor into a pipeline that has none."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    local = Path(models_root) / spec.safety_checker_id.split("/")[-1]
+    source = str(local) if local.exists() else spec.safety_checker_id
+    try:
+        checker = StableDiffusionSafetyChecker.from_pretrained(source, dtype=getattr(torch, spec.dtype))
+        processor = CLIPImageProcessor.from_pretrained(source)
+    except OSError as error:
+        raise InputError(source, f"the safety checker of {spec.alias!r} is not on disk and not reachable "
+                         f"({type(error).__name__})",
+                         f"download it, e.g. `hf download {spec.safety_checker_id} --local-dir {local}`, or set "
+                         "generate.models_root to a folder that holds it") from error
+    pipeline.register_modules(safety_checker=checker, feature_extractor=processor)
+
+
+def swap_scheduler(current, name: str, where: str):
+    """Replace the pipeline's scheduler by the diffusers class `name`, built from the current config."""
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    known = sorted(c.__name__ for c in getattr(current, "compatibles", []))
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.SchedulerMixin):
+        raise InputError(where, f"unknown scheduler {name!r}; compatible with this model: {known}")
+    return cls.from_config(current.config)
+
+
+def fingerprint_dir(path: Path) -> str:
+    """A content hash of a model directory (names, sizes and bytes of every file), to tell two models apart.
+
+    Costs one read of the weights (seconds for Stable Diffusion); generating costs far more."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,249 @@
+"""Generating a generator's children: the plan (who, which seed, which shard), batches through the diffusers
+pipeline, and the children folder of stages.contracts.children written shard by shard.
+
+Resumable and distributable by construction:
+- the plan is a pure function of the clusters table, the base seed and the shard size: child k of the
+  sorted (cluster_id, caption_index) list goes to shard k // shard_size, and a shard is generated in the
+  same batches whichever process makes it; process r of w makes the missing shards r, r + w, r + 2w, ...;
+- each child's noise comes from its own seed (`child_seed`), never from batch order;
+- a shard is written to a temporary name and renamed when complete, and carries in its metadata a
+  fingerprint of everything that decides its bytes (settings, model weights, its children); a restart
+  keeps the shards whose fingerprint matches and regenerates the rest; the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from stages.contracts.children import MANIFEST, SHARDS
+from stages.contracts.ids import child_id
+
+SHARD_PATTERN = "shard-{:05d}.parquet"
+# Hugging Face `datasets` reads these schema metadata to type the struct column as an Image feature.
+HF_FEATURES = json.dumps({"info": {"features": {"child_id": {"dtype": "string", "_type": "Value"},
+                                                "image": {"_type": "Image"}}}})
+
+
+class Encoding(StrEnum):
+    """How children are stored. JPEG by default: COCO parents are JPEG, and a detector trained on JPEG
+    parents against PNG children can learn the file format instead of real versus generated."""
+
+    jpeg = "jpeg"
+    png = "png"
+
+
+@dataclass(frozen=True)
+class Child:
+    child_id: str
+    cluster_id: int
+    caption_index: int
+    caption: str
+    seed: int
+    split: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    children: tuple[Child, ...]
+
+    @property
+    def name(self) -> str:
+        return SHARD_PATTERN.format(self.index)
+
+
+def child_seed(cluster_id: int, caption_index: int, base_seed: int) -> int:
+    """The seed of one child: a hash of (base seed, cluster id, caption index) only, in [0, 2**63).
+
+    So a child can be regenerated alone, and no batch size, batch order or process count changes it."""
+    key = f"parentage-child:{base_seed}:{cluster_id}:{caption_index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
+
+
+def plan_children(clusters, base_seed: int) -> list[Child]:
+    """One child per (parent, caption) of the clusters table, sorted by (cluster_id, caption_index)."""
+    children = []
+    for row in clusters.sort_values("cluster_id").itertuples(index=False):
+        cluster = int(row.cluster_id)
+        for index, caption in enumerate(row.captions):
+            children.append(Child(child_id(cluster, index), cluster, index, str(caption),
+                                  child_seed(cluster, index, base_seed), str(row.split)))
+    return children
+
+
+def plan_shards(children: Sequence[Child], shard_size: int) -> list[Shard]:
+    """Consecutive runs of `shard_size` children: shard k holds children [k * size, (k + 1) * size)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size is {shard_size}; expected at least 1")
+    return [Shard(k, tuple(children[start:start + shard_size]))
+            for k, start in enumerate(range(0, len(children), shard_size))]
+
+
+def shards_of_process(shards: Sequence[Shard], rank: int, world: int) -> list[Shard]:
+    """The shards process `rank` of `world` generates (of those still missing): every world-th, from its rank."""
+    return list(shards[rank::world])
+
+
+def shard_fingerprint(shard: Shard, settings: dict[str, Any]) -> str:
+    """A hash of everything that decides a shard's bytes: the settings (model fingerprint included) and
+    its children (ids, captions, seeds)."""
+    payload = json.dumps({"settings": settings, "children": [c.__dict__ for c in shard.children]},
+                         sort_keys=True)
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def encode(image, encoding: Encoding, quality: int) -> bytes:
+    """Encode a PIL image with fixed options, so the same pixels always give the same bytes."""
+    buffer = io.BytesIO()
+    if encoding is Encoding.jpeg:
+        image.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+    else:
+        image.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def batches(children: Sequence[Child], size: int) -> Iterable[Sequence[Child]]:
+    for start in range(0, len(children), size):
+        yield children[start:start + size]
+
+
+def call_pipeline(pipeline, spec, children: Sequence[Child]) -> tuple[list, list[bool]]:
+    """One pipeline call for a batch: PIL images and the safety checker's verdicts (False when it is off)."""
+    import torch
+
+    # CPU generators: the initial noise of each child is the same on every device.
+    generators = [torch.Generator("cpu").manual_seed(c.seed) for c in children]
+    output = pipeline(prompt=[c.caption for c in children],
+                      negative_prompt=[spec.negative_prompt] * len(children) if spec.negative_prompt else None,
+                      height=spec.height, width=spec.width, num_inference_steps=spec.steps,
+                      guidance_scale=spec.guidance_scale, generator=generators, output_type="pil")
+    flags = output.nsfw_content_detected
+    nsfw = [bool(f) for f in flags] if flags is not None else [False] * len(children)
+    return list(output.images), nsfw
+
+
+def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequence[bool], *, fingerprint: str,
+                extension: str) -> None:
+    """Write one shard atomically: columns child_id, image struct<bytes, path>; metadata: fingerprint, nsfw."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.contracts.io import atomic_path
+
+    ids = [c.child_id for c in shard.children]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "child_id": pa.array(ids, pa.string()),
+        "image": pa.array([{"bytes": b, "path": f"{i}.{extension}"} for i, b in zip(ids, images, strict=True)],
+                          image_type),
+    }).replace_schema_metadata({"huggingface": HF_FEATURES, "fingerprint": fingerprint,
+                                "nsfw": json.dumps([bool(n) for n in nsfw])})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="none")
+
+
+def shard_metadata(path: Path) -> dict[bytes, bytes] | None:
+    """The schema metadata of a finished shard, or None if it is unreadable (it is then regenerated)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_folder(folder: Path, shards: Sequence[Shard], fingerprints: dict[str, str]) -> list[str]:
+    """Make `folder` hold only valid finished shards of this plan; return their names.
+
+    Removes the manifest first (readers must never see it beside shards it does not describe), then
+    temporaries left by a killed run, shards outside the plan, and shards whose fingerprint differs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for leftover in folder.glob(f".{MANIFEST}.tmp-*"):
+        leftover.unlink()
+    shard_dir = folder / SHARDS
+    shard_dir.mkdir(exist_ok=True)
+    kept = []
+    for path in sorted(shard_dir.iterdir()):
+        metadata = shard_metadata(path) if path.name in fingerprints and path.is_file() else None
+        if metadata is not None and metadata.get(b"fingerprint", b"").decode() == fingerprints[path.name]:
+            kept.append(path.name)
+        elif path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return kept
+
+
+def generate_shards(pipeline, spec, shards: Sequence[Shard], folder: Path, *, fingerprints: dict[str, str],
+                    encoding: Encoding, quality: int, batch_size: int,
+                    on_batch: Callable[[int], None] = lambda n: None) -> int:
+    """Generate and write every shard of `shards` not already in `folder`; return the children generated."""
+    generated = 0
+    for shard in shards:
+        path = folder / SHARDS / shard.name
+        if path.exists():
+            continue
+        images: list[bytes] = []
+        nsfw: list[bool] = []
+        for batch in batches(shard.children, batch_size):
+            pictures, flags = call_pipeline(pipeline, spec, batch)
+            images += [encode(p, encoding, quality) for p in pictures]
+            nsfw += flags
+            generated += len(batch)
+            on_batch(len(batch))
+        write_shard(path, shard, images, nsfw, fingerprint=fingerprints[shard.name], extension=encoding.value)
+    return generated
+
+
+def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, settings: dict[str, Any]):
+    """Write manifest.parquet (stages.contracts.children's contract) from the finished shards; return it
+    as a pandas DataFrame."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stages.contracts.io import atomic_path
+
+    rows: list[tuple[Child, str, int, bool]] = []
+    for shard in shards:
+        metadata = shard_metadata(folder / SHARDS / shard.name)
+        if metadata is None:
+            raise FileNotFoundError(f"{folder / SHARDS / shard.name}: shard missing or unreadable after generation")
+        flags = json.loads(metadata[b"nsfw"])
+        rows += [(c, shard.name, r, flags[r]) for r, c in enumerate(shard.children)]
+    table = pa.table({
+        "child_id": pa.array([c.child_id for c, *_ in rows], pa.string()),
+        "cluster_id": pa.array([c.cluster_id for c, *_ in rows], pa.int64()),
+        "caption_index": pa.array([c.caption_index for c, *_ in rows], pa.int16()),
+        "caption": pa.array([c.caption for c, *_ in rows], pa.string()),
+        "seed": pa.array([c.seed for c, *_ in rows], pa.int64()),
+        "split": pa.array([c.split for c, *_ in rows], pa.string()),
+        "shard": pa.array([s for _, s, _, _ in rows], pa.string()),
+        "row": pa.array([r for _, _, r, _ in rows], pa.int32()),
+        "nsfw": pa.array([n for *_, n in rows], pa.bool_()),
+        "generator": pa.array([alias] * len(rows), pa.string()),
+    }).replace_schema_metadata({"settings": json.dumps(settings, sort_keys=True)})
+    with atomic_path(folder / MANIFEST) as tmp:
+        pq.write_table(table, tmp)
+    return table.to_pandas()
+
+
+def summarise(manifest) -> dict[str, Any]:
+    """The stage's metrics: children per split and safety-checker hits."""
+    from stages.contracts.labels import SPLITS
+
+    total = len(manifest)
+    hits = int(manifest["nsfw"].sum())
+    return {
+        "children": {**{s: float((manifest["split"] == s).sum()) for s in SPLITS}, "total": float(total)},
+        "nsfw": {"total": float(hits), "fraction": hits / total if total else None},
+    }

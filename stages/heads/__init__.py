@@ -1,0 +1,2 @@
+"""The one classification toolkit every stage that classifies uses: a linear head on standardised features, the
+threshold rule, and the metrics function with its one key set."""

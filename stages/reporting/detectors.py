@@ -1,0 +1,221 @@
+"""The report's detector sections: CoDE (metrics/code_train.json, metrics/code_eval.json) laid out like the
+CoDE paper's tables, and the shipped detector (data/detector/detector.json, metrics/detector.json, the
+robustness plot data). Each section renders from whatever of its files exist and says which are missing.
+
+No CoDE paper figure is transcribed: the source we have (papers/code-summary.md) gives none, and the paper's
+setting (D3: LAION-400M parents; SD 1.4, SD 2.1, SD XL, DeepFloyd IF children; ViT-Tiny/16 at 224 px;
+150 epochs) is compared field by field with the run's, so a reader sees why no paper column is shown."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.contracts.errors import InputError
+
+Label = Callable[[str], str]  # generator alias -> Markdown label
+
+CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
+              "ocsvm": "One-class SVM (fitted on reals only)"}
+CODE_METRICS = ("real_acc", "fake_acc", "acc", "auc", "ap")
+DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
+METRIC_NAMES = ("Real acc.", "Fake acc.", "Overall acc.", "AUC", "AP")
+TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg50": "JPEG 50",
+              "half": "Resize 1/2", "blur1": "Blur (sigma 1)", "crop": "Random crop"}
+CODE_OVERALL = "overall"  # stages.code_eval.OVERALL; transformed results are keyed overall_<transform>
+DETECTOR_ALL = "all"  # stages.shipped.train.ALL
+PAPER_GENERATORS = ("sd14", "sd21", "sdxl", "deepfloyd_if")
+
+
+@dataclass(frozen=True)
+class CodeSetting:
+    """What decides whether a CoDE figure is comparable with the paper's (the code_train params)."""
+
+    arch: str
+    image_size: int
+    local_size: int
+    epochs: int
+    generators: tuple[str, ...]
+
+
+PAPER_SETTING = CodeSetting(arch="vit_tiny_patch16_224", image_size=224, local_size=96, epochs=150,
+                            generators=PAPER_GENERATORS)
+
+
+def read_json(path: Path) -> dict | None:
+    """The file's JSON object, or None when it does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(str(path), f"not valid JSON ({error})") from error
+
+
+def read_csv(path: Path) -> list[dict[str, Any]] | None:
+    """Rows of a plot-data CSV, numbers as floats and empty cells as None; None when the file does not exist."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    try:
+        return [{k: (None if v == "" else v if k in ("transform", "generator") else float(v)) for k, v in row.items()}
+                for row in rows]
+    except ValueError as error:
+        raise InputError(str(path), f"expected numbers in every metric column ({error})") from error
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def header(cells: list[str]) -> list[str]:
+    return [row(cells), "|" + "---|" * len(cells)]
+
+
+def missing(path: Path, stage: str) -> str:
+    return f"No `{path}` (dvc repro {stage})."
+
+
+# ------------------------------------------------------------------------------------------------- CoDE
+def setting_differences(setting: CodeSetting) -> list[str]:
+    """Every way the run differs from the paper's setting; the parents always do (COCO here, LAION in D3)."""
+    ours, paper = setting, PAPER_SETTING
+    differences = ["parents: COCO (paper: LAION-400M)"]
+    if set(ours.generators) != set(paper.generators):
+        differences.append(f"children: {', '.join(ours.generators)} (paper: SD 1.4, SD 2.1, SD XL, DeepFloyd IF)")
+    for name, unit in (("arch", ""), ("image_size", " px"), ("local_size", " px"), ("epochs", "")):
+        if getattr(ours, name) != getattr(paper, name):
+            differences.append(f"{name} {getattr(ours, name)}{unit} (paper: {getattr(paper, name)}{unit})")
+    return differences
+
+
+def code_generators(evaluation: dict) -> list[str]:
+    """The evaluated generators: the clean keys of any head other than the overall ones."""
+    keys = next((evaluation[h] for h in CODE_HEADS if h in evaluation), {})
+    return sorted(k for k in keys if not k.startswith(CODE_OVERALL))
+
+
+def render_code(training: dict | None, evaluation: dict | None, setting: CodeSetting, label: Label, *,
+                paths: tuple[Path, Path]) -> list[str]:
+    """The CoDE section: setting and paper note, training summary, per-head table, robustness grid."""
+    lines = ["# CoDE: contrastive ViT-Tiny trained from scratch", ""]
+    small = setting.image_size < PAPER_SETTING.image_size or setting.epochs < PAPER_SETTING.epochs
+    demo = ""
+    if "tiny_random" in setting.generators:
+        demo = (" **This is the offline demo run**: `tiny_random` has random weights (its children are not "
+                "realistic)" + (", and the crops and epochs are demo-size" if small else "")
+                + "; its figures test the pipeline, not CoDE.")
+    elif small:
+        demo = " Crops or epochs are smaller than the paper's."
+    lines += [f"Setting of this run: `{setting.arch}`, global crops {setting.image_size} px, local crops "
+              f"{setting.local_size} px, {setting.epochs} epochs, children of "
+              + ", ".join(f"`{g}`" for g in setting.generators) + "." + demo, ""]
+    lines += ["Paper figures are shown only where the setting matches the CoDE paper's (D3: LAION-400M parents; "
+              "SD 1.4, SD 2.1, SD XL and DeepFloyd IF children; ViT-Tiny/16 at 224 px; 150 epochs), and none is "
+              "transcribed: our source (`papers/code-summary.md`) gives no numeric figures. This run differs in: "
+              + "; ".join(setting_differences(setting)) + ".", ""]
+    if training is None:
+        lines += [missing(paths[0], "code_train"), ""]
+    else:
+        images = training.get("images", {})
+        best = training.get("best", {})
+        lines += [f"Training: {training.get('epochs_run', 0):g} epochs run, "
+                  f"best epoch {training.get('best_epoch', 0):g}"
+                  + "".join(f" ({name.replace('_', ' ')} {pct(value)} %)" for name, value in best.items())
+                  + f", stopped early: {'yes' if training.get('stopped_early') else 'no'}; train images "
+                  f"{images.get('train_real', 0):g} real / {images.get('train_fake', 0):g} fake, val "
+                  f"{images.get('val_real', 0):g} real / {images.get('val_fake', 0):g} fake.", ""]
+    if evaluation is None:
+        return [*lines, missing(paths[1], "code_eval"), ""]
+    images = evaluation.get("images", {})
+    generators = code_generators(evaluation)
+    thresholds = evaluation.get("thresholds", {})
+    lines += ["## CoDE: test split, per head and generator", "",
+              f"Percentages. Test images: {images.get('test_real', 0):g} real, "
+              + ", ".join(f"{images.get(f'test_fake_{g}', 0):g} fake of `{g}`" for g in generators)
+              + ". A generator's row scores its children against all test parents; *All generators* scores "
+              "everything. Each head's threshold is chosen on val.", ""]
+    lines += header(["Head / generator", *METRIC_NAMES])
+    for head, name in CODE_HEADS.items():
+        if head not in evaluation:
+            continue
+        threshold = thresholds.get(head)
+        lines.append(row([f"**{name}**" + ("" if threshold is None else f" (threshold {threshold:.3g})")]
+                         + [""] * len(CODE_METRICS)))
+        for key, text in [*((g, label(g)) for g in generators), (CODE_OVERALL, "All generators")]:
+            scores = evaluation[head].get(key, {})
+            lines.append(row([text] + [pct(scores.get(m)) for m in CODE_METRICS]))
+    lines += ["", "## CoDE: robustness (test split, all generators, overall accuracy)", "",
+              "Percentages. The same heads and thresholds on the test images after each transformation; "
+              "per generator, with AUC and AP: `metrics/plots/code_eval.csv`.", ""]
+    transforms = [t for t in TRANSFORMS if t == "clean" or any(f"{CODE_OVERALL}_{t}" in evaluation.get(h, {})
+                                                               for h in CODE_HEADS)]
+    lines += header(["Head", *(TRANSFORMS[t] for t in transforms)])
+    for head, name in CODE_HEADS.items():
+        if head in evaluation:
+            keys = [CODE_OVERALL if t == "clean" else f"{CODE_OVERALL}_{t}" for t in transforms]
+            lines.append(row([name] + [pct(evaluation[head].get(k, {}).get("acc")) for k in keys]))
+    return [*lines, ""]
+
+
+# ------------------------------------------------------------------------------------------- detector
+def describe_detector(spec: dict) -> list[str]:
+    """The artifact's identity in a few lines: backbone, head, threshold, what it was trained on."""
+    backbone, head, trained = spec.get("backbone", {}), spec.get("head", {}), spec.get("trained_on", {})
+    random = backbone.get("random_weights") or "random" in str(backbone.get("alias", ""))
+    params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in sorted(head.get("params", {}).items()))
+    counts = trained.get("counts", {})
+    split_counts = "; ".join(f"{split} {c.get('real', 0)} real / {c.get('fake', 0)} fake"
+                             for split, c in counts.items())
+    return [f"- Detector id: `{spec.get('id')}`",
+            f"- Backbone: `{backbone.get('alias')}` ({backbone.get('library')} `{backbone.get('architecture')}`, "
+            f"weights `{backbone.get('weights')}`, {backbone.get('dim')}-d"
+            + ("; random weights" if random else "") + ")",
+            f"- Head: {head.get('kind')}" + (f" ({params})" if params else ""),
+            f"- Threshold: {spec.get('threshold', float('nan')):.4f} on the probability of *generated*, chosen on val",
+            "- Trained on the train split of " + ", ".join(f"`{g}`" for g in trained.get("generators", []))
+            + (f" ({split_counts})" if split_counts else "")]
+
+
+def render_detector(spec: dict | None, metrics: dict | None, robustness: list[dict] | None, label: Label, *,
+                    paths: tuple[Path, Path, Path]) -> list[str]:
+    """The shipped detector section: what it is, val and test per generator, and its robustness on test."""
+    lines = ["# Shipped detector", "",
+             "What `parentage detect` runs (`model.backbone`, `model.head`, `model.generators`). Percentages.", ""]
+    lines += describe_detector(spec) if spec is not None else [missing(paths[0], "detector")]
+    lines.append("")
+    lines += ["## Shipped detector: val and test, per generator", ""]
+    if metrics is None:
+        lines += [missing(paths[1], "detector"), ""]
+    else:
+        splits = [s for s in ("val", "test") if s in metrics]
+        generators = sorted({g for s in splits for g in metrics[s]} - {DETECTOR_ALL})
+        lines += header(["Generator", *(f"{s} {m}" for s in splits for m in METRIC_NAMES)])
+        for key, text in [*((g, label(g)) for g in generators), (DETECTOR_ALL, "All generators")]:
+            lines.append(row([text] + [pct(metrics[s].get(key, {}).get(m)) for s in splits for m in DETECTOR_METRICS]))
+        lines.append("")
+    lines += ["## Shipped detector: robustness (test split)", "",
+              "The test images read again, transformed, embedded by the backbone and scored at the shipped "
+              f"threshold (plot data: `{paths[2]}`).", ""]
+    if robustness is None:
+        return [*lines, missing(paths[2], "detector"), ""]
+    generators = sorted({r["generator"] for r in robustness} - {DETECTOR_ALL})
+    # one generator: its block is the all-generators block, so show it once
+    groups = [(g, label(g)) for g in generators] + ([(DETECTOR_ALL, "All generators")] if len(generators) != 1 else [])
+    lines += header(["Transform", *METRIC_NAMES])
+    for key, text in groups:
+        lines.append(row([f"**{text}**"] + [""] * len(DETECTOR_METRICS)))
+        for r in (r for r in robustness if r["generator"] == key):
+            name = TRANSFORMS.get(r["transform"], r["transform"])
+            lines.append(row([name] + [pct(r.get(m)) for m in DETECTOR_METRICS]))
+    return [*lines, ""]

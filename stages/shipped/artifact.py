@@ -1,0 +1,213 @@
+"""The shipped detector as a self-describing artifact: a folder with two files and no pickle, so loading a
+detector someone shared runs none of their code.
+
+    detector.json       format and version; the detector id; the backbone it was trained on (alias,
+                        library, architecture, weights tag, preprocessing, dimension); the head (kind and
+                        hyper-parameters); the threshold and the split it was chosen on; the generators and
+                        data it was trained on; library versions
+    head.safetensors    the head's tensors, float32: mean (D,), scale (D,) (standardisation fitted on train),
+                        coef (D,), intercept (1,)
+
+A detector's score is the head's probability that an image is generated (FAKE); the label is FAKE when the
+score is at least the threshold. The id hashes everything that decides a score (backbone, head tensors,
+threshold), so two artifacts with one id score every image alike, and a hand-edited artifact is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.contracts.io import atomic_path, safetensors_metadata
+
+FORMAT = "parentage-detector"
+FORMAT_VERSION = 1
+SPEC_FILE = "detector.json"
+TENSORS_FILE = "head.safetensors"
+HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
+# What must match between the backbone a detector was trained on and the one it is run with (seed: of random
+# weights, -1 for trained ones).
+BACKBONE_KEYS = ("alias", "library", "architecture", "weights", "seed", "preprocessing", "dim")
+
+
+class BackboneMismatch(ValueError):
+    """The backbone at hand is not the one the detector was trained on: its scores would mean nothing."""
+
+
+@dataclass
+class LinearHead:
+    """A linear classifier on standardised embeddings: score = sigmoid(((x - mean) / scale) . coef + b)."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    coef: np.ndarray  # (D,)
+    intercept: np.ndarray  # (1,)
+    kind: str = "logreg"
+    params: dict[str, float] = field(default_factory=dict)  # hyper-parameters, e.g. the C chosen on val
+
+    def __post_init__(self) -> None:
+        for name in HEAD_TENSORS:
+            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float32).reshape(-1))
+        dim = len(self.coef)
+        if len(self.mean) != dim or len(self.scale) != dim or len(self.intercept) != 1:
+            raise ValueError(f"head tensors disagree: mean {self.mean.shape}, scale {self.scale.shape}, "
+                             f"coef {self.coef.shape}, intercept {self.intercept.shape}")
+
+    @property
+    def dim(self) -> int:
+        return len(self.coef)
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings -> (N,) probabilities of FAKE."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"embeddings have shape {x.shape}; the head expects (N, {self.dim})")
+        logits = ((x - self.mean) / self.scale) @ self.coef.astype(np.float64) + float(self.intercept[0])
+        return 1.0 / (1.0 + np.exp(-logits))  # (N,)
+
+
+@dataclass
+class Detector:
+    """A backbone description, a head on its embeddings and a threshold on the head's score."""
+
+    backbone: dict[str, Any]  # BACKBONE_KEYS and any other attribute of the embedding cache
+    head: LinearHead
+    threshold: float
+    trained_on: dict[str, Any] = field(default_factory=dict)  # generators, splits, counts, protocol
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [key for key in BACKBONE_KEYS if key not in self.backbone]
+        if missing:
+            raise ValueError(f"backbone description lacks {missing}; expected {list(BACKBONE_KEYS)}")
+        if int(self.backbone["dim"]) != self.head.dim:
+            raise ValueError(f"the backbone gives {self.backbone['dim']}-d embeddings, "
+                             f"the head expects {self.head.dim}")
+
+    @property
+    def id(self) -> str:
+        """`<backbone>-<head>-<12 hex>`: a hash of everything that decides a score."""
+        digest = hashlib.sha256(_canonical({"backbone": {k: self.backbone[k] for k in BACKBONE_KEYS},
+                                            "head": self.head.kind, "params": self.head.params,
+                                            "threshold": self.threshold}))
+        for name in HEAD_TENSORS:
+            digest.update(getattr(self.head, name).tobytes())
+        return f"{self.backbone['alias']}-{self.head.kind}-{digest.hexdigest()[:12]}"
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.head.score(embeddings)
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        """(N,) scores -> (N,) labels: FAKE (1) at or above the threshold, REAL (0) below."""
+        from stages.contracts.labels import FAKE, REAL
+
+        return np.where(np.asarray(scores) >= self.threshold, FAKE, REAL).astype(np.int8)
+
+
+def describe_backbone(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's backbone fields from an embedding cache's (or a loaded backbone's) attributes."""
+    attrs = {"seed": -1, **attrs}  # caches without a seed attribute hold trained weights
+    missing = [key for key in ("backbone", *BACKBONE_KEYS[1:]) if key not in attrs]
+    if missing:
+        raise ValueError(f"backbone attributes lack {missing}; the embed stage writes them")
+    described = {"alias": attrs["backbone"], **{key: attrs[key] for key in BACKBONE_KEYS[1:]}}
+    described.update(dim=int(described["dim"]), seed=int(described["seed"]))
+    if "random_weights" in attrs:
+        described["random_weights"] = bool(attrs["random_weights"])
+    return described
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def save_detector(detector: Detector, folder: Path | str) -> Path:
+    """Write the artifact folder atomically (temporary folder, then rename)."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    spec = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "id": detector.id,
+        "score": "probability that the image is generated (label 1 = fake); label = fake when score >= threshold",
+        "backbone": detector.backbone,
+        "head": {"kind": detector.head.kind, "params": detector.head.params, "tensors": TENSORS_FILE,
+                 "formula": "sigmoid(((x - mean) / scale) . coef + intercept)"},
+        "threshold": detector.threshold,
+        "trained_on": detector.trained_on,
+        "versions": detector.versions,
+    }
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        save_file({name: getattr(detector.head, name) for name in HEAD_TENSORS}, str(tmp / TENSORS_FILE),
+                  metadata=safetensors_metadata({"format": FORMAT, "id": detector.id}))
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load_detector(folder: Path | str) -> Detector:
+    """Read an artifact folder (JSON and safetensors only: nothing in it is executed).
+
+    Raises FileNotFoundError if it is not there, ValueError naming the file if it is malformed, of another
+    format version, or was edited after it was written (its id no longer matches its content)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    spec_path, tensors_path = folder / SPEC_FILE, folder / TENSORS_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{folder}: no detector here (no {SPEC_FILE}); the detector stage writes one "
+                                f"(dvc repro detector)")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{spec_path}: not valid JSON ({error})") from error
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"{spec_path}: not a {FORMAT} file")
+    if spec.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{spec_path}: format version {spec.get('format_version')!r}; this parentage reads "
+                         f"version {FORMAT_VERSION}")
+    try:
+        tensors = load_file(str(tensors_path))
+    except (FileNotFoundError, SafetensorError, OSError) as error:
+        raise ValueError(f"{tensors_path}: cannot read the head's tensors ({error})") from error
+    missing = [name for name in HEAD_TENSORS if name not in tensors]
+    if missing:
+        raise ValueError(f"{tensors_path}: missing tensors {missing}")
+    try:
+        head = LinearHead(**{name: tensors[name] for name in HEAD_TENSORS}, kind=spec["head"]["kind"],
+                          params=spec["head"].get("params", {}))
+        detector = Detector(backbone=spec["backbone"], head=head, threshold=float(spec["threshold"]),
+                            trained_on=spec.get("trained_on", {}), versions=spec.get("versions", {}))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{spec_path}: malformed detector ({error})") from error
+    if detector.id != spec.get("id"):
+        raise ValueError(f"{folder}: its content does not match its id {spec.get('id')!r} (edited or mixed up "
+                         f"with another detector's files); retrain it or fetch it again")
+    return detector
+
+
+def check_backbone(detector: Detector, backbone: dict[str, Any], *, where: str = "backbone") -> None:
+    """Raise `BackboneMismatch` naming each differing field unless `backbone` is the one the detector knows."""
+    differing = [f"{key}: detector {detector.backbone.get(key)!r}, {where} {backbone.get(key)!r}"
+                 for key in BACKBONE_KEYS if _normal(detector.backbone.get(key)) != _normal(backbone.get(key))]
+    if differing:
+        raise BackboneMismatch(
+            f"detector {detector.id} was trained on backbone {detector.backbone.get('alias')!r} and cannot score "
+            f"embeddings of {where} {backbone.get('alias')!r}: " + "; ".join(differing))
+
+
+def _normal(value: Any) -> Any:
+    # JSON round trips turn tuples into lists and may store numbers as strings; compare canonical forms
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return json.loads(_canonical(value))

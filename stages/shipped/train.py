@@ -1,0 +1,194 @@
+"""The shipped detector's life in the pipeline: train it from embedding caches, measure it per split and
+generator, and measure it again on transformed test images (the robustness grid)."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.contracts.embeddings import EmbeddingTable, read_embeddings, same_backbone
+from stages.contracts.errors import InputError
+from stages.contracts.labels import FAKE, REAL
+from stages.imaging.transforms import Transform
+from stages.shipped.artifact import Detector, describe_backbone
+from stages.shipped.head_fit import C_GRID, detection_metrics, fit_logreg
+
+PARENTS = "parents"
+ALL = "all"
+ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy", "overall_accuracy",
+                      "full_cluster_accuracy", "auc", "ap", "count")
+
+
+def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingTable]:
+    """parents.h5 and <gen>.h5 of one backbone, checked: one backbone, parents REAL, children FAKE."""
+    if not generators:
+        raise InputError("model.generators", "is empty; the detector needs children to learn from")
+    if len(set(generators)) != len(generators):
+        raise InputError("model.generators", f"{list(generators)} repeats an alias")
+    tables = {PARENTS: read_embeddings(folder / f"{PARENTS}.h5")}
+    tables.update({gen: read_embeddings(folder / f"{gen}.h5") for gen in generators})
+    same_backbone(tables)
+    for name, table in tables.items():
+        expected = REAL if name == PARENTS else FAKE
+        if not (table.label == expected).all():
+            raise InputError(f"{folder / name}.h5", f"holds labels other than {expected}; expected only the "
+                             f"{'parents' if expected == REAL else 'children'} of one set")
+    return tables
+
+
+def _pool(tables: dict[str, EmbeddingTable], split: str,
+          generators: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) embeddings, (N,) labels and (N,) cluster ids of a split: its parents, then each generator's
+    children. Arrays, not one EmbeddingTable: children of two generators share ids (the alias qualifies them)."""
+    rows = [tables[name].split_rows(split) for name in (PARENTS, *generators)]
+    return tuple(np.concatenate([getattr(r, column) for r in rows])  # type: ignore[return-value]
+                 for column in ("embeddings", "label", "cluster_id"))
+
+
+def content_hash(table: EmbeddingTable) -> str:
+    """sha256 of a table's ids, labels, splits and embeddings: what the detector was trained on."""
+    import hashlib
+
+    digest = hashlib.sha256(table.embeddings.tobytes())
+    for column in (table.id, table.label, table.split):
+        digest.update("\n".join(map(str, column.tolist())).encode())
+    return digest.hexdigest()
+
+
+def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
+          seed: int = 0) -> tuple[Detector, dict[str, EmbeddingTable]]:
+    """Fit the detector on train (C and threshold on val; stages.shipped.head_fit); return it and the tables."""
+    from importlib.metadata import version
+
+    if head != "logreg":
+        raise InputError("model.head", f"unknown head {head!r}; known: ['logreg']")
+    tables = read_tables(folder, generators)
+    (x_train, y_train, _), (x_val, y_val, _) = _pool(tables, "train", generators), _pool(tables, "val", generators)
+    try:
+        fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
+    except ValueError as error:  # a split without real or without fake images
+        raise InputError(str(folder), str(error)) from error
+    attrs = tables[PARENTS].attrs
+    counts = {split: {"real": int((labels == REAL).sum()), "fake": int((labels == FAKE).sum())}
+              for split, labels in (("train", y_train), ("val", y_val))}
+    trained_on = {
+        "generators": list(generators),
+        "counts": counts,
+        "embeddings": {name: {"rows": len(t), "sha256": content_hash(t)} for name, t in tables.items()},
+        "protocol": "logistic regression (L2, L-BFGS, balanced class weights) on standardised train embeddings; "
+                    "C by val AUC; threshold maximising val balanced accuracy",
+        "c_grid": list(C_GRID),
+        "val_auc_by_c": fit.val_auc_by_c,
+        "seed": seed,
+    }
+    versions = {**attrs.get("versions", {}), **{name: version(name) for name in ("parentage", "numpy", "scikit-learn",
+                                                                                  "safetensors")}}
+    detector = Detector(backbone=describe_backbone(attrs), head=fit.head, threshold=fit.threshold,
+                        trained_on=trained_on, versions=versions)
+    return detector, tables
+
+
+def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str, Any]:
+    """Metrics on val and test: per generator (its children with the split's parents) and all together."""
+    generators = [name for name in tables if name != PARENTS]
+    result: dict[str, Any] = {"threshold": detector.threshold, "C": detector.head.params.get("C")}
+    for split in ("val", "test"):
+        result[split] = {}
+        for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
+            x, y, cluster = _pool(tables, split, gens)
+            result[split][name] = detection_metrics(y, detector.score(x), cluster, detector.threshold)
+    result["train_count"] = float(len(_pool(tables, "train", generators)[1]))
+    return result
+
+
+# ------------------------------------------------------------------------------------------ robustness
+@dataclass
+class Robustness:
+    rows: list[dict[str, Any]]
+    clean_max_abs_diff: float | None  # clean re-embedding against the cache: the detect path's consistency
+
+
+def _seed(item_id: str, seed: int) -> int:
+    # a stable per-image seed (Python's hash() is salted per process)
+    return zlib.crc32(f"{seed}:{item_id}".encode())
+
+
+def _test_sources(clusters: Path, children: Path,
+                  generators: Sequence[str]) -> Iterator[tuple[str, str, int, Any]]:
+    """(set, id, cluster id, Path or bytes) of every test image: parents from the clusters table, then each
+    generator's children."""
+    from stages.contracts.children import iter_image_bytes, read_manifest
+    from stages.contracts.clusters import read_clusters
+    from stages.contracts.ids import parent_id
+
+    frame = read_clusters(clusters)
+    for row in frame[frame["split"] == "test"].itertuples():
+        yield PARENTS, parent_id(int(row.cluster_id)), int(row.cluster_id), Path(row.image_path)
+    for gen in generators:
+        manifest = read_manifest(children / gen)
+        test = manifest[manifest["split"] == "test"]
+        cluster_of = dict(zip(test["child_id"], test["cluster_id"], strict=True))
+        for child, data in iter_image_bytes(children / gen, test["child_id"].tolist()):
+            yield gen, child, int(cluster_of[child]), data
+
+
+def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path, generators: Sequence[str],
+                    transforms: Sequence[Transform], *, tables: dict[str, EmbeddingTable], seed: int = 0,
+                    batch_size: int = 32, workers: int = 2, progress: bool = True) -> Robustness:
+    """Embed every test image after each transform and score it; one row per (transform, generator | all)."""
+    from stages.shipped.wild import ImageItems, embed_items
+
+    transforms = list(dict.fromkeys([Transform.clean, *transforms]))
+    sets, ids, cluster_ids, sources = zip(*_test_sources(clusters, children, generators), strict=True)
+    items = ImageItems(list(sources), [f"{s}:{i}" for s, i in zip(sets, ids, strict=True)], backbone.preprocess,
+                       transforms=transforms, seeds=[_seed(i, seed) for i in ids])
+    embedded = np.zeros((len(transforms), len(items), detector.head.dim), dtype=np.float32)  # (T, N, D)
+    for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
+                              description="robustness"):
+        if result.error is not None:
+            raise ValueError(f"{items.names[result.index]}: {result.error} (test images were readable when embedded)")
+        embedded[:, result.index] = result.embeddings
+    sets, ids, cluster_ids = np.asarray(sets), np.asarray(ids), np.asarray(cluster_ids)
+    labels = np.where(sets == PARENTS, REAL, FAKE)
+    rows = []
+    for t, transform in enumerate(transforms):
+        scores = detector.score(embedded[t])
+        for name, gens in [*((g, [g]) for g in generators), (ALL, list(generators))]:
+            mask = np.isin(sets, [PARENTS, *gens])
+            rows.append({"transform": transform.value, "generator": name,
+                         **detection_metrics(labels[mask], scores[mask], cluster_ids[mask], detector.threshold)})
+    return Robustness(rows, _clean_difference(embedded[0], sets, ids, tables))
+
+
+def _clean_difference(clean: np.ndarray, sets: np.ndarray, ids: np.ndarray,
+                      tables: dict[str, EmbeddingTable]) -> float | None:
+    """Largest |clean re-embedding - cached embedding| over the test images found in the caches."""
+    worst = None
+    for name, table in tables.items():
+        position = {i: k for k, i in enumerate(table.id.tolist())}
+        picked = [(k, position[i]) for k, (s, i) in enumerate(zip(sets, ids, strict=True))
+                  if s == name and i in position]
+        if picked:
+            mine, theirs = zip(*picked, strict=True)
+            gap = float(np.abs(clean[list(mine)] - table.embeddings[list(theirs)]).max())
+            worst = gap if worst is None else max(worst, gap)
+    return worst
+
+
+def write_robustness(target: Path, rows: list[dict[str, Any]]) -> None:
+    """The grid as CSV plot data (DVC plots, the report): one row per transform and generator."""
+    import csv
+
+    from stages.contracts.io import atomic_path
+
+    with atomic_path(target) as tmp, tmp.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=ROBUSTNESS_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in ROBUSTNESS_COLUMNS})
+

@@ -1,0 +1,195 @@
+"""Images from the wild, in batches: expanding the paths a user typed, reading each file on its own so a bad
+one becomes an error row instead of a crash, and embedding the good ones with a backbone.
+
+A backbone here is anything with a `preprocess` (PIL image -> (3, H, W) tensor) and an `embed`
+((B, 3, H, W) -> (B, D) tensor), the interface of the backbone registry (stages.embedding.backbones).
+"""
+
+from __future__ import annotations
+
+import glob
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from stages.contracts.errors import InputError
+from stages.imaging.load import MAX_PIXELS, load_rgb
+from stages.imaging.transforms import Transform, apply_transform
+
+
+class Backbone(Protocol):
+    spec: dict[str, Any]
+
+    def preprocess(self, image: Any) -> Any: ...  # PIL image -> (3, H, W) float tensor
+
+    def embed(self, pixels: Any) -> Any: ...  # (B, 3, H, W) -> (B, D), no gradient
+
+
+@dataclass(frozen=True)
+class Input:
+    """One row of `detect`'s output: a file to read, or an argument that named nothing readable."""
+
+    path: str
+    problem: str | None = None
+
+
+def expand_inputs(arguments: Sequence[str]) -> list[Input]:
+    """Files as given; folders recursively (every non-hidden file, sorted); globs (``**`` recurses).
+
+    An argument that names nothing (a missing file, a glob without match, an empty folder) becomes one
+    Input with its problem, so it gets a row like any other failure. A file reached twice is listed once."""
+    inputs: list[Input] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, shown: str) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            inputs.append(Input(shown))
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files = _folder_files(path)
+            if not files:
+                inputs.append(Input(argument, "folder holds no files"))
+            for file in files:
+                add(file, str(file))
+        elif path.exists():
+            add(path, argument)
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                inputs.append(Input(argument, "no file matches this pattern"))
+            for match in matches:
+                files = _folder_files(Path(match)) if Path(match).is_dir() else [Path(match)]
+                for file in files:
+                    add(file, str(file))
+        else:
+            inputs.append(Input(argument, "file not found"))
+    return inputs
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    # hidden files and folders (.DS_Store, .git) are not images a user meant to score
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+class ImageItems:
+    """A map-style dataset: item i -> (i, (T, 3, H, W) tensor of its T transformed versions, or None; error).
+
+    Each item is read alone, inside the DataLoader worker: any failure to read, decode or preprocess it is
+    returned as its error message, so one bad file never stops a batch."""
+
+    def __init__(self, sources: Sequence[Path | bytes | InputError], names: Sequence[str],
+                 preprocess: Callable[[Any], Any], *, transforms: Sequence[Transform] = (Transform.clean,),
+                 seeds: Sequence[int] | None = None, max_pixels: int = MAX_PIXELS) -> None:
+        self.sources, self.names, self.preprocess = sources, names, preprocess
+        self.transforms, self.max_pixels = tuple(transforms), max_pixels
+        self.seeds = seeds if seeds is not None else range(len(sources))
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        import torch
+
+        source = self.sources[index]
+        try:
+            if isinstance(source, InputError):
+                raise source
+            if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
+                raise InputError(self.names[index], "empty file")
+            with warnings.catch_warnings():
+                # PIL warns of sizes over its own limit; load_rgb refuses them under ours, and says so
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels)
+            views = [self.preprocess(apply_transform(t, image, seed=int(self.seeds[index])))
+                     for t in self.transforms]
+            return index, torch.stack(views), None  # (T, 3, H, W)
+        except InputError as error:
+            return index, None, error.problem
+        except Exception as error:  # noqa: BLE001 - a file from the wild may break a preprocessing step in any way
+            return index, None, f"cannot be preprocessed ({type(error).__name__}: {error})"
+
+
+def collate(batch: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, list[int], dict[int, str]]:
+    """-> all indices, (B_ok, T, 3, H, W) tensor of the good ones (or None), their indices, errors by index."""
+    import torch
+
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    errors = {i: e for i, x, e in batch if x is None}
+    pixels = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _, _ in batch], pixels, [i for i, _ in good], errors
+
+
+@dataclass
+class Embedded:
+    """One item's result: its (T, D) embeddings (one per transform), or its error."""
+
+    index: int
+    embeddings: Any = None  # numpy (T, D)
+    error: str | None = None
+
+
+def embed_items(backbone: Backbone, items: ImageItems, *, batch_size: int = 32, workers: int = 2,
+                progress: bool = True, description: str = "embedding") -> Iterator[Embedded]:
+    """Embed every item with the backbone, yielding results in item order (errors included)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    with tqdm(total=len(items), desc=description, unit="img", disable=not progress) as bar, torch.inference_mode():
+        for indices, pixels, good, errors in loader:
+            features = {}
+            if pixels is not None:
+                b, t = pixels.shape[:2]
+                flat = backbone.embed(pixels.flatten(0, 1))  # (B * T, 3, H, W) -> (B * T, D)
+                features = dict(zip(good, flat.float().reshape(b, t, -1).cpu().numpy(), strict=True))
+            for index in indices:
+                yield Embedded(index, features.get(index), errors.get(index))
+            bar.update(len(indices))
+
+
+class RegistryBackbone:
+    """A backbone of the registry (stages.embedding.backbones) behind the `Backbone` interface, on a device.
+
+    `spec` holds the fields a detector artifact records (stages.shipped.artifact.describe_backbone), taken
+    from the same attributes the embed stage writes into its caches, so a detector compares like with like."""
+
+    def __init__(self, loaded: Any, device: str = "cpu") -> None:
+        import torch
+
+        from stages.shipped.artifact import describe_backbone
+
+        self.loaded, self.device = loaded, torch.device(device)
+        self.spec = describe_backbone(loaded.attrs())
+        self.memory_format = torch.channels_last if loaded.spec.channels_last else torch.contiguous_format
+        self.encoder = loaded.image_encoder.to(self.device, memory_format=self.memory_format).eval()
+
+    def preprocess(self, image: Any) -> Any:
+        return self.loaded.transform(image)  # PIL -> (3, H, W)
+
+    def embed(self, pixels: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.encoder(pixels.to(self.device, memory_format=self.memory_format))  # (B, D)
+
+
+def load_registry_backbone(alias: str, registry: Path, device: str = "cpu") -> RegistryBackbone:
+    """Look `alias` up in the registry file (or the entries registered in-process) and load it offline."""
+    from stages.embedding.backbones import get_spec, load_backbone
+
+    try:
+        spec = get_spec(alias, registry)
+    except KeyError as error:
+        raise InputError(str(registry), str(error.args[0])) from error
+    return RegistryBackbone(load_backbone(spec), device)

@@ -1,0 +1,222 @@
+"""Captioned image sources for the clusters stage: the built-in demo, COCO caption files, and manifests.
+
+Each reader returns `Record`s in a stable order: one image with all of its captions (in annotation-id
+order for COCO, column order for manifests), before any rule about how many captions a parent keeps.
+Bad input found while reading (a duplicate id, a caption of an unknown image) goes through `Skips`."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from stages.contracts.errors import InputError, Skips
+
+
+@dataclass
+class Record:
+    source_id: str
+    image_path: Path
+    captions: list[str]
+    split: str | None = None  # set when the source decides the split (Karpathy's file)
+    where: str = ""  # the file (and row) this record came from, for error messages
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- demo
+# Demo images are named "<package>:<file>" and resolved inside the installed package, so the demo needs
+# no download: scikit-image's data folder and scikit-learn's sample images ship in their wheels.
+PACKAGE_IMAGE_DIRS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn.datasets", "images")}
+
+
+def package_image(name: str) -> Path:
+    """Resolve ``"skimage:astronaut.png"`` to the file inside the installed package."""
+    package, sep, file_name = name.partition(":")
+    if not sep or package not in PACKAGE_IMAGE_DIRS:
+        raise ValueError(f"demo image {name!r} must be '<package>:<file>' with package in "
+                         f"{sorted(PACKAGE_IMAGE_DIRS)}")
+    module, folder = PACKAGE_IMAGE_DIRS[package]
+    return Path(str(resources.files(module).joinpath(folder, file_name)))
+
+
+def read_demo(folder: Path, skips: Skips) -> list[Record]:
+    """The demo: ``captions.json`` in COCO format whose ``file_name``s are package images."""
+    captions_file = folder / "captions.json"
+    return read_coco_file(captions_file, image_path=package_image, skips=skips)
+
+
+# --------------------------------------------------------------------------------------------- COCO
+def read_coco_file(captions_file: Path, *, image_path, skips: Skips) -> list[Record]:
+    """One COCO caption file (``images`` + ``annotations``); `image_path` maps a file_name to a path."""
+    where = str(captions_file)
+    try:
+        data = json.loads(captions_file.read_text())
+    except FileNotFoundError as error:
+        raise InputError(where, "caption file not found") from error
+    except json.JSONDecodeError as error:
+        raise InputError(where, f"not valid JSON ({error})") from error
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise InputError(where, "not a COCO caption file: expected keys 'images' and 'annotations'")
+
+    records: dict[int, Record] = {}
+    for index, image in enumerate(data["images"]):
+        if "id" not in image or "file_name" not in image:
+            raise InputError(f"{where}: images[{index}]", "expected keys 'id' and 'file_name'")
+        image_id = int(image["id"])
+        if image_id in records:
+            skips.handle(InputError(f"{where}: images[{index}]", f"duplicate image id {image_id}"),
+                         "duplicate_id")
+            continue
+        records[image_id] = Record(str(image_id), image_path(image["file_name"]), [],
+                                   where=f"{where}: image {image_id} ({image['file_name']})")
+
+    annotations = sorted(data["annotations"], key=lambda a: int(a["id"]))
+    unknown: set[int] = set()
+    for annotation in annotations:
+        image_id = int(annotation["image_id"])
+        if image_id not in records:
+            unknown.add(image_id)
+            continue
+        records[image_id].captions.append(str(annotation.get("caption", "")))
+    for image_id in sorted(unknown):
+        skips.handle(InputError(where, f"captions refer to image id {image_id}, which is not in 'images'"),
+                     "unknown_image")
+    return list(records.values())
+
+
+def read_coco(root: Path, captions_glob: str, karpathy_split: Path | None, skips: Skips) -> list[Record]:
+    """COCO 2014 or 2017: every caption file matching `captions_glob` under `root`.
+
+    An image ``file_name`` from ``captions_<sub>*.json`` (sub as in val2017) is looked for in ``root/<sub>/``, then
+    ``root/images/<sub>/``, then ``root/``. With Karpathy's ``dataset_coco.json`` its split decides
+    (restval counts as train) and images it does not list are bad input ("not_in_split_file")."""
+    files = sorted(Path(p) for p in glob.glob(str(root / captions_glob)))
+    if not files:
+        raise InputError(str(root), f"no COCO caption file matches {captions_glob!r}",
+                         "download annotations_trainval2014.zip or 2017 from the COCO site and point "
+                         "clusters.input at the folder holding annotations/ and the image folders")
+    records: list[Record] = []
+    seen: dict[str, str] = {}
+    for captions_file in files:
+        # captions_val2017.json (or captions_val2017_all5000.json) -> the val2017 image folder
+        match = re.search(r"(train|val|test)\d{4}", captions_file.stem)
+        sub = match.group(0) if match else captions_file.stem
+        folders = [root / sub, root / "images" / sub, root]
+        for record in read_coco_file(captions_file, image_path=lambda name, f=folders: _first_existing(f, name),
+                                     skips=skips):
+            if record.source_id in seen:
+                skips.handle(InputError(record.where, f"image id {record.source_id} also in "
+                                        f"{seen[record.source_id]}"), "duplicate_id")
+                continue
+            seen[record.source_id] = str(captions_file)
+            records.append(record)
+    if karpathy_split is not None:
+        splits = read_karpathy(karpathy_split)
+        kept = []
+        for record in records:
+            split = splits.get(record.source_id)
+            if split is None:
+                skips.handle(InputError(record.where, f"not listed in {karpathy_split}"), "not_in_split_file")
+                continue
+            record.split = split
+            kept.append(record)
+        records = kept
+    return records
+
+
+def _first_existing(folders: list[Path], name: str) -> Path:
+    for folder in folders:
+        if (folder / name).exists():
+            return folder / name
+    return folders[0] / name  # reported as missing by the image check
+
+
+def read_karpathy(path: Path) -> dict[str, str]:
+    """Map COCO image id to train / val / test from Karpathy's ``dataset_coco.json`` (restval -> train)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise InputError(str(path), "Karpathy split file not found") from error
+    mapping = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+    out = {}
+    for index, image in enumerate(data.get("images", [])):
+        if image.get("split") not in mapping or "cocoid" not in image:
+            raise InputError(f"{path}: images[{index}]", f"expected 'cocoid' and a split in {sorted(mapping)}")
+        out[str(image["cocoid"])] = mapping[image["split"]]
+    if not out:
+        raise InputError(str(path), "no images listed: expected Karpathy's dataset_coco.json")
+    return out
+
+
+# ----------------------------------------------------------------------------------------- manifest
+PATH_COLUMNS = ("image_path", "path", "image", "file", "file_name")
+ID_COLUMNS = ("id", "image_id", "source_id")
+
+
+def read_manifest(path: Path, skips: Skips) -> list[Record]:
+    """A CSV, JSONL or Parquet file: an image path column (one of PATH_COLUMNS, relative paths resolved
+    against the manifest's folder), an optional id column (ID_COLUMNS; the path otherwise), and captions
+    either as a list column ``captions`` or as columns ``caption_1``, ``caption_2``, ... in order."""
+    import pandas as pd
+
+    where = str(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True, dtype=False)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise InputError(where, f"unknown manifest format {suffix!r}; expected .csv, .jsonl or .parquet")
+    except FileNotFoundError as error:
+        raise InputError(where, "manifest not found") from error
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(where, f"cannot be parsed ({error})") from error
+
+    path_column = next((c for c in PATH_COLUMNS if c in frame.columns), None)
+    if path_column is None:
+        raise InputError(where, f"no image path column; expected one of {PATH_COLUMNS}, "
+                         f"found {list(frame.columns)}")
+    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
+    caption_columns = sorted((c for c in frame.columns if re.fullmatch(r"caption_?\d+", str(c))),
+                             key=lambda c: int(re.sub(r"\D", "", c)))
+    if "captions" not in frame.columns and not caption_columns:
+        raise InputError(where, "no caption column; expected a list column 'captions' or columns "
+                         "'caption_1', 'caption_2', ...")
+
+    records: list[Record] = []
+    seen: set[str] = set()
+    for row_number, row in enumerate(frame.to_dict("records"), start=1):
+        row_where = f"{where}: row {row_number}"
+        image = Path(str(row[path_column]))
+        image = image if image.is_absolute() else path.parent / image
+        source_id = str(row[id_column]) if id_column else str(row[path_column])
+        if source_id in seen:
+            skips.handle(InputError(row_where, f"duplicate id {source_id!r}"), "duplicate_id")
+            continue
+        seen.add(source_id)
+        captions = _row_captions(row, caption_columns, row_where)
+        records.append(Record(source_id, image, captions, where=f"{row_where} ({image})"))
+    return records
+
+
+def _row_captions(row: dict, caption_columns: list[str], where: str) -> list[str]:
+    if caption_columns:
+        return [str(row[c]) for c in caption_columns if row[c] is not None and str(row[c]) != ""]
+    value = row["captions"]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise InputError(where, "column 'captions' holds a string that is not a JSON list") from error
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes, dict)):
+        raise InputError(where, f"column 'captions' must be a list of strings, got {type(value).__name__}")
+    return [str(c) for c in value]

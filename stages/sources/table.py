@@ -1,0 +1,117 @@
+"""Building the clusters table (stages.contracts.clusters) from a source's records: the first N captions of
+each parent, every image decoded once to check it, a seeded split, cluster ids in source-id order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from stages.contracts.clusters import natural_key
+from stages.contracts.errors import InputError, Skips
+from stages.contracts.labels import SPLITS
+from stages.imaging.load import ImageInfo, inspect_image
+from stages.sources.readers import Record
+
+SKIP_REASONS = ("missing_file", "unreadable_image", "duplicate_id", "too_few_captions", "empty_caption",
+                "unknown_image", "not_in_split_file")
+
+
+def keep_captions(records: Sequence[Record], n: int, skips: Skips) -> tuple[list[Record], int]:
+    """Keep the first `n` captions of each record (they arrive in annotation-id order).
+
+    A record with fewer than `n`, or with an empty caption among its first `n`, is bad input. Returns the
+    kept records and how many extra captions were dropped."""
+    kept, dropped = [], 0
+    for record in records:
+        captions = record.captions[:n]
+        if len(captions) < n:
+            skips.handle(InputError(record.where, f"has {len(captions)} captions; {n} are needed "
+                                    "(clusters.captions_per_parent)"), "too_few_captions")
+            continue
+        empty = [i for i, c in enumerate(captions) if not c.strip()]
+        if empty:
+            skips.handle(InputError(record.where, f"caption {empty[0]} is empty"), "empty_caption")
+            continue
+        dropped += len(record.captions) - n
+        kept.append(Record(record.source_id, record.image_path, [c.strip() for c in captions], record.split,
+                           record.where))
+    return kept, dropped
+
+
+def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
+                 progress: bool = True) -> list[tuple[Record, ImageInfo]]:
+    """Decode every image fully (catching truncation) in a thread pool; bad ones go through `skips`."""
+    from tqdm.auto import tqdm
+
+    def probe(record: Record) -> ImageInfo | tuple[InputError, str]:
+        """The image's description, or the error and its skip reason."""
+        if not record.image_path.is_file():
+            return InputError(record.where, f"image file {record.image_path} does not exist"), "missing_file"
+        try:
+            return inspect_image(record.image_path, where=f"{record.where}: {record.image_path}")
+        except InputError as error:
+            return error, "unreadable_image"
+
+    good = []
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(probe, records)
+        for record, result in tqdm(zip(records, results, strict=True), total=len(records), desc="check images",
+                                   unit="img", disable=not progress):
+            if isinstance(result, tuple):
+                skips.handle(*result)
+            else:
+                good.append((record, result))
+    return good
+
+
+def assign_splits(source_ids: Sequence[str], *, val_fraction: float, test_fraction: float,
+                  seed: int) -> list[str]:
+    """A seeded random split: the same ids and seed give the same split, whatever their input order."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+                         "and leave room for train")
+    order = sorted(range(len(source_ids)), key=lambda i: natural_key(source_ids[i]))
+    permuted = np.random.default_rng(seed).permutation(len(order))
+    n_test = round(len(order) * test_fraction)
+    n_val = round(len(order) * val_fraction)
+    splits = [""] * len(source_ids)
+    for rank, position in enumerate(permuted):
+        index = order[position]
+        splits[index] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return splits
+
+
+def build_table(checked: Sequence[tuple[Record, ImageInfo]], splits: Sequence[str]):
+    """The clusters table as a pyarrow Table, sorted by source id, cluster ids 0..n-1."""
+    import pyarrow as pa
+
+    rows = sorted(zip(checked, splits, strict=True), key=lambda item: natural_key(item[0][0].source_id))
+    for (record, _), split in rows:
+        if split not in SPLITS:
+            raise ValueError(f"{record.where}: split {split!r} is not one of {SPLITS}")
+    return pa.table({
+        "cluster_id": pa.array(range(len(rows)), pa.int64()),
+        "split": pa.array([s for _, s in rows], pa.string()),
+        "image_path": pa.array([portable_path(r.image_path) for (r, _), _ in rows], pa.string()),
+        "source_id": pa.array([r.source_id for (r, _), _ in rows], pa.string()),
+        "captions": pa.array([r.captions for (r, _), _ in rows], pa.list_(pa.string())),
+        "mode": pa.array([i.mode for (_, i), _ in rows], pa.string()),
+        "format": pa.array([i.format for (_, i), _ in rows], pa.string()),
+        "width": pa.array([i.width for (_, i), _ in rows], pa.int32()),
+        "height": pa.array([i.height for (_, i), _ in rows], pa.int32()),
+        "exif_rotated": pa.array([i.exif_rotated for (_, i), _ in rows], pa.bool_()),
+    })
+
+
+def portable_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it, else as given."""
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
+

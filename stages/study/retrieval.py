@@ -1,0 +1,41 @@
+"""Caption retrieval from generated images (paper §4.2, Table 3): exact-pair and intra-cluster recall@k."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stages.study.distances import _unit
+
+
+def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray, query_group: np.ndarray,
+                key_group: np.ndarray, *, ks: Sequence[int] = (1, 3, 5), chunk: int = 2048
+                ) -> dict[str, dict[str, float]]:
+    """Exact-pair and intra-cluster recall@k of cosine retrieval, computed `chunk` queries at a time.
+
+    queries (Q, D) retrieve among keys (C, D). Exact pair: a hit at k when key `query_target[q]` ranks in the
+    top k. Intra-cluster: a hit when any key whose group equals `query_group[q]` ranks in the top k. The rank
+    of a key is the number of keys strictly more similar, so memory is O(chunk * C), never O(Q * C)."""
+    queries, keys = _unit(np.asarray(queries, dtype=np.float32)), _unit(np.asarray(keys, dtype=np.float32))
+    query_target, query_group, key_group = map(np.asarray, (query_target, query_group, key_group))
+    if len(queries) == 0 or len(keys) == 0:
+        raise ValueError("retrieval needs at least one query and one key")
+    if not np.isin(query_group, key_group).all():
+        raise ValueError("some queries have no key of their group")
+    exact_rank = np.empty(len(queries), dtype=np.int64)
+    group_rank = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        stop = min(start + chunk, len(queries))
+        similarity = queries[start:stop] @ keys.T  # (c, C)
+        rows = np.arange(stop - start)
+        target = similarity[rows, query_target[start:stop]]  # (c,)
+        exact_rank[start:stop] = (similarity > target[:, None]).sum(axis=1)
+        in_group = key_group[None, :] == query_group[start:stop, None]  # (c, C)
+        best = np.where(in_group, similarity, -np.inf).max(axis=1)  # (c,)
+        group_rank[start:stop] = (similarity > best[:, None]).sum(axis=1)
+    return {
+        "exact_pair": {f"r{k}": float((exact_rank < k).mean()) for k in ks},
+        "intra_cluster": {f"r{k}": float((group_rank < k).mean()) for k in ks},
+    }
+
