@@ -43,7 +43,8 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
         coco_captions: str = "annotations/captions_*.json", karpathy_split: Path | None = None,
         val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0, skip_bad: bool = False,
         workers: int = 8, progress: bool = True) -> dict:
-    """Build and write the clusters table; return the metrics."""
+    """Build and write the clusters table; return the metrics, plus the first skipped inputs of each reason
+    under ``skipped_examples`` (not a metric: shown to the user)."""
     import pyarrow.parquet as pq
 
     from stages.contracts.io import atomic_path, write_metrics
@@ -76,7 +77,8 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
         "extra_captions_dropped": float(dropped),
     }
     write_metrics(metrics, result)
-    return result
+    examples = [f"{reason}: {example}" for reason, shown in skips.examples.items() for example in shown]
+    return {**result, "skipped_examples": examples}
 
 
 @app.command()
@@ -110,6 +112,8 @@ def main(
     parents, skipped = result["parents"], result["skipped"]
     typer.echo(f"{out}: {parents['total']:.0f} parents (train {parents['train']:.0f}, val {parents['val']:.0f}, "
                f"test {parents['test']:.0f}); {skipped['total']:.0f} skipped")
+    for example in result["skipped_examples"]:
+        typer.echo(f"  skipped {example}")
 
 
 if __name__ == "__main__":

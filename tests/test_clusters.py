@@ -219,6 +219,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, coco_dir):
     result = runner.invoke(clusters.app, [*args, "--on-bad", "skip"])
     assert result.exit_code == 0, result.output
     assert "9 parents" in result.output and "1 skipped" in result.output
+    assert "skipped missing_file:" in result.output and "000000000002.jpg does not exist" in result.output
     assert json.loads((tmp_path / "m.json").read_text())["skipped"]["missing_file"] == 1
 
 

@@ -155,6 +155,9 @@ def test_stack_clusters_realigns_shuffled_rows():
     (lambda p, c: (p, EmbeddingTable(c.embeddings, c.id, c.cluster_id, c.label, c.caption_index,
                                      np.where(np.arange(len(c)) == 0, "train", c.split), c.attrs)), "different splits"),
     (lambda p, c: (c, p), "label"),
+    # ids out of step with the rows' cluster ids and caption indices (a cache whose columns were mixed up)
+    (lambda p, c: (p, EmbeddingTable(c.embeddings, np.roll(c.id, 1), c.cluster_id, c.label, c.caption_index,
+                                     c.split, c.attrs)), "out of step with their source"),
     (lambda p, c: (p, EmbeddingTable(c.embeddings, c.id, c.cluster_id, c.label, c.caption_index, c.split,
                                      {**c.attrs, "backbone": "other"})), "different backbones"),
 ])

@@ -11,7 +11,9 @@ Layout of ``data/embeddings/<backbone>/<set>.h5`` (DESIGN.md, "Data contracts"):
     attributes: backbone, library, architecture, weights, preprocessing, dim, image_set, versions (JSON),
                 random_weights (bool), and any other string the writer adds.
 
-Readers check that rows are aligned with the ids they expect (`check_alignment`) instead of trusting order.
+Readers check that rows are aligned with the ids they expect (`check_alignment`) instead of trusting order:
+the study and the shipped detector check every row's id against its cluster id, label and caption index
+(`row_ids`), so a cache whose columns are out of step is refused, naming the file.
 """
 
 from __future__ import annotations
@@ -73,15 +75,6 @@ class EmbeddingTable:
     def split_rows(self, split: str) -> EmbeddingTable:
         return self.select(self.split == split)
 
-    @staticmethod
-    def concat(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
-        if not tables:
-            raise ValueError("nothing to concatenate")
-        dims = {t.dim for t in tables}
-        if len(dims) != 1:
-            raise ValueError(f"cannot concatenate embeddings of dimensions {sorted(dims)}")
-        return EmbeddingTable(*(np.concatenate([getattr(t, name) for t in tables])
-                                for name in ("embeddings", *ROW_FIELDS)), attrs=dict(tables[0].attrs))
 
 
 def write_embeddings(path: Path | str, table: EmbeddingTable) -> None:
@@ -153,6 +146,16 @@ def _attr(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value.item() if isinstance(value, np.generic) else value
+
+
+def row_ids(table: EmbeddingTable) -> list[str]:
+    """The id each row must carry given its cluster id, label and caption index (stages.contracts.ids)."""
+    from stages.contracts.ids import caption_id, child_id, parent_id
+    from stages.contracts.labels import FAKE, REAL
+
+    made = {REAL: lambda c, _: parent_id(c), FAKE: child_id, CAPTION_LABEL: caption_id}
+    return [made[int(label)](int(cluster), int(caption)) if int(label) in made else f"<label {label}>"
+            for cluster, label, caption in zip(table.cluster_id, table.label, table.caption_index, strict=True)]
 
 
 def check_alignment(table: EmbeddingTable, expected_ids: Sequence[str], *, where: str) -> None:

@@ -49,7 +49,7 @@ class Skips:
 
     skip: bool = False
     counts: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # the first few of each reason, for the user
 
     def handle(self, error: InputError, reason: str) -> None:
         if not self.skip:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.contracts.embeddings import EmbeddingTable, read_embeddings, same_backbone
+from stages.contracts.embeddings import EmbeddingTable, check_alignment, read_embeddings, row_ids, same_backbone
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 from stages.imaging.transforms import Transform
@@ -34,6 +34,7 @@ def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingT
     tables.update({gen: read_embeddings(folder / f"{gen}.h5") for gen in generators})
     same_backbone(tables)
     for name, table in tables.items():
+        check_alignment(table, row_ids(table), where=f"{folder / name}.h5")
         expected = REAL if name == PARENTS else FAKE
         if not (table.label == expected).all():
             raise InputError(f"{folder / name}.h5", f"holds labels other than {expected}; expected only the "

@@ -10,7 +10,7 @@ import glob
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -24,7 +24,6 @@ class Record:
     captions: list[str]
     split: str | None = None  # set when the source decides the split (Karpathy's file)
     where: str = ""  # the file (and row) this record came from, for error messages
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- demo

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.contracts.embeddings import EmbeddingTable, read_embeddings, same_backbone
+from stages.contracts.embeddings import EmbeddingTable, check_alignment, read_embeddings, row_ids, same_backbone
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 
@@ -48,6 +48,8 @@ class Clusters:
 def stack_clusters(parents: EmbeddingTable, children: EmbeddingTable, *, where: str) -> Clusters:
     """Stack the two tables by cluster; raise `InputError` (naming `where`) when they are out of step."""
     same_backbone({"parents": parents, "children": children})
+    for table in (parents, children):
+        check_alignment(table, row_ids(table), where=where)
     if len(parents) == 0:
         raise InputError(where, "the parents cache has no rows")
     if (parents.label != REAL).any() or (children.label != FAKE).any():
