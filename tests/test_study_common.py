@@ -11,8 +11,13 @@ from stages.study.clusters import Clusters, stack_clusters
 from stages.study.distances import distance_accuracy
 from stages.study.probe import balanced_rows, fit_probe
 from stages.study.retrieval import recall_at_k
-from stages.study.supcon import supcon_loss
+from stages.study.supcon import supcon_losses
 from tests.synthetic import SyntheticSpec, synthetic_tables
+
+
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The loss under one labeling."""
+    return supcon_losses(features, [labels], temperature)[0]
 
 
 def clusters_with_parent(k: int, n: int, d: int, *, parent_scale: float, seed: int = 0) -> np.ndarray:
@@ -197,8 +202,6 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
 
 
 def test_shared_supcon_losses_equal_separate_ones():
-    from stages.study.supcon import supcon_losses
-
     torch.manual_seed(1)
     features = torch.nn.functional.normalize(torch.randn(12, 4), dim=1)
     clusters, real_fake = torch.arange(4).repeat_interleave(3), torch.tensor([0, 1, 1] * 4)

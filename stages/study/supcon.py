@@ -11,13 +11,10 @@ from __future__ import annotations
 import torch
 
 
-def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """features (B, D), l2-normalised; labels (B,) int -> scalar loss."""
-    return supcon_losses(features, [labels], temperature)[0]
-
-
 def supcon_losses(features: torch.Tensor, labelings: list[torch.Tensor], temperature: float) -> list[torch.Tensor]:
-    """The loss of the same features under several labelings (e.g. clusters and real/fake), sharing the
+    """features (B, D), l2-normalised; each labeling (B,) int -> one scalar loss per labeling.
+
+    The loss of the same features under several labelings (e.g. clusters and real/fake), sharing the
     (B, B) similarity and log-softmax, which dominate the cost."""
     if temperature <= 0:
         raise ValueError(f"temperature is {temperature}; expected > 0")
