@@ -84,8 +84,12 @@ def main() -> None:
                              "--metrics", m / "disentangle/bench/gen.json", "--history", m / "history.json"]),
             ("tsne", ["--parents", parents, "--children", children, "--projections", root / "proj.safetensors",
                       "--max-clusters", options.tsne_clusters, "--out", m / "tsne"]),
-            ("report", ["--distances", m / "distances", "--probe", m / "probe", "--retrieval", m / "retrieval",
-                        "--disentangle", m / "disentangle", "--cross", m / "plots/cross_generator",
+            ("report", [*(a for stage in ("distances", "probe", "retrieval", "disentangle")
+                          for a in ("--study", m / stage)), "--cross", m / "plots/cross_generator",
+                        "--layout", REPO / "stages/reporting/layout.yaml",
+                        "--paper", REPO / "stages/reporting/cocofake.json",
+                        *(a for option in ("--code-setting", "--code-train", "--code-eval", "--detector",
+                                           "--detector-metrics", "--robustness") for a in (option, root / "none")),
                         "--out", m / "report.md"]),
         ]
         print(f"{'stage':<12} {'wall s':>8} {'peak MiB':>9}")

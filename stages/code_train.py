@@ -1,6 +1,6 @@
 """code_train: parents (data/clusters.parquet) + children (data/children/<gen>/) -> a CoDE ViT-Tiny trained
-from scratch (data/code/model.pt), per-epoch checkpoints (data/code/checkpoints/), metrics/code_train.json
-and the loss curve (metrics/plots/code_train.csv).
+from scratch (data/code/model.pt) and its setting (data/code/setting.json, read by the report), per-epoch
+checkpoints (data/code/checkpoints/), metrics/code_train.json and the loss curve (metrics/plots/code_train.csv).
 
     python -m stages.code_train --clusters data/clusters.parquet --children-root data/children \\
         --generators tiny_random --image-size 64 --local-size 32 --epochs 2 --batch-size 8
@@ -40,14 +40,17 @@ def write_curve(path: Path, history: list[dict[str, float]], monitor: str) -> No
 
 def run(clusters: Path, children_root: Path, generators: list[str], out: Path, checkpoints: Path, metrics: Path,
         plot: Path, *, net, views, config, num_workers: int = 0, keep_checkpoints: int = 2, threads: int = 0,
-        progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train (or resume) and write the best model, the metrics and the curve; return the metrics."""
+        progress: bool = True, stop_after: int | None = None, setting: Path | None = None) -> dict:
+    """Train (or resume) and write the best model, the metrics and the curve; return the metrics. With
+    `setting`, also write the CoDE setting file there (stages.code.setting: what the report compares with the
+    paper's)."""
     import shutil
 
     import torch
     from accelerate import PartialState
 
     from stages.code.data import read_images
+    from stages.code.setting import CodeSetting, write_setting
     from stages.code.trainer import BEST, train
     from stages.contracts.io import atomic_path, write_metrics
     from stages.contracts.labels import FAKE
@@ -74,6 +77,9 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
         return result
     with atomic_path(out) as tmp:
         shutil.copyfile(checkpoints / BEST, tmp)
+    if setting is not None:
+        write_setting(setting, CodeSetting(arch=net.arch, image_size=net.image_size, local_size=net.local_size,
+                                           epochs=config.epochs, generators=tuple(generators)))
     write_curve(plot, state.history, config.monitor.value)
     write_metrics(metrics, result)
     return result
@@ -90,6 +96,7 @@ def main(
     checkpoints: Path = typer.Option(Path("data/code/checkpoints"), help="Per-epoch checkpoints (resume)."),
     metrics: Path = typer.Option(Path("metrics/code_train.json"), help="Output metrics JSON."),
     plot: Path = typer.Option(Path("metrics/plots/code_train.csv"), help="Output per-epoch curve (CSV)."),
+    setting: Path = typer.Option(Path("data/code/setting.json"), help="Output: the CoDE setting (for the report)."),
     arch: str = typer.Option("vit_tiny_patch16_224", help="timm architecture, randomly initialised."),
     image_size: int = typer.Option(224, help="Global views and evaluation crop, px (multiple of 16)."),
     local_size: int = typer.Option(224, help="Local crops, px: 96 in the paper, 224 in the released code."),
@@ -134,7 +141,7 @@ def main(
                              probe_images=probe_images, seed=seed)
         result = run(clusters, children_root, split_list(generators, "code_train.generators"), out, checkpoints,
                      metrics, plot, net=net, views=views, config=config, num_workers=workers,
-                     keep_checkpoints=keep_checkpoints, threads=threads)
+                     keep_checkpoints=keep_checkpoints, threads=threads, setting=setting)
     typer.echo(f"{out}: best epoch {result['best_epoch']:.0f} of {result['epochs_run']:.0f} "
                f"({monitor.value} {result['best'][monitor.value]:.4f})")
 

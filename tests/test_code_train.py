@@ -15,6 +15,7 @@ from stages.code import augment as aug
 from stages.code.data import PairViews, ViewConfig, make_pairs, make_views, read_images
 from stages.code.loss import LossVariant, code_loss, derangement, info_nce
 from stages.code.net import CodeNetConfig, load_model
+from stages.code.setting import CodeSetting, read_setting
 from stages.code.trainer import Monitor, TrainConfig, lr_factor, train
 from stages.contracts.clusters import read_clusters
 from tests.fixtures import write_children, write_clusters
@@ -228,7 +229,8 @@ def test_command_writes_model_metrics_and_curve(data, tmp_path):
             "--generators", "g1,g2", "--image-size", "32", "--local-size", "16", "--epochs", "2", "--batch-size", "4",
             "--warmup-epochs", "1", "--threads", "1", "--loss-variant", "released",
             "--out", str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ck"),
-            "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv")]
+            "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv"),
+            "--setting", str(tmp_path / "setting.json")]
     result = CliRunner().invoke(code_train.app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -239,6 +241,9 @@ def test_command_writes_model_metrics_and_curve(data, tmp_path):
     model, config, meta = load_model(tmp_path / "model.pt")
     assert config == NET and meta["epoch"] == metrics["best_epoch"]
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 192)
+    # the setting the report compares with the paper's, as trained
+    assert read_setting(tmp_path / "setting.json") == CodeSetting(
+        arch="vit_tiny_patch16_224", image_size=32, local_size=16, epochs=2, generators=("g1", "g2"))
 
 
 def test_bad_input_is_named(data, tmp_path):

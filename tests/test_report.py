@@ -1,8 +1,17 @@
 import json
+import shlex
 
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from stages import report
+from stages.code.setting import CodeSetting, read_setting, write_setting
+from tests.imports import REPO
+
+LAYOUT = REPO / "stages" / "reporting" / "layout.yaml"
+PAPER = REPO / "stages" / "reporting" / "cocofake.json"
+STUDY = ("distances", "probe", "retrieval", "disentangle")
 
 
 def write(path, obj):
@@ -13,12 +22,27 @@ def write(path, obj):
 def absent_detector_files(folder):
     """Options pointing the CoDE and detector sections at files that do not exist."""
     none = folder / "none"
-    return ["--code-train", str(none / "code_train.json"), "--code-eval", str(none / "code_eval.json"),
-            "--detector", str(none / "detector"), "--detector-metrics", str(none / "detector.json"),
-            "--robustness", str(none / "robustness.csv")]
+    return ["--code-setting", str(none / "setting.json"), "--code-train", str(none / "code_train.json"),
+            "--code-eval", str(none / "code_eval.json"), "--detector", str(none / "detector"),
+            "--detector-metrics", str(none / "detector.json"), "--robustness", str(none / "robustness.csv")]
 
 
-def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
+def study_args(m, *, stages=STUDY, layout=LAYOUT):
+    """The study's options: a metrics folder per stage under `m`, the cross grid, the layout, the paper."""
+    return [*(a for stage in stages for a in ("--study", str(m / stage))),
+            "--cross", str(m / "plots" / "cross_generator"), "--layout", str(layout), "--paper", str(PAPER)]
+
+
+def render(tmp_path, *, stages=STUDY, layout=LAYOUT):
+    """Run the command on the metrics under tmp_path/metrics; (exit code, output, report text or None)."""
+    m = tmp_path / "metrics"
+    done = CliRunner().invoke(report.app, [*study_args(m, stages=stages, layout=layout),
+                                           *absent_detector_files(tmp_path), "--out", str(m / "report.md")])
+    text = (m / "report.md").read_text() if (m / "report.md").is_file() else None
+    return done.exit_code, done.output, text
+
+
+def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     m = tmp_path / "metrics"
     write(m / "distances" / "clip_rn50_openai" / "sd14.json",
           {"val": {"min_distance_accuracy": 0.05, "max_distance_accuracy": 0.4},
@@ -31,13 +55,8 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     write(m / "plots" / "cross_generator" / "clip_rn50_openai" / "sd14.json",
           [{"train_generator": "sd14", "test_generator": "sd14", "overall_accuracy": 0.99, "auc": 0.999},
            {"train_generator": "sd14", "test_generator": "sd21", "overall_accuracy": 0.9, "auc": 0.95}])
-    done = CliRunner().invoke(report.app, [
-        "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
-        "--disentangle", str(m / "disentangle"), "--cross", str(m / "plots" / "cross_generator"),
-        "--paper", str(repo_root / "stages" / "reporting" / "cocofake.json"), "--out", str(m / "report.md"),
-        *absent_detector_files(tmp_path)])
-    assert done.exit_code == 0, done.output
-    text = (m / "report.md").read_text()
+    code, output, text = render(tmp_path)
+    assert code == 0, output
     # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24
     assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 (paper 3.72) | 40.00 (paper 38.48) | " \
            "4.00 (paper 3.60) | 41.00 (paper 41.24) |" in text
@@ -48,28 +67,184 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path, repo_root):
     assert "| `sd14` | 99.00 / 99.90 | 90.00 / 95.00 |" in text
     assert "No `probe` metrics yet" in text
     assert text.index("Table 1") < text.index("Table 2") < text.index("Table 3") < text.index("Table 4")
+    # the paper file's notes stay under their tables
+    assert text.index("Table 3 names no generator") > text.index("## Table 3")
     # absent CoDE and detector files are reported, not fatal
+    assert f"No `{tmp_path / 'none' / 'setting.json'}` (dvc repro code_train)." in text
     assert f"No `{tmp_path / 'none' / 'code_eval.json'}` (dvc repro code_eval)." in text
     assert f"No `{tmp_path / 'none' / 'detector' / 'detector.json'}` (dvc repro detector)." in text
     assert f"No `{tmp_path / 'none' / 'robustness.csv'}` (dvc repro detector)." in text
     assert text.index("Cross-generator") < text.index("# CoDE") < text.index("# Shipped detector")
 
 
-def test_paper_numbers_are_complete():
-    paper = json.loads((report.Path(__file__).parents[1] / "stages" / "reporting" / "cocofake.json").read_text())
+def test_paper_numbers_are_complete_and_every_one_is_shown():
+    paper = json.loads(PAPER.read_text())
+    layout = {t["name"]: t for t in yaml.safe_load(LAYOUT.read_text())["tables"]}
     expected = {"table1": 2, "table2": 2, "table3": 1, "table4": 2}  # generator blocks per table
+    assert set(paper["tables"]) == set(expected)
     for name, table in paper["tables"].items():
+        assert set(table) <= {"keys", "rows", "note"}  # numbers and notes only: the layout is layout.yaml's
         assert len(table["rows"]) == expected[name]
         for rows in table["rows"].values():
-            assert all(len(values) == len(table["columns"]) for values in rows.values())
+            assert all(len(values) == len(table["keys"]) for values in rows.values())
             assert set(rows) <= set(paper["backbones"])
-            for column in table["columns"]:
-                assert column.split(".", 1)[1] in report.COLUMN_NAMES
+        # every transcribed number has a column that shows it
+        shown = {c["key"] for t in layout.values() if t.get("paper") == name for c in t["columns"]}
+        assert set(table["keys"]) <= shown, name
     # spot checks against the paper's text
     assert paper["tables"]["table2"]["rows"]["sd14"]["openclip_vitb32_laion2b"] == [99.68, 98.01, 99.64, 97.84]
     assert paper["tables"]["table3"]["rows"]["sd14"]["clip_vitb32_openai"][9] == 43.24
+    assert paper["tables"]["table3"]["keys"][9] == "test.intra_cluster.r1"
     assert paper["tables"]["table4"]["rows"]["sd21"]["vitb32_imagenet"] == [62.92, 8.30, 1.92, 70.62, 63.00,
                                                                             8.86, 1.78, 72.84]
+
+
+# ------------------------------------------------------------------------------------- the layout as data
+def edited_layout(tmp_path, edit):
+    """A copy of the repository's layout.yaml with `edit` applied to its parsed tables."""
+    data = yaml.safe_load(LAYOUT.read_text())
+    edit(data["tables"])
+    path = tmp_path / "layout.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_new_column_is_one_edit_of_the_layout(tmp_path):
+    """Only the layout changes: the new column shows our number, and the paper's where the paper file has
+    the key."""
+    m = tmp_path / "metrics"
+    write(m / "probe" / "clip_rn50_openai" / "sd14.json",
+          {"val": {"overall_accuracy": 0.5, "full_cluster_accuracy": 0.25, "auc": 0.75},
+           "test": {"overall_accuracy": 0.5, "full_cluster_accuracy": 0.125}})
+
+    def add(tables):
+        table2 = next(t for t in tables if t["name"] == "table2")
+        table2["columns"].insert(1, {"key": "val.auc", "label": "val AUC"})
+
+    code, output, text = render(tmp_path, layout=edited_layout(tmp_path, add))
+    assert code == 0, output
+    table = text[text.index("## Table 2"):text.index("## Table 3")]
+    assert "| Backbone | val Overall acc. | val AUC | val Full cluster acc. | test Overall acc. |" in table
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 50.00 (paper 99.07) | 75.00 | 25.00 (paper 94.60) | " \
+           "50.00 (paper 99.17) | 12.50 (paper 95.30) |" in table
+
+
+def test_a_new_table_is_the_layout_plus_its_metrics_folder(tmp_path):
+    """A table over a stage the report did not read: an entry in the layout and the stage's folder given to the
+    report (in dvc.yaml, its --study option and dep). Without the folder the layout entry is refused."""
+    m = tmp_path / "metrics"
+    write(m / "calibration" / "efficientnet_lite0" / "tiny_random.json", {"test": {"ece": 0.0625}})
+
+    def add(tables):
+        tables.append({"name": "calibration", "title": "Calibration of the probe", "note": "Not in the paper.",
+                       "stage": "calibration", "columns": [{"key": "test.ece", "label": "test ECE"}]})
+
+    layout = edited_layout(tmp_path, add)
+    code, output, text = render(tmp_path, layout=layout, stages=(*STUDY, "calibration"))
+    assert code == 0, output
+    section = text[text.index("## Calibration of the probe"):text.index("## Cross-generator")]
+    assert "*Not in the paper.*" in section and "| Backbone | test ECE |" in section
+    assert "| `efficientnet_lite0` (not in the paper) | 6.25 |" in section
+    assert text.index("## Table 4") < text.index("## Calibration")
+
+    code, output, _ = render(tmp_path, layout=layout)
+    assert code == 2
+    assert f"{layout}, tables[4] (calibration): stage 'calibration' is not among the metrics folders" in output
+
+
+def test_a_study_folder_no_table_reads_is_refused(tmp_path):
+    code, output, text = render(tmp_path, stages=(*STUDY, "tsne"))
+    assert code == 2 and text is None
+    assert "--study: no table of" in output and "reads tsne" in output
+
+
+def _set(index, field, value):
+    def edit(tables):
+        tables[index][field] = value
+    return edit
+
+
+def _drop(index, field):
+    def edit(tables):
+        del tables[index][field]
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "entry", "message"), [
+    (_set(1, "stage", "probes"), "tables[1] (table2)", "stage 'probes' is not among the metrics folders the report "
+                                                       "was given (disentangle, distances, probe, retrieval)"),
+    (_drop(0, "stage"), "tables[0] (table1)", "missing ['stage'] / unknown [] fields"),
+    (_set(2, "colums", []), "tables[2] (table3)", "missing [] / unknown ['colums'] fields"),
+    (_set(3, "columns", "val.S.overall_accuracy"), "tables[3] (table4)", "columns must be a non-empty list"),
+    (_set(0, "columns", [{"key": "val.min_distance_accuracy"}]), "tables[0] (table1), column 1",
+     "expected {key: <dotted metric key>, label: <header>}"),
+    (_set(0, "columns", [{"key": "val..min", "label": "x"}]), "tables[0] (table1), column 1",
+     "key 'val..min' has an empty part"),
+    (_set(0, "columns", [{"key": "val.a", "label": "a"}, {"key": "val.a", "label": "b"}]), "tables[0] (table1)",
+     "a column key appears twice: ['val.a']"),
+    (_set(0, "title", 3), "tables[0] (table1)", "title must be a non-empty string, got 3"),
+    (_set(1, "paper", "table9"), "tables[1] (table2)", "paper table 'table9' is not in the paper's numbers file"),
+    (_set(3, "footnote", "settings"), "tables[3] (table4)", "unknown footnote 'settings'"),
+    (_set(1, "name", "table1"), "", "a table name appears twice: ['table1']"),
+])
+def test_a_bad_layout_entry_is_named(tmp_path, edit, entry, message):
+    layout = edited_layout(tmp_path, edit)
+    code, output, text = render(tmp_path, layout=layout)
+    assert code == 2 and text is None
+    assert f"{layout}{', ' + entry if entry else ''}: {message}" in output, output
+
+
+def test_a_layout_that_is_no_list_of_tables_is_named(tmp_path):
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("- name: table1\n")
+    code, output, _ = render(tmp_path, layout=layout)
+    assert code == 2 and f"{layout}: expected one key, `tables`" in output
+
+
+# ----------------------------------------------------------------------------------- the command's options
+def test_every_option_is_required_and_dvc_yaml_passes_them_all():
+    """One source for every value: the report has no defaults of its own, and its dvc.yaml cmd gives every
+    option; the CoDE setting is code_train's file, not a copy of its params."""
+    import typer
+
+    command = typer.main.get_command(report.app)
+    options = {name for p in command.params for name in p.opts}
+    assert all(p.required for p in command.params), [p.name for p in command.params if not p.required]
+    assert not any(o.startswith(("--code-arch", "--code-image", "--code-local", "--code-epochs", "--code-gen"))
+                   for o in options)
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
+    words = shlex.split(stage["cmd"])
+    passed = {w for w in words if w.startswith("--")}
+    assert passed == options
+    assert "params" not in stage  # nothing of params.yaml reaches the report
+    # each --study folder is a dep, every metrics-folder dep is a --study or the cross grid, and they are the
+    # stages the layout's tables read
+    study = {words[i + 1] for i, w in enumerate(words) if w == "--study"}
+    folders = {d for d in stage["deps"] if d.startswith("metrics/") and not d.endswith((".json", ".csv"))}
+    assert folders == study | {"metrics/plots/cross_generator"}
+    assert {f.split("/")[-1] for f in study} == {t["stage"] for t in yaml.safe_load(LAYOUT.read_text())["tables"]}
+    assert {"stages/reporting/layout.yaml", "stages/reporting/cocofake.json", "data/code/setting.json"} <= set(
+        stage["deps"])
+    # code_train writes the setting file the report reads
+    code_train = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["code_train"]
+    assert "data/code/setting.json" in code_train["outs"]
+    assert "--setting" not in code_train["cmd"] or "--setting data/code/setting.json" in code_train["cmd"]
+
+
+def test_setting_file_round_trips_and_a_bad_one_is_named(tmp_path):
+    path = tmp_path / "setting.json"
+    setting = CodeSetting(arch="vit_tiny_patch16_224", image_size=64, local_size=32, epochs=2,
+                          generators=("sd14", "tiny_random"))
+    write_setting(path, setting)
+    assert read_setting(path) == setting
+    assert json.loads(path.read_text())["generators"] == ["sd14", "tiny_random"]
+    assert read_setting(tmp_path / "absent.json") is None
+    for data, where in (({**json.loads(path.read_text()), "epochs": "2"}, f"{path}: epochs"),
+                        ({**json.loads(path.read_text()), "generators": []}, f"{path}: generators"),
+                        ({"arch": "x"}, f"{path}: expected an object with exactly the fields")):
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=f"^{where}"):
+            read_setting(path)
 
 
 def code_scores(acc, auc=0.9):
@@ -108,17 +283,17 @@ def write_detector_inputs(m):
         "jpeg50,tiny_random,1.0,0.5,0.55,0.0,0.7,0.8,18.0\njpeg50,all,0.5,0.375,0.4,0.0,0.65,0.7,33.0\n")
 
 
-def test_report_shows_code_and_the_shipped_detector(tmp_path, repo_root):
+def test_report_shows_code_and_the_shipped_detector(tmp_path):
     m = tmp_path / "metrics"
     write_detector_inputs(m)
+    # the setting code_train wrote: the paper's crops and epochs
+    write_setting(m / "setting.json", CodeSetting(arch="vit_tiny_patch16_224", image_size=224, local_size=96,
+                                                  epochs=150, generators=("sd14", "tiny_random")))
     done = CliRunner().invoke(report.app, [
-        "--distances", str(m / "distances"), "--probe", str(m / "probe"), "--retrieval", str(m / "retrieval"),
-        "--disentangle", str(m / "disentangle"), "--cross", str(m / "cross"),
-        "--paper", str(repo_root / "stages" / "reporting" / "cocofake.json"), "--out", str(m / "report.md"),
+        *study_args(m), "--out", str(m / "report.md"), "--code-setting", str(m / "setting.json"),
         "--code-train", str(m / "code_train.json"), "--code-eval", str(m / "code_eval.json"),
-        "--code-arch", "vit_tiny_patch16_224", "--code-image-size", "224", "--code-local-size", "96",
-        "--code-epochs", "150", "--code-generators", "sd14,tiny_random", "--detector", str(m / "detector"),
-        "--detector-metrics", str(m / "detector.json"), "--robustness", str(m / "robustness.csv")])
+        "--detector", str(m / "detector"), "--detector-metrics", str(m / "detector.json"),
+        "--robustness", str(m / "robustness.csv")])
     assert done.exit_code == 0, done.output
     text = (m / "report.md").read_text()
     code = text[text.index("# CoDE"):text.index("# Shipped detector")]

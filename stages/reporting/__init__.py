@@ -1,2 +1,2 @@
-"""The report: the layout of its tables, the papers' transcribed numbers (cocofake.json), and rendering
-metrics/report.md."""
+"""The report: the layout of its study tables (layout.yaml), the papers' transcribed numbers (cocofake.json),
+and rendering metrics/report.md."""

@@ -1,6 +1,7 @@
 """The report's detector sections: CoDE (metrics/code_train.json, metrics/code_eval.json) laid out like the
 CoDE paper's tables, and the shipped detector (data/detector/detector.json, metrics/detector.json, the
 robustness plot data). Each section renders from whatever of its files exist and says which are missing.
+CoDE's setting is the one code_train wrote beside its model (stages.code.setting).
 
 No CoDE paper figure is transcribed: the source we have (papers/code-summary.md) gives none, and the paper's
 setting (D3: LAION-400M parents; SD 1.4, SD 2.1, SD XL, DeepFloyd IF children; ViT-Tiny/16 at 224 px;
@@ -11,10 +12,10 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.code.setting import CodeSetting
 from stages.contracts.errors import InputError
 
 Label = Callable[[str], str]  # generator alias -> Markdown label
@@ -29,17 +30,6 @@ TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg5
 CODE_OVERALL = "overall"  # stages.code_eval.OVERALL; transformed results are keyed overall_<transform>
 DETECTOR_ALL = "all"  # stages.shipped.train.ALL
 PAPER_GENERATORS = ("sd14", "sd21", "sdxl", "deepfloyd_if")
-
-
-@dataclass(frozen=True)
-class CodeSetting:
-    """What decides whether a CoDE figure is comparable with the paper's (the code_train params)."""
-
-    arch: str
-    image_size: int
-    local_size: int
-    epochs: int
-    generators: tuple[str, ...]
 
 
 PAPER_SETTING = CodeSetting(arch="vit_tiny_patch16_224", image_size=224, local_size=96, epochs=150,
@@ -104,10 +94,8 @@ def code_generators(evaluation: dict) -> list[str]:
     return sorted(k for k in keys if not k.startswith(CODE_OVERALL))
 
 
-def render_code(training: dict | None, evaluation: dict | None, setting: CodeSetting, label: Label, *,
-                paths: tuple[Path, Path]) -> list[str]:
-    """The CoDE section: setting and paper note, training summary, per-head table, robustness grid."""
-    lines = ["# CoDE: contrastive ViT-Tiny trained from scratch", ""]
+def describe_setting(setting: CodeSetting) -> list[str]:
+    """The run's setting, whether it is the demo, and how it differs from the CoDE paper's."""
     small = setting.image_size < PAPER_SETTING.image_size or setting.epochs < PAPER_SETTING.epochs
     demo = ""
     if "tiny_random" in setting.generators:
@@ -116,15 +104,23 @@ def render_code(training: dict | None, evaluation: dict | None, setting: CodeSet
                 + "; its figures test the pipeline, not CoDE.")
     elif small:
         demo = " Crops or epochs are smaller than the paper's."
-    lines += [f"Setting of this run: `{setting.arch}`, global crops {setting.image_size} px, local crops "
-              f"{setting.local_size} px, {setting.epochs} epochs, children of "
-              + ", ".join(f"`{g}`" for g in setting.generators) + "." + demo, ""]
-    lines += ["Paper figures are shown only where the setting matches the CoDE paper's (D3: LAION-400M parents; "
-              "SD 1.4, SD 2.1, SD XL and DeepFloyd IF children; ViT-Tiny/16 at 224 px; 150 epochs), and none is "
-              "transcribed: our source (`papers/code-summary.md`) gives no numeric figures. This run differs in: "
-              + "; ".join(setting_differences(setting)) + ".", ""]
+    paper = ("Paper figures are shown only where the setting matches the CoDE paper's (D3: LAION-400M parents; "
+             "SD 1.4, SD 2.1, SD XL and DeepFloyd IF children; ViT-Tiny/16 at 224 px; 150 epochs), and none is "
+             "transcribed: our source (`papers/code-summary.md`) gives no numeric figures. This run differs in: ")
+    return [f"Setting of this run: `{setting.arch}`, global crops {setting.image_size} px, local crops "
+            f"{setting.local_size} px, {setting.epochs} epochs, children of "
+            + ", ".join(f"`{g}`" for g in setting.generators) + "." + demo, "",
+            paper + "; ".join(setting_differences(setting)) + ".", ""]
+
+
+def render_code(setting: CodeSetting | None, training: dict | None, evaluation: dict | None, label: Label, *,
+                paths: tuple[Path, Path, Path]) -> list[str]:
+    """The CoDE section: setting and paper note, training summary, per-head table, robustness grid. `paths`:
+    the setting, training and evaluation files, named where one is missing."""
+    lines = ["# CoDE: contrastive ViT-Tiny trained from scratch", ""]
+    lines += describe_setting(setting) if setting is not None else [missing(paths[0], "code_train"), ""]
     if training is None:
-        lines += [missing(paths[0], "code_train"), ""]
+        lines += [missing(paths[1], "code_train"), ""]
     else:
         images = training.get("images", {})
         best = training.get("best", {})
@@ -135,7 +131,7 @@ def render_code(training: dict | None, evaluation: dict | None, setting: CodeSet
                   f"{images.get('train_real', 0):g} real / {images.get('train_fake', 0):g} fake, val "
                   f"{images.get('val_real', 0):g} real / {images.get('val_fake', 0):g} fake.", ""]
     if evaluation is None:
-        return [*lines, missing(paths[1], "code_eval"), ""]
+        return [*lines, missing(paths[2], "code_eval"), ""]
     images = evaluation.get("images", {})
     generators = code_generators(evaluation)
     thresholds = evaluation.get("thresholds", {})

@@ -1,0 +1,81 @@
+"""metrics/report.md as one text: the study's tables as the layout file lays them out, the cross-generator grid,
+then CoDE and the shipped detector (stages.reporting.detectors). `build` reads every input and returns the
+text; the report command writes it.
+
+The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``); a folder's name is
+the stage a layout table names. Every table's stage must be among the folders, and every folder must be read
+by a table, so the report's dvc.yaml deps are exactly what it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.contracts.errors import InputError
+from stages.reporting.layout import Table, read_layout
+from stages.reporting.study import FOOTNOTES, Results, collect, generator_label, read_paper, render_cross, render_table
+
+INTRO = ["# COCOFake study: our numbers beside the paper's", "",
+         "Percentages. A cell reads `ours (paper P)` where the backbone and the generator are the paper's; "
+         "`n/a` is not applicable (e.g. retrieval for a backbone without a text tower). Built by the "
+         "`report` stage from `metrics/`; do not edit by hand.", ""]
+
+
+@dataclass(frozen=True)
+class DetectorFiles:
+    """The inputs of the detector sections (a missing one is reported as missing)."""
+
+    code_setting: Path  # data/code/setting.json, written by code_train beside its model
+    code_train: Path  # metrics/code_train.json
+    code_eval: Path  # metrics/code_eval.json
+    detector: Path  # the shipped detector's artifact folder (its detector.json is read, nothing else)
+    detector_metrics: Path  # metrics/detector.json
+    robustness: Path  # metrics/plots/detector_robustness.csv
+
+
+def render_detectors(files: DetectorFiles, paper: dict) -> list[str]:
+    """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
+    from stages.code.setting import read_setting
+    from stages.reporting.detectors import read_csv, read_json, render_code, render_detector
+    from stages.shipped.artifact import SPEC_FILE
+
+    def label(generator: str) -> str:
+        return generator_label(generator, paper)
+
+    return [*render_code(read_setting(files.code_setting), read_json(files.code_train), read_json(files.code_eval),
+                         label, paths=(files.code_setting, files.code_train, files.code_eval)),
+            *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
+                             read_csv(files.robustness), label,
+                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness))]
+
+
+def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Results, paper: dict,
+           detectors: Sequence[str] = ()) -> str:
+    """The report's text from what was read."""
+    lines = list(INTRO)
+    if detectors:
+        lines += ["After the study's tables: CoDE, then the shipped detector.", ""]
+    for table in tables:
+        lines += render_table(table, stage_results[table.stage], paper)
+    lines += render_cross(cross, paper)
+    lines += detectors
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles) -> str:
+    """Read the layout, the paper's numbers and every metrics file; return the report's text."""
+    folders: dict[str, Path] = {}
+    for folder in study:
+        if folder.name in folders:
+            raise InputError("--study", f"two metrics folders of stage {folder.name!r}: {folders[folder.name]} "
+                                        f"and {folder}")
+        folders[folder.name] = folder
+    paper = read_paper(paper_path)
+    tables = read_layout(layout, stages=folders, paper_tables=paper["tables"], footnotes=FOOTNOTES)
+    unread = sorted(set(folders) - {t.stage for t in tables})
+    if unread:
+        raise InputError("--study", f"no table of {layout} reads {', '.join(unread)}",
+                         "drop the folder from the report's --study options and deps, or add a table")
+    return render(tables, {stage: collect(folder) for stage, folder in folders.items()}, collect(cross), paper,
+                  render_detectors(detectors, paper))

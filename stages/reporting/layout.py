@@ -1,0 +1,114 @@
+"""The layout of the report's study tables, read from a YAML file (stages/reporting/layout.yaml).
+
+The file holds one list, ``tables``, in the order the report shows them. Each entry:
+
+    - name: table2                      # unique; errors and tests name the table by it
+      title: Table 2. Linear probe ...  # the section heading
+      note: ...                         # optional: a line in italics under the heading
+      stage: probe                      # whose metrics it reads: <metrics folder of that stage>/<backbone>/<gen>.json
+      paper: table2                     # optional: the table of the paper's numbers file beside ours
+      footnote: disentangle_settings    # optional: a named footnote under the table (FOOTNOTES in study.py)
+      columns:                          # in order; key: a dotted path into the metrics JSON
+        - {key: val.overall_accuracy, label: val Overall acc.}
+
+A column finds its paper number by its key (the paper file lists each transcribed value's key), so adding a
+column is one edit here. Reading checks every entry: a missing or unknown field, a wrong type, a duplicate
+name or key, a stage the report was not given a metrics folder for, a paper table or footnote that does not
+exist; the error names the file and the entry."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.contracts.errors import InputError
+
+REQUIRED = ("name", "title", "stage", "columns")
+OPTIONAL = ("note", "paper", "footnote")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # dotted path into a metrics file, e.g. test.exact_pair.r1
+    label: str  # its header cell
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    stage: str  # the stage whose metrics folder it reads
+    columns: tuple[Column, ...]
+    note: str | None = None
+    paper: str | None = None  # a table of the paper's numbers file
+    footnote: str | None = None  # a name in study.FOOTNOTES
+
+
+def _text(value: object, where: str, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(where, f"{field} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _column(entry: object, where: str) -> Column:
+    if not isinstance(entry, dict) or set(entry) != {"key", "label"}:
+        raise InputError(where, f"expected {{key: <dotted metric key>, label: <header>}}, got {entry!r}")
+    key = _text(entry["key"], where, "key")
+    if any(not part for part in key.split(".")):
+        raise InputError(where, f"key {key!r} has an empty part; expected e.g. val.overall_accuracy")
+    return Column(key=key, label=_text(entry["label"], where, "label"))
+
+
+def _table(entry: object, where: str, *, stages: Collection[str], paper_tables: Collection[str],
+           footnotes: Collection[str]) -> Table:
+    if not isinstance(entry, dict):
+        raise InputError(where, f"expected a mapping with {', '.join(REQUIRED)}, got {entry!r}")
+    missing = [f for f in REQUIRED if f not in entry]
+    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    if missing or unknown:
+        raise InputError(where, f"missing {missing} / unknown {unknown} fields",
+                         f"fields: {', '.join(REQUIRED)}; optional {', '.join(OPTIONAL)}")
+    fields = {f: _text(entry[f], where, f) for f in (*REQUIRED, *OPTIONAL) if f in entry and f != "columns"}
+    if fields["stage"] not in stages:
+        raise InputError(where, f"stage {fields['stage']!r} is not among the metrics folders the report was given "
+                                f"({', '.join(sorted(stages)) or 'none'})",
+                         "add the stage's folder to the report's --study options and deps in dvc.yaml")
+    if "paper" in fields and fields["paper"] not in paper_tables:
+        raise InputError(where, f"paper table {fields['paper']!r} is not in the paper's numbers file; "
+                                f"known: {', '.join(sorted(paper_tables))}")
+    if "footnote" in fields and fields["footnote"] not in footnotes:
+        raise InputError(where, f"unknown footnote {fields['footnote']!r}; known: {', '.join(sorted(footnotes))}")
+    columns = entry["columns"]
+    if not isinstance(columns, list) or not columns:
+        raise InputError(where, f"columns must be a non-empty list, got {columns!r}")
+    parsed = tuple(_column(c, f"{where}, column {i + 1}") for i, c in enumerate(columns))
+    keys = [c.key for c in parsed]
+    if len(set(keys)) != len(keys):
+        raise InputError(where, f"a column key appears twice: {sorted({k for k in keys if keys.count(k) > 1})}")
+    return Table(columns=parsed, **fields)
+
+
+def read_layout(path: Path, *, stages: Collection[str], paper_tables: Collection[str],
+                footnotes: Collection[str]) -> tuple[Table, ...]:
+    """The tables of the layout file, checked against the stages whose metrics the report reads, the tables of
+    the paper's numbers file and the known footnotes."""
+    import yaml
+
+    if not path.is_file():
+        raise InputError(str(path), "the layout file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(str(path), f"not valid YAML ({error})") from error
+    if not isinstance(data, dict) or set(data) != {"tables"} or not isinstance(data["tables"], list):
+        raise InputError(str(path), "expected one key, `tables`, holding a list of tables")
+    tables = []
+    for i, entry in enumerate(data["tables"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"{path}, tables[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+        tables.append(_table(entry, where, stages=stages, paper_tables=paper_tables, footnotes=footnotes))
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise InputError(str(path), f"a table name appears twice: {sorted({n for n in names if names.count(n) > 1})}")
+    return tuple(tables)

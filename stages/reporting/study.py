@@ -1,0 +1,163 @@
+"""The study's sections of the report: each layout table (stages.reporting.layout) with the paper's number
+beside ours, and the cross-generator grid of the probes.
+
+Our numbers: ``<stage folder>/<backbone>/<generator>.json``, every file present. The paper's: one
+hand-transcribed JSON file (cocofake.json) holding the backbones' and generators' names, and per paper table
+the metric key of each transcribed value (``keys``, in the paper's column order), the values per generator and
+backbone in that order (``rows``) and an optional ``note`` on how the paper was read. A layout column shows a
+paper number where its table names a paper table, that table has the backbone and generator, and it lists the
+column's key. Backbones and generators outside the paper get no paper number and are labelled (random weights,
+offline, ...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from stages.contracts.errors import InputError
+from stages.reporting.layout import Table
+
+Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
+
+
+def collect(folder: Path) -> Results:
+    """Read ``folder/<backbone>/<generator>.json`` into {generator: {backbone: metrics}}; none when absent."""
+    results: Results = {}
+    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
+        try:
+            results.setdefault(path.stem, {})[path.parent.name] = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(str(path), f"not valid JSON ({error})") from error
+    return results
+
+
+def read_paper(path: Path) -> dict:
+    """The paper's numbers file, its shape checked (each row holds one number per key)."""
+    if not path.is_file():
+        raise InputError(str(path), "the paper's numbers file does not exist")
+    try:
+        paper = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(str(path), f"not valid JSON ({error})") from error
+    if not all(isinstance(paper.get(k), dict) for k in ("backbones", "generators", "tables")):
+        raise InputError(str(path), "expected objects `backbones`, `generators` and `tables`")
+    for name, table in paper["tables"].items():
+        keys = table.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+            raise InputError(f"{path}, table {name}", "`keys` must list distinct metric keys")
+        for generator, rows in table.get("rows", {}).items():
+            for backbone, values in rows.items():
+                if not isinstance(values, list) or len(values) != len(keys):
+                    raise InputError(f"{path}, table {name}, {generator} / {backbone}",
+                                     f"expected {len(keys)} numbers (one per key), got {values!r}")
+    return paper
+
+
+def paper_number(paper_table: dict | None, generator: str, backbone: str, key: str) -> float | None:
+    """The paper's value of `key` for (generator, backbone), or None where it has none."""
+    if paper_table is None or key not in paper_table["keys"]:
+        return None
+    row = paper_table.get("rows", {}).get(generator, {}).get(backbone)
+    return None if row is None else row[paper_table["keys"].index(key)]
+
+
+def lookup(metrics: dict, dotted: str) -> float | None:
+    value = metrics
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value if isinstance(value, (int, float)) else None
+
+
+def ordered(names: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    """The paper's names in the paper's order, then the others alphabetically."""
+    names, preferred = set(names), list(preferred)
+    return [n for n in preferred if n in names] + sorted(names - set(preferred))
+
+
+def backbone_label(alias: str, paper: dict) -> str:
+    if alias in paper["backbones"]:
+        return f"{paper['backbones'][alias]} (`{alias}`)"
+    if "random" in alias:
+        return f"`{alias}` (random weights; not in the paper)"
+    return f"`{alias}` (not in the paper)"
+
+
+def generator_label(alias: str, paper: dict) -> str:
+    if alias in paper["generators"]:
+        return f"{paper['generators'][alias]} (`{alias}`)"
+    if "random" in alias:
+        return f"`{alias}` (random weights: its children are not realistic; no paper numbers)"
+    return f"`{alias}` (not in the paper; no paper numbers)"
+
+
+def cell(ours: float | None, theirs: float | None) -> str:
+    text = "n/a" if ours is None else f"{100 * ours:.2f}"
+    return text if theirs is None else f"{text} (paper {theirs:.2f})"
+
+
+def disentangle_settings(results: Results) -> list[str]:
+    """The disentanglement settings actually used, so a reader sees epochs and temperature beside Table 4."""
+    seen = sorted({(m.get("epochs"), m.get("temperature"), m.get("batch_size"), m.get("lr"))
+                   for backbones in results.values() for m in backbones.values()}, key=str)
+    return [f"*Disentanglement run with epochs {e:g}, temperature {t:g}, batch {b:g}, lr {lr:g} "
+            "(paper: 25 epochs, batch 1024, lr 0.001; temperature not given).*"
+            for e, t, b, lr in seen if None not in (e, t, b, lr)] + [""]
+
+
+# the footnotes a layout table may name: lines under the table, from the table's results (shown when any)
+FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {"disentangle_settings": disentangle_settings}
+
+
+def render_table(table: Table, results: Results, paper: dict) -> list[str]:
+    """One layout table: heading and notes, a header row, then a block per generator with a row per backbone."""
+    theirs = paper["tables"].get(table.paper) if table.paper else None
+    lines = [f"## {table.title}", ""]
+    for note in (table.note, (theirs or {}).get("note")):
+        if note:
+            lines += [f"*{note}*", ""]
+    if not results:
+        return [*lines, f"No `{table.stage}` metrics yet (dvc repro).", ""]
+    header = ["Backbone", *(c.label for c in table.columns)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for generator in ordered(results, paper["generators"]):
+        lines.append(f"| **{generator_label(generator, paper)}** |" + " |" * len(table.columns))
+        for backbone in ordered(results[generator], paper["backbones"]):
+            ours = results[generator][backbone]
+            lines.append("| " + " | ".join([backbone_label(backbone, paper)] + [
+                cell(lookup(ours, c.key), paper_number(theirs, generator, backbone, c.key))
+                for c in table.columns]) + " |")
+    lines.append("")
+    if table.footnote:
+        lines += FOOTNOTES[table.footnote](results)
+    return lines
+
+
+def render_cross(cross: dict[str, dict[str, list]], paper: dict) -> list[str]:
+    """Per backbone: rows the generator a probe was trained on, columns the generator it was tested on."""
+    lines = ["## Cross-generator probe (test split, overall accuracy / AUC)", ""]
+    if not cross:
+        return [*lines, "No cross-generator rows yet (dvc repro).", ""]
+    by_backbone: dict[str, dict[str, list]] = {}
+    for generator, backbones in cross.items():
+        for backbone, rows in backbones.items():
+            by_backbone.setdefault(backbone, {})[generator] = rows
+    for backbone in ordered(by_backbone, paper["backbones"]):
+        grid = {(r["train_generator"], r["test_generator"]): r for rows in by_backbone[backbone].values()
+                for r in rows}
+        trained = ordered({t for t, _ in grid}, paper["generators"])
+        tested = ordered({t for _, t in grid}, paper["generators"])
+        lines += [f"**{backbone_label(backbone, paper)}**", "",
+                  "| trained on \\ tested on | " + " | ".join(f"`{t}`" for t in tested) + " |",
+                  "|" + "---|" * (len(tested) + 1)]
+        for train in trained:
+            cells = []
+            for test in tested:
+                row = grid.get((train, test))
+                cells.append("" if row is None else f"{cell(row['overall_accuracy'], None)} / "
+                                                    f"{cell(row['auc'], None)}")
+            lines.append(f"| `{train}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
