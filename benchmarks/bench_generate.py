@@ -6,7 +6,8 @@ batch size and threads, measured side by side in one run (repeats alternate; med
 "stage" is the stage's generation loop (stages.generation.shards.generate_shards: per-child seeded
 generators, the pipeline call, JPEG encoding, Parquet shards written atomically) on an already loaded
 pipeline; "bare" is `pipeline(prompts, generator=..., ...)` alone on the same batches. Two generators:
-- tiny_random as the demo runs it (64 px, 10 steps, batch 13), built offline and loaded with from_pretrained;
+- tiny_random as the demo runs it (its entry in stages/generation/generators.yaml: 64 px, 10 steps, batch 13),
+  built offline and loaded with from_pretrained;
 - a Stable-Diffusion-1.4-shaped pipeline (UNet, VAE and CLIP ViT-L text encoder of SD 1.4's sizes) with
   random weights at 64 px, 2 steps, batch 2 (4 images a repeat): a few steps are enough to price a step.
 """
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.generation import shards as gen  # noqa: E402
 from stages.generation.registry import GeneratorSpec  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "stages" / "demo" / "captions.json"
+DEMO = Path(__file__).resolve().parents[1] / "stages" / "sources" / "demo" / "captions.json"
 
 
 def demo_children(n: int) -> list[gen.Child]:
@@ -131,10 +132,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, CPU")
 
-    from stages.generation.registry import get_generator, load_pipeline
+    from stages.generation.registry import REGISTRY, get_generator, load_pipeline
     from stages.generation.tiny import TinyConfig, save_pipeline
 
-    tiny = get_generator("tiny_random")
+    tiny = get_generator("tiny_random", REGISTRY)
     with tempfile.TemporaryDirectory() as root:
         save_pipeline(TinyConfig(resolution=tiny.height), Path(root) / "tiny_random")
         pipeline = load_pipeline(tiny, Path(root))

@@ -1,12 +1,14 @@
 """generate: the clusters table + one generator -> its children, data/children/<gen>/, and metrics/generate/<gen>.json.
 
-    python -m stages.generate --generator tiny_random --clusters data/clusters.parquet --models-root models \\
+    python -m stages.generate --generator tiny_random --registry stages/generation/generators.yaml \\
+        --clusters data/clusters.parquet --models-root models \\
         --out data/children/tiny_random --metrics metrics/generate/tiny_random.json
 
-Child i of a parent is generated from its caption i with a seed derived from (cluster id, caption index,
-the generator's base seed). The output folder follows stages.contracts.children: Parquet shards of encoded
-images plus manifest.parquet. Killed at any point, a rerun keeps the finished shards and makes the rest;
-the result is byte-identical to an uninterrupted run. Several processes split the shards:
+The generator is an entry of the registry file (--registry). Child i of a parent is generated from its
+caption i with a seed derived from (cluster id, caption index, the generator's base seed). The output folder
+follows stages.contracts.children: Parquet shards of encoded images plus manifest.parquet. Killed at any
+point, a rerun keeps the finished shards and makes the rest; the result is byte-identical to an uninterrupted
+run. Several processes split the shards:
 
     accelerate launch --num_processes 4 -m stages.generate --generator sd14 ...
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.generation.registry import REGISTRY
 from stages.generation.shards import Encoding
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -32,8 +35,8 @@ def versions() -> dict[str, str]:
 
 
 def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: Path, *,
-        encoding: Encoding = Encoding.jpeg, jpeg_quality: int = 95, shard_size: int = 64, batch_size: int = 0,
-        device: str = "auto", progress: bool = True) -> dict | None:
+        registry: Path = REGISTRY, encoding: Encoding = Encoding.jpeg, jpeg_quality: int = 95, shard_size: int = 64,
+        batch_size: int = 0, device: str = "auto", progress: bool = True) -> dict | None:
     """Generate every missing shard of this process, then (main process) the manifest and the metrics.
 
     Returns the metrics on the main process, None on the others."""
@@ -48,11 +51,11 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     from stages.generation import shards as gen
     from stages.generation.registry import fingerprint_dir, get_generator, load_pipeline, model_dir
 
-    spec = get_generator(generator)
+    spec = get_generator(generator, registry)
+    if batch_size < 0:
+        raise InputError("generate.batch_size", f"is {batch_size}; expected at least 1 (0 = the registry's)")
     if batch_size:
         spec = dataclasses.replace(spec, batch_size=batch_size)
-    if spec.batch_size < 1:
-        raise InputError("generate.batch_size", f"is {spec.batch_size}; expected at least 1 (0 = the registry's)")
     if not 1 <= jpeg_quality <= 100:
         raise InputError("generate.jpeg_quality", f"is {jpeg_quality}; expected 1..100")
     if shard_size < 1:
@@ -98,7 +101,8 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
 @app.command()
 def main(
-    generator: str = typer.Option("tiny_random", help="Registry alias of the generator (stages.generation.registry)."),
+    generator: str = typer.Option("tiny_random", help="Alias of the generator: an entry of --registry."),
+    registry: Path = typer.Option(Path("stages/generation/generators.yaml"), help="The generator registry (YAML)."),
     clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
     models_root: Path = typer.Option(Path("models"), help="Folder of local diffusers directories, one per alias "
                                                           "(<models_root>/<alias>); else the hub id is tried."),
@@ -113,8 +117,8 @@ def main(
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
     with user_errors():
-        result = run(generator, clusters, models_root, out, metrics, encoding=encoding, jpeg_quality=jpeg_quality,
-                     shard_size=shard_size, batch_size=batch_size, device=device)
+        result = run(generator, clusters, models_root, out, metrics, registry=registry, encoding=encoding,
+                     jpeg_quality=jpeg_quality, shard_size=shard_size, batch_size=batch_size, device=device)
     if result is not None:
         typer.echo(f"{out}: {result['children']['total']:.0f} children, {result['nsfw']['total']:.0f} flagged by "
                    "the safety checker")

@@ -1,11 +1,13 @@
-"""The generate stage: registry errors, the tiny offline generator, seeds, the children folder contract,
-safety-checker hits, resumption after SIGKILL and a 2-process accelerate run, compared byte for byte."""
+"""The generate stage: the registry file and its errors, the tiny offline generator, seeds, the children folder
+contract, safety-checker hits, resumption after SIGKILL and a 2-process accelerate run, compared byte for byte,
+and in a DVC repository, editing one registry entry changes only that generator's instance."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,7 +27,15 @@ from stages.contracts.clusters import read_clusters
 from stages.contracts.errors import InputError
 from stages.generate import app, run
 from stages.generation import shards as gen
-from stages.generation.registry import GENERATORS, GeneratorSpec, get_generator, load_pipeline, register
+from stages.generation.registry import (
+    REGISTRY,
+    GeneratorSpec,
+    get_generator,
+    load_pipeline,
+    read_registry,
+    register,
+    unregister,
+)
 from stages.generation.tiny import TinyConfig, build_tokenizer, save_pipeline
 from tests.fixtures import write_clusters
 
@@ -58,7 +69,7 @@ def tiny_test():
                                   scheduler="DDIMScheduler", batch_size=4, safety_checker=False,
                                   obtain="the tests build it"))
     yield spec
-    GENERATORS.pop("tiny_test")
+    unregister("tiny_test")
 
 
 def flagging_safety_checker():
@@ -112,20 +123,83 @@ def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str
 # ------------------------------------------------------------------------------------------------ registry
 
 
-def test_unknown_alias_lists_the_known_ones():
-    with pytest.raises(InputError, match=r"unknown generator 'sd15'.*'sd14', 'sd21', 'tiny_random'"):
+def test_unknown_alias_names_the_registry_file_and_lists_the_known_ones():
+    with pytest.raises(InputError, match=rf"{REGISTRY}: unknown generator 'sd15'.*'sd14', 'sd21', 'tiny_random'"):
         get_generator("sd15")
     with pytest.raises(ValueError, match="no dashes"):
         register(GeneratorSpec(alias="sd-14", model_id="x", height=64, width=64, steps=1, guidance_scale=1))
 
 
-def test_paper_entries_match_the_paper():
-    for alias, model_id, side in (("sd14", "CompVis/stable-diffusion-v1-4", 512),
-                                  ("sd21", "stabilityai/stable-diffusion-2-1", 768)):
-        spec = get_generator(alias)
-        assert (spec.model_id, spec.height, spec.width, spec.steps, spec.guidance_scale) == (model_id, side, side,
-                                                                                             50, 7.5)
-        assert spec.safety_checker and not spec.watermark
+def test_registry_file_holds_the_three_entries_as_they_were():
+    """The entries moved from Python to generators.yaml with every value kept (the settings recorded with the
+    children, and so their fingerprints, are unchanged)."""
+    obtain = ("it is built offline by the tiny_generator stage: `dvc repro tiny_generator` "
+              "(or `python -m stages.tiny_generator --out <models_root>/tiny_random`)")
+    assert read_registry(REGISTRY) == {
+        "tiny_random": GeneratorSpec(alias="tiny_random", model_id="", height=64, width=64, steps=10,
+                                     guidance_scale=7.5, scheduler="DDIMScheduler", batch_size=13,
+                                     safety_checker=False, base_seed=0, obtain=obtain),
+        "sd14": GeneratorSpec(alias="sd14", model_id="CompVis/stable-diffusion-v1-4", height=512, width=512,
+                              steps=50, guidance_scale=7.5, scheduler="", dtype="float16", batch_size=8,
+                              safety_checker=True, base_seed=0),
+        "sd21": GeneratorSpec(alias="sd21", model_id="stabilityai/stable-diffusion-2-1", height=768, width=768,
+                              steps=50, guidance_scale=7.5, scheduler="", dtype="float16", batch_size=4,
+                              safety_checker=True, base_seed=0,
+                              safety_checker_id="CompVis/stable-diffusion-safety-checker")}
+
+
+GOOD = {"model_id": "", "height": 32, "width": 32, "steps": 2, "guidance_scale": 7.5}
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({**GOOD, "stepz": 3}, r"unknown keys \['stepz'\]; known: \[.*'steps'"),
+    ({k: v for k, v in GOOD.items() if k != "steps"}, r"missing keys \['steps'\]"),
+    ({**GOOD, "height": 36}, r"height and width must be positive multiples of 8 .*got 36x32"),
+    ({**GOOD, "width": 0}, r"height and width must be positive multiples of 8 .*got 32x0"),
+    ({**GOOD, "steps": "50"}, r"steps must be int, got str '50'"),
+    ({**GOOD, "steps": 0}, r"steps and batch_size must be at least 1"),
+    ({**GOOD, "guidance_scale": True}, r"guidance_scale must be float, got bool"),
+    ({**GOOD, "safety_checker": "yes please"}, r"safety_checker must be bool, got str"),
+    ({**GOOD, "dtype": "float64"}, r"dtype must be one of \['float32', 'float16', 'bfloat16'\], got 'float64'"),
+    ({**GOOD, "model_id": None}, r"model_id must be str, got NoneType"),
+    ("sd14", r"expected a mapping with the keys"),
+])
+def test_registry_file_entries_are_checked(tmp_path, entry, message):
+    path = tmp_path / "generators.yaml"
+    path.write_text(yaml.safe_dump({"fine": GOOD, "broken": entry}))
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: broken: {message}"):
+        read_registry(path)
+
+
+def test_registry_file_aliases_and_the_file_itself_are_checked(tmp_path):
+    path = tmp_path / "generators.yaml"
+    path.write_text(yaml.safe_dump({"sd-14": GOOD}))
+    with pytest.raises(InputError, match=rf"^{path}: sd-14: generator alias 'sd-14' .*\(no dashes\)"):
+        read_registry(path)
+    path.write_text("a:\n  model_id: ''\na:\n  model_id: x\n")  # PyYAML alone would keep the second silently
+    with pytest.raises(InputError, match=rf"^{path}: is not valid YAML .*'a' is given twice"):
+        read_registry(path)
+    path.write_text("- tiny_random\n")
+    with pytest.raises(InputError, match=rf"^{path}: expected a mapping of generator aliases"):
+        read_registry(path)
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'none.yaml'}: generator registry file not found"):
+        get_generator("tiny_random", tmp_path / "none.yaml")
+    path.write_text(yaml.safe_dump({"mine": {**GOOD, "guidance_scale": 7}}))
+    assert get_generator("mine", path).settings()["guidance_scale"] == 7.0  # one setting, one recorded value
+    with pytest.raises(InputError, match=rf"^{path}: unknown generator 'sd14'; known: \['mine'\]"):
+        get_generator("sd14", path)
+
+
+def test_dvc_tracks_only_each_instances_own_registry_entry():
+    """In dvc.yaml every generate instance and tiny_generator read the registry file they track, and track
+    only their own entry of it (the whole file would rerun every generator on any edit)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    generate, tiny = stages["generate"]["do"], stages["tiny_generator"]
+    entry = "stages/generation/generators.yaml"
+    assert Path(REPO / entry) == REGISTRY
+    assert f"--registry {entry} " in generate["cmd"] and f"--registry {entry} " in tiny["cmd"]
+    assert {entry: ["${item}"]} in generate["params"] and {entry: ["tiny_random"]} in tiny["params"]
+    assert entry not in generate["params"] + tiny["params"] + generate["deps"] + tiny["deps"]
 
 
 @pytest.mark.parametrize("alias", ["sd14", "sd21"])
@@ -172,7 +246,7 @@ def test_unknown_scheduler_lists_compatible_ones(models):
         with pytest.raises(InputError, match=r"unknown scheduler 'NoSuchScheduler'.*EulerDiscreteScheduler"):
             load_pipeline(spec, models)
     finally:
-        GENERATORS.pop("tiny_bad_scheduler")
+        unregister("tiny_bad_scheduler")
         (models / "tiny_bad_scheduler").unlink(missing_ok=True)
 
 
@@ -190,6 +264,16 @@ def test_tiny_generator_loads_through_from_pretrained_with_clip_tokens(models, t
     ids = build_tokenizer(tmp_path)([text]).input_ids[0]
     assert ids == open_clip.tokenize([text])[0].tolist()[:len(ids)]
     assert pipeline.tokenizer([text]).input_ids[0] == ids
+
+
+def test_tiny_generator_is_built_for_the_size_of_its_registry_entry(tmp_path):
+    from stages import tiny_generator
+
+    registry = tmp_path / "generators.yaml"
+    registry.write_text(yaml.safe_dump({"tiny_random": {**GOOD, "height": 40, "width": 40}}))
+    result = CliRunner().invoke(tiny_generator.app, ["--registry", str(registry), "--out", str(tmp_path / "tiny")])
+    assert result.exit_code == 0 and "40 px" in result.output, result.output
+    assert json.loads((tmp_path / "tiny" / "unet" / "config.json").read_text())["sample_size"] == 5
 
 
 def test_tiny_generator_files_do_not_depend_on_the_environment(models, tmp_path):
@@ -243,9 +327,9 @@ def test_seeds_and_noise_do_not_depend_on_batch_size(clusters, models, tmp_path,
 
 def test_stage_writes_the_children_contract(clusters, models, tmp_path):
     out = tmp_path / "children"
-    result = CliRunner().invoke(app, ["--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
-                                      str(models), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
-                                      "--shard-size", "5", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
+                                      str(clusters), "--models-root", str(models), "--out", str(out), "--metrics",
+                                      str(tmp_path / "m.json"), "--shard-size", "5", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     manifest = contract.read_manifest(out)
     assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
@@ -271,6 +355,29 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
                        "nsfw": {"total": 0.0, "fraction": 0.0}}
 
 
+def test_stage_generates_with_the_entry_of_the_registry_file_it_is_given(clusters, models, tmp_path):
+    registry = tmp_path / "generators.yaml"
+    registry.write_text(yaml.safe_dump({"tiny_yaml": {**GOOD, "scheduler": "DDIMScheduler", "batch_size": 12,
+                                                      "safety_checker": False, "base_seed": 3}}))
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "tiny_yaml").symlink_to(models / "tiny_random")
+    args = ["--registry", str(registry), "--clusters", str(clusters), "--models-root", str(root), "--out",
+            str(tmp_path / "children"), "--metrics", str(tmp_path / "m.json"), "--device", "cpu"]
+    result = CliRunner().invoke(app, ["--generator", "tiny_yaml", *args])
+    assert result.exit_code == 0, result.output
+    settings = contract.read_settings(tmp_path / "children")
+    assert (settings["alias"], settings["steps"], settings["height"], settings["base_seed"]) == ("tiny_yaml", 2, 32, 3)
+    manifest = contract.read_manifest(tmp_path / "children")
+    keys = zip(manifest["cluster_id"], manifest["caption_index"], strict=True)
+    assert manifest["seed"].tolist() == [gen.child_seed(c, i, 3) for c, i in keys]
+    assert Image.open(io.BytesIO(next(contract.iter_image_bytes(tmp_path / "children"))[1])).size == (32, 32)
+    # the shipped entries are not in this file
+    unknown = CliRunner().invoke(app, ["--generator", "tiny_random", *args])
+    assert unknown.exit_code == 2, unknown.output
+    assert f"{registry}: unknown generator 'tiny_random'; known: ['tiny_yaml']" in unknown.output
+
+
 def test_shards_open_with_datasets_and_pyarrow(clusters, models, tmp_path):
     import datasets
     import pyarrow.parquet as pq
@@ -293,7 +400,7 @@ def test_safety_checker_hits_are_recorded_and_counted(clusters, models, tmp_path
     try:
         result = generate(clusters, models, tmp_path / "children", "tiny_safe")
     finally:
-        GENERATORS.pop("tiny_safe")
+        unregister("tiny_safe")
     manifest = contract.read_manifest(tmp_path / "children")
     assert manifest["nsfw"].all() and result["nsfw"] == {"total": 12.0, "fraction": 1.0}
     # diffusers blacks out flagged images; they are kept (and flagged) so no child goes missing
@@ -316,16 +423,18 @@ def test_a_separate_safety_checker_is_added_or_its_download_named(clusters, mode
         processor.save_pretrained(root / "tiny-checker")
         result = generate(clusters, root, tmp_path / "children", "tiny_sep")
     finally:
-        GENERATORS.pop("tiny_sep")
+        unregister("tiny_sep")
     assert result["nsfw"]["total"] == 12.0
 
 
 def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, tmp_path):
-    for args, message in ((["--generator", "nope"], "unknown generator 'nope'"),
+    for args, message in ((["--generator", "nope"], f"{REGISTRY}: unknown generator 'nope'"),
                           (["--jpeg-quality", "101"], "generate.jpeg_quality"),
-                          (["--shard-size", "0"], "generate.shard_size")):
-        result = CliRunner().invoke(app, ["--clusters", str(clusters), "--models-root", str(models), "--out",
-                                          str(tmp_path / "c"), "--metrics", str(tmp_path / "m.json"), *args])
+                          (["--shard-size", "0"], "generate.shard_size"),
+                          (["--batch-size", "-1"], "generate.batch_size")):
+        result = CliRunner().invoke(app, ["--registry", str(REGISTRY), "--clusters", str(clusters), "--models-root",
+                                          str(models), "--out", str(tmp_path / "c"), "--metrics",
+                                          str(tmp_path / "m.json"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "c").exists()
 
@@ -386,3 +495,37 @@ def test_two_processes_with_accelerate_equal_one(clusters, models, tmp_path):
     assert "process 1 of 2: 1 of 3 missing shards" in launched.stdout
     generate(clusters, models, tmp_path / "one", shard_size=5, device="cpu")
     assert files(tmp_path / "two") == files(tmp_path / "one")
+
+
+# ----------------------------------------------------------------------------------------------- DVC
+
+
+@pytest.mark.slow
+def test_editing_one_registry_entry_reruns_only_its_generator(dvc_repo, models):
+    """Two generators on the tiny model under two aliases, 13 demo parents with one caption each, 1 step: after
+    a repro, editing tiny_b's entry in generators.yaml changes generate@tiny_b (its params), not tiny_a."""
+    import shutil
+
+    repo = dvc_repo.path
+    entry = {**GOOD, "steps": 1, "scheduler": "DDIMScheduler", "batch_size": 13, "safety_checker": False}
+    registry = repo / "stages" / "generation" / "generators.yaml"
+    registry.write_text(yaml.safe_dump({"tiny_a": entry, "tiny_b": entry}))
+    for alias in ("tiny_a", "tiny_b"):
+        shutil.copytree(models / "tiny_random", repo / "models" / alias)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["clusters"]["captions_per_parent"] = 1
+    params["generate"].update(generators=["tiny_a", "tiny_b"], device="cpu")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    first = dvc_repo("dvc", "repro", "generate")
+    assert "Running stage 'generate@tiny_a'" in first and "Running stage 'generate@tiny_b'" in first
+    assert json.loads(dvc_repo("dvc", "status", "--json", "generate")) == {}
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "two generators")
+
+    registry.write_text(yaml.safe_dump({"tiny_a": entry, "tiny_b": {**entry, "steps": 2}}))
+    status = json.loads(dvc_repo("dvc", "status", "--json", "generate"))
+    # DVC lists a params file under "changed deps", naming the keys that changed
+    assert status == {"generate@tiny_b": [{"changed deps": {"stages/generation/generators.yaml": {
+        "tiny_b": "modified"}}}]}, status
+    dry = dvc_repo("dvc", "repro", "--dry", "generate")
+    assert "Running stage 'generate@tiny_b'" in dry and "Running stage 'generate@tiny_a'" not in dry, dry

@@ -1,9 +1,11 @@
 """The generator registry: a dash-free alias -> how to load a diffusers text-to-image pipeline and call it.
 
-Every generator is loaded from a local diffusers directory ``<models_root>/<alias>`` when one is there
-(this is how DVC tracks the weights as a dependency), else from its model id on the Hugging Face hub
-(through the local cache; offline it must already be cached). The offline demo generator `tiny_random`
-has no hub id: the `tiny_generator` stage builds it into ``<models_root>/tiny_random``.
+The entries are data, in ``stages/generation/generators.yaml`` (`REGISTRY`); `read_registry` reads and
+checks a registry file, `get_generator` looks an alias up in one (entries that tests `register` in this
+process first). Every generator is loaded from a local diffusers directory ``<models_root>/<alias>`` when
+one is there (this is how DVC tracks the weights as a dependency), else from its model id on the Hugging
+Face hub (through the local cache; offline it must already be cached). The offline demo generator
+`tiny_random` has no hub id: the `tiny_generator` stage builds it into ``<models_root>/tiny_random``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +22,17 @@ from typing import Any, Literal
 from stages.contracts.errors import InputError
 
 Dtype = Literal["float32", "float16", "bfloat16"]
+# the registry shipped inside the package
+REGISTRY = Path(__file__).with_name("generators.yaml")
+# DVC params keys cannot hold dashes (`dvc exp run -S` and `${item}` break on them)
+ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """How one generator is loaded and called. Everything here decides the pixels of its children."""
+    """How one generator is loaded and called. Everything here decides the pixels of its children.
+
+    Checked on construction: a ValueError names the first field that is wrong."""
 
     alias: str
     model_id: str  # a Hugging Face hub id, or "" for a generator that only exists as a local directory
@@ -42,6 +52,22 @@ class GeneratorSpec:
     base_seed: int = 0
     obtain: str = ""  # how to get the weights when they are missing (shown in the error)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.alias, str) or not ALIAS.fullmatch(self.alias):
+            raise ValueError(f"generator alias {self.alias!r} must be letters, digits and underscores (no dashes), "
+                             "starting with a letter, for DVC params")
+        for name, hint in typing.get_type_hints(GeneratorSpec).items():
+            problem = _type_problem(getattr(self, name), hint)
+            if problem:
+                raise ValueError(f"{name} {problem}")
+        if isinstance(self.guidance_scale, int):  # 7 and 7.0 are one setting: record it as a float
+            object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        if self.height < 8 or self.width < 8 or self.height % 8 or self.width % 8:
+            raise ValueError(f"height and width must be positive multiples of 8 (the VAE downsamples by 8), "
+                             f"got {self.height}x{self.width}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
+
     def settings(self) -> dict[str, Any]:
         """The settings that decide the pixels, recorded with the children (JSON-ready). The batch size is
         left out: each child's noise comes from its own seed, so batching changes no child (beyond the
@@ -49,39 +75,91 @@ class GeneratorSpec:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("obtain", "batch_size")}
 
 
-GENERATORS: dict[str, GeneratorSpec] = {}
+def _type_problem(value: Any, hint: Any) -> str:
+    """'' when `value` fits the field type `hint`, else what is wrong (a bool is not a number here)."""
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        return "" if value in choices else f"must be one of {list(choices)}, got {value!r}"
+    allowed = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}[hint]
+    if isinstance(value, allowed) and (hint is bool or not isinstance(value, bool)):
+        return ""
+    return f"must be {hint.__name__}, got {type(value).__name__} {value!r}"
+
+
+_registered: dict[str, GeneratorSpec] = {}
 
 
 def register(spec: GeneratorSpec) -> GeneratorSpec:
-    """Add (or replace) a registry entry; tests register tiny ones."""
-    if not spec.alias.isidentifier():
-        raise ValueError(f"generator alias {spec.alias!r} must be a plain identifier (no dashes), for DVC params")
-    if spec.height % 8 or spec.width % 8:
-        raise ValueError(f"{spec.alias}: height and width must be multiples of 8, got {spec.height}x{spec.width}")
-    GENERATORS[spec.alias] = spec
+    """Add (or replace) an entry in this process (tests register tiny ones); it wins over the registry file."""
+    _registered[spec.alias] = spec
     return spec
 
 
-register(GeneratorSpec(
-    alias="tiny_random", model_id="", height=64, width=64, steps=10, guidance_scale=7.5,
-    scheduler="DDIMScheduler", batch_size=13, safety_checker=False, base_seed=0,
-    obtain="it is built offline by the tiny_generator stage: `dvc repro tiny_generator` "
-           "(or `python -m stages.tiny_generator --out <models_root>/tiny_random`)"))
-# The paper's generators at their native resolution, 50 steps, guidance 7.5, safety checker on (§3.5).
-register(GeneratorSpec(
-    alias="sd14", model_id="CompVis/stable-diffusion-v1-4", height=512, width=512, steps=50, guidance_scale=7.5,
-    scheduler="", dtype="float16", batch_size=8, safety_checker=True, base_seed=0))
-register(GeneratorSpec(
-    alias="sd21", model_id="stabilityai/stable-diffusion-2-1", height=768, width=768, steps=50, guidance_scale=7.5,
-    scheduler="", dtype="float16", batch_size=4, safety_checker=True, base_seed=0,
-    safety_checker_id="CompVis/stable-diffusion-safety-checker"))
+def unregister(alias: str) -> None:
+    """Remove an entry registered in this process."""
+    _registered.pop(alias, None)
 
 
-def get_generator(alias: str) -> GeneratorSpec:
-    """The registry entry of `alias`; an unknown alias is an error listing the known ones."""
-    if alias not in GENERATORS:
-        raise InputError("generate.generators", f"unknown generator {alias!r}; known: {sorted(GENERATORS)}")
-    return GENERATORS[alias]
+def _safe_load_unique(text: str) -> Any:
+    """yaml.safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # a SafeLoader: plain data only, no Python objects
+
+
+def read_registry(path: Path | str) -> dict[str, GeneratorSpec]:
+    """The entries of a registry YAML file, each checked; an InputError names the file and the entry."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "generator registry file not found")
+    try:
+        data = _safe_load_unique(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
+    if not isinstance(data, dict):
+        raise InputError(str(path), "expected a mapping of generator aliases to entries")
+    fields = dataclasses.fields(GeneratorSpec)
+    known = {f.name for f in fields} - {"alias"}
+    required = {f.name for f in fields if f.default is dataclasses.MISSING} - {"alias"}
+    specs = {}
+    for alias, entry in data.items():
+        where = f"{path}: {alias}"
+        if not isinstance(entry, dict):
+            raise InputError(where, f"expected a mapping with the keys {sorted(required)} (and optional ones)")
+        if required - set(entry):
+            raise InputError(where, f"missing keys {sorted(required - set(entry))}; required: {sorted(required)}")
+        if set(entry) - known:
+            raise InputError(where, f"unknown keys {sorted(set(entry) - known)}; known: {sorted(known)}")
+        try:
+            specs[alias] = GeneratorSpec(alias=alias, **entry)
+        except ValueError as error:
+            raise InputError(where, str(error)) from error
+    return specs
+
+
+def get_generator(alias: str, registry: Path | str = REGISTRY) -> GeneratorSpec:
+    """The entry of `alias`: registered in this process, else read from the registry file. An unknown alias
+    is an error naming the registry file and listing the known aliases."""
+    if alias in _registered:
+        return _registered[alias]
+    specs = read_registry(registry)
+    if alias not in specs:
+        raise InputError(str(registry), f"unknown generator {alias!r}; known: {sorted({*specs, *_registered})}",
+                         "add an entry for it to this file, or list a known alias in generate.generators")
+    return specs[alias]
 
 
 def model_dir(spec: GeneratorSpec, models_root: Path) -> Path:
