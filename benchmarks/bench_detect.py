@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "coco-mini" / "images")
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--registry", type=Path, default=REPO / "stages" / "backbones.yaml")
+    parser.add_argument("--registry", type=Path, default=REPO / "stages" / "embedding" / "backbones.yaml")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
