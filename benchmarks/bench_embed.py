@@ -50,7 +50,7 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
     from stages.embedding.backbones import get_spec, load_backbone
 
     torch.set_num_threads(args.threads)
-    backbone = load_backbone(get_spec(alias, REPO / "stages" / "backbones.yaml"))
+    backbone = load_backbone(get_spec(alias, REPO / "stages" / "embedding" / "backbones.yaml"))
     rows = embedding.parent_rows(read_clusters(clusters))
     config = embedding.RunConfig(batch_size=args.batch_size, chunk_size=4 * args.batch_size, workers=args.workers,
                                  progress=False)
