@@ -87,6 +87,21 @@ def test_recall_at_k_known_answer():
     assert got["intra_cluster"] == {"r1": pytest.approx(2 / 3), "r2": pytest.approx(1.0)}
 
 
+def test_recall_at_k_counts_ties_against_the_hit():
+    # keys 0 and 1 are one caption written twice (an identical twin in another cluster), key 2 another caption
+    keys = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    key_group = np.array([0, 1, 2])
+    queries = np.array([[0.8, 0.6], [0.8, 0.6]], dtype=np.float32)  # nearest the twins, equally
+    got = recall_at_k(queries, keys, np.array([0, 1]), np.array([0, 1]), key_group, ks=(1, 2))
+    # each target's twin is as similar as the target: rank 1, never a sure R@1; both twins fit in the top 2
+    assert got["exact_pair"] == {"r1": 0.0, "r2": 1.0}
+    # intra-cluster: the twin belongs to another cluster, so the tie counts against the hit too
+    assert got["intra_cluster"] == {"r1": 0.0, "r2": 1.0}
+    # a twin inside the query's own cluster is a tie with a key of its group: no penalty for the cluster
+    same_cluster = recall_at_k(queries[:1], keys, np.array([0]), np.array([0]), np.array([0, 0, 2]), ks=(1,))
+    assert same_cluster == {"exact_pair": {"r1": 0.0}, "intra_cluster": {"r1": 1.0}}
+
+
 def test_recall_at_k_matches_full_sort_and_is_chunk_invariant():
     rng = np.random.default_rng(1)
     keys = rng.normal(size=(40, 8))
