@@ -73,7 +73,7 @@ def test_paper_numbers_are_complete():
 
 
 def code_scores(acc, auc=0.9):
-    return {"real_acc": 1.0, "fake_acc": acc, "acc": acc, "auc": auc, "ap": 0.95}
+    return {"real_accuracy": 1.0, "fake_accuracy": acc, "overall_accuracy": acc, "auc": auc, "ap": 0.95}
 
 
 def write_detector_inputs(m):

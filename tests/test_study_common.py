@@ -68,10 +68,12 @@ def test_full_cluster_and_overall_accuracy_on_hand_made_predictions():
     # clusters need not be contiguous
     order = np.random.default_rng(0).permutation(9)
     assert full_cluster_accuracy(predicted[order], label[order], cluster[order]) == pytest.approx(1 / 3)
-    scores = np.where(predicted == FAKE, 0.9, 0.1)
-    metrics = classification_metrics(scores, label, cluster)
+    logits = np.where(predicted == FAKE, 2.0, -2.0)
+    metrics = classification_metrics(logits, label, cluster_id=cluster)
     assert metrics["overall_accuracy"] == pytest.approx(7 / 9) and 0 < metrics["auc"] <= 1
-    assert classification_metrics(scores[label == FAKE], label[label == FAKE], cluster[label == FAKE])["auc"] is None
+    assert metrics["full_cluster_accuracy"] == pytest.approx(1 / 3)
+    fakes = label == FAKE
+    assert classification_metrics(logits[fakes], label[fakes], cluster_id=cluster[fakes])["auc"] is None
 
 
 def test_recall_at_k_known_answer():
@@ -196,16 +198,16 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
     clusters = stack_clusters(made["parents"], made["g"], where="x")
     grid = [1e-3, 1e-1, 10.0]
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=0)
-    assert fit.probe.c in grid and [c for c, _ in fit.grid] == grid
+    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [c for c, _ in fit.grid] == grid
     best = max(acc for _, acc in fit.grid)
-    assert dict(fit.grid)[fit.probe.c] == best
+    assert dict(fit.grid)[fit.c] == best
     val_x = clusters.select("val").embeddings.reshape(-1, 16)
     assert overall_accuracy(fit.probe.predict(val_x), clusters.select("val").labels().ravel()) == best > 0.9
     # scrambling the test split changes nothing in the fit
     scrambled = Clusters(clusters.embeddings.copy(), clusters.cluster_id, clusters.split, clusters.attrs)
     scrambled.embeddings[clusters.split == "test"] = 1e3
     again = fit_probe(scrambled.select("train"), scrambled.select("val"), grid, seed=0)
-    assert again.probe.c == fit.probe.c and np.array_equal(again.probe.coef, fit.probe.coef)
+    assert again.c == fit.c and np.array_equal(again.probe.coef, fit.probe.coef)
 
 
 def test_shared_supcon_losses_equal_separate_ones():
