@@ -11,7 +11,7 @@ Protocol (the released evaluation, plus AUC and AP):
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
      crop; stages.imaging.transforms);
   2. the three heads (stages.code.heads) fitted on train: logistic regression, 1-NN (cosine) and a
-     one-class SVM on the train reals only;
+     one-class SVM on the train reals only (on the raw features);
   3. each head's threshold from val (stages.heads.threshold: balanced accuracy, ties nearest 0) or its
      natural 0 (--threshold), never from test; FAKE where score >= threshold;
   4. per generator (all test parents + that generator's test children) and overall (all of them): real,

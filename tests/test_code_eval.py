@@ -20,7 +20,7 @@ from stages.contracts.labels import FAKE, REAL
 from stages.heads import metrics as toolkit_metrics
 from stages.heads import threshold as toolkit_threshold
 from stages.heads.metrics import classification_metrics
-from stages.heads.threshold import choose_threshold
+from stages.heads.threshold import choose_threshold, predict
 from tests.fixtures import write_children, write_clusters
 
 torch.set_num_threads(1)
@@ -43,6 +43,16 @@ def blobs(n_real=30, n_fake=40, seed=0):
     shift = np.array([4.0, 0, 0, 0, 0, 0])
     x = np.concatenate([rng.normal(0, 1, (n_real, 6)) + shift, rng.normal(0, 1, (n_fake, 6)) - shift])
     return x, np.array([REAL] * n_real + [FAKE] * n_fake)
+
+
+def test_one_class_svm_honours_nu_on_raw_features():
+    # CoDE-like features: 192-d, a non-zero mean. nu 0.1 bounds the share of training reals outside the
+    # boundary; fitted on L2-normalised features the kernel values fall under libsvm's tolerance, the solver
+    # never moves and most of its own training reals come out as outliers
+    reals = np.random.default_rng(0).normal(2.0, 1.0, (300, 192)).astype(np.float32)
+    scores = fit_head("ocsvm", reals, np.full(len(reals), REAL))(reals)
+    outliers = float((predict(scores) == FAKE).mean())
+    assert 0.05 <= outliers <= 0.2, outliers
 
 
 def test_one_class_svm_sees_only_reals():

@@ -1,9 +1,12 @@
-"""The three heads of the released CoDE evaluation on frozen, L2-normalised features.
+"""The three heads of the released CoDE evaluation on frozen features.
 
     logreg  logistic regression on L2-normalised features: C 0.316, 1500 iterations, balanced class
             weights (the toolkit's linear head, stages.heads.linear, without standardisation)
     knn     1-nearest neighbour with cosine distance
-    ocsvm   one-class SVM fitted on the reals only (nu 0.1, polynomial kernel, gamma "auto")
+    ocsvm   one-class SVM fitted on the reals only, on the raw features as the released code does (nu 0.1,
+            polynomial kernel, gamma "auto" = 1 / D). On L2-normalised 192-d features its kernel values
+            (gamma <x, y>)^3 fall below 1e-6, under libsvm's tolerance: the solver would stop where it
+            starts and nu would mean nothing.
 
 Every head gives a score per image, higher = more likely generated, with a natural threshold of 0:
 logreg its logit, knn (cosine distance to the nearest real) - (to the nearest fake), ocsvm minus its
@@ -59,10 +62,10 @@ def fit_head(name: str, features: np.ndarray, labels: np.ndarray) -> Scorer:
     if name == "ocsvm":
         from sklearn.svm import OneClassSVM
 
-        reals = x[y == REAL]
+        reals = np.asarray(features)[y == REAL]
         if len(reals) == 0:
             raise ValueError("the one-class SVM needs real training images; there are none")
-        model = OneClassSVM(nu=0.1, kernel="poly", gamma="auto").fit(reals)
-        return lambda q: -model.decision_function(l2_normalize(q))
+        model = OneClassSVM(nu=0.1, kernel="poly", gamma="auto").fit(reals)  # raw features (module docstring)
+        return lambda q: -model.decision_function(np.asarray(q))
     raise ValueError(f"unknown head {name!r}; known: {HEADS}")
 
