@@ -41,8 +41,9 @@ def main() -> None:
     import torch
 
     from stages.detect import OutputFormat, score_inputs, write_rows
+    from stages.heads.linear import LinearHead
     from stages.imaging.load import load_rgb
-    from stages.shipped.artifact import Detector, LinearHead
+    from stages.shipped.artifact import Detector
     from stages.shipped.wild import expand_inputs, load_registry_backbone
 
     backbone = load_registry_backbone(args.backbone, args.registry)

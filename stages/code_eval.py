@@ -11,10 +11,12 @@ Protocol (the released evaluation, plus AUC and AP):
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
      crop; stages.imaging.transforms);
   2. the three heads (stages.code.heads) fitted on train: logistic regression, 1-NN (cosine) and a
-     one-class SVM on the train reals only;
-  3. each head's threshold from val (balanced accuracy) or its natural 0 (--threshold), never from test;
+     one-class SVM on the train reals only (on the raw features);
+  3. each head's threshold from val (stages.heads.threshold: balanced accuracy, ties nearest 0) or its
+     natural 0 (--threshold), never from test; FAKE where score >= threshold;
   4. per generator (all test parents + that generator's test children) and overall (all of them): real,
-     fake and overall accuracy, AUC and AP, clean and per transformation.
+     fake and overall accuracy, AUC and AP (stages.heads.metrics; no full-cluster accuracy: images here
+     carry no cluster ids), clean and per transformation.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
 
     from stages.code.augment import CLEAN
     from stages.code.data import EvalImages, extract_features
-    from stages.code.heads import HEADS, binary_metrics, choose_threshold, fit_head
+    from stages.code.heads import HEADS, fit_head
+    from stages.heads.metrics import METRICS, classification_metrics
+    from stages.heads.threshold import choose_threshold
 
     def features(chosen, transform=CLEAN):
         dataset = EvalImages(chosen, image_size, transform=transform, seed=seed)
@@ -61,7 +65,7 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
     (train, y_train), (val, y_val), (test, y_test) = pick("train", fit_generators), pick("val", fit_generators), \
         pick("test", generators)
     x_train, x_val = features(train), features(val)
-    scorers = {head: fit_head(head, x_train, y_train, seed=seed) for head in HEADS}
+    scorers = {head: fit_head(head, x_train, y_train) for head in HEADS}
     thresholds = {head: choose_threshold(scorers[head](x_val), y_val) if threshold is ThresholdRule.val else 0.0
                   for head in HEADS}
 
@@ -74,12 +78,13 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
             scores = scorers[head](x_test)
             for group, mask in groups.items():
                 rows.append({"head": head, "generator": group, "transform": transform,
-                             **binary_metrics(scores[mask], y_test[mask], thresholds[head]),
+                             # no cluster ids here: full-cluster accuracy is left out
+                             **classification_metrics(scores[mask], y_test[mask], threshold=thresholds[head]),
                              "n_real": float((y_test[mask] == 0).sum()), "n_fake": float((y_test[mask] == 1).sum())})
 
     metrics: dict = {head: {} for head in HEADS}
     for row in rows:
-        scores = {k: row[k] for k in ("real_acc", "fake_acc", "acc", "auc", "ap")}
+        scores = {k: row[k] for k in METRICS if k in row}
         if row["transform"] == CLEAN:
             metrics[row["head"]][row["generator"]] = scores
         elif row["generator"] == OVERALL:
@@ -154,7 +159,7 @@ def main(
     metrics: Path = typer.Option(Path("metrics/code_eval.json"), help="Output metrics JSON."),
     grid: Path = typer.Option(Path("metrics/plots/code_eval.csv"), help="Output head x generator x "
                                                                       "transformation grid (CSV)."),
-    seed: int = typer.Option(0, help="Seed of the random test crop and the heads."),
+    seed: int = typer.Option(0, help="Seed of the random test crop."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     device: Device = typer.Option(Device.auto, help="auto: CUDA when available."),
@@ -168,7 +173,7 @@ def main(
                      split_list(fit_generators, "code_eval.fit_generators"),
                      split_list(transforms, "code_eval.transforms"), metrics, grid, threshold=threshold, seed=seed,
                      batch_size=batch_size, num_workers=workers, device=device, threads=threads)
-    overall = {head: result[head][OVERALL]["acc"] for head in ("logreg", "knn", "ocsvm")}
+    overall = {head: result[head][OVERALL]["overall_accuracy"] for head in ("logreg", "knn", "ocsvm")}
     typer.echo(f"{metrics}: overall clean accuracy " + ", ".join(f"{h} {a:.3f}" for h, a in overall.items()))
 
 

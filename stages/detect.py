@@ -2,8 +2,9 @@
 
     parentage detect photos/ 'downloads/**/*.png' --detector data/detector --out scores.csv
 
-One row per file: path, score (probability that the image is generated), label (real / fake: score at least
-the threshold), threshold, detector (its id), error. A file that cannot be read (missing, empty, truncated,
+One row per file: path, score (probability that the image is generated), label (real / fake: the head's
+logit at least the detector's threshold), threshold (shown as a probability, so fake is score >= threshold),
+detector (its id), error. A file that cannot be read (missing, empty, truncated,
 not an image, a decompression bomb) gets a row with its error and empty score, and the run goes on.
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
@@ -58,9 +59,10 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
                  workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
     """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
     for each other input."""
+    from stages.heads.linear import sigmoid
     from stages.shipped.wild import ImageItems, embed_items
 
-    detector_id, threshold = detector.id, detector.threshold  # the id hashes the head: compute it once
+    detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
     items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
@@ -69,9 +71,10 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
         if result.error is not None:
             yield Row(path, None, None, threshold, detector_id, result.error)
             continue
-        score = float(detector.score(result.embeddings[:1])[0])  # (1, D) -> (1,)
-        label = LABEL_NAMES[int(detector.predict([score])[0])]
-        yield Row(path, score, label, threshold, detector_id, None)
+        decision = detector.decision(result.embeddings[:1])  # (1, D) -> (1,)
+        # the label compares logits: probabilities round to 1.0 for every logit above ~37
+        label = LABEL_NAMES[int(detector.predict(decision)[0])]
+        yield Row(path, float(sigmoid(decision)[0]), label, threshold, detector_id, None)
 
 
 def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:

@@ -7,8 +7,9 @@ metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robus
 
 The head is trained on the train split of the parents and of the children of every `--generators`, reading
 the embedding caches (no image is embedded again for training); C and the threshold are chosen on val
-(stages.shipped.head_fit). Metrics: real, fake and overall accuracy at the threshold, AUC and AP, on val
-and test, per generator (its children with the split's parents) and for all generators together.
+(stages.shipped.head_fit). Metrics (stages.heads.metrics): real, fake, overall and full-cluster accuracy at
+the threshold, AUC and AP, on val and test, per generator (its children with the split's parents) and for
+all generators together.
 Robustness: the test images, read again and embedded through the registry's backbone after each transform
 (stages.imaging.transforms), scored with the shipped detector.
 """
@@ -46,7 +47,7 @@ def main(
     robustness: Path = typer.Option(Path("metrics/plots/detector_robustness.csv"),
                                     help="Output plot data: test metrics per transform and generator."),
     transforms: list[Transform] = typer.Option(list(Transform), help="Transforms of the robustness test (repeat)."),
-    seed: int = typer.Option(0, help="Seed of the head's solver and of the random crop."),
+    seed: int = typer.Option(0, help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
     batch_size: int = typer.Option(32, min=1, help="Images per backbone forward (robustness)."),
     workers: int = typer.Option(2, min=0, help="DataLoader workers reading images (robustness)."),
     device: str = typer.Option("cpu", help="torch device of the backbone (robustness)."),

@@ -48,7 +48,7 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
     in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
     fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed)
     result: dict = {"temperature": config.temperature, "epochs": float(config.epochs), "lr": config.lr,
-                    "batch_size": float(config.batch_size), "s_probe_c": fit.probe.c,
+                    "batch_size": float(config.batch_size), "s_probe_c": fit.c,
                     "final_loss": {key: value for key, value in losses[-1].items() if key != "epoch"}}
     for split in EVAL_SPLITS:
         mask = clusters.split == split

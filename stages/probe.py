@@ -39,14 +39,14 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     clusters = load_clusters(parents, child_cache(embeddings, generator))
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter)
     result: dict = {
-        "c": fit.probe.c,
+        "c": fit.c,
         "c_search": {f"c{i}": {"c": c, "val_overall_accuracy": acc} for i, (c, acc) in enumerate(fit.grid)},
         "train_rows": float(fit.train_rows),
     }
     for split in EVAL_SPLITS:
         result[split] = evaluate(fit.probe, clusters.select(split))
     test_x, test_y, _ = all_rows(clusters.select("test"))
-    write_json(roc, roc_points(fit.probe.score(test_x), test_y))
+    write_json(roc, roc_points(fit.probe.decision(test_x), test_y))
 
     rows = []
     for other in generators:

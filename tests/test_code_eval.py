@@ -13,10 +13,14 @@ from stages import code_eval
 from stages.code import heads as code_heads
 from stages.code.augment import CLEAN
 from stages.code.data import TEST_TRANSFORMS, EvalImages, read_images
-from stages.code.heads import HEADS, binary_metrics, choose_threshold, fit_head
+from stages.code.heads import HEADS, fit_head
 from stages.code.net import CodeNetConfig, build_model, save_model
 from stages.contracts.clusters import read_clusters
 from stages.contracts.labels import FAKE, REAL
+from stages.heads import metrics as toolkit_metrics
+from stages.heads import threshold as toolkit_threshold
+from stages.heads.metrics import classification_metrics
+from stages.heads.threshold import choose_threshold, predict
 from tests.fixtures import write_children, write_clusters
 
 torch.set_num_threads(1)
@@ -41,6 +45,16 @@ def blobs(n_real=30, n_fake=40, seed=0):
     return x, np.array([REAL] * n_real + [FAKE] * n_fake)
 
 
+def test_one_class_svm_honours_nu_on_raw_features():
+    # CoDE-like features: 192-d, a non-zero mean. nu 0.1 bounds the share of training reals outside the
+    # boundary; fitted on L2-normalised features the kernel values fall under libsvm's tolerance, the solver
+    # never moves and most of its own training reals come out as outliers
+    reals = np.random.default_rng(0).normal(2.0, 1.0, (300, 192)).astype(np.float32)
+    scores = fit_head("ocsvm", reals, np.full(len(reals), REAL))(reals)
+    outliers = float((predict(scores) == FAKE).mean())
+    assert 0.05 <= outliers <= 0.2, outliers
+
+
 def test_one_class_svm_sees_only_reals():
     x, y = blobs()
     other = x.copy()
@@ -58,7 +72,8 @@ def test_heads_score_fakes_higher_on_separable_data(head):
     x, y = blobs()
     test_x, test_y = blobs(seed=1)
     scores = fit_head(head, x, y)(test_x)
-    metrics = binary_metrics(scores, test_y, 0.0 if head != "ocsvm" else choose_threshold(scores, test_y))
+    metrics = classification_metrics(scores, test_y, threshold=0.0 if head != "ocsvm" else
+                                     choose_threshold(scores, test_y))
     assert metrics["auc"] > 0.95 and metrics["ap"] > 0.95
 
 
@@ -85,16 +100,18 @@ def test_threshold_maximises_balanced_accuracy_and_prefers_zero_on_ties():
     scores = np.array([-3.0, -2.0, 1.0, 2.0, 5.0, 6.0])
     labels = np.array([REAL, REAL, REAL, FAKE, FAKE, FAKE])
     t = choose_threshold(scores, labels)
-    assert 1.0 <= t < 2.0 and binary_metrics(scores, labels, t)["acc"] == 1.0
+    assert 1.0 < t <= 2.0 and classification_metrics(scores, labels, threshold=t)["overall_accuracy"] == 1.0
     assert choose_threshold(np.array([-1.0, 1.0]), np.array([REAL, FAKE])) == 0.0
 
 
 def test_metrics_values_and_not_applicable():
     scores, labels = np.array([0.1, 0.9, 0.8, 0.3]), np.array([REAL, REAL, FAKE, FAKE])
-    m = binary_metrics(scores, labels, 0.5)
-    assert m == {"real_acc": 0.5, "fake_acc": 0.5, "acc": 0.5, "auc": 0.5, "ap": pytest.approx(7 / 12)}
-    only_fakes = binary_metrics(np.array([1.0, -1.0]), np.array([FAKE, FAKE]), 0.0)
-    assert only_fakes["real_acc"] is None and only_fakes["auc"] is None and only_fakes["fake_acc"] == 0.5
+    m = classification_metrics(scores, labels, threshold=0.5)
+    # no cluster ids in CoDE's evaluation: full-cluster accuracy is left out
+    assert m == {"real_accuracy": 0.5, "fake_accuracy": 0.5, "overall_accuracy": 0.5, "auc": 0.5,
+                 "ap": pytest.approx(7 / 12)}
+    only_fakes = classification_metrics(np.array([1.0, -1.0]), np.array([FAKE, FAKE]), threshold=0.0)
+    assert only_fakes["real_accuracy"] is None and only_fakes["auc"] is None and only_fakes["fake_accuracy"] == 0.5
 
 
 def test_eval_images_center_crop_and_seeded_transforms(data):
@@ -114,9 +131,12 @@ def test_eval_images_center_crop_and_seeded_transforms(data):
 
 
 def test_thresholds_come_from_val_never_test(data, monkeypatch):
-    seen = []
-    original = code_heads.choose_threshold
-    monkeypatch.setattr(code_heads, "choose_threshold", lambda s, y: seen.append(len(y)) or original(s, y))
+    # spies on the toolkit's functions: code_eval calls these, not copies of them
+    seen, measured = [], []
+    original, metrics_function = toolkit_threshold.choose_threshold, toolkit_metrics.classification_metrics
+    monkeypatch.setattr(toolkit_threshold, "choose_threshold", lambda s, y: seen.append(len(y)) or original(s, y))
+    monkeypatch.setattr(toolkit_metrics, "classification_metrics",
+                        lambda *a, **k: measured.append(k["threshold"]) or metrics_function(*a, **k))
     from stages.code.net import load_model
 
     model, config, _ = load_model(data / "model.pt")
@@ -127,6 +147,7 @@ def test_thresholds_come_from_val_never_test(data, monkeypatch):
     assert seen == [n_val] * len(HEADS)
     assert metrics["images"] == {"train": 24, "val": 24, "test_real": 4, "test_fake_g1": 20, "test_fake_g2": 20}
     assert len(rows) == len(HEADS) * 3 * 2  # heads x (overall, g1, g2) x (clean, jpeg75)
+    assert sorted(set(measured)) == sorted(set(metrics["thresholds"].values())) and len(measured) == len(rows)
 
 
 @pytest.mark.slow
@@ -139,8 +160,8 @@ def test_command_writes_metrics_and_grid(data, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     for head in HEADS:
         assert set(metrics[head]) == {"g1", "g2", "overall", *(f"overall_{t}" for t in TEST_TRANSFORMS)}
-        assert set(metrics[head]["overall"]) == {"real_acc", "fake_acc", "acc", "auc", "ap"}
-        assert 0 <= metrics[head]["overall"]["acc"] <= 1
+        assert set(metrics[head]["overall"]) == {"real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"}
+        assert 0 <= metrics[head]["overall"]["overall_accuracy"] <= 1
     rows = list(csv.DictReader((tmp_path / "grid.csv").open()))
     assert len(rows) == len(HEADS) * 3 * (1 + len(TEST_TRANSFORMS))
     assert {r["transform"] for r in rows} == {CLEAN, *TEST_TRANSFORMS}

@@ -83,7 +83,7 @@ def test_output_formats_parse(wild, fmt):
         records = list(csv.DictReader(io.StringIO(text)))
         assert list(records[0]) == list(detect.COLUMNS)
         assert all((r["score"] == "") == bool(r["error"]) for r in records)
-        assert all(float(r["threshold"]) == random_detector().threshold for r in records)
+        assert all(float(r["threshold"]) == random_detector().score_threshold for r in records)
     else:
         records = [json.loads(line) for line in text.splitlines()]
         assert all(list(r) == list(detect.COLUMNS) for r in records)

@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 
 from stages.contracts.labels import FAKE, REAL
+from stages.heads.linear import LinearHead, fit_logistic
+from stages.heads.metrics import classification_metrics
+from stages.heads.threshold import choose_threshold
 from stages.shipped.artifact import (
+    FORMAT_VERSION,
     SPEC_FILE,
     TENSORS_FILE,
     BackboneMismatch,
     Detector,
-    LinearHead,
     check_backbone,
     load_detector,
     save_detector,
 )
-from stages.shipped.head_fit import choose_threshold, detection_metrics, fit_logreg
+from stages.shipped.head_fit import C_GRID, fit_detector_head
 from tests.tiny_backbone import SPEC
 
 
@@ -22,7 +25,7 @@ def random_detector(dim: int = SPEC["dim"], seed: int = 0) -> Detector:
     rng = np.random.default_rng(seed)
     head = LinearHead(mean=rng.normal(size=dim), scale=rng.uniform(0.5, 2, size=dim), coef=rng.normal(size=dim),
                       intercept=[0.3], params={"C": 0.1})
-    return Detector(backbone=dict(SPEC), head=head, threshold=0.42, trained_on={"generators": ["tiny_random"]},
+    return Detector(backbone=dict(SPEC), head=head, threshold=-0.3, trained_on={"generators": ["tiny_random"]},
                     versions={"numpy": np.__version__})
 
 
@@ -33,12 +36,15 @@ def test_round_trip_scores_alike(tmp_path):
     loaded = load_detector(tmp_path / "det")
     x = np.random.default_rng(1).normal(size=(20, SPEC["dim"]))
     np.testing.assert_allclose(loaded.score(x), detector.score(x), rtol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(loaded.decision(x)), detector.predict(detector.decision(x)))
     assert loaded.id == detector.id and loaded.id.startswith("tiny_test-logreg-")
     assert loaded.threshold == detector.threshold and loaded.backbone == detector.backbone
     assert loaded.trained_on == detector.trained_on and loaded.head.params == {"C": 0.1}
     # no pickle anywhere: JSON and a safetensors file
     spec = json.loads((tmp_path / "det" / SPEC_FILE).read_text())
     assert spec["id"] == detector.id and spec["backbone"]["alias"] == "tiny_test"
+    assert spec["format_version"] == FORMAT_VERSION == 2 and spec["threshold"] == -0.3
+    assert "decision >= threshold" in spec["label"]
     assert (tmp_path / "det" / TENSORS_FILE).read_bytes()[8:9] == b"{", "safetensors starts with a JSON header"
 
 
@@ -51,6 +57,20 @@ def test_same_content_same_id_and_edits_are_refused(tmp_path):
     spec_path.write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="does not match its id"):
         load_detector(tmp_path / "det")
+    # version 1 stored the threshold on the probability: refused, not misread as a logit
+    spec_path.write_text(json.dumps({**spec, "format_version": 1}))
+    with pytest.raises(ValueError, match=r"format version 1; this parentage reads version 2 \(retrain it"):
+        load_detector(tmp_path / "det")
+
+
+def test_labels_compare_logits_and_the_shown_threshold_is_a_probability():
+    dim = SPEC["dim"]
+    head = LinearHead(mean=np.zeros(dim), scale=np.ones(dim), coef=np.eye(dim)[0], intercept=[0.0])
+    detector = Detector(backbone=dict(SPEC), head=head, threshold=38.5)
+    x = np.zeros((2, dim))
+    x[:, 0] = [38.0, 39.0]  # both probabilities round to 1.0 in float64; the logits still differ
+    assert detector.score(x).tolist() == [1.0, 1.0] and detector.score_threshold == 1.0
+    assert detector.predict(detector.decision(x)).tolist() == [REAL, FAKE]
 
 
 def test_missing_and_malformed_artifacts_name_the_file(tmp_path):
@@ -91,20 +111,14 @@ def test_fit_separates_and_threshold_comes_from_val():
         return x, np.array([REAL] * n_real + [FAKE] * n_fake)
 
     (xt, yt), (xv, yv), (xs, ys) = data(40, 200), data(30, 150), data(30, 150)
-    fit = fit_logreg(xt, yt, xv, yv)
-    assert fit.threshold == choose_threshold(yv, fit.head.score(xv))
-    metrics = detection_metrics(ys, fit.head.score(xs), np.arange(len(ys)), fit.threshold)
+    fit = fit_detector_head(xt, yt, xv, yv)
+    assert fit.head.params["C"] in C_GRID and set(fit.val_auc_by_c) == {f"{c:g}" for c in C_GRID}
+    assert fit.threshold == choose_threshold(fit.head.decision(xv), yv)
+    metrics = classification_metrics(fit.head.decision(xs), ys, threshold=fit.threshold, cluster_id=np.arange(len(ys)))
     assert metrics["auc"] > 0.8 and metrics["real_accuracy"] > 0.6 and metrics["fake_accuracy"] > 0.6
-    assert metrics["count"] == 180
-
-
-def test_choose_threshold_balances_classes():
-    labels = np.array([REAL, REAL, FAKE, FAKE, FAKE, FAKE, FAKE, FAKE])
-    scores = np.array([0.1, 0.7, 0.6, 0.8, 0.9, 0.95, 0.99, 0.97])
-    threshold = choose_threshold(labels, scores)
-    # both reals below and one fake missed (balanced accuracy 11/12) beats every fake caught (3/4)
-    assert 0.7 < threshold < 0.8
-    metrics = detection_metrics(labels, scores, np.arange(len(labels)), threshold)
-    assert metrics["real_accuracy"] == 1.0 and metrics["fake_accuracy"] == 5 / 6
+    # balanced class weights: fakes outnumber reals 5 to 1, yet the intercept leans less towards fake than
+    # an unweighted fit's at the same C
+    c = fit.head.params["C"]
+    assert fit.head.intercept[0] < fit_logistic(xt, yt, [c])[c].intercept[0]
     with pytest.raises(ValueError, match="both real"):
-        choose_threshold(np.array([FAKE, FAKE]), np.array([0.2, 0.3]))
+        fit_detector_head(xt, np.full(len(xt), FAKE), xv, yv)

@@ -248,7 +248,7 @@ def test_setting_file_round_trips_and_a_bad_one_is_named(tmp_path):
 
 
 def code_scores(acc, auc=0.9):
-    return {"real_acc": 1.0, "fake_acc": acc, "acc": acc, "auc": auc, "ap": 0.95}
+    return {"real_accuracy": 1.0, "fake_accuracy": acc, "overall_accuracy": acc, "auc": auc, "ap": 0.95}
 
 
 def write_detector_inputs(m):

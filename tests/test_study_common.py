@@ -73,10 +73,12 @@ def test_full_cluster_and_overall_accuracy_on_hand_made_predictions():
     # clusters need not be contiguous
     order = np.random.default_rng(0).permutation(9)
     assert full_cluster_accuracy(predicted[order], label[order], cluster[order]) == pytest.approx(1 / 3)
-    scores = np.where(predicted == FAKE, 0.9, 0.1)
-    metrics = classification_metrics(scores, label, cluster)
+    logits = np.where(predicted == FAKE, 2.0, -2.0)
+    metrics = classification_metrics(logits, label, cluster_id=cluster)
     assert metrics["overall_accuracy"] == pytest.approx(7 / 9) and 0 < metrics["auc"] <= 1
-    assert classification_metrics(scores[label == FAKE], label[label == FAKE], cluster[label == FAKE])["auc"] is None
+    assert metrics["full_cluster_accuracy"] == pytest.approx(1 / 3)
+    fakes = label == FAKE
+    assert classification_metrics(logits[fakes], label[fakes], cluster_id=cluster[fakes])["auc"] is None
 
 
 def test_recall_at_k_known_answer():
@@ -90,6 +92,21 @@ def test_recall_at_k_known_answer():
     got = recall_at_k(queries, keys, np.array([0, 1, 4]), np.array([0, 0, 2]), key_group, ks=(1, 2))
     assert got["exact_pair"] == {"r1": pytest.approx(1 / 3), "r2": pytest.approx(1.0)}
     assert got["intra_cluster"] == {"r1": pytest.approx(2 / 3), "r2": pytest.approx(1.0)}
+
+
+def test_recall_at_k_counts_ties_against_the_hit():
+    # keys 0 and 1 are one caption written twice (an identical twin in another cluster), key 2 another caption
+    keys = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    key_group = np.array([0, 1, 2])
+    queries = np.array([[0.8, 0.6], [0.8, 0.6]], dtype=np.float32)  # nearest the twins, equally
+    got = recall_at_k(queries, keys, np.array([0, 1]), np.array([0, 1]), key_group, ks=(1, 2))
+    # each target's twin is as similar as the target: rank 1, never a sure R@1; both twins fit in the top 2
+    assert got["exact_pair"] == {"r1": 0.0, "r2": 1.0}
+    # intra-cluster: the twin belongs to another cluster, so the tie counts against the hit too
+    assert got["intra_cluster"] == {"r1": 0.0, "r2": 1.0}
+    # a twin inside the query's own cluster is a tie with a key of its group: no penalty for the cluster
+    same_cluster = recall_at_k(queries[:1], keys, np.array([0]), np.array([0]), np.array([0, 0, 2]), ks=(1,))
+    assert same_cluster == {"exact_pair": {"r1": 0.0}, "intra_cluster": {"r1": 1.0}}
 
 
 def test_recall_at_k_matches_full_sort_and_is_chunk_invariant():
@@ -189,16 +206,16 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
     clusters = stack_clusters(made["parents"], made["g"], where="x")
     grid = [1e-3, 1e-1, 10.0]
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=0)
-    assert fit.probe.c in grid and [c for c, _ in fit.grid] == grid
+    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [c for c, _ in fit.grid] == grid
     best = max(acc for _, acc in fit.grid)
-    assert dict(fit.grid)[fit.probe.c] == best
+    assert dict(fit.grid)[fit.c] == best
     val_x = clusters.select("val").embeddings.reshape(-1, 16)
     assert overall_accuracy(fit.probe.predict(val_x), clusters.select("val").labels().ravel()) == best > 0.9
     # scrambling the test split changes nothing in the fit
     scrambled = Clusters(clusters.embeddings.copy(), clusters.cluster_id, clusters.split, clusters.attrs)
     scrambled.embeddings[clusters.split == "test"] = 1e3
     again = fit_probe(scrambled.select("train"), scrambled.select("val"), grid, seed=0)
-    assert again.probe.c == fit.probe.c and np.array_equal(again.probe.coef, fit.probe.coef)
+    assert again.c == fit.c and np.array_equal(again.probe.coef, fit.probe.coef)
 
 
 def test_shared_supcon_losses_equal_separate_ones():

@@ -180,7 +180,8 @@ def val_accuracy(model, refs: Sequence[ImageRef], image_size: int, *, num_worker
 
     With `limit`, each split contributes a seeded subsample of at most that many images (the released
     code probes with 9600 train and 4800 val images), the same one every epoch."""
-    from stages.code.heads import binary_metrics, fit_head
+    from stages.code.heads import fit_head
+    from stages.heads.metrics import classification_metrics
 
     features = {}
     for split in ("train", "val"):
@@ -191,8 +192,8 @@ def val_accuracy(model, refs: Sequence[ImageRef], image_size: int, *, num_worker
                                             num_workers=num_workers, progress=False),
                            np.array([ref.label for ref in chosen]))
     score = fit_head("logreg", *features["train"])
-    metrics = binary_metrics(score(features["val"][0]), features["val"][1], 0.0)
-    return (metrics["real_acc"] + metrics["fake_acc"]) / 2
+    metrics = classification_metrics(score(features["val"][0]), features["val"][1], threshold=0.0)
+    return (metrics["real_accuracy"] + metrics["fake_accuracy"]) / 2
 
 
 def stratified_subsample(refs: Sequence[ImageRef], limit: int, rng: np.random.Generator) -> list[ImageRef]:

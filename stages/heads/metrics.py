@@ -1,4 +1,5 @@
-"""The study's metrics (paper §4.2, DESIGN.md "Metric definitions"), as plain functions of arrays.
+"""The one metrics function of every stage that classifies (the study's probes, the shipped detector, CoDE's
+heads), after paper §4.2 and DESIGN.md "Metric definitions", as plain functions of arrays.
 
 Accuracies are fractions in [0, 1] (the report prints percentages). Labels follow stages.contracts.labels.
 None of these functions modifies its inputs.
@@ -36,34 +37,49 @@ def class_accuracy(predicted: np.ndarray, label: np.ndarray, cls: int) -> float 
     return float((predicted[mask] == cls).mean()) if mask.any() else None
 
 
-def classification_metrics(score: np.ndarray, label: np.ndarray, cluster_id: np.ndarray, *,
-                           threshold: float = 0.5) -> dict[str, float | None]:
-    """Overall, full-cluster, real and fake accuracy at `threshold`, plus AUC and AP of the scores.
+METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "auc", "ap")
 
-    `score` is the probability of FAKE. AUC and AP are None when one class is missing."""
+
+def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: float = 0.0,
+                           cluster_id: np.ndarray | None = None) -> dict[str, float | None]:
+    """The one key set (`METRICS`): real, fake and overall accuracy at `threshold`, full-cluster accuracy
+    when `cluster_id` is given (left out otherwise), and the AUC and AP of the scores (FAKE positive).
+
+    `score` is a decision value, higher = more likely FAKE (a linear head's logit, never its probability:
+    probabilities saturate to 1.0 and tie, stages.heads.linear); a row is FAKE where score >= threshold
+    (stages.heads.threshold). A class accuracy, the AUC and the AP are None when a class is absent."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    from stages.heads.threshold import predict
+
     score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel()
-    predicted = np.where(score >= threshold, FAKE, REAL)
-    both = len(np.unique(label)) == 2
-    return {
-        "overall_accuracy": overall_accuracy(predicted, label),
-        "full_cluster_accuracy": full_cluster_accuracy(predicted, label, cluster_id),
+    if score.shape != label.shape:
+        raise ValueError(f"scores {score.shape} and labels {label.shape} must match")
+    if set(np.unique(label).tolist()) - {REAL, FAKE}:
+        raise ValueError(f"labels {sorted(set(np.unique(label).tolist()))}; expected real ({REAL}) and fake ({FAKE})")
+    if not np.isfinite(score).all():
+        raise ValueError(f"{int((~np.isfinite(score)).sum())} scores are not finite")
+    predicted = predict(score, threshold)
+    both = (label == REAL).any() and (label == FAKE).any()
+    metrics: dict[str, float | None] = {
         "real_accuracy": class_accuracy(predicted, label, REAL),
         "fake_accuracy": class_accuracy(predicted, label, FAKE),
-        "auc": float(roc_auc_score(label == FAKE, score)) if both else None,
-        "ap": float(average_precision_score(label == FAKE, score)) if both else None,
+        "overall_accuracy": overall_accuracy(predicted, label),
     }
+    if cluster_id is not None:
+        metrics["full_cluster_accuracy"] = full_cluster_accuracy(predicted, label, cluster_id)
+    metrics["auc"] = float(roc_auc_score(label == FAKE, score)) if both else None
+    metrics["ap"] = float(average_precision_score(label == FAKE, score)) if both else None
+    return metrics
 
 
 def roc_points(score: np.ndarray, label: np.ndarray) -> list[dict[str, float]]:
-    """The ROC curve (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold}``."""
+    """The ROC curve of logits (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold}``, the
+    threshold shown as the probability it stands for (sigmoid of the logit; 1.0 for sklearn's +inf)."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, thresholds = roc_curve(np.asarray(label).ravel() == FAKE, np.asarray(score).ravel())
-    # the first threshold is +inf by sklearn's convention; JSON has no infinity
-    thresholds = np.minimum(thresholds, 1.0)
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)} for f, t, h in zip(fpr, tpr, thresholds,
-                                                                                           strict=True)]
+    from stages.heads.linear import sigmoid
 
-
+    fpr, tpr, thresholds = roc_curve(np.asarray(label).ravel() == FAKE, np.asarray(score, dtype=np.float64).ravel())
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
+            for f, t, h in zip(fpr, tpr, sigmoid(thresholds), strict=True)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,7 @@ Label = Callable[[str], str]  # generator alias -> Markdown label
 
 CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
               "ocsvm": "One-class SVM (fitted on reals only)"}
-CODE_METRICS = ("real_acc", "fake_acc", "acc", "auc", "ap")
-DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
+CODE_METRICS = DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
 METRIC_NAMES = ("Real acc.", "Fake acc.", "Overall acc.", "AUC", "AP")
 TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg50": "JPEG 50",
               "half": "Resize 1/2", "blur1": "Blur (sigma 1)", "crop": "Random crop"}
@@ -159,7 +159,7 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
     for head, name in CODE_HEADS.items():
         if head in evaluation:
             keys = [CODE_OVERALL if t == "clean" else f"{CODE_OVERALL}_{t}" for t in transforms]
-            lines.append(row([name] + [pct(evaluation[head].get(k, {}).get("acc")) for k in keys]))
+            lines.append(row([name] + [pct(evaluation[head].get(k, {}).get("overall_accuracy")) for k in keys]))
     return [*lines, ""]
 
 
@@ -171,6 +171,7 @@ def describe_detector(spec: dict) -> list[str]:
     params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in sorted(head.get("params", {}).items()))
     counts = trained.get("counts", {})
+    threshold = float(spec.get("threshold", float("nan")))
     split_counts = "; ".join(f"{split} {c.get('real', 0)} real / {c.get('fake', 0)} fake"
                              for split, c in counts.items())
     return [f"- Detector id: `{spec.get('id')}`",
@@ -178,7 +179,9 @@ def describe_detector(spec: dict) -> list[str]:
             f"weights `{backbone.get('weights')}`, {backbone.get('dim')}-d"
             + ("; random weights" if random else "") + ")",
             f"- Head: {head.get('kind')}" + (f" ({params})" if params else ""),
-            f"- Threshold: {spec.get('threshold', float('nan')):.4f} on the probability of *generated*, chosen on val",
+            # tanh never overflows: sigmoid(t) = (1 + tanh(t / 2)) / 2
+            f"- Threshold: {threshold:.4f} on the logit of *generated* (probability "
+            f"{(1 + math.tanh(threshold / 2)) / 2:.4f}), chosen on val",
             "- Trained on the train split of " + ", ".join(f"`{g}`" for g in trained.get("generators", []))
             + (f" ({split_counts})" if split_counts else "")]
 

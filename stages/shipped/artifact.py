@@ -5,12 +5,14 @@ detector someone shared runs none of their code.
                         library, architecture, weights tag, preprocessing, dimension); the head (kind and
                         hyper-parameters); the threshold and the split it was chosen on; the generators and
                         data it was trained on; library versions
-    head.safetensors    the head's tensors, float32: mean (D,), scale (D,) (standardisation fitted on train),
-                        coef (D,), intercept (1,)
+    head.safetensors    the head's tensors (stages.heads.linear.LinearHead), float32: mean (D,), scale (D,)
+                        (standardisation fitted on train), coef (D,), intercept (1,)
 
-A detector's score is the head's probability that an image is generated (FAKE); the label is FAKE when the
-score is at least the threshold. The id hashes everything that decides a score (backbone, head tensors,
-threshold), so two artifacts with one id score every image alike, and a hand-edited artifact is refused.
+The head's decision is its logit that an image is generated (FAKE); the label is FAKE when the decision is
+at least the threshold (stages.heads.threshold), and the score shown to people is its probability,
+sigmoid(decision). Format version 2 stores the threshold on the decision (version 1 stored it on the
+probability, which saturates). The id hashes everything that decides a label (backbone, head tensors,
+threshold), so two artifacts with one id label every image alike, and a hand-edited artifact is refused.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from stages.contracts.io import atomic_path, safetensors_metadata
+from stages.heads.linear import TENSORS as HEAD_TENSORS
+from stages.heads.linear import LinearHead, sigmoid
+from stages.heads.threshold import predict
 
 FORMAT = "parentage-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SPEC_FILE = "detector.json"
 TENSORS_FILE = "head.safetensors"
-HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
 # What must match between the backbone a detector was trained on and the one it is run with (seed: of random
 # weights, -1 for trained ones).
 BACKBONE_KEYS = ("alias", "library", "architecture", "weights", "seed", "preprocessing", "dim")
@@ -40,44 +44,12 @@ class BackboneMismatch(ValueError):
 
 
 @dataclass
-class LinearHead:
-    """A linear classifier on standardised embeddings: score = sigmoid(((x - mean) / scale) . coef + b)."""
-
-    mean: np.ndarray  # (D,)
-    scale: np.ndarray  # (D,)
-    coef: np.ndarray  # (D,)
-    intercept: np.ndarray  # (1,)
-    kind: str = "logreg"
-    params: dict[str, float] = field(default_factory=dict)  # hyper-parameters, e.g. the C chosen on val
-
-    def __post_init__(self) -> None:
-        for name in HEAD_TENSORS:
-            setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=np.float32).reshape(-1))
-        dim = len(self.coef)
-        if len(self.mean) != dim or len(self.scale) != dim or len(self.intercept) != 1:
-            raise ValueError(f"head tensors disagree: mean {self.mean.shape}, scale {self.scale.shape}, "
-                             f"coef {self.coef.shape}, intercept {self.intercept.shape}")
-
-    @property
-    def dim(self) -> int:
-        return len(self.coef)
-
-    def score(self, embeddings: np.ndarray) -> np.ndarray:
-        """(N, D) embeddings -> (N,) probabilities of FAKE."""
-        x = np.asarray(embeddings, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"embeddings have shape {x.shape}; the head expects (N, {self.dim})")
-        logits = ((x - self.mean) / self.scale) @ self.coef.astype(np.float64) + float(self.intercept[0])
-        return 1.0 / (1.0 + np.exp(-logits))  # (N,)
-
-
-@dataclass
 class Detector:
-    """A backbone description, a head on its embeddings and a threshold on the head's score."""
+    """A backbone description, a head on its embeddings and a threshold on the head's decision (logit)."""
 
     backbone: dict[str, Any]  # BACKBONE_KEYS and any other attribute of the embedding cache
     head: LinearHead
-    threshold: float
+    threshold: float  # on the decision: FAKE where decision >= threshold
     trained_on: dict[str, Any] = field(default_factory=dict)  # generators, splits, counts, protocol
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -91,22 +63,31 @@ class Detector:
 
     @property
     def id(self) -> str:
-        """`<backbone>-<head>-<12 hex>`: a hash of everything that decides a score."""
+        """`<backbone>-<head>-<12 hex>`: a hash of everything that decides a label (the format version too:
+        it says what the threshold is a threshold on)."""
         digest = hashlib.sha256(_canonical({"backbone": {k: self.backbone[k] for k in BACKBONE_KEYS},
                                             "head": self.head.kind, "params": self.head.params,
-                                            "threshold": self.threshold}))
+                                            "threshold": self.threshold, "format_version": FORMAT_VERSION}))
         for name in HEAD_TENSORS:
             digest.update(getattr(self.head, name).tobytes())
         return f"{self.backbone['alias']}-{self.head.kind}-{digest.hexdigest()[:12]}"
 
+    @property
+    def score_threshold(self) -> float:
+        """The threshold as the probability it stands for (for people; labels compare decisions)."""
+        return float(sigmoid(self.threshold))
+
+    def decision(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings -> (N,) logits of FAKE."""
+        return self.head.decision(embeddings)
+
     def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings -> (N,) probabilities of FAKE."""
         return self.head.score(embeddings)
 
-    def predict(self, scores: np.ndarray) -> np.ndarray:
-        """(N,) scores -> (N,) labels: FAKE (1) at or above the threshold, REAL (0) below."""
-        from stages.contracts.labels import FAKE, REAL
-
-        return np.where(np.asarray(scores) >= self.threshold, FAKE, REAL).astype(np.int8)
+    def predict(self, decisions: np.ndarray) -> np.ndarray:
+        """(N,) decisions -> (N,) labels: FAKE (1) at or above the threshold, REAL (0) below."""
+        return predict(decisions, self.threshold)
 
 
 def describe_backbone(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +116,11 @@ def save_detector(detector: Detector, folder: Path | str) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "id": detector.id,
-        "score": "probability that the image is generated (label 1 = fake); label = fake when score >= threshold",
+        "decision": "((x - mean) / scale) . coef + intercept: the logit that the image is generated (label 1 = fake)",
+        "score": "sigmoid(decision): the probability that the image is generated",
+        "label": "fake when decision >= threshold, else real",
         "backbone": detector.backbone,
-        "head": {"kind": detector.head.kind, "params": detector.head.params, "tensors": TENSORS_FILE,
-                 "formula": "sigmoid(((x - mean) / scale) . coef + intercept)"},
+        "head": {"kind": detector.head.kind, "params": detector.head.params, "tensors": TENSORS_FILE},
         "threshold": detector.threshold,
         "trained_on": detector.trained_on,
         "versions": detector.versions,
@@ -172,7 +154,7 @@ def load_detector(folder: Path | str) -> Detector:
         raise ValueError(f"{spec_path}: not a {FORMAT} file")
     if spec.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{spec_path}: format version {spec.get('format_version')!r}; this parentage reads "
-                         f"version {FORMAT_VERSION}")
+                         f"version {FORMAT_VERSION} (retrain it: dvc repro detector)")
     try:
         tensors = load_file(str(tensors_path))
     except (FileNotFoundError, SafetensorError, OSError) as error:

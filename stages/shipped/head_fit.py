@@ -1,23 +1,24 @@
-"""Training the shipped detector's head and measuring it.
+"""The shipped detector's fitting protocol, with the classification toolkit (stages.heads).
 
 Protocol (no choice ever looks at test):
-1. Standardise embeddings with the mean and standard deviation of train.
-2. Logistic regression (L2, L-BFGS) on every train parent and every train child of the chosen generators,
-   classes weighted to balance (a COCO parent has 5 children per generator). C is chosen on val from
-   `C_GRID`: the highest val AUC, ties broken by the lower class-balanced log loss, then the smaller C.
-3. The threshold on the score is chosen on val to maximise balanced accuracy (the mean of real and fake
-   accuracy), because the share of fakes in the wild is unknown; ties go to the threshold nearest 0.5.
+1. Logistic regression (L2, L-BFGS; stages.heads.linear.fit_logistic) on the train embeddings standardised
+   with train's mean and scale: every train parent and every train child of the chosen generators, classes
+   weighted to balance (a COCO parent has 5 children per generator).
+2. C is chosen on val from `C_GRID`: the highest val AUC, ties broken by the lower class-balanced log loss
+   (probabilities clipped to [1e-7, 1 - 1e-7], so near-perfect fits tie), then the smaller C.
+3. The threshold on the head's decision (logit) is chosen on val by the toolkit's one rule
+   (stages.heads.threshold.choose_threshold: best balanced accuracy, ties nearest logit 0), because the share
+   of fakes in the wild is unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from stages.contracts.labels import FAKE, REAL
-from stages.shipped.artifact import LinearHead
+from stages.contracts.labels import FAKE
+from stages.heads.linear import LinearHead, best_c, fit_logistic, need_both_classes
 
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -25,79 +26,30 @@ C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 @dataclass(frozen=True)
 class Fit:
     head: LinearHead
-    threshold: float
+    threshold: float  # on the head's decision
     val_auc_by_c: dict[str, float]
 
 
-def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, D) -> mean (D,), scale (D,); a constant feature gets scale 1 instead of a division by zero."""
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    return mean, np.where(scale > 1e-8, scale, 1.0)
-
-
-def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-               c_grid: Sequence[float] = C_GRID, seed: int = 0, max_iter: int = 2000) -> Fit:
+def fit_detector_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+                      max_iter: int = 2000) -> Fit:
     """Fit the head on train, choose C and the threshold on val (module docstring)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    _check_both_classes(y_train, "train")
-    _check_both_classes(y_val, "val")
-    mean, scale = standardiser(x_train)
-    z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
-    best: tuple[tuple[float, float], LogisticRegression, float] | None = None
-    aucs: dict[str, float] = {}
-    for c in sorted(c_grid):
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=seed)
-        model.fit(z_train, y_train)
-        scores = model.predict_proba(z_val)[:, 1]
-        auc = float(roc_auc_score(y_val == FAKE, scores))
-        aucs[f"{c:g}"] = auc
-        # sort key: higher AUC, lower balanced log loss, smaller C (c ascends, so the first wins ties)
-        key = (auc, -balanced_log_loss(y_val, scores))
-        if best is None or key > best[0]:
-            best = (key, model, c)
-    assert best is not None
-    _, model, c = best
-    head = LinearHead(mean=mean, scale=scale, coef=model.coef_[0], intercept=model.intercept_, kind="logreg",
-                      params={"C": float(c)})
-    return Fit(head=head, threshold=choose_threshold(y_val, head.score(x_val)), val_auc_by_c=aucs)
+    from stages.heads.threshold import choose_threshold
 
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold maximising balanced accuracy on these (val) scores; ties: nearest 0.5."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
-    _check_both_classes(labels, "val")
-    distinct = np.unique(scores)
-    # a threshold between each pair of neighbouring scores, and one beyond each end
-    candidates = np.concatenate([[distinct[0] - 1e-6], (distinct[:-1] + distinct[1:]) / 2, [distinct[-1] + 1e-6]])
-    fake = labels == FAKE
-    predicted = scores[None, :] >= candidates[:, None]  # (T, N)
-    tpr = (predicted & fake).sum(axis=1) / fake.sum()
-    tnr = (~predicted & ~fake).sum(axis=1) / (~fake).sum()
-    balanced = (tpr + tnr) / 2
-    best = np.flatnonzero(np.isclose(balanced, balanced.max()))
-    return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
-
-
-def _check_both_classes(labels: np.ndarray, split: str) -> None:
-    present = set(np.unique(labels).tolist())
-    if not {REAL, FAKE} <= present:
-        raise ValueError(f"the {split} split has labels {sorted(present)}; the detector needs both real ({REAL}) "
-                         f"and fake ({FAKE}) images there")
+    need_both_classes(y_train, "the train split's labels")
+    need_both_classes(y_val, "the val split's labels")
+    heads = fit_logistic(x_train, y_train, C_GRID, balanced=True, max_iter=max_iter)
+    decisions = {c: head.decision(x_val) for c, head in heads.items()}
+    aucs = {c: float(roc_auc_score(y_val == FAKE, d)) for c, d in decisions.items()}
+    c = best_c(heads, lambda head: (aucs[head.params["C"]],
+                                    -balanced_log_loss(y_val, head.score(x_val))))
+    return Fit(head=heads[c], threshold=choose_threshold(decisions[c], y_val),
+               val_auc_by_c={f"{g:g}": aucs[g] for g in sorted(aucs)})
 
 
 def balanced_log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The mean of the real and the fake log loss of probabilities clipped to [1e-7, 1 - 1e-7]."""
     p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
     fake = np.asarray(labels) == FAKE
     return float((-np.log(p[fake]).mean() - np.log(1 - p[~fake]).mean()) / 2)
-
-
-def detection_metrics(labels: np.ndarray, scores: np.ndarray, cluster_id: np.ndarray,
-                      threshold: float) -> dict[str, float | None]:
-    """stages.heads.metrics.classification_metrics at the detector's threshold (real, fake, overall and
-    full-cluster accuracy, AUC and AP), plus the number of images measured."""
-    from stages.heads.metrics import classification_metrics
-
-    return {**classification_metrics(scores, labels, cluster_id, threshold=threshold), "count": float(len(labels))}

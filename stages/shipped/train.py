@@ -14,9 +14,10 @@ import numpy as np
 from stages.contracts.embeddings import EmbeddingTable, check_alignment, read_embeddings, row_ids, same_backbone
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
+from stages.heads.metrics import classification_metrics
 from stages.imaging.transforms import Transform
 from stages.shipped.artifact import Detector, describe_backbone
-from stages.shipped.head_fit import C_GRID, detection_metrics, fit_logreg
+from stages.shipped.head_fit import C_GRID, fit_detector_head
 
 PARENTS = "parents"
 ALL = "all"
@@ -63,7 +64,9 @@ def content_hash(table: EmbeddingTable) -> str:
 
 def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
           seed: int = 0) -> tuple[Detector, dict[str, EmbeddingTable]]:
-    """Fit the detector on train (C and threshold on val; stages.shipped.head_fit); return it and the tables."""
+    """Fit the detector on train (C and threshold on val; stages.shipped.head_fit); return it and the tables.
+
+    `seed` is recorded (it seeds the robustness test's random crop); L-BFGS itself draws nothing."""
     from importlib.metadata import version
 
     if head != "logreg":
@@ -71,7 +74,7 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
     tables = read_tables(folder, generators)
     (x_train, y_train, _), (x_val, y_val, _) = _pool(tables, "train", generators), _pool(tables, "val", generators)
     try:
-        fit = fit_logreg(x_train, y_train, x_val, y_val, seed=seed)
+        fit = fit_detector_head(x_train, y_train, x_val, y_val)
     except ValueError as error:  # a split without real or without fake images
         raise InputError(str(folder), str(error)) from error
     attrs = tables[PARENTS].attrs
@@ -82,7 +85,7 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
         "counts": counts,
         "embeddings": {name: {"rows": len(t), "sha256": content_hash(t)} for name, t in tables.items()},
         "protocol": "logistic regression (L2, L-BFGS, balanced class weights) on standardised train embeddings; "
-                    "C by val AUC; threshold maximising val balanced accuracy",
+                    "C by val AUC; threshold on the logit maximising val balanced accuracy (ties: nearest 0)",
         "c_grid": list(C_GRID),
         "val_auc_by_c": fit.val_auc_by_c,
         "seed": seed,
@@ -102,9 +105,16 @@ def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str,
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
             x, y, cluster = _pool(tables, split, gens)
-            result[split][name] = detection_metrics(y, detector.score(x), cluster, detector.threshold)
+            result[split][name] = measure(detector, detector.decision(x), y, cluster)
     result["train_count"] = float(len(_pool(tables, "train", generators)[1]))
     return result
+
+
+def measure(detector: Detector, decisions: np.ndarray, labels: np.ndarray,
+            cluster_id: np.ndarray) -> dict[str, float | None]:
+    """The toolkit's metrics (stages.heads.metrics) at the detector's threshold, plus the number of images."""
+    return {**classification_metrics(decisions, labels, threshold=detector.threshold, cluster_id=cluster_id),
+            "count": float(len(labels))}
 
 
 # ------------------------------------------------------------------------------------------ robustness
@@ -158,11 +168,11 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
     labels = np.where(sets == PARENTS, REAL, FAKE)
     rows = []
     for t, transform in enumerate(transforms):
-        scores = detector.score(embedded[t])
+        decisions = detector.decision(embedded[t])
         for name, gens in [*((g, [g]) for g in generators), (ALL, list(generators))]:
             mask = np.isin(sets, [PARENTS, *gens])
             rows.append({"transform": transform.value, "generator": name,
-                         **detection_metrics(labels[mask], scores[mask], cluster_ids[mask], detector.threshold)})
+                         **measure(detector, decisions[mask], labels[mask], cluster_ids[mask])})
     return Robustness(rows, _clean_difference(embedded[0], sets, ids, tables))
 
 

@@ -2,10 +2,11 @@
 features, trained on one randomly drawn child per cluster so real and fake are balanced, its inverse
 regularisation strength C chosen on the validation split (never on test).
 
-Protocol details: features are standardised with the training rows' mean and standard deviation (L-BFGS
-then converges in tens of iterations at COCO scale); C is the grid value with the best overall accuracy on
-every validation element (ties go to the smaller C, the stronger regularisation); the decision threshold is
-probability 0.5. The fitted probe is plain arrays, so it can be stored without pickle.
+Protocol details: the head and its fit are the toolkit's (stages.heads.linear): features standardised with
+the training rows' mean and standard deviation (L-BFGS then converges in tens of iterations at COCO scale),
+the grid fitted from the smallest C up, each fit warm-started from the previous one. C is the grid value
+with the best overall accuracy on every validation element (ties go to the smaller C, the stronger
+regularisation); the decision threshold is logit 0 (probability 0.5).
 """
 
 from __future__ import annotations
@@ -17,35 +18,15 @@ import numpy as np
 
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
-from stages.heads.metrics import overall_accuracy
+from stages.heads.linear import LinearHead, best_c, fit_logistic
+from stages.heads.metrics import classification_metrics, overall_accuracy
 from stages.study.clusters import PARENT, Clusters
 
 
 @dataclass
-class LinearProbe:
-    """score(x) = sigmoid(((x - mean) / scale) @ coef + intercept): the probability that x is FAKE."""
-
-    mean: np.ndarray  # (D,)
-    scale: np.ndarray  # (D,)
-    coef: np.ndarray  # (D,)
-    intercept: float
-    c: float
-
-    def decision(self, x: np.ndarray) -> np.ndarray:
-        """(n, D) -> (n,) logits."""
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.scale) @ self.coef + self.intercept
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """(n, D) -> (n,) probabilities of FAKE."""
-        return 1.0 / (1.0 + np.exp(-self.decision(x).astype(np.float64)))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.where(self.decision(x) >= 0, FAKE, REAL).astype(np.int8)
-
-
-@dataclass
 class ProbeFit:
-    probe: LinearProbe
+    probe: LinearHead  # the head of the chosen C
+    c: float
     grid: list[tuple[float, float]]  # (C, validation overall accuracy), in grid order
     train_rows: int
 
@@ -76,39 +57,11 @@ def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: 
         raise ValueError(f"the probe needs train and val clusters; got {len(train.cluster_id)} train, "
                          f"{len(val.cluster_id)} val")
     x, y = balanced_rows(train, seed)
-    mean = x.mean(axis=0)
-    scale = np.maximum(x.std(axis=0), 1e-6)
     val_x, val_y, _ = all_rows(val)
-    standard = (x - mean) / scale
-    fits: dict[float, LinearProbe] = {}
-    # from strong to weak regularisation, each fit starting from the previous solution (warm start)
-    model = _model(max_iter)
-    for c in sorted(set(float(c) for c in c_grid)):
-        fits[c] = _fit_one(model, standard, y, c, mean=mean, scale=scale)
-    grid = [(float(c), overall_accuracy(fits[float(c)].predict(val_x), val_y)) for c in c_grid]
-    best = max(range(len(grid)), key=lambda i: (grid[i][1], -grid[i][0]))
-    return ProbeFit(fits[grid[best][0]], grid, len(y))
-
-
-def _model(max_iter: int):
-    from sklearn.linear_model import LogisticRegression
-
-    # L2 is sklearn's default penalty
-    return LogisticRegression(solver="lbfgs", max_iter=max_iter, warm_start=True)
-
-
-def _fit_one(model, x: np.ndarray, y: np.ndarray, c: float, *, mean: np.ndarray, scale: np.ndarray) -> LinearProbe:
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    model.set_params(C=c)
-    with warnings.catch_warnings():
-        # a C far too large for separable data never "converges"; its validation score already says so
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y == FAKE)
-    return LinearProbe(mean.astype(np.float32), scale.astype(np.float32), model.coef_[0].astype(np.float32).copy(),
-                       float(model.intercept_[0]), float(c))
+    heads = fit_logistic(x, y, c_grid, max_iter=max_iter)
+    accuracy = {c: overall_accuracy(head.predict(val_x), val_y) for c, head in heads.items()}
+    c = best_c(heads, lambda head: accuracy[head.params["C"]])
+    return ProbeFit(heads[c], c, [(float(g), accuracy[float(g)]) for g in c_grid], len(y))
 
 
 def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
@@ -119,10 +72,8 @@ def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
     return [float(c) for c in np.geomspace(c_min, c_max, steps)]
 
 
-def evaluate(probe, clusters) -> dict:
-    """Classification metrics of a probe on every element of the given clusters."""
-    from stages.heads.metrics import classification_metrics
-
+def evaluate(probe: LinearHead, clusters: Clusters) -> dict[str, float | None]:
+    """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters."""
     x, y, cluster = all_rows(clusters)
-    return classification_metrics(probe.score(x), y, cluster)
+    return classification_metrics(probe.decision(x), y, cluster_id=cluster)
 

@@ -15,8 +15,11 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray,
     """Exact-pair and intra-cluster recall@k of cosine retrieval, computed `chunk` queries at a time.
 
     queries (Q, D) retrieve among keys (C, D). Exact pair: a hit at k when key `query_target[q]` ranks in the
-    top k. Intra-cluster: a hit when any key whose group equals `query_group[q]` ranks in the top k. The rank
-    of a key is the number of keys strictly more similar, so memory is O(chunk * C), never O(Q * C)."""
+    top k. Intra-cluster: a hit when the most similar key whose group equals `query_group[q]` ranks in the top
+    k. Ties count against the hit: the rank of the target is the number of OTHER keys at least as similar
+    (so a caption tied with another, e.g. a duplicated text, is never a sure exact hit), and the rank of the
+    best key of the group the number of keys of OTHER groups at least as similar. Memory is O(chunk * C),
+    never O(Q * C)."""
     queries, keys = _unit(np.asarray(queries, dtype=np.float32)), _unit(np.asarray(keys, dtype=np.float32))
     query_target, query_group, key_group = map(np.asarray, (query_target, query_group, key_group))
     if len(queries) == 0 or len(keys) == 0:
@@ -30,10 +33,11 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray,
         similarity = queries[start:stop] @ keys.T  # (c, C)
         rows = np.arange(stop - start)
         target = similarity[rows, query_target[start:stop]]  # (c,)
-        exact_rank[start:stop] = (similarity > target[:, None]).sum(axis=1)
+        # minus 1: the target itself is at least as similar as itself
+        exact_rank[start:stop] = (similarity >= target[:, None]).sum(axis=1) - 1
         in_group = key_group[None, :] == query_group[start:stop, None]  # (c, C)
         best = np.where(in_group, similarity, -np.inf).max(axis=1)  # (c,)
-        group_rank[start:stop] = (similarity > best[:, None]).sum(axis=1)
+        group_rank[start:stop] = (~in_group & (similarity >= best[:, None])).sum(axis=1)
     return {
         "exact_pair": {f"r{k}": float((exact_rank < k).mean()) for k in ks},
         "intra_cluster": {f"r{k}": float((group_rank < k).mean()) for k in ks},
