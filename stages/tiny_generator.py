@@ -21,8 +21,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    out: Path = typer.Option(Path("models/tiny_random"), help="Output diffusers directory."),
-    seed: int = typer.Option(0, help="Seed of every random weight."),
+    out: Path = typer.Option(..., help="Output diffusers directory."),
+    seed: int = typer.Option(..., help="Seed of every random weight."),
 ) -> None:
     """Build the tiny random-weight Stable-Diffusion-shaped pipeline and save it with save_pretrained."""
     from stages.generation.registry import get_generator

@@ -90,8 +90,14 @@ def save_flagging_pipeline(out: Path) -> None:
     pipeline.save_pretrained(out)
 
 
+# params.yaml's generate values (the stage receives them from dvc.yaml), as `run` keywords and as options
+SETTINGS = {"encoding": gen.Encoding.jpeg, "jpeg_quality": 95, "shard_size": 64, "batch_size": 0, "device": "auto"}
+OPTIONS = ["--encoding", "jpeg", "--jpeg-quality", "95", "--shard-size", "64", "--batch-size", "0", "--device", "cpu"]
+
+
 def generate(clusters: Path, models: Path, out: Path, generator: str = "tiny_random", **options) -> dict | None:
-    return run(generator, clusters, models, out, out.parent / f"{out.name}.json", progress=False, **options)
+    return run(generator, clusters, models, out, out.parent / f"{out.name}.json", progress=False,
+               **{**SETTINGS, **options})
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -105,8 +111,7 @@ def env() -> dict[str, str]:
 
 def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str]:
     return ["-m", "stages.generate", "--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
-            str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), "--device", "cpu",
-            *extra]
+            str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), *OPTIONS, *extra]
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -245,7 +250,7 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
     out = tmp_path / "children"
     result = CliRunner().invoke(app, ["--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
                                       str(models), "--out", str(out), "--metrics", str(tmp_path / "m.json"),
-                                      "--shard-size", "5", "--device", "cpu"])
+                                      *OPTIONS, "--shard-size", "5"])
     assert result.exit_code == 0, result.output
     manifest = contract.read_manifest(out)
     assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
@@ -324,8 +329,9 @@ def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, 
     for args, message in ((["--generator", "nope"], "unknown generator 'nope'"),
                           (["--jpeg-quality", "101"], "generate.jpeg_quality"),
                           (["--shard-size", "0"], "generate.shard_size")):
-        result = CliRunner().invoke(app, ["--clusters", str(clusters), "--models-root", str(models), "--out",
-                                          str(tmp_path / "c"), "--metrics", str(tmp_path / "m.json"), *args])
+        result = CliRunner().invoke(app, ["--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
+                                          str(models), "--out", str(tmp_path / "c"), "--metrics",
+                                          str(tmp_path / "m.json"), *OPTIONS, *args])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "c").exists()
 
