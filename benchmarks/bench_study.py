@@ -84,7 +84,7 @@ def main() -> None:
             ("disentangle", ["--parents", parents, "--children", children, "--epochs", options.epochs,
                              "--batch-size", 1024, "--lr", 0.001, "--weight-decay", 0.01, "--temperature", 0.07,
                              "--seed", 0, "--device", "auto", "--c-min", 0.001, "--c-max", 1000,
-                             "--c-steps", options.c_steps, "--out", root / "proj.safetensors",
+                             "--c-steps", options.c_steps, "--max-iter", 1000, "--out", root / "proj.safetensors",
                              "--metrics", m / "disentangle/bench/gen.json", "--history", m / "history.json"]),
             ("tsne", ["--parents", parents, "--children", children, "--projections", root / "proj.safetensors",
                       "--max-clusters", options.tsne_clusters, "--perplexity", 30.0, "--seed", 0,
