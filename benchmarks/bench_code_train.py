@@ -57,16 +57,20 @@ def main() -> None:
     import torch
 
     from stages.code.data import ViewConfig, read_images
+    from stages.code.loss import LossVariant
     from stages.code.net import CodeNetConfig
     from stages.code.trainer import Monitor, TrainConfig, train
     from stages.contracts.clusters import read_clusters
     from tests.fixtures import write_children, write_clusters
 
     torch.set_num_threads(args.threads)
-    net = CodeNetConfig(image_size=args.image_size, local_size=args.local_size)
-    views = ViewConfig(image_size=args.image_size, local_size=args.local_size)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=0, monitor=Monitor.val_loss,
-                         patience=0)
+    # the released recipe's values where the options above do not say
+    net = CodeNetConfig(arch="vit_tiny_patch16_224", image_size=args.image_size, local_size=args.local_size)
+    views = ViewConfig(image_size=args.image_size, local_size=args.local_size, num_transform=2,
+                       global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), crop_pct=0.9)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3, weight_decay=2e-5, warmup_epochs=0,
+                         min_lr=0.0, temperature=0.1, loss_variant=LossVariant.symmetric, monitor=Monitor.val_loss,
+                         patience=0, probe_images=0, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clusters = write_clusters(root, n_parents=3 * args.pairs, n_captions=2, size=(640, 480))

@@ -53,7 +53,7 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
     backbone = load_backbone(get_spec(alias, REPO / "stages" / "embedding" / "backbones.yaml"))
     rows = embedding.parent_rows(read_clusters(clusters))
     config = embedding.RunConfig(batch_size=args.batch_size, chunk_size=4 * args.batch_size, workers=args.workers,
-                                 progress=False)
+                                 precision=embedding.Precision.auto, skip_bad=False, progress=False)
     batches = embedding._batches(len(rows), config.chunk_size, config.batch_size, range(len(rows)))
     source = embedding.BatchSource(rows, batches, transform=backbone.transform)
     tensors = [b["inputs"] for b in DataLoader(source, batch_size=None, num_workers=0)]
@@ -89,10 +89,12 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
 def peak_memory_mb(clusters: Path, work: Path, args) -> float:
     """Peak RSS (MB) of one embed run: the largest of the stage process and its workers, measured by a
     wrapper process whose only descendants they are."""
-    stage = [sys.executable, "-m", "stages.embed", "--backbone", "efficientnet_lite0", "--clusters", str(clusters),
-             "--out", str(work / f"{clusters.stem}.h5"), "--metrics", str(work / f"{clusters.stem}.json"),
-             "--batch-size", str(args.batch_size), "--chunk-size", str(2 * args.batch_size),
-             "--workers", str(args.workers), "--threads", str(args.threads), "--device", "cpu"]
+    stage = [sys.executable, "-m", "stages.embed", "--backbone", "efficientnet_lite0",
+             "--registry", str(REPO / "stages" / "embedding" / "backbones.yaml"), "--clusters", str(clusters),
+             "--children", "", "--out", str(work / f"{clusters.stem}.h5"), "--captions-out", "",
+             "--metrics", str(work / f"{clusters.stem}.json"), "--batch-size", str(args.batch_size),
+             "--chunk-size", str(2 * args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads),
+             "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
     wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "sys.exit(done.stderr) if done.returncode else "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")

@@ -74,16 +74,21 @@ def main() -> None:
         m = root / "metrics"
         stages = [
             ("distances", ["--parents", parents, "--children", children, "--metrics", m / "distances/bench/gen.json"]),
-            ("probe", ["--embeddings", folder, "--generator", "gen", "--generators", "gen", "--c-steps",
-                       options.c_steps, "--metrics", m / "probe/bench/gen.json", "--roc", m / "roc.json",
+            # the other values are params.yaml's
+            ("probe", ["--embeddings", folder, "--generator", "gen", "--generators", "gen", "--c-min", 0.001,
+                       "--c-max", 1000, "--c-steps", options.c_steps, "--seed", 0, "--max-iter", 1000,
+                       "--metrics", m / "probe/bench/gen.json", "--roc", m / "roc.json",
                        "--cross", m / "plots/cross_generator/bench/gen.json"]),
-            ("retrieval", ["--children", children, "--captions", captions, "--metrics",
+            ("retrieval", ["--children", children, "--captions", captions, "--chunk", 2048, "--metrics",
                            m / "retrieval/bench/gen.json"]),
             ("disentangle", ["--parents", parents, "--children", children, "--epochs", options.epochs,
-                             "--c-steps", options.c_steps, "--out", root / "proj.safetensors",
+                             "--batch-size", 1024, "--lr", 0.001, "--weight-decay", 0.01, "--temperature", 0.07,
+                             "--seed", 0, "--device", "auto", "--c-min", 0.001, "--c-max", 1000,
+                             "--c-steps", options.c_steps, "--max-iter", 1000, "--out", root / "proj.safetensors",
                              "--metrics", m / "disentangle/bench/gen.json", "--history", m / "history.json"]),
             ("tsne", ["--parents", parents, "--children", children, "--projections", root / "proj.safetensors",
-                      "--max-clusters", options.tsne_clusters, "--out", m / "tsne"]),
+                      "--max-clusters", options.tsne_clusters, "--perplexity", 30.0, "--seed", 0,
+                      "--out", m / "tsne"]),
             ("report", [*(a for stage in ("distances", "probe", "retrieval", "disentangle")
                           for a in ("--study", m / stage)), "--cross", m / "plots/cross_generator",
                         "--layout", REPO / "stages/reporting/layout.yaml",
@@ -119,7 +124,9 @@ def time_one_epoch(parents: Path, children: Path) -> float:
 
     train = load_clusters(parents, children).select("train").embeddings
     start = time.perf_counter()
-    train_projections(train, DisentangleConfig(epochs=1), progress=False)
+    config = DisentangleConfig(epochs=1, batch_size=1024, lr=1e-3, weight_decay=0.01, temperature=0.07, seed=0,
+                               device="cpu")
+    train_projections(train, config, progress=False)
     return time.perf_counter() - start
 
 

@@ -1,7 +1,9 @@
 """clusters: a captioned image source -> data/clusters.parquet (one row per parent) and metrics/clusters.json.
 
-    python -m stages.clusters --source demo --input stages/sources/demo --out data/clusters.parquet \\
-        --metrics metrics/clusters.json
+    python -m stages.clusters --source demo --input stages/sources/demo \\
+        --coco-captions 'annotations/captions_*.json' --karpathy-split '' --captions-per-parent 5 \\
+        --val-fraction 0.2 --test-fraction 0.2 --seed 0 --on-bad error \\
+        --out data/clusters.parquet --metrics metrics/clusters.json
 
 Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, captions in stages/sources/demo),
 ``coco`` (COCO caption JSON files and their image folders, optionally Karpathy's split file) and
@@ -39,10 +41,9 @@ def read_source(source: Source, input_path: Path, *, coco_captions: str, karpath
     return sources.read_manifest(input_path, skips)
 
 
-def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_per_parent: int = 5,
-        coco_captions: str = "annotations/captions_*.json", karpathy_split: Path | None = None,
-        val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0, skip_bad: bool = False,
-        workers: int = 8, progress: bool = True) -> dict:
+def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_per_parent: int,
+        coco_captions: str, karpathy_split: Path | None, val_fraction: float, test_fraction: float, seed: int,
+        skip_bad: bool, workers: int = 8, progress: bool = True) -> dict:
     """Build and write the clusters table; return the metrics, plus the first skipped inputs of each reason
     under ``skipped_examples`` (not a metric: shown to the user)."""
     import pyarrow.parquet as pq
@@ -83,24 +84,23 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
 
 @app.command()
 def main(
-    source: Source = typer.Option(Source.demo, help="Kind of captioned image source."),
-    input_path: Path = typer.Option(Path("stages/sources/demo"), "--input",
+    source: Source = typer.Option(..., help="Kind of captioned image source."),
+    input_path: Path = typer.Option(..., "--input",
                                     help="demo: folder with captions.json; coco: the COCO folder "
                                          "(annotations/ and image folders); manifest: the manifest file."),
-    out: Path = typer.Option(Path("data/clusters.parquet"), help="Output Parquet table."),
-    metrics: Path = typer.Option(Path("metrics/clusters.json"), help="Output metrics JSON."),
-    captions_per_parent: int = typer.Option(5, help="N: captions kept per parent (the first N by annotation "
-                                                    "id); parents with fewer are bad input."),
-    coco_captions: str = typer.Option("annotations/captions_*.json",
-                                      help="coco: glob of caption files under --input."),
-    karpathy_split: str = typer.Option("", help="coco: Karpathy's dataset_coco.json; it then decides the "
-                                                "splits. Empty: a seeded split by the fractions below."),
-    val_fraction: float = typer.Option(0.2, help="Share of parents in val (seeded split)."),
-    test_fraction: float = typer.Option(0.2, help="Share of parents in test (seeded split)."),
-    seed: int = typer.Option(0, help="Seed of the split."),
-    on_bad: OnBad = typer.Option(OnBad.error, help="error: stop at the first bad input, naming it; skip: "
-                                                   "skip and count bad inputs (counts in the metrics)."),
-    workers: int = typer.Option(8, help="Threads decoding images to check them."),
+    out: Path = typer.Option(..., help="Output Parquet table."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    captions_per_parent: int = typer.Option(..., help="N: captions kept per parent (the first N by annotation "
+                                                      "id); parents with fewer are bad input."),
+    coco_captions: str = typer.Option(..., help="coco: glob of caption files under --input."),
+    karpathy_split: str = typer.Option(..., help="coco: Karpathy's dataset_coco.json; it then decides the "
+                                                 "splits. Empty: a seeded split by the fractions below."),
+    val_fraction: float = typer.Option(..., help="Share of parents in val (seeded split)."),
+    test_fraction: float = typer.Option(..., help="Share of parents in test (seeded split)."),
+    seed: int = typer.Option(..., help="Seed of the split."),
+    on_bad: OnBad = typer.Option(..., help="error: stop at the first bad input, naming it; skip: "
+                                           "skip and count bad inputs (counts in the metrics)."),
+    workers: int = typer.Option(8, help="Threads decoding images to check them (speed only, not a param)."),
 ) -> None:
     """Turn a captioned image source into the clusters table: one row per parent with exactly N captions."""
     with user_errors():

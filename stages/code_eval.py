@@ -2,12 +2,17 @@
 generator x transformation grid (metrics/plots/code_eval.csv).
 
     python -m stages.code_eval --model data/code/model.pt --clusters data/clusters.parquet \\
-        --children-root data/children --generators tiny_random --fit-generators tiny_random
+        --children-root data/children --generators tiny_random --fit tiny_random --transforms jpeg95 \\
+        --transforms jpeg75 --transforms jpeg50 --transforms half --transforms blur1 --transforms crop \\
+        --threshold val --seed 0 --batch-size 64 --workers 0 --threads 1 \\
+        --metrics metrics/code_eval.json --grid metrics/plots/code_eval.csv
+
+Each of --generators, --fit and --transforms takes one value; repeat it for several.
 
 Protocol (the released evaluation, plus AUC and AP):
   1. frozen features, L2-normalised, of the centre crop of each image at the model's size without resizing
      (smaller images padded with black), for the train and val splits (parents + children of
-     --fit-generators) and the test split (parents + children of --generators), the test split also after
+     --fit) and the test split (parents + children of --generators), the test split also after
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
      crop; stages.imaging.transforms);
   2. the three heads (stages.code.heads) fitted on train: logistic regression, 1-NN (cosine) and a
@@ -28,6 +33,7 @@ import typer
 
 from stages.code.heads import ThresholdRule
 from stages.contracts.errors import user_errors
+from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 OVERALL = "overall"
@@ -111,9 +117,8 @@ def write_grid(path: Path, rows: list[dict]) -> None:
 
 
 def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],
-        transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule = ThresholdRule.val,
-        seed: int = 0, batch_size: int = 64, num_workers: int = 0, device: Device = Device.auto, threads: int = 0,
-        progress: bool = True) -> dict:
+        transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule, seed: int,
+        batch_size: int, num_workers: int, device: Device = Device.auto, threads: int, progress: bool = True) -> dict:
     import torch
 
     from stages.code.data import TEST_TRANSFORMS, read_images
@@ -144,35 +149,30 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
 
 @app.command()
 def main(
-    model: Path = typer.Option(Path("data/code/model.pt"), help="The CoDE model written by code_train."),
-    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table (parents)."),
-    children_root: Path = typer.Option(Path("data/children"), help="Folder holding one children folder per "
-                                                                   "generator."),
-    generators: str = typer.Option("tiny_random", help="Comma-separated generators evaluated (test children), "
-                                                       "each on its own and all together (overall)."),
-    fit_generators: str = typer.Option("tiny_random", help="Comma-separated generators whose train / val "
-                                                           "children fit the heads and choose thresholds."),
-    transforms: str = typer.Option("jpeg95,jpeg75,jpeg50,half,blur1,crop", help="Comma-separated test "
-                                   "transformations (stages.imaging.transforms)."),
-    threshold: ThresholdRule = typer.Option(ThresholdRule.val, help="val: each head's threshold maximises "
-                                            "balanced accuracy on val; natural: the head's own decision."),
-    metrics: Path = typer.Option(Path("metrics/code_eval.json"), help="Output metrics JSON."),
-    grid: Path = typer.Option(Path("metrics/plots/code_eval.csv"), help="Output head x generator x "
-                                                                      "transformation grid (CSV)."),
-    seed: int = typer.Option(0, help="Seed of the random test crop."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
-    workers: int = typer.Option(0, help="DataLoader worker processes."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when available."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    model: Path = typer.Option(..., help="The CoDE model written by code_train."),
+    clusters: Path = typer.Option(..., help="The clusters table (parents)."),
+    children_root: Path = typer.Option(..., help="Folder holding one children folder per generator."),
+    generators: list[str] = typer.Option(..., help="Generators evaluated (test children), each on its own and "
+                                                   "all together (overall); repeat the option."),
+    fit_generators: list[str] = typer.Option(..., "--fit", help="Generators whose train / val children fit the "
+                                                                "heads and choose thresholds; repeat the option."),
+    transforms: list[Transform] = typer.Option(..., help="Test transformations (stages.imaging.transforms); "
+                                                         "repeat the option."),
+    threshold: ThresholdRule = typer.Option(..., help="val: each head's threshold maximises balanced accuracy on "
+                                                      "val; natural: the head's own decision."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
+    seed: int = typer.Option(..., help="Seed of the random test crop and the heads."),
+    batch_size: int = typer.Option(..., help="Images per forward pass."),
+    workers: int = typer.Option(..., help="DataLoader worker processes."),
+    threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
+    device: Device = typer.Option(Device.auto, help="auto: CUDA when available (where it runs, not a param)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
-    from stages.code.data import split_list
-
     with user_errors():
-        result = run(model, clusters, children_root, split_list(generators, "code_eval.generators"),
-                     split_list(fit_generators, "code_eval.fit_generators"),
-                     split_list(transforms, "code_eval.transforms"), metrics, grid, threshold=threshold, seed=seed,
-                     batch_size=batch_size, num_workers=workers, device=device, threads=threads)
+        result = run(model, clusters, children_root, generators, fit_generators, [t.value for t in transforms],
+                     metrics, grid, threshold=threshold, seed=seed, batch_size=batch_size, num_workers=workers,
+                     device=device, threads=threads)
     overall = {head: result[head][OVERALL]["overall_accuracy"] for head in ("logreg", "knn", "ocsvm")}
     typer.echo(f"{metrics}: overall clean accuracy " + ", ".join(f"{h} {a:.3f}" for h, a in overall.items()))
 

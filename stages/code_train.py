@@ -3,7 +3,16 @@ from scratch (data/code/model.pt) and its setting (data/code/setting.json, read 
 checkpoints (data/code/checkpoints/), metrics/code_train.json and the loss curve (metrics/plots/code_train.csv).
 
     python -m stages.code_train --clusters data/clusters.parquet --children-root data/children \\
-        --generators tiny_random --image-size 64 --local-size 32 --epochs 2 --batch-size 8
+        --generators tiny_random --arch vit_tiny_patch16_224 --image-size 64 --local-size 32 --num-transform 2 \\
+        --global-scale-min 0.4 --global-scale-max 1.0 --local-scale-min 0.05 --local-scale-max 0.4 \\
+        --crop-pct 0.9 --epochs 2 --batch-size 8 --lr 0.002 --weight-decay 0.00002 --warmup-epochs 1 \\
+        --min-lr 0 --temperature 0.1 --loss-variant symmetric --monitor val_accuracy --patience 6 \\
+        --probe-images 0 --seed 0 --workers 0 --keep-checkpoints 2 --threads 1 \\
+        --out data/code/model.pt --checkpoints data/code/checkpoints --metrics metrics/code_train.json \\
+        --plot metrics/plots/code_train.csv
+
+(params.yaml's demo values). `--generators` takes one alias; repeat it for several:
+`--generators sd14 --generators sd21`.
 
 Several GPUs: `accelerate launch --num_processes 4 -m stages.code_train ...` (--batch-size is per device).
 A killed run started again with the same options resumes from its last checkpoint. The method and the
@@ -39,7 +48,7 @@ def write_curve(path: Path, history: list[dict[str, float]], monitor: str) -> No
 
 
 def run(clusters: Path, children_root: Path, generators: list[str], out: Path, checkpoints: Path, metrics: Path,
-        plot: Path, *, net, views, config, num_workers: int = 0, keep_checkpoints: int = 2, threads: int = 0,
+        plot: Path, *, net, views, config, num_workers: int, keep_checkpoints: int, threads: int,
         progress: bool = True, stop_after: int | None = None, setting: Path | None = None) -> dict:
     """Train (or resume) and write the best model, the metrics and the curve; return the metrics. With
     `setting`, also write the CoDE setting file there (stages.code.setting: what the report compares with the
@@ -87,46 +96,45 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
 
 @app.command()
 def main(
-    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table (parents)."),
-    children_root: Path = typer.Option(Path("data/children"), help="Folder holding one children folder per "
-                                                                   "generator."),
-    generators: str = typer.Option("tiny_random", help="Comma-separated generator aliases whose children train "
-                                                       "CoDE (their train-split children, paired with parents)."),
-    out: Path = typer.Option(Path("data/code/model.pt"), help="Output: the best epoch's model."),
-    checkpoints: Path = typer.Option(Path("data/code/checkpoints"), help="Per-epoch checkpoints (resume)."),
-    metrics: Path = typer.Option(Path("metrics/code_train.json"), help="Output metrics JSON."),
-    plot: Path = typer.Option(Path("metrics/plots/code_train.csv"), help="Output per-epoch curve (CSV)."),
-    setting: Path = typer.Option(Path("data/code/setting.json"), help="Output: the CoDE setting (for the report)."),
-    arch: str = typer.Option("vit_tiny_patch16_224", help="timm architecture, randomly initialised."),
-    image_size: int = typer.Option(224, help="Global views and evaluation crop, px (multiple of 16)."),
-    local_size: int = typer.Option(224, help="Local crops, px: 96 in the paper, 224 in the released code."),
-    num_transform: int = typer.Option(2, help="Up to this many augmentations per view (released recipe: 2)."),
-    global_scale_min: float = typer.Option(0.4, help="Global crops: smallest area fraction."),
-    global_scale_max: float = typer.Option(1.0, help="Global crops: largest area fraction."),
-    local_scale_min: float = typer.Option(0.05, help="Local crops: smallest area fraction."),
-    local_scale_max: float = typer.Option(0.4, help="Local crops: largest area fraction."),
-    crop_pct: float = typer.Option(0.9, help="Views are resized to size / crop_pct, then centre-cropped."),
-    epochs: int = typer.Option(150, help="Maximum epochs (one epoch = every train parent once)."),
-    batch_size: int = typer.Option(256, help="(parent, child) pairs per batch and device."),
-    lr: float = typer.Option(2e-3, help="AdamW peak learning rate."),
-    weight_decay: float = typer.Option(2e-5, help="AdamW weight decay (not on biases, norms, embeddings)."),
-    warmup_epochs: float = typer.Option(5.0, help="Linear warm-up length in epochs; cosine decay after."),
-    min_lr: float = typer.Option(0.0, help="Learning rate at the end of the cosine."),
-    temperature: float = typer.Option(0.1, help="InfoNCE temperature."),
-    loss_variant: LossVariant = typer.Option(LossVariant.symmetric, help="symmetric: the paper's loss (real + "
-                                             "fake terms); released: the released code's (real term twice)."),
-    monitor: Monitor = typer.Option(Monitor.val_accuracy, help="Early-stopping metric on val: val_accuracy (logistic "
-                                    "head's balanced accuracy) or val_loss."),
-    patience: int = typer.Option(6, help="Stop after this many epochs without a better val metric; 0: never."),
-    probe_images: int = typer.Option(0, help="val_accuracy: at most this many train and val images each "
-                                             "(a seeded subsample); 0: all."),
-    seed: int = typer.Option(0, help="Seed of the initialisation, the data order, the views and the loss."),
-    workers: int = typer.Option(0, help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(2, help="Per-epoch checkpoints kept (the newest); 0: all."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    clusters: Path = typer.Option(..., help="The clusters table (parents)."),
+    children_root: Path = typer.Option(..., help="Folder holding one children folder per generator."),
+    generators: list[str] = typer.Option(..., help="Generator aliases whose children train CoDE (their "
+                                                   "train-split children, paired with parents); repeat the option."),
+    out: Path = typer.Option(..., help="Output: the best epoch's model."),
+    checkpoints: Path = typer.Option(..., help="Per-epoch checkpoints (resume)."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    plot: Path = typer.Option(..., help="Output per-epoch curve (CSV)."),
+    setting: Path = typer.Option(..., help="Output: the CoDE setting (for the report)."),
+    arch: str = typer.Option(..., help="timm architecture, randomly initialised (paper: vit_tiny_patch16_224)."),
+    image_size: int = typer.Option(..., help="Global views and evaluation crop, px (multiple of 16; paper: 224)."),
+    local_size: int = typer.Option(..., help="Local crops, px: 96 in the paper, 224 in the released code."),
+    num_transform: int = typer.Option(..., help="Up to this many augmentations per view (released recipe: 2)."),
+    global_scale_min: float = typer.Option(..., help="Global crops: smallest area fraction (paper: 0.4)."),
+    global_scale_max: float = typer.Option(..., help="Global crops: largest area fraction (paper: 1.0)."),
+    local_scale_min: float = typer.Option(..., help="Local crops: smallest area fraction (paper: 0.05)."),
+    local_scale_max: float = typer.Option(..., help="Local crops: largest area fraction (paper: 0.4)."),
+    crop_pct: float = typer.Option(..., help="Views are resized to size / crop_pct, then centre-cropped (0.9)."),
+    epochs: int = typer.Option(..., help="Maximum epochs (one epoch = every train parent once; paper: 150)."),
+    batch_size: int = typer.Option(..., help="(parent, child) pairs per batch and device (paper: 256)."),
+    lr: float = typer.Option(..., help="AdamW peak learning rate (paper: 2e-3)."),
+    weight_decay: float = typer.Option(..., help="AdamW weight decay, not on biases, norms, embeddings (2e-5)."),
+    warmup_epochs: float = typer.Option(..., help="Linear warm-up length in epochs; cosine decay after (paper: 5)."),
+    min_lr: float = typer.Option(..., help="Learning rate at the end of the cosine (paper: 0)."),
+    temperature: float = typer.Option(..., help="InfoNCE temperature (paper: 0.1)."),
+    loss_variant: LossVariant = typer.Option(..., help="symmetric: the paper's loss (real + fake terms); "
+                                                       "released: the released code's (real term twice)."),
+    monitor: Monitor = typer.Option(..., help="Early-stopping metric on val: val_accuracy (logistic head's "
+                                              "balanced accuracy) or val_loss."),
+    patience: int = typer.Option(..., help="Stop after this many epochs without a better val metric; 0: never."),
+    probe_images: int = typer.Option(..., help="val_accuracy: at most this many train and val images each "
+                                               "(a seeded subsample); 0: all."),
+    seed: int = typer.Option(..., help="Seed of the initialisation, the data order, the views and the loss."),
+    workers: int = typer.Option(..., help="DataLoader worker processes (0: load in the training process)."),
+    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); 0: all."),
+    threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
-    from stages.code.data import ViewConfig, split_list
+    from stages.code.data import ViewConfig
     from stages.code.net import CodeNetConfig
     from stages.code.trainer import TrainConfig
 
@@ -139,9 +147,9 @@ def main(
                              warmup_epochs=warmup_epochs, min_lr=min_lr, temperature=temperature,
                              loss_variant=loss_variant, monitor=monitor, patience=patience,
                              probe_images=probe_images, seed=seed)
-        result = run(clusters, children_root, split_list(generators, "code_train.generators"), out, checkpoints,
-                     metrics, plot, net=net, views=views, config=config, num_workers=workers,
-                     keep_checkpoints=keep_checkpoints, threads=threads, setting=setting)
+        result = run(clusters, children_root, generators, out, checkpoints, metrics, plot, net=net, views=views,
+                     config=config, num_workers=workers, keep_checkpoints=keep_checkpoints, threads=threads,
+                     setting=setting)
     typer.echo(f"{out}: best epoch {result['best_epoch']:.0f} of {result['epochs_run']:.0f} "
                f"({monitor.value} {result['best'][monitor.value]:.4f})")
 

@@ -2,7 +2,9 @@
 metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robustness.csv).
 
     python -m stages.detector --backbone efficientnet_lite0 --generators tiny_random --head logreg \\
-        --embeddings data/embeddings --clusters data/clusters.parquet --children data/children \\
+        --registry stages/embedding/backbones.yaml --embeddings data/embeddings --clusters data/clusters.parquet \\
+        --children data/children --transforms jpeg95 --transforms jpeg75 --transforms jpeg50 --transforms half \\
+        --transforms blur1 --transforms crop --seed 0 --batch-size 32 --workers 2 --device cpu \\
         --out data/detector --metrics metrics/detector.json --robustness metrics/plots/detector_robustness.csv
 
 The head is trained on the train split of the parents and of the children of every `--generators`, reading
@@ -35,22 +37,21 @@ class Head(StrEnum):
 def main(
     backbone: str = typer.Option(..., help="Backbone alias (a registry entry); its embeddings must exist."),
     generators: list[str] = typer.Option(..., help="Generators whose children train the detector (repeat)."),
-    head: Head = typer.Option(Head.logreg, help="Head on the embeddings: logreg (C chosen on val)."),
-    registry: Path = typer.Option(Path("stages/embedding/backbones.yaml"),
-                                  help="Backbone registry (robustness re-embeds the test images with the backbone)."),
-    embeddings: Path = typer.Option(Path("data/embeddings"),
-                                    help="Folder of embedding caches: <backbone>/parents.h5, <backbone>/<gen>.h5."),
-    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="Clusters table (test parents' images)."),
-    children: Path = typer.Option(Path("data/children"), help="Folder of children folders, one per generator."),
-    out: Path = typer.Option(Path("data/detector"), help="Output detector folder (detector.json, head.safetensors)."),
-    metrics: Path = typer.Option(Path("metrics/detector.json"), help="Output metrics JSON."),
-    robustness: Path = typer.Option(Path("metrics/plots/detector_robustness.csv"),
-                                    help="Output plot data: test metrics per transform and generator."),
-    transforms: list[Transform] = typer.Option(list(Transform), help="Transforms of the robustness test (repeat)."),
-    seed: int = typer.Option(0, help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
-    batch_size: int = typer.Option(32, min=1, help="Images per backbone forward (robustness)."),
-    workers: int = typer.Option(2, min=0, help="DataLoader workers reading images (robustness)."),
-    device: str = typer.Option("cpu", help="torch device of the backbone (robustness)."),
+    head: Head = typer.Option(..., help="Head on the embeddings: logreg (C chosen on val)."),
+    registry: Path = typer.Option(..., help="Backbone registry (robustness re-embeds the test images with the "
+                                            "backbone)."),
+    embeddings: Path = typer.Option(..., help="Folder of embedding caches: <backbone>/parents.h5, "
+                                              "<backbone>/<gen>.h5."),
+    clusters: Path = typer.Option(..., help="Clusters table (test parents' images)."),
+    children: Path = typer.Option(..., help="Folder of children folders, one per generator."),
+    out: Path = typer.Option(..., help="Output detector folder (detector.json, head.safetensors)."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    robustness: Path = typer.Option(..., help="Output plot data: test metrics per transform and generator."),
+    transforms: list[Transform] = typer.Option(..., help="Transforms of the robustness test (repeat)."),
+    seed: int = typer.Option(..., help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
+    batch_size: int = typer.Option(..., min=1, help="Images per backbone forward (robustness)."),
+    workers: int = typer.Option(..., min=0, help="DataLoader workers reading images (robustness)."),
+    device: str = typer.Option(..., help="torch device of the backbone (robustness)."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     from stages.contracts.io import write_metrics

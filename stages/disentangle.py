@@ -3,7 +3,9 @@
 
     python -m stages.disentangle --parents data/embeddings/efficientnet_lite0/parents.h5 \\
         --children data/embeddings/efficientnet_lite0/tiny_random.h5 --epochs 25 --batch-size 1024 \\
-        --lr 0.001 --temperature 0.07 --out data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
+        --lr 0.001 --weight-decay 0.01 --temperature 0.07 --seed 0 --device auto \\
+        --c-min 0.001 --c-max 1000 --c-steps 7 --max-iter 1000 \\
+        --out data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
         --metrics metrics/disentangle/efficientnet_lite0/tiny_random.json \\
         --history metrics/plots/disentangle/efficientnet_lite0/tiny_random.json
 
@@ -32,7 +34,7 @@ EVAL_SPLITS = ("val", "test")
 
 
 def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, config, *, grid: list[float],
-        progress: bool = True) -> dict:
+        max_iter: int, progress: bool = True) -> dict:
     from stages.contracts.io import write_json, write_metrics
     from stages.study.clusters import Clusters, load_clusters
     from stages.study.disentangle import project, save_projections, train_projections
@@ -46,7 +48,7 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
     model, losses = train_projections(clusters.select("train").embeddings, config, progress=progress)
     semantic, style = project(model, clusters.embeddings)
     in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
-    fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed)
+    fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed, max_iter=max_iter)
     result: dict = {"temperature": config.temperature, "epochs": float(config.epochs), "lr": config.lr,
                     "batch_size": float(config.batch_size), "s_probe_c": fit.c,
                     "final_loss": {key: value for key, value in losses[-1].items() if key != "epoch"}}
@@ -67,18 +69,19 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
 def main(
     parents: Path = typer.Option(..., help="Embedding cache of the parents."),
     children: Path = typer.Option(..., help="Embedding cache of one generator's children, same backbone."),
-    epochs: int = typer.Option(25, min=1, help="Training epochs (paper: 25)."),
-    batch_size: int = typer.Option(1024, min=2, help="Elements per batch, rounded down to whole clusters "
+    epochs: int = typer.Option(..., min=1, help="Training epochs (paper: 25)."),
+    batch_size: int = typer.Option(..., min=2, help="Elements per batch, rounded down to whole clusters "
                                                      "(paper: 1024)."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (paper: 1e-3)."),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not given by the paper)."),
-    temperature: float = typer.Option(0.07, help="SupCon temperature (not given by the paper)."),
-    seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the probe's child draw."),
-    device: Device = typer.Option(Device.auto, help="Where S and T train (results match across devices only "
+    lr: float = typer.Option(..., help="AdamW learning rate (paper: 1e-3)."),
+    weight_decay: float = typer.Option(..., help="AdamW weight decay (not given by the paper)."),
+    temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
+    seed: int = typer.Option(..., help="Seed of the initialisation, the batch order and the probe's child draw."),
+    device: Device = typer.Option(..., help="Where S and T train (results match across devices only "
                                                     "up to floating-point rounding)."),
-    c_min: float = typer.Option(1e-3, help="Smallest C of the S probe's grid (the probe stage's grid)."),
-    c_max: float = typer.Option(1e3, help="Largest C of the grid."),
-    c_steps: int = typer.Option(7, help="Number of C values."),
+    c_min: float = typer.Option(..., help="Smallest C of the S probe's grid (the probe stage's grid)."),
+    c_max: float = typer.Option(..., help="Largest C of the grid."),
+    c_steps: int = typer.Option(..., help="Number of C values."),
+    max_iter: int = typer.Option(..., help="L-BFGS iterations of the S probe at most (the probe stage's)."),
     out: Path = typer.Option(..., help="Output S and T weights (safetensors)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     history: Path = typer.Option(..., help="Output per-epoch losses (plot data)."),
@@ -90,7 +93,8 @@ def main(
     with user_errors():
         config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                    temperature=temperature, seed=seed, device=device.value)
-        result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps))
+        result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps),
+                     max_iter=max_iter)
     for split in EVAL_SPLITS:
         s, t = result[split]["S"], result[split]["T"]
         typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {s['full_cluster_accuracy']:.4f}"

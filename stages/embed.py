@@ -2,12 +2,13 @@
 
 Parents (and, for image-text backbones, their captions):
 
-    python -m stages.embed --backbone efficientnet_lite0 --clusters data/clusters.parquet \\
-        --out data/embeddings/efficientnet_lite0/parents.h5 \\
+    python -m stages.embed --backbone efficientnet_lite0 --registry stages/embedding/backbones.yaml \\
+        --clusters data/clusters.parquet --children '' --out data/embeddings/efficientnet_lite0/parents.h5 \\
         --captions-out data/embeddings/efficientnet_lite0/captions.h5 \\
-        --metrics metrics/embed/efficientnet_lite0/parents.json
+        --metrics metrics/embed/efficientnet_lite0/parents.json --batch-size 32 --chunk-size 512 --workers 2 \\
+        --threads 0 --precision auto --device auto --on-bad error
 
-One generator's children: add ``--children data/children/tiny_random`` and write
+One generator's children: ``--children data/children/tiny_random --captions-out ''``, writing
 ``data/embeddings/<backbone>/tiny_random.h5``. Several GPUs (or CPU processes) split the work with the same
 result: ``accelerate launch --num_processes 2 -m stages.embed ...``. A killed run, rerun, continues from
 its finished chunks (stages/embedding/runner.py describes the protocol).
@@ -33,8 +34,8 @@ class Device(StrEnum):
 
 
 def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, metrics: Path, *,
-        children: Path | None = None, captions_out: Path | None = None, config: RunConfig = RunConfig(),
-        device: Device = Device.auto, threads: int = 0) -> dict | None:
+        children: Path | None, captions_out: Path | None, config: RunConfig, device: Device,
+        threads: int) -> dict | None:
     """Embed one set (and the captions, for parents); write the caches and, on the main process, the metrics."""
     import torch
     from accelerate import PartialState
@@ -89,24 +90,24 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
 
 @app.command()
 def main(
-    backbone: str = typer.Option("efficientnet_lite0", help="Backbone alias (an entry of --registry)."),
-    registry: Path = typer.Option(Path("stages/embedding/backbones.yaml"), help="The backbone registry (YAML)."),
-    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
-    children: str = typer.Option("", help="A generator's children folder (data/children/<gen>); empty: the "
-                                          "parents of --clusters."),
-    out: Path = typer.Option(Path("data/embeddings/efficientnet_lite0/parents.h5"), help="Output HDF5 cache."),
-    captions_out: str = typer.Option("", help="Parents only: also write the caption cache here (0 rows with "
-                                              "text_tower=False for image-only backbones). Empty: no captions."),
-    metrics: Path = typer.Option(Path("metrics/embed/efficientnet_lite0/parents.json"), help="Output metrics JSON."),
-    batch_size: int = typer.Option(32, help="Images (or captions) per forward pass."),
-    chunk_size: int = typer.Option(512, help="Rows per part file: the unit of resumption and of the split "
+    backbone: str = typer.Option(..., help="Backbone alias (an entry of --registry)."),
+    registry: Path = typer.Option(..., help="The backbone registry (YAML)."),
+    clusters: Path = typer.Option(..., help="The clusters table."),
+    children: str = typer.Option(..., help="A generator's children folder (data/children/<gen>); empty: the "
+                                           "parents of --clusters."),
+    out: Path = typer.Option(..., help="Output HDF5 cache."),
+    captions_out: str = typer.Option(..., help="Parents only: also write the caption cache here (0 rows with "
+                                               "text_tower=False for image-only backbones). Empty: no captions."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    batch_size: int = typer.Option(..., help="Images (or captions) per forward pass."),
+    chunk_size: int = typer.Option(..., help="Rows per part file: the unit of resumption and of the split "
                                              "across processes."),
-    workers: int = typer.Option(2, help="DataLoader workers decoding and preprocessing (0: in the main process)."),
-    threads: int = typer.Option(0, help="Torch CPU threads per process (0: torch's default)."),
-    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on GPU, fp32 on CPU."),
-    device: Device = typer.Option(Device.auto, help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
-    on_bad: OnBad = typer.Option(OnBad.error, help="error: stop at the first missing or corrupt image, naming its "
-                                                   "id and file; skip: leave it out, count it, list its id."),
+    workers: int = typer.Option(..., help="DataLoader workers decoding and preprocessing (0: in the main process)."),
+    threads: int = typer.Option(..., help="Torch CPU threads per process (0: torch's default)."),
+    precision: Precision = typer.Option(..., help="auto: bf16 autocast on GPU, fp32 on CPU."),
+    device: Device = typer.Option(..., help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
+    on_bad: OnBad = typer.Option(..., help="error: stop at the first missing or corrupt image, naming its "
+                                           "id and file; skip: leave it out, count it, list its id."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
     with user_errors():

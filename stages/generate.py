@@ -2,6 +2,7 @@
 
     python -m stages.generate --generator tiny_random --registry stages/generation/generators.yaml \\
         --clusters data/clusters.parquet --models-root models \\
+        --encoding jpeg --jpeg-quality 95 --shard-size 64 --batch-size 0 --device auto \\
         --out data/children/tiny_random --metrics metrics/generate/tiny_random.json
 
 The generator is an entry of the registry file (--registry). Child i of a parent is generated from its
@@ -20,7 +21,6 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
-from stages.generation.registry import REGISTRY
 from stages.generation.shards import Encoding
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -34,9 +34,9 @@ def versions() -> dict[str, str]:
     return {"diffusers": diffusers.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: Path, *,
-        registry: Path = REGISTRY, encoding: Encoding = Encoding.jpeg, jpeg_quality: int = 95, shard_size: int = 64,
-        batch_size: int = 0, device: str = "auto", progress: bool = True) -> dict | None:
+def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: Path, *, registry: Path,
+        encoding: Encoding, jpeg_quality: int, shard_size: int, batch_size: int, device: str,
+        progress: bool = True) -> dict | None:
     """Generate every missing shard of this process, then (main process) the manifest and the metrics.
 
     Returns the metrics on the main process, None on the others."""
@@ -101,19 +101,19 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
 @app.command()
 def main(
-    generator: str = typer.Option("tiny_random", help="Alias of the generator: an entry of --registry."),
-    registry: Path = typer.Option(Path("stages/generation/generators.yaml"), help="The generator registry (YAML)."),
-    clusters: Path = typer.Option(Path("data/clusters.parquet"), help="The clusters table."),
-    models_root: Path = typer.Option(Path("models"), help="Folder of local diffusers directories, one per alias "
-                                                          "(<models_root>/<alias>); else the hub id is tried."),
-    out: Path = typer.Option(Path("data/children/tiny_random"), help="Output children folder."),
-    metrics: Path = typer.Option(Path("metrics/generate/tiny_random.json"), help="Output metrics JSON."),
-    encoding: Encoding = typer.Option(Encoding.jpeg, help="Image encoding of the children."),
-    jpeg_quality: int = typer.Option(95, help="JPEG quality (1-100) when encoding is jpeg."),
-    shard_size: int = typer.Option(64, help="Children per Parquet shard (the unit of resumption)."),
-    batch_size: int = typer.Option(0, help="Prompts per pipeline call; 0 = the registry's batch size."),
-    device: str = typer.Option("auto", help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
-                                            "cuda, cuda:1, mps..."),
+    generator: str = typer.Option(..., help="Alias of the generator: an entry of --registry."),
+    registry: Path = typer.Option(..., help="The generator registry (YAML)."),
+    clusters: Path = typer.Option(..., help="The clusters table."),
+    models_root: Path = typer.Option(..., help="Folder of local diffusers directories, one per alias "
+                                               "(<models_root>/<alias>); else the hub id is tried."),
+    out: Path = typer.Option(..., help="Output children folder."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    encoding: Encoding = typer.Option(..., help="Image encoding of the children."),
+    jpeg_quality: int = typer.Option(..., help="JPEG quality (1-100) when encoding is jpeg."),
+    shard_size: int = typer.Option(..., help="Children per Parquet shard (the unit of resumption)."),
+    batch_size: int = typer.Option(..., help="Prompts per pipeline call; 0 = the registry's batch size."),
+    device: str = typer.Option(..., help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
+                                         "cuda, cuda:1, mps..."),
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
     with user_errors():

@@ -2,7 +2,7 @@
 trained on one generator, its accuracy on val and test, and its accuracy on every other generator.
 
     python -m stages.probe --embeddings data/embeddings/efficientnet_lite0 --generator tiny_random \\
-        --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 \\
+        --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 --max-iter 1000 \\
         --metrics metrics/probe/efficientnet_lite0/tiny_random.json \\
         --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
         --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json
@@ -26,7 +26,7 @@ EVAL_SPLITS = ("val", "test")
 
 
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
-        grid: list[float], seed: int = 0, max_iter: int = 1000) -> dict:
+        grid: list[float], seed: int, max_iter: int) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
     from stages.contracts.io import write_json, write_metrics
     from stages.heads.metrics import roc_points
@@ -65,11 +65,11 @@ def main(
     generator: str = typer.Option(..., help="Generator whose children train the probe."),
     generators: list[str] = typer.Option(..., help="Every configured generator (repeat the option); the probe "
                                                    "is tested on each (the cross-generator grid)."),
-    c_min: float = typer.Option(1e-3, help="Smallest C (inverse L2 strength) of the log-spaced grid."),
-    c_max: float = typer.Option(1e3, help="Largest C of the grid."),
-    c_steps: int = typer.Option(7, help="Number of C values in the grid."),
-    seed: int = typer.Option(0, help="Seed of the one-child-per-cluster draw."),
-    max_iter: int = typer.Option(1000, help="L-BFGS iterations at most."),
+    c_min: float = typer.Option(..., help="Smallest C (inverse L2 strength) of the log-spaced grid."),
+    c_max: float = typer.Option(..., help="Largest C of the grid."),
+    c_steps: int = typer.Option(..., help="Number of C values in the grid."),
+    seed: int = typer.Option(..., help="Seed of the one-child-per-cluster draw."),
+    max_iter: int = typer.Option(..., help="L-BFGS iterations at most."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     roc: Path = typer.Option(..., help="Output ROC curve on the test split (plot data)."),
     cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),

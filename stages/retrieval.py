@@ -52,7 +52,7 @@ def caption_rows(children, captions, *, where: str):
     return rows
 
 
-def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int = 2048) -> dict:
+def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) -> dict:
     import numpy as np
 
     from stages.contracts.embeddings import read_embeddings, same_backbone
@@ -88,7 +88,7 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int =
 def main(
     children: Path = typer.Option(..., help="Embedding cache of one generator's children."),
     captions: Path = typer.Option(..., help="Caption embedding cache of the same backbone (captions.h5)."),
-    chunk: int = typer.Option(2048, min=1, help="Children per similarity block (memory: chunk x captions)."),
+    chunk: int = typer.Option(..., min=1, help="Children per similarity block (memory: chunk x captions)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON (nulls for a backbone without a text tower)."),
 ) -> None:
     """Caption retrieval from generated images (the paper's Table 3)."""

@@ -33,8 +33,8 @@ def tsne_2d(x, *, perplexity: float, seed: int):
                 metric="cosine").fit_transform(np.asarray(x, dtype=np.float32))
 
 
-def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clusters: int = 500,
-        perplexity: float = 30.0, seed: int = 0) -> dict[str, int]:
+def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clusters: int, perplexity: float,
+        seed: int) -> dict[str, int]:
     import numpy as np
     import pandas as pd
 
@@ -66,9 +66,9 @@ def main(
     parents: Path = typer.Option(..., help="Parents cache of the focus backbone (model.backbone)."),
     children: Path = typer.Option(..., help="One generator's children cache, same backbone."),
     projections: Path = typer.Option(..., help="S and T weights from the disentangle stage, same pair."),
-    max_clusters: int = typer.Option(500, min=2, help="Validation clusters drawn (seeded) for the plot."),
-    perplexity: float = typer.Option(30.0, help="t-SNE perplexity (lowered automatically for tiny sets)."),
-    seed: int = typer.Option(0, help="Seed of the cluster draw and of t-SNE."),
+    max_clusters: int = typer.Option(..., min=2, help="Validation clusters drawn (seeded) for the plot."),
+    perplexity: float = typer.Option(..., help="t-SNE perplexity (lowered automatically for tiny sets)."),
+    seed: int = typer.Option(..., help="Seed of the cluster draw and of t-SNE."),
     out: Path = typer.Option(..., help="Output folder of the three CSV files."),
 ) -> None:
     """2-D t-SNE of validation clusters before and after disentanglement (the paper's Fig. 6)."""

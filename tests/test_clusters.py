@@ -43,14 +43,21 @@ def coco_dir(tmp_path: Path) -> Path:
     return root
 
 
-def run_coco(root: Path, tmp_path: Path, **kwargs) -> dict:
-    return clusters.run(Source.coco, root, tmp_path / "clusters.parquet", tmp_path / "metrics.json",
-                        progress=False, **kwargs)
+# the values of params.yaml's clusters section, which the stage receives from dvc.yaml
+SETTINGS = {"captions_per_parent": N, "coco_captions": "annotations/captions_*.json", "karpathy_split": None,
+            "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0, "skip_bad": False}
+
+
+def run(source: Source, input_path: Path, out: Path, metrics: Path, **overrides) -> dict:
+    return clusters.run(source, input_path, out, metrics, progress=False, **{**SETTINGS, **overrides})
+
+
+def run_coco(root: Path, tmp_path: Path, **overrides) -> dict:
+    return run(Source.coco, root, tmp_path / "clusters.parquet", tmp_path / "metrics.json", **overrides)
 
 
 def test_demo_source(tmp_path, repo_root):
-    result = clusters.run(Source.demo, repo_root / "stages" / "sources" / "demo", tmp_path / "c.parquet",
-                          tmp_path / "m.json", progress=False)
+    result = run(Source.demo, repo_root / "stages" / "sources" / "demo", tmp_path / "c.parquet", tmp_path / "m.json")
     frame = read_clusters(tmp_path / "c.parquet")
     assert len(frame) >= 10 and result["parents"]["total"] == len(frame)
     assert (frame["captions"].map(len) == N).all()
@@ -140,7 +147,7 @@ def test_modes_are_valid_parents(tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text("".join(json.dumps({"id": k, "path": f"images/{p.name}", "captions": five(k)}) + "\n"
                                 for k, p in paths.items()))
-    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     frame = read_clusters(tmp_path / "c.parquet").set_index("source_id")
     assert frame.loc["grey", "mode"] == "L" and frame.loc["cmyk", "mode"] == "CMYK"
     assert frame.loc["rgba", "mode"] == "RGBA" and frame.loc["palette", "mode"] == "P"
@@ -166,7 +173,7 @@ def test_manifest_formats(tmp_path, fmt):
         frame.to_json(manifest, orient="records", lines=True)
     else:
         frame.to_parquet(manifest)
-    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     out = read_clusters(tmp_path / "c.parquet")
     assert len(out) == 6
     assert out.loc[out.source_id == "img/3.jpg", "captions"].iloc[0] == [f"photo 3 text {k}" for k in range(N)]
@@ -177,10 +184,10 @@ def test_manifest_errors_name_the_problem(tmp_path):
     bad = tmp_path / "m.csv"
     bad.write_text("file_path,text\nx.jpg,hello\n")
     with pytest.raises(InputError, match="no image path column"):
-        clusters.run(Source.manifest, bad, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+        run(Source.manifest, bad, tmp_path / "c.parquet", tmp_path / "m.json")
     bad.write_text("path,caption_1\nx.jpg,hello\nx.jpg,again\n")
     with pytest.raises(InputError, match="row 2: duplicate id 'x.jpg'"):
-        clusters.run(Source.manifest, bad, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+        run(Source.manifest, bad, tmp_path / "c.parquet", tmp_path / "m.json")
 
 
 def test_split_deterministic_per_seed():
@@ -211,7 +218,9 @@ def test_karpathy_split_decides(tmp_path, coco_dir):
 def test_cli_reports_bad_input_without_traceback(tmp_path, coco_dir):
     (coco_dir / "val2017" / f"{2:012d}.jpg").unlink()
     runner = CliRunner()
-    args = ["--source", "coco", "--input", str(coco_dir), "--out", str(tmp_path / "c.parquet"),
+    args = ["--source", "coco", "--input", str(coco_dir), "--coco-captions", "annotations/captions_*.json",
+            "--karpathy-split", "", "--captions-per-parent", "5", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--seed", "0", "--on-bad", "error", "--out", str(tmp_path / "c.parquet"),
             "--metrics", str(tmp_path / "m.json")]
     result = runner.invoke(clusters.app, args)
     assert result.exit_code == 2
@@ -250,10 +259,10 @@ def test_image_paths_below_the_working_directory_are_stored_relative(tmp_path, m
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"path": str(tmp_path / "img" / "a.jpg"), "captions": five("a")}) + "\n")
     monkeypatch.chdir(tmp_path)
-    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == ["img/a.jpg"]
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     monkeypatch.chdir(outside)  # the image does not lie below this folder: kept absolute
-    clusters.run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", progress=False)
+    run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == [str(tmp_path / "img" / "a.jpg")]

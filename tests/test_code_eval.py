@@ -24,6 +24,9 @@ from stages.heads.threshold import choose_threshold, predict
 from tests.fixtures import write_children, write_clusters
 
 torch.set_num_threads(1)
+# every option of the command but the paths and the generators: params.yaml's demo values
+OPTIONS = [*[word for t in TEST_TRANSFORMS for word in ("--transforms", t)], "--threshold", "val", "--seed", "0",
+           "--batch-size", "64", "--workers", "0", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def data(tmp_path_factory):
     clusters = write_clusters(root, n_parents=12, size=(80, 60))
     for gen, size in (("g1", (48, 48)), ("g2", (24, 40))):
         write_children(root / "children" / gen, read_clusters(clusters), generator=gen, size=size, fmt="PNG")
-    config = CodeNetConfig(image_size=32, local_size=16)
+    config = CodeNetConfig(arch="vit_tiny_patch16_224", image_size=32, local_size=16)
     save_model(root / "model.pt", build_model(config, seed=0), config, {"epoch": 0})
     return root
 
@@ -153,8 +156,8 @@ def test_thresholds_come_from_val_never_test(data, monkeypatch):
 @pytest.mark.slow
 def test_command_writes_metrics_and_grid(data, tmp_path):
     args = ["--model", str(data / "model.pt"), "--clusters", str(data / "clusters.parquet"),
-            "--children-root", str(data / "children"), "--generators", "g1,g2", "--fit-generators", "g1",
-            "--threads", "1", "--metrics", str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
+            "--children-root", str(data / "children"), "--generators", "g1", "--generators", "g2", "--fit", "g1",
+            *OPTIONS, "--metrics", str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
     result = CliRunner().invoke(code_eval.app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -176,10 +179,11 @@ def test_command_writes_metrics_and_grid(data, tmp_path):
 
 def test_bad_input_is_named(data, tmp_path):
     base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
-            "--metrics", str(tmp_path / "m.json")]
+            "--generators", "g1", "--fit", "g1", *OPTIONS, "--metrics", str(tmp_path / "m.json"),
+            "--grid", str(tmp_path / "grid.csv")]
     runner = CliRunner()
     no_model = runner.invoke(code_eval.app, [*base, "--model", str(tmp_path / "none.pt")])
     assert no_model.exit_code == 2 and "code_train" in no_model.output
-    bad = runner.invoke(code_eval.app, [*base, "--model", str(data / "model.pt"), "--transforms", "jpeg95,sepia"])
+    bad = runner.invoke(code_eval.app, [*base, "--model", str(data / "model.pt"), "--transforms", "sepia"])
     assert bad.exit_code == 2 and "sepia" in bad.output
     assert not (tmp_path / "m.json").exists()

@@ -1,6 +1,7 @@
 """code_train: the loss against a plain loop, the crops and views, training lowers the loss, resume
 reproduces the uninterrupted curve, the command and its errors."""
 
+import dataclasses
 import json
 import math
 
@@ -22,8 +23,17 @@ from tests.fixtures import write_children, write_clusters
 from tests.images import photo
 
 torch.set_num_threads(1)
-NET = CodeNetConfig(image_size=32, local_size=16)
-VIEWS = ViewConfig(image_size=32, local_size=16, num_transform=2)
+NET = CodeNetConfig(arch="vit_tiny_patch16_224", image_size=32, local_size=16)
+VIEWS = ViewConfig(image_size=32, local_size=16, num_transform=2, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4),
+                   crop_pct=0.9)
+# every option of the command but the paths and --generators (repeated options add up, so callers give them):
+# params.yaml's demo values at this file's 32 / 16 px and batch 4
+OPTIONS = ["--arch", "vit_tiny_patch16_224", "--image-size", "32", "--local-size", "16", "--num-transform", "2",
+           "--global-scale-min", "0.4", "--global-scale-max", "1.0", "--local-scale-min", "0.05",
+           "--local-scale-max", "0.4", "--crop-pct", "0.9", "--epochs", "2", "--batch-size", "4", "--lr", "0.002",
+           "--weight-decay", "0.00002", "--warmup-epochs", "1", "--min-lr", "0", "--temperature", "0.1",
+           "--loss-variant", "symmetric", "--monitor", "val_accuracy", "--patience", "6", "--probe-images", "0",
+           "--seed", "0", "--workers", "0", "--keep-checkpoints", "2", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +112,7 @@ def test_crop_boxes_cover_the_scale_range(scale, size):
 
 
 def test_views_have_the_configured_shapes():
-    config = ViewConfig(image_size=48, local_size=32)
+    config = dataclasses.replace(VIEWS, image_size=48, local_size=32)
     for size in ((200, 120), (20, 30)):
         out = make_views(photo(1, size), np.random.default_rng(1), config)
         assert {k: tuple(v.shape) for k, v in out.items()} == {"plain": (3, 48, 48), "aug": (3, 48, 48),
@@ -160,7 +170,7 @@ def test_probe_subsample_keeps_both_classes_in_their_share(data):
 
 
 def test_schedule_warms_up_then_decays_to_min_lr():
-    config = TrainConfig(epochs=10, lr=1.0, warmup_epochs=2, min_lr=0.1)
+    config = small_config(epochs=10, lr=1.0, warmup_epochs=2, min_lr=0.1)
     factors = [lr_factor(step, steps_per_epoch=5, config=config) for step in range(50)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(x >= y for x, y in zip(factors[10:], factors[11:], strict=False))
@@ -170,7 +180,9 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 # -- training -------------------------------------------------------------------------------------------
 
 def small_config(**overrides):
-    base = {"epochs": 4, "batch_size": 4, "lr": 5e-4, "warmup_epochs": 0, "monitor": Monitor.val_loss, "seed": 0}
+    base = {"epochs": 4, "batch_size": 4, "lr": 5e-4, "weight_decay": 2e-5, "warmup_epochs": 0, "min_lr": 0.0,
+            "temperature": 0.1, "loss_variant": LossVariant.symmetric, "monitor": Monitor.val_loss, "patience": 6,
+            "probe_images": 0, "seed": 0}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -190,7 +202,7 @@ def test_training_lowers_the_loss(tmp_path, monkeypatch):
     monkeypatch.setattr(fixtures, "photo", textured)  # children only: the parents are already written
     write_children(tmp_path / "children" / "g1", read_clusters(clusters), generator="g1", size=(48, 48), fmt="PNG")
     refs = read_images(clusters, tmp_path / "children", ["g1"], ("train", "val"))
-    views = ViewConfig(image_size=32, local_size=16, num_transform=0)
+    views = dataclasses.replace(VIEWS, num_transform=0)
     state = train(refs, NET, views, small_config(epochs=14, lr=2e-4, warmup_epochs=1, patience=0),
                   checkpoints=tmp_path / "ck", progress=False, log=lambda *_: None)
     losses = [record["train_loss"] for record in state.history]
@@ -226,8 +238,7 @@ def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
 @pytest.mark.slow
 def test_command_writes_model_metrics_and_curve(data, tmp_path):
     args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
-            "--generators", "g1,g2", "--image-size", "32", "--local-size", "16", "--epochs", "2", "--batch-size", "4",
-            "--warmup-epochs", "1", "--threads", "1", "--loss-variant", "released",
+            "--generators", "g1", "--generators", "g2", *OPTIONS, "--loss-variant", "released",
             "--out", str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ck"),
             "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv"),
             "--setting", str(tmp_path / "setting.json")]
@@ -247,9 +258,12 @@ def test_command_writes_model_metrics_and_curve(data, tmp_path):
 
 
 def test_bad_input_is_named(data, tmp_path):
-    base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
-            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt")]
+    base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"), *OPTIONS,
+            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt"), "--metrics",
+            str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv")]
     runner = CliRunner()
+    twice = runner.invoke(code_train.app, [*base, "--generators", "g1", "--generators", "g1"])
+    assert twice.exit_code == 2 and "names a generator twice" in twice.output
     missing = runner.invoke(code_train.app, [*base, "--generators", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output and "generate stage" in missing.output
     batch = runner.invoke(code_train.app, [*base, "--generators", "g1", "--batch-size", "1"])

@@ -75,9 +75,11 @@ def pipeline(tmp_path_factory, repo_root):
     return make_pipeline(tmp_path_factory.mktemp("pipeline"), repo_root / "stages" / "embedding" / "backbones.yaml")
 
 
-def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: str = BACKBONE):
-    args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)],
-            "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
+def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: str = BACKBONE,
+              transforms: tuple[str, ...] = ("jpeg95", "jpeg75", "jpeg50", "half", "blur1", "crop")):
+    args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)], "--head", "logreg",
+            *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", "--batch-size", "32",
+            "--device", "cpu", "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
             "--embeddings", str(root / "embeddings"),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
             "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
@@ -188,7 +190,7 @@ def test_efficientnet_lite0_end_to_end(tmp_path, repo_root, wild_generated):
     """The real offline backbone: train, then detect on real generated files from the wild (PNG and JPEG)."""
     registry = repo_root / "stages" / "embedding" / "backbones.yaml"
     root, clusters = make_pipeline(tmp_path, registry, alias="efficientnet_lite0")
-    result = run_stage(root, clusters, repo_root, "--transforms", "jpeg50", alias="efficientnet_lite0")
+    result = run_stage(root, clusters, repo_root, alias="efficientnet_lite0", transforms=("jpeg50",))
     assert result.exit_code == 0, result.output + repr(result.exception)
     metrics = json.loads((root / "metrics.json").read_text())
     assert metrics["checks"]["clean_embedding_max_abs_diff"] < 1e-4

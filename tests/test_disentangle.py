@@ -21,6 +21,13 @@ from tests.study_caches import write_study_caches
 from tests.synthetic import SyntheticSpec, style_direction, synthetic_tables
 
 
+def config(**overrides) -> DisentangleConfig:
+    """params.yaml's disentangle values on the CPU, with `overrides`."""
+    values = {"epochs": 10, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.01, "temperature": 0.07, "seed": 0,
+              "device": "cpu"}
+    return DisentangleConfig(**{**values, **overrides})
+
+
 def test_batches_hold_whole_clusters():
     generator = torch.Generator().manual_seed(0)
     batches = list(cluster_batches(23, 5, generator))
@@ -37,7 +44,7 @@ def test_disentangle_separates_a_known_style_from_semantics():
     clusters = stack_clusters(made["parents"], made["g"], where="synthetic")
     torch.set_num_threads(1)
     model, history = train_projections(clusters.select("train").embeddings,
-                                       DisentangleConfig(epochs=15, batch_size=60, lr=1e-2), progress=False)
+                                       config(epochs=15, batch_size=60, lr=1e-2), progress=False)
     assert history[-1]["loss_T"] < history[0]["loss_T"] - 3 and history[-1]["loss_S"] < history[0]["loss_S"]
     semantic, style = project(model, clusters.embeddings)
     test = clusters.split == "test"
@@ -63,8 +70,10 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
     folder = write_study_caches(tmp_path, n_clusters=30, dim=8, style=1.0)
     runner = CliRunner()
     common = ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
-              "--batch-size", "30", "--c-steps", "3", "--out", str(tmp_path / "w.safetensors"),
-              "--metrics", str(tmp_path / "m.json"), "--history", str(tmp_path / "h.json")]
+              "--batch-size", "30", "--lr", "0.001", "--weight-decay", "0.01", "--seed", "0", "--device", "cpu",
+              "--c-min", "0.001", "--c-max", "1000", "--c-steps", "3", "--max-iter", "1000",
+              "--out", str(tmp_path / "w.safetensors"), "--metrics", str(tmp_path / "m.json"),
+              "--history", str(tmp_path / "h.json")]
     done = runner.invoke(disentangle.app, [*common, "--temperature", "0.2"])
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -92,7 +101,7 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
 @pytest.mark.parametrize("seed", [3])
 def test_training_is_deterministic(seed):
     data = np.random.default_rng(0).normal(size=(12, 4, 6)).astype(np.float32)
-    config = DisentangleConfig(epochs=2, batch_size=16, seed=seed)
-    first, _ = train_projections(data, config, progress=False)
-    second, _ = train_projections(data, config, progress=False)
+    settings = config(epochs=2, batch_size=16, seed=seed)
+    first, _ = train_projections(data, settings, progress=False)
+    second, _ = train_projections(data, settings, progress=False)
     assert torch.equal(first.semantic.weight, second.semantic.weight)

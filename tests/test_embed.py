@@ -66,8 +66,9 @@ def embed(inputs: dict[str, Path], *extra: str, backbone: str = "tiny_a", childr
     args = ["--backbone", backbone, "--registry", str(registry or inputs["registry"]),
             "--clusters", str(inputs["clusters"]), "--out", str(out / f"{name}.h5"),
             "--metrics", str(out / f"{name}.json"), "--batch-size", "4", "--chunk-size", "5", "--workers", "0",
-            "--device", "cpu"]
-    args += ["--children", str(inputs["children"])] if children else ["--captions-out", str(out / "captions.h5")]
+            "--threads", "0", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+    args += (["--children", str(inputs["children"]), "--captions-out", ""] if children
+             else ["--children", "", "--captions-out", str(out / "captions.h5")])
     result = CliRunner().invoke(app, [*args, *extra])
     assert result.exit_code == expect, result.output + repr(result.exception)
     return result.output
@@ -242,9 +243,10 @@ def test_corrupt_child_in_a_shard_both_ways(inputs):
 def _command(inputs: dict[str, Path], out: Path, backbone: str = "tiny_a", registry: Path | None = None, *,
              batch: int = 2, chunk: int = 2) -> list[str]:
     return ["-m", "stages.embed", "--backbone", backbone, "--registry", str(registry or inputs["registry"]),
-            "--clusters", str(inputs["clusters"]), "--out", str(out / "parents.h5"), "--captions-out",
+            "--clusters", str(inputs["clusters"]), "--children", "", "--out", str(out / "parents.h5"), "--captions-out",
             str(out / "captions.h5"), "--metrics", str(out / "parents.json"), "--batch-size", str(batch),
-            "--chunk-size", str(chunk), "--workers", "0", "--threads", "1", "--device", "cpu"]
+            "--chunk-size", str(chunk), "--workers", "0", "--threads", "1", "--precision", "auto", "--device", "cpu",
+            "--on-bad", "error"]
 
 
 def _env() -> dict[str, str]:

@@ -101,8 +101,14 @@ def save_flagging_pipeline(out: Path) -> None:
     pipeline.save_pretrained(out)
 
 
+# params.yaml's generate values (the stage receives them from dvc.yaml), as `run` keywords and as options
+SETTINGS = {"registry": REGISTRY, "encoding": gen.Encoding.jpeg, "jpeg_quality": 95, "shard_size": 64, "batch_size": 0, "device": "auto"}
+OPTIONS = ["--encoding", "jpeg", "--jpeg-quality", "95", "--shard-size", "64", "--batch-size", "0", "--device", "cpu"]
+
+
 def generate(clusters: Path, models: Path, out: Path, generator: str = "tiny_random", **options) -> dict | None:
-    return run(generator, clusters, models, out, out.parent / f"{out.name}.json", progress=False, **options)
+    return run(generator, clusters, models, out, out.parent / f"{out.name}.json", progress=False,
+               **{**SETTINGS, **options})
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -116,8 +122,7 @@ def env() -> dict[str, str]:
 
 def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str]:
     return ["-m", "stages.generate", "--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
-            str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), "--device", "cpu",
-            *extra]
+            str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), *OPTIONS, *extra]
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -134,7 +139,8 @@ def test_registry_file_holds_the_three_entries_as_they_were():
     """The entries moved from Python to generators.yaml with every value kept (the settings recorded with the
     children, and so their fingerprints, are unchanged)."""
     obtain = ("it is built offline by the tiny_generator stage: `dvc repro tiny_generator` "
-              "(or `python -m stages.tiny_generator --out <models_root>/tiny_random`)")
+              "(or `python -m stages.tiny_generator --seed 0 --registry stages/generation/generators.yaml "
+              "--out <models_root>/tiny_random`)")
     assert read_registry(REGISTRY) == {
         "tiny_random": GeneratorSpec(alias="tiny_random", model_id="", height=64, width=64, steps=10,
                                      guidance_scale=7.5, scheduler="DDIMScheduler", batch_size=13,
@@ -271,7 +277,8 @@ def test_tiny_generator_is_built_for_the_size_of_its_registry_entry(tmp_path):
 
     registry = tmp_path / "generators.yaml"
     registry.write_text(yaml.safe_dump({"tiny_random": {**GOOD, "height": 40, "width": 40}}))
-    result = CliRunner().invoke(tiny_generator.app, ["--registry", str(registry), "--out", str(tmp_path / "tiny")])
+    result = CliRunner().invoke(tiny_generator.app, ["--registry", str(registry), "--seed", "0",
+                                                       "--out", str(tmp_path / "tiny")])
     assert result.exit_code == 0 and "40 px" in result.output, result.output
     assert json.loads((tmp_path / "tiny" / "unet" / "config.json").read_text())["sample_size"] == 5
 
@@ -280,7 +287,7 @@ def test_tiny_generator_files_do_not_depend_on_the_environment(models, tmp_path)
     # the module fixture was built in-process with HF_HUB_OFFLINE=1 (conftest); the hub reads that variable at
     # import, so build again in a process without it: the saved model must be the same bytes
     environment = {k: v for k, v in env().items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    subprocess.run([sys.executable, "-m", "stages.tiny_generator", "--seed", "0",
+    subprocess.run([sys.executable, "-m", "stages.tiny_generator", "--seed", "0", "--registry", str(REGISTRY),
                     "--out", str(tmp_path / "tiny_random")], env=environment, check=True, capture_output=True)
     assert files(tmp_path / "tiny_random") == files(models / "tiny_random")
 
@@ -329,7 +336,7 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
     out = tmp_path / "children"
     result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
                                       str(clusters), "--models-root", str(models), "--out", str(out), "--metrics",
-                                      str(tmp_path / "m.json"), "--shard-size", "5", "--device", "cpu"])
+                                      str(tmp_path / "m.json"), *OPTIONS, "--shard-size", "5"])
     assert result.exit_code == 0, result.output
     manifest = contract.read_manifest(out)
     assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
@@ -432,9 +439,9 @@ def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, 
                           (["--jpeg-quality", "101"], "generate.jpeg_quality"),
                           (["--shard-size", "0"], "generate.shard_size"),
                           (["--batch-size", "-1"], "generate.batch_size")):
-        result = CliRunner().invoke(app, ["--registry", str(REGISTRY), "--clusters", str(clusters), "--models-root",
-                                          str(models), "--out", str(tmp_path / "c"), "--metrics",
-                                          str(tmp_path / "m.json"), *args])
+        result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
+                                          str(clusters), "--models-root", str(models), "--out", str(tmp_path / "c"),
+                                          "--metrics", str(tmp_path / "m.json"), *OPTIONS, *args])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "c").exists()
 

@@ -11,7 +11,8 @@ from tests.study_caches import write_study_caches
 
 def cli(folder, tmp_path, *extra):
     return ["--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
-            "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--metrics", str(tmp_path / "m.json"),
+            "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--seed", "0", "--max-iter", "1000",
+            "--metrics", str(tmp_path / "m.json"),
             "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"), *extra]
 
 
@@ -39,7 +40,7 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
 def test_cross_generator_with_another_fingerprint_falls(tmp_path):
     folder = write_study_caches(tmp_path, style=3.0, n_clusters=90, style_seeds={"g2": 5})
     result = probe.run(folder, "g1", ["g1", "g2"], tmp_path / "m.json", tmp_path / "roc.json",
-                       tmp_path / "cross.json", grid=[1.0])
+                       tmp_path / "cross.json", grid=[1.0], seed=0, max_iter=1000)
     cross = json.loads((tmp_path / "cross.json").read_text())
     assert result["test"]["auc"] > 0.95 and cross[1]["auc"] < result["test"]["auc"] - 0.2
 
@@ -47,7 +48,8 @@ def test_cross_generator_with_another_fingerprint_falls(tmp_path):
 def test_bad_arguments(tmp_path):
     folder = write_study_caches(tmp_path, n_clusters=30)
     with pytest.raises(InputError, match="must include the training generator"):
-        probe.run(folder, "g1", ["g2"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0])
+        probe.run(folder, "g1", ["g2"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0],
+                  seed=0, max_iter=1000)
     with pytest.raises(InputError, match="c_min"):
         c_grid(0, 1, 3)
     done = CliRunner().invoke(probe.app, cli(folder, tmp_path, "--generators", "g3"))

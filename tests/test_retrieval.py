@@ -52,5 +52,5 @@ def test_missing_caption_is_an_error(tmp_path):
     captions = read_embeddings(folder / "captions.h5")
     write_embeddings(folder / "captions.h5", captions.select(np.arange(len(captions)) != 11))
     with pytest.raises(InputError, match=r"no caption embedding \(e.g. c000000000002_1\)"):
-        retrieval.run(folder / "g1.h5", folder / "captions.h5", tmp_path / "m.json")
+        retrieval.run(folder / "g1.h5", folder / "captions.h5", tmp_path / "m.json", chunk=2048)
     assert not (tmp_path / "m.json").exists()

@@ -42,16 +42,6 @@ class ImageRef:
         return load_rgb(Path(self.source), where=f"{self.key}: {self.source}")
 
 
-def split_list(value: str, what: str) -> list[str]:
-    """'a,b' -> ['a', 'b'] (DVC cannot put a YAML list into a command line, so lists travel as CSV)."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise InputError(what, "is empty; expected one or more comma-separated names")
-    if len(set(items)) != len(items):
-        raise InputError(what, f"lists a name twice: {value!r}")
-    return items
-
-
 def read_images(clusters_path: Path, children_root: Path, generators: Sequence[str],
                 splits: Sequence[str]) -> list[ImageRef]:
     """Parents and the children of `generators` in `splits`, parents first, each in id order."""
@@ -59,6 +49,8 @@ def read_images(clusters_path: Path, children_root: Path, generators: Sequence[s
     from stages.contracts.clusters import read_clusters
     from stages.contracts.ids import child_id, parent_id
 
+    if len(set(generators)) != len(generators):  # a generator read twice would count its children twice
+        raise InputError("--generators", f"names a generator twice: {list(generators)}")
     table = read_clusters(clusters_path)
     clusters = table[table["split"].isin(list(splits))].sort_values("cluster_id")
     refs = [ImageRef(parent_id(int(row.cluster_id)), REAL, int(row.cluster_id), row.split, "", str(row.image_path))
@@ -99,14 +91,14 @@ def make_pairs(refs: Sequence[ImageRef], split: str) -> list[tuple[ImageRef, lis
 
 @dataclass(frozen=True)
 class ViewConfig:
-    """How the training views are made (the released recipe's values as defaults)."""
+    """How the training views are made (code_train.*; the released recipe's values in the comments)."""
 
-    image_size: int = 224
-    local_size: int = 224
-    num_transform: int = 2
-    global_scale: tuple[float, float] = (0.4, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    crop_pct: float = 0.9
+    image_size: int  # 224
+    local_size: int  # 224 (the paper: 96)
+    num_transform: int  # 2
+    global_scale: tuple[float, float]  # (0.4, 1.0)
+    local_scale: tuple[float, float]  # (0.05, 0.4)
+    crop_pct: float  # 0.9
 
     def __post_init__(self) -> None:
         for name in ("global_scale", "local_scale"):

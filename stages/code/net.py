@@ -1,6 +1,6 @@
 """The CoDE network: a timm ViT-Tiny/16 trained from scratch whose 192-d pooled token is the embedding.
 
-    model = build_model(CodeNetConfig(image_size=224), seed=0)
+    model = build_model(CodeNetConfig(arch="vit_tiny_patch16_224", image_size=224, local_size=96), seed=0)
     z = model(x)                            # (B, 3, S, S) -> (B, 192); any S divisible by 16 (local crops)
 
 Saved as one torch file holding the config and the weights (`save_model` / `load_model`)."""
@@ -21,9 +21,9 @@ STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class CodeNetConfig:
-    arch: str = "vit_tiny_patch16_224"  # a timm model name; built with pretrained=False, never downloaded
-    image_size: int = 224  # global views and evaluation crops (S)
-    local_size: int = 224  # local views: 96 in the paper, 224 in the released code
+    arch: str  # a timm model name (the paper's: vit_tiny_patch16_224); built with pretrained=False, never downloaded
+    image_size: int  # global views and evaluation crops (S; paper: 224)
+    local_size: int  # local views: 96 in the paper, 224 in the released code
 
     def __post_init__(self) -> None:
         for name in ("image_size", "local_size"):

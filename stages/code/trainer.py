@@ -50,18 +50,19 @@ class Monitor(StrEnum):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 150
-    batch_size: int = 256  # per device
-    lr: float = 2e-3
-    weight_decay: float = 2e-5
-    warmup_epochs: float = 5.0
-    min_lr: float = 0.0
-    temperature: float = 0.1
-    loss_variant: LossVariant = LossVariant.symmetric
-    monitor: Monitor = Monitor.val_accuracy
-    patience: int = 6  # epochs without improvement before stopping; 0: never stop early
-    probe_images: int = 0  # val_accuracy: at most this many train and val images each (seeded); 0: all
-    seed: int = 0
+    # code_train.* fills every field; the paper's values are in the comments
+    epochs: int  # 150
+    batch_size: int  # per device; 256
+    lr: float  # 2e-3
+    weight_decay: float  # 2e-5
+    warmup_epochs: float  # 5
+    min_lr: float  # 0
+    temperature: float  # 0.1
+    loss_variant: LossVariant  # symmetric
+    monitor: Monitor  # val_accuracy
+    patience: int  # epochs without improvement before stopping; 0: never stop early; 6
+    probe_images: int  # val_accuracy: at most this many train and val images each (seeded); 0: all
+    seed: int
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("probe_images", 0)):

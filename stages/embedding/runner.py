@@ -52,11 +52,13 @@ class Precision(StrEnum):
 
 @dataclass(frozen=True)
 class RunConfig:
-    batch_size: int = 32
-    chunk_size: int = 512
-    workers: int = 2
-    precision: Precision = Precision.auto
-    skip_bad: bool = False
+    """How the embed stage runs; every value but `progress` comes from params.yaml (embed.*)."""
+
+    batch_size: int
+    chunk_size: int
+    workers: int
+    precision: Precision
+    skip_bad: bool
     progress: bool = True
 
 

@@ -29,13 +29,15 @@ from stages.study.supcon import supcon_losses
 
 @dataclass(frozen=True)
 class DisentangleConfig:
-    epochs: int = 25  # paper: 25
-    batch_size: int = 1024  # paper: 1024 (rounded down to whole clusters)
-    lr: float = 1e-3  # paper: 1e-3
-    weight_decay: float = 0.01  # AdamW's default; the paper does not give one
-    temperature: float = 0.07  # SupCon's default; the paper does not give one
-    seed: int = 0
-    device: str = "cpu"  # a torch device; resolve "auto" with `pick_device`
+    """How S and T train; the disentangle stage fills every field from params.yaml (disentangle.*)."""
+
+    epochs: int  # paper: 25
+    batch_size: int  # paper: 1024 (rounded down to whole clusters)
+    lr: float  # paper: 1e-3
+    weight_decay: float  # the paper gives none; AdamW's default is 0.01
+    temperature: float  # the paper gives none; SupCon's default is 0.07
+    seed: int
+    device: str  # a torch device; resolve "auto" with `pick_device`
 
 
 def pick_device(name: str) -> str:

@@ -1,0 +1,186 @@
+"""params.yaml is the one source of every value the pipeline runs with: each option dvc.yaml passes to a stage
+command is required by that command (so no second default can disagree with params.yaml), dvc.yaml passes
+no option a command lacks, and list params reach the commands as repeated options.
+
+Commands are rendered by DVC's own resolver (dvc.parsing, with the repository's `.dvc/config` parsing
+settings) and parsed by the commands' own click interface, without running them."""
+
+import ast
+import importlib
+import re
+import shlex
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import typer
+import yaml
+
+from tests.imports import PACKAGE, REPO
+
+# Options a stage command declares that dvc.yaml does not pass: runtime knobs that decide speed or placement,
+# never results (STYLE.md 18), so their defaults cannot disagree with params.yaml.
+RUNTIME_KNOBS = {
+    "stages.clusters": {"workers"},  # threads checking images; results come back in input order
+    "stages.code_eval": {"device"},  # auto: CUDA when available
+}
+# click's UsageError (unknown option, missing required option, bad value) as typer vendors it (typer._click)
+UsageError = typer.BadParameter.__base__
+
+
+def render(root: Path = REPO) -> dict[str, tuple[str, list[str]]]:
+    """{stage instance: (command module, its arguments)} as DVC renders dvc.yaml with root's params.yaml."""
+    from configobj import ConfigObj
+    from dvc.fs import LocalFileSystem
+    from dvc.parsing import DataResolver
+
+    parsing = dict(ConfigObj(str(root / ".dvc" / "config")).get("parsing", {}))
+    repo = SimpleNamespace(fs=LocalFileSystem(), config={"parsing": parsing})
+    resolved = DataResolver(repo, str(root), yaml.safe_load((root / "dvc.yaml").read_text())).resolve()
+    commands = {}
+    for name, stage in resolved["stages"].items():
+        words = shlex.split(stage["cmd"])
+        at = next(i for i, word in enumerate(words[:-1]) if word == "-m" and words[i + 1].startswith(f"{PACKAGE}."))
+        commands[name] = (words[at + 1], words[at + 2:])
+    return commands
+
+
+def command_of(module: str):
+    return typer.main.get_command(importlib.import_module(module).app)
+
+
+def parse(module: str, args: list[str]):
+    """The command's click context for `args` (raises UsageError as the command line would)."""
+    return command_of(module).make_context(module, list(args))
+
+
+def passed_and_defaulted(module: str, args: list[str]) -> tuple[set[str], set[str]]:
+    """(options `args` pass that have a default, options `args` leave to their default)."""
+    context = parse(module, args)
+    command = command_of(module)
+    given = {p.name for p in command.params if context.get_parameter_source(p.name).name == "COMMANDLINE"}
+    with_default = {p.name for p in command.params if p.name in given and not p.required}
+    left = {p.name for p in command.params if p.name not in given and p.name != "help"}
+    return with_default, left
+
+
+COMMANDS = render()
+
+
+@pytest.mark.parametrize("instance", sorted(COMMANDS))
+def test_dvc_yaml_passes_every_option_and_each_is_required(instance):
+    module, args = COMMANDS[instance]
+    try:
+        with_default, left = passed_and_defaulted(module, args)
+    except UsageError as error:  # an option the command lacks, a required one missing, a bad value
+        pytest.fail(f"dvc.yaml's {instance} renders a command {module} refuses: {error.format_message()}")
+    assert not with_default, (f"dvc.yaml's {instance} passes {sorted(with_default)}, which {module} also defaults: "
+                              "make them required (typer.Option(...)) so params.yaml is their one source")
+    assert left == RUNTIME_KNOBS.get(module, set()), (
+        f"{module} has options dvc.yaml does not pass: {sorted(left)}; pass them from params.yaml, or (a pure "
+        "runtime knob) list them in RUNTIME_KNOBS")
+
+
+def test_the_required_rule_sees_a_default():
+    """Known answer for the check above: an option with a default is reported when passed, and left alone
+    otherwise."""
+    module, args = COMMANDS["clusters"]
+    assert passed_and_defaulted(module, [*args, "--workers", "2"]) == ({"workers"}, set())
+
+
+def repeated(args: list[str], option: str) -> list[str]:
+    """The values of every `option value` pair in args, in order."""
+    return [args[i + 1] for i, word in enumerate(args[:-1]) if word == option]
+
+
+def test_list_params_reach_the_commands_as_repeated_options():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _, train = COMMANDS["code_train"]
+    assert repeated(train, "--generators") == params["code_train"]["data"]["generators"]
+    module, evaluate = COMMANDS["code_eval"]
+    data, robustness = params["code_eval"]["data"], params["code_eval"]["robustness"]
+    assert repeated(evaluate, "--generators") == data["generators"] == ["tiny_random"]
+    assert repeated(evaluate, "--fit") == data["fit"]
+    assert repeated(evaluate, "--transforms") == robustness["transforms"]
+    assert len(robustness["transforms"]) > 1  # each transform is its own option, never one joined word
+    context = parse(module, evaluate)
+    assert context.params["generators"] == data["generators"]
+    assert [t.value for t in context.params["transforms"]] == robustness["transforms"]
+    _, detector = COMMANDS["detector"]
+    assert repeated(detector, "--transforms") == params["detector"]["robustness"]["transforms"]
+
+
+def test_several_generators_become_one_option_each(tmp_path):
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["code_train"]["data"]["generators"] = ["tiny_random", "sd14"]
+    params["code_eval"]["data"] = {"generators": ["sd14", "tiny_random"], "fit": ["sd14"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    commands = render(tmp_path)
+    module, train = commands["code_train"]
+    assert parse(module, train).params["generators"] == ["tiny_random", "sd14"]
+    module, evaluate = commands["code_eval"]
+    context = parse(module, evaluate)
+    assert (context.params["generators"], context.params["fit_generators"]) == (["sd14", "tiny_random"], ["sd14"])
+
+
+# ----------------------------------------------------------------- examples a person copies: they must run
+def examples(text: str) -> list[tuple[str, list[str]]]:
+    """(module, arguments) of each `... -m stages.<name> ...` command in `text` (backslash continuations
+    joined), whatever launches it; commands abbreviated with `...` are left out."""
+    found = []
+    for match in re.finditer(r"-m (stages\.\w+)((?:[^\n]*\\\n)*[^\n]*)", text):
+        args = match.group(2).replace("\\\n", " ")
+        if "..." not in args:
+            found.append((match.group(1), shlex.split(args)))
+    return found
+
+
+def stage_docstrings() -> dict[str, str]:
+    modules = {module for module, _ in COMMANDS.values()}
+    return {m: ast.get_docstring(ast.parse((REPO / f"{m.replace('.', '/')}.py").read_text())) or "" for m in modules}
+
+
+@pytest.mark.parametrize("module", sorted({module for module, _ in COMMANDS.values()}))
+def test_each_stage_docstring_example_parses(module):
+    found = [args for name, args in examples(stage_docstrings()[module]) if name == module]
+    assert found, f"{module}'s docstring has no runnable `python -m {module} ...` example"
+    for args in found:
+        try:
+            parse(module, args)
+        except UsageError as error:
+            pytest.fail(f"{module}'s docstring example does not run as written: {error.format_message()}")
+
+
+def test_readme_stage_commands_parse():
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    for module, args in examples("".join(blocks)):
+        try:
+            parse(module, args)
+        except UsageError as error:
+            pytest.fail(f"README's `python -m {module}` command does not run as written: {error.format_message()}")
+
+
+# --------------------------------------------------------------------------------- what DVC itself does
+@pytest.mark.slow
+def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
+    """`dvc repro --dry` prints code_eval's command with one option per list item, and `dvc exp run -S` with
+    a YAML list (the README's syntax) changes them."""
+    for dep in ("data/code/model.pt", "data/clusters.parquet", "data/children/tiny_random/manifest.parquet"):
+        (dvc_repo.path / dep).parent.mkdir(parents=True, exist_ok=True)
+        (dvc_repo.path / dep).write_bytes(b"stand-in: a dry run only checks that the dependencies exist")
+    dvc_repo("git", "add", "-A")  # committed, so the copy `dvc exp run` works in holds them
+    dvc_repo("git", "commit", "-qm", "stand-in dependencies")
+    shown = dvc_repo("dvc", "repro", "--dry", "--single-item", "code_eval")
+    line = next(line for line in shown.splitlines() if "stages.code_eval" in line)
+    assert "--generators tiny_random --fit tiny_random --transforms jpeg95 --transforms jpeg75" in line
+    shown = dvc_repo("dvc", "exp", "run", "--dry", "--single-item", "code_eval", "-S",
+                     "code_eval.data.generators=[tiny_random,sd14]", "-S", "code_eval.robustness.transforms=[crop]")
+    line = next(line for line in shown.splitlines() if "stages.code_eval" in line)
+    [(module, args)] = examples(line)
+    context = parse(module, args)
+    assert context.params["generators"] == ["tiny_random", "sd14"]
+    assert [t.value for t in context.params["transforms"]] == ["crop"]
