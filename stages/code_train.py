@@ -8,7 +8,8 @@ checkpoints (data/code/checkpoints/), metrics/code_train.json and the loss curve
         --crop-pct 0.9 --epochs 2 --batch-size 8 --lr 0.002 --weight-decay 0.00002 --warmup-epochs 1 \\
         --min-lr 0 --temperature 0.1 --loss-variant symmetric --monitor val_accuracy --patience 6 \\
         --probe-images 0 --seed 0 --workers 0 --keep-checkpoints 2 --threads 1 \\
-        --out data/code/model.pt --checkpoints data/code/checkpoints --metrics metrics/code_train.json \\
+        --out data/code/model.pt --setting data/code/setting.json --checkpoints data/code/checkpoints \\
+        --metrics metrics/code_train.json \\
         --plot metrics/plots/code_train.csv
 
 (params.yaml's demo values). `--generators` takes one alias; repeat it for several:

@@ -259,8 +259,9 @@ def test_command_writes_model_metrics_and_curve(data, tmp_path):
 
 def test_bad_input_is_named(data, tmp_path):
     base = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"), *OPTIONS,
-            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt"), "--metrics",
-            str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv")]
+            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "m.pt"),
+            "--setting", str(tmp_path / "s.json"), "--metrics", str(tmp_path / "m.json"),
+            "--plot", str(tmp_path / "curve.csv")]
     runner = CliRunner()
     twice = runner.invoke(code_train.app, [*base, "--generators", "g1", "--generators", "g1"])
     assert twice.exit_code == 2 and "names a generator twice" in twice.output

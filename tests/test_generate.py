@@ -102,7 +102,8 @@ def save_flagging_pipeline(out: Path) -> None:
 
 
 # params.yaml's generate values (the stage receives them from dvc.yaml), as `run` keywords and as options
-SETTINGS = {"registry": REGISTRY, "encoding": gen.Encoding.jpeg, "jpeg_quality": 95, "shard_size": 64, "batch_size": 0, "device": "auto"}
+SETTINGS = {"registry": REGISTRY, "encoding": gen.Encoding.jpeg, "jpeg_quality": 95, "shard_size": 64,
+            "batch_size": 0, "device": "auto"}
 OPTIONS = ["--encoding", "jpeg", "--jpeg-quality", "95", "--shard-size", "64", "--batch-size", "0", "--device", "cpu"]
 
 
@@ -370,7 +371,7 @@ def test_stage_generates_with_the_entry_of_the_registry_file_it_is_given(cluster
     root.mkdir()
     (root / "tiny_yaml").symlink_to(models / "tiny_random")
     args = ["--registry", str(registry), "--clusters", str(clusters), "--models-root", str(root), "--out",
-            str(tmp_path / "children"), "--metrics", str(tmp_path / "m.json"), "--device", "cpu"]
+            str(tmp_path / "children"), "--metrics", str(tmp_path / "m.json"), *OPTIONS]
     result = CliRunner().invoke(app, ["--generator", "tiny_yaml", *args])
     assert result.exit_code == 0, result.output
     settings = contract.read_settings(tmp_path / "children")
