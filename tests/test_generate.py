@@ -122,7 +122,8 @@ def env() -> dict[str, str]:
 
 
 def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str]:
-    return ["-m", "stages.generate", "--generator", "tiny_random", "--clusters", str(clusters), "--models-root",
+    return ["-m", "stages.generate", "--generator", "tiny_random", "--registry", str(REGISTRY),
+            "--clusters", str(clusters), "--models-root",
             str(models), "--out", str(out), "--metrics", str(out.parent / f"{out.name}.json"), *OPTIONS, *extra]
 
 
