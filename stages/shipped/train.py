@@ -100,7 +100,8 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
 def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str, Any]:
     """Metrics on val and test: per generator (its children with the split's parents) and all together."""
     generators = [name for name in tables if name != PARENTS]
-    result: dict[str, Any] = {"threshold": detector.threshold, "C": detector.head.params.get("C")}
+    # the threshold is on the decision (logit); its key says so, as the artifact format changed its meaning
+    result: dict[str, Any] = {"threshold_logit": detector.threshold, "C": detector.head.params.get("C")}
     for split in ("val", "test"):
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
