@@ -32,6 +32,7 @@ from pathlib import Path
 import typer
 
 from stages.code.heads import ThresholdRule
+from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import user_errors
 from stages.imaging.transforms import Transform
 
@@ -131,9 +132,7 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
         raise InputError("code_eval.transforms", f"unknown {unknown}; known: {list(TEST_TRANSFORMS)}")
     if threads:
         torch.set_num_threads(threads)
-    if device is Device.auto:
-        device = Device.cuda if torch.cuda.is_available() else Device.cpu
-    model, config, _ = load_model(model_path, device=device.value)
+    model, config, _ = load_model(model_path, device=resolve_device(device.value))
     refs = read_images(clusters, children_root, sorted(set(generators) | set(fit_generators)),
                        ("train", "val", "test"))
     try:
@@ -166,7 +165,8 @@ def main(
     batch_size: int = typer.Option(..., help="Images per forward pass."),
     workers: int = typer.Option(..., help="DataLoader worker processes."),
     threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when available (where it runs, not a param)."),
+    device: Device = typer.Option(Device.auto, callback=device_option,
+                                  help="auto: CUDA when available (where it runs, not a param)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
     with user_errors():

@@ -5,7 +5,10 @@
 One row per file: path, score (probability that the image is generated), label (real / fake: the head's
 logit at least the detector's threshold), threshold (shown as a probability, so fake is score >= threshold),
 detector (its id), error. A file that cannot be read (missing, empty, truncated,
-not an image, a decompression bomb) gets a row with its error and empty score, and the run goes on.
+not an image, a decompression bomb, a FIFO or other special file named explicitly) gets a row with its error
+and empty score, and the run goes on. Inside folders and glob matches, files that are not images (by their
+suffix), special files and broken links are skipped and counted (on stderr and in the summary line); links
+that loop are followed only once. File names that are not UTF-8 are written with backslash escapes.
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
 """
@@ -25,7 +28,8 @@ from typing import IO, TYPE_CHECKING
 
 import typer
 
-from stages.contracts.errors import InputError, user_errors
+from stages.contracts.device import device_option
+from stages.contracts.errors import InputError, Skips, user_errors
 from stages.imaging.load import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -84,7 +88,7 @@ def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple
     if writer:
         writer.writeheader()
     for row in rows:
-        record = asdict(row)
+        record = {key: printable(value) if isinstance(value, str) else value for key, value in asdict(row).items()}
         if writer:
             writer.writerow({k: "" if v is None else v for k, v in record.items()})
         else:
@@ -93,6 +97,12 @@ def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple
         failed += row.error is not None
         scored += row.error is None
     return scored, failed
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes of a file name that are not UTF-8 (kept by Python as lone surrogates)
+    are written as backslash escapes, ``caf\\xe9.jpg``, so every name reaches the output and its row is kept."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @contextmanager
@@ -127,14 +137,15 @@ def load_checked(detector_path: Path, registry: Path, device: str):
 
 def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,
            batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
-           progress: bool = True) -> tuple[int, int]:
-    """Score every input and write the rows; return (scored, failed)."""
+           progress: bool = True, skips: Skips | None = None) -> tuple[int, int]:
+    """Score every input and write the rows; return (scored, failed). Files left out of folders and globs
+    (not images, special files, broken links) are counted in `skips`."""
     from stages.shipped.wild import expand_inputs
 
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")
     detector, backbone = load_checked(detector_path, registry, device)
-    inputs = expand_inputs(paths)
+    inputs = expand_inputs(paths, skips)
     with output(out) as stream:
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
                             max_pixels=max_pixels, progress=progress)
@@ -153,16 +164,26 @@ def main(
     batch_size: int = typer.Option(32, min=1, help="Images per backbone forward."),
     workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0,
                                 help="DataLoader worker processes reading and preprocessing images."),
-    device: str = typer.Option("cpu", help="torch device of the backbone: cpu, cuda, cuda:1, mps."),
+    device: str = typer.Option("cpu", callback=device_option,
+                               help="torch device of the backbone: auto, cpu, cuda, cuda:1, mps."),
     max_pixels: int = typer.Option(MAX_PIXELS, min=1, help="Files declaring more pixels are refused unread "
                                                            "(decompression bombs)."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
+    skips = Skips(skip=True)
     with user_errors():
         scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
-                                device=device, max_pixels=max_pixels, progress=progress)
-    print(f"detect: {scored} scored, {failed} failed", file=sys.stderr)
+                                device=device, max_pixels=max_pixels, progress=progress, skips=skips)
+    for reason, examples in skips.examples.items():
+        more = skips.counts[reason] - len(examples)
+        for example in examples:
+            print(f"skipped {example}", file=sys.stderr)
+        if more:
+            print(f"skipped {more} more: {reason.replace('_', ' ')}", file=sys.stderr)
+    left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skips.counts.items()))
+    print(f"detect: {scored} scored, {failed} failed, {skips.total} skipped" + (f" ({left_out})" if left_out else ""),
+          file=sys.stderr)
     if scored == 0:
         print("error: every input failed; see the error column", file=sys.stderr)
         raise typer.Exit(1)

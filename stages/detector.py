@@ -23,6 +23,7 @@ from pathlib import Path
 
 import typer
 
+from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
 from stages.imaging.transforms import Transform
 
@@ -51,7 +52,8 @@ def main(
     seed: int = typer.Option(..., help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
     batch_size: int = typer.Option(..., min=1, help="Images per backbone forward (robustness)."),
     workers: int = typer.Option(..., min=0, help="DataLoader workers reading images (robustness)."),
-    device: str = typer.Option(..., help="torch device of the backbone (robustness)."),
+    device: str = typer.Option(..., callback=device_option, help="torch device of the backbone (robustness): "
+                                                                           "auto, cpu, cuda, cuda:1, mps."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     from stages.contracts.io import write_metrics

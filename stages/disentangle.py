@@ -21,6 +21,7 @@ from pathlib import Path
 
 import typer
 
+from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -76,8 +77,9 @@ def main(
     weight_decay: float = typer.Option(..., help="AdamW weight decay (not given by the paper)."),
     temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
     seed: int = typer.Option(..., help="Seed of the initialisation, the batch order and the probe's child draw."),
-    device: Device = typer.Option(..., help="Where S and T train (results match across devices only "
-                                                    "up to floating-point rounding)."),
+    device: Device = typer.Option(..., callback=device_option,
+                                  help="Where S and T train (results match across devices only up to "
+                                       "floating-point rounding)."),
     c_min: float = typer.Option(..., help="Smallest C of the S probe's grid (the probe stage's grid)."),
     c_max: float = typer.Option(..., help="Largest C of the grid."),
     c_steps: int = typer.Option(..., help="Number of C values."),

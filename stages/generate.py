@@ -20,6 +20,7 @@ from pathlib import Path
 
 import typer
 
+from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
 from stages.generation.shards import Encoding
 
@@ -112,8 +113,9 @@ def main(
     jpeg_quality: int = typer.Option(..., help="JPEG quality (1-100) when encoding is jpeg."),
     shard_size: int = typer.Option(..., help="Children per Parquet shard (the unit of resumption)."),
     batch_size: int = typer.Option(..., help="Prompts per pipeline call; 0 = the registry's batch size."),
-    device: str = typer.Option(..., help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
-                                         "cuda, cuda:1, mps..."),
+    device: str = typer.Option(..., callback=device_option,
+                               help="auto (accelerate's choice: this process's GPU, else CPU), cpu, cuda, cuda:1, "
+                                    "mps."),
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
     with user_errors():

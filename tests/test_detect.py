@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,7 @@ def test_folder_recurses_and_every_file_gets_one_row(wild):
     root, good, bad = wild
     rows = rows_for([root], workers=2)
     by_path = {row.path: row for row in rows}
+    bad = {name: path for name, path in bad.items() if name != "notes.txt"}  # not an image: skipped in folders
     assert len(rows) == len(by_path) == len(good) + len(bad)
     for path in good.values():
         row = by_path[str(path)]
@@ -45,7 +47,7 @@ def test_folder_recurses_and_every_file_gets_one_row(wild):
     assert by_path[str(bad["empty.png"])].error == "empty file"
     assert "over the limit" in by_path[str(bad["bomb.png"])].error
     assert "decompression bomb" in by_path[str(bad["huge_header.png"])].error
-    assert "not a readable image" in by_path[str(bad["notes.txt"])].error
+    assert "not a readable image" in rows_for([root / "nested" / "deeper" / "notes.txt"])[0].error
 
 
 def test_scores_do_not_depend_on_batching_or_workers(wild):
@@ -77,7 +79,7 @@ def test_output_formats_parse(wild, fmt):
     root, good, bad = wild
     stream = io.StringIO()
     scored, failed = detect.write_rows(iter(rows_for([root])), stream, fmt)
-    assert (scored, failed) == (len(good), len(bad))
+    assert (scored, failed) == (len(good), len(bad) - 1)  # notes.txt is skipped
     text = stream.getvalue()
     if fmt is detect.OutputFormat.csv:
         records = list(csv.DictReader(io.StringIO(text)))
@@ -88,7 +90,7 @@ def test_output_formats_parse(wild, fmt):
         records = [json.loads(line) for line in text.splitlines()]
         assert all(list(r) == list(detect.COLUMNS) for r in records)
         assert all((r["score"] is None) == (r["error"] is not None) for r in records)
-    assert len(records) == len(good) + len(bad)
+    assert len(records) == len(good) + len(bad) - 1
 
 
 def test_bomb_is_refused_without_allocating_its_pixels(tmp_path, repo_root):
@@ -116,5 +118,89 @@ def test_bomb_is_refused_without_allocating_its_pixels(tmp_path, repo_root):
 
 def test_every_bad_file_alone_fails(tmp_path):
     bad = write_bad(tmp_path / "bad")
-    rows = rows_for([tmp_path / "bad"])
+    rows = rows_for(sorted(bad.values()))
     assert len(rows) == len(bad) and all(r.error for r in rows)
+
+
+def run_isolated(code: str, repo_root, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with a time limit, so a hang fails the test instead of the suite."""
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=repo_root, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung for more than {timeout} s")
+
+
+def test_a_fifo_gets_an_error_row_and_is_skipped_inside_folders(tmp_path, repo_root):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    from tests.images import photo
+
+    photo(0, (32, 32)).save(folder / "ok.png")
+    done = run_isolated(f"""
+        from stages.contracts.errors import Skips
+        from tests.test_detect import rows_for
+        from stages.shipped.wild import expand_inputs
+        for row in rows_for([{str(folder / "pipe.jpg")!r}, {str(folder)!r}], workers=0):
+            print("row", row.path, row.error)
+        skips = Skips(skip=True)
+        expand_inputs([{str(folder)!r}], skips)
+        print("skipped", dict(skips.counts))
+    """, repo_root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"row {folder / 'pipe.jpg'} not a regular file (a FIFO); not read"
+    assert lines[1] == f"row {folder / 'ok.png'} None"
+    assert lines[2:] == ["skipped {'special_file': 1}"]
+
+
+def test_globs_and_walks_end_on_looping_links(tmp_path, repo_root):
+    from tests.images import photo
+
+    loops = tmp_path / "loops"
+    (loops / "a").mkdir(parents=True)
+    (loops / "b").mkdir()
+    photo(0, (16, 16)).save(loops / "a" / "x.png")
+    photo(1, (16, 16)).save(loops / "b" / "y.jpg")
+    for name in ("a", "b"):  # two links up: the number of paths through them doubles at every level
+        (loops / name / "up").symlink_to(loops)
+    (tmp_path / "self").symlink_to(tmp_path / "self")  # a link to itself
+    done = run_isolated(f"""
+        from stages.shipped.wild import expand_inputs
+        for pattern in [{str(loops / "**" / "*")!r}, {str(loops)!r}, {str(tmp_path / "self")!r}]:
+            print(sorted((i.path, i.problem) for i in expand_inputs([pattern])), flush=True)
+    """, repo_root, timeout=30)
+    assert done.returncode == 0, done.stderr
+    by_glob, by_walk, loop = (eval(line) for line in done.stdout.splitlines())  # noqa: S307 - our own output
+    assert len(by_glob) == len(by_walk) == 2, "each image once"
+    assert {os.path.realpath(p) for p, _ in by_glob} == {str(loops / "a" / "x.png"), str(loops / "b" / "y.jpg")}
+    assert loop == [(str(tmp_path / "self"), "not a regular file (a link that loops or points nowhere); not read")]
+
+
+def test_walks_skip_and_count_what_is_not_an_image(wild, tmp_path):
+    from stages.contracts.errors import Skips
+
+    root, good, bad = wild
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "readme.md").write_text("hi")
+    skips = Skips(skip=True)
+    inputs = expand_inputs([str(tmp_path), str(root / "nested" / "deeper" / "*"), str(bad["notes.txt"])], skips)
+    assert skips.counts == {"broken_link": 1, "not_an_image": 2}  # readme.md, notes.txt by the glob
+    assert inputs[-1].path == str(bad["notes.txt"]) and inputs[-1].problem is None, "named files keep their row"
+
+
+@pytest.mark.parametrize("fmt", list(detect.OutputFormat))
+def test_names_that_are_not_utf8_are_written(tmp_path, fmt):
+    from tests.images import photo
+
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    photo(0, (16, 16)).save(tmp_path / name)
+    stream = io.StringIO()
+    scored, failed = detect.write_rows(iter(rows_for([tmp_path])), stream, fmt)
+    assert (scored, failed) == (1, 0)
+    text = stream.getvalue()
+    text.encode("utf-8")  # the output is valid UTF-8
+    path = next(csv.DictReader(io.StringIO(text)))["path"] if fmt is detect.OutputFormat.csv \
+        else json.loads(text)["path"]
+    assert path == str(tmp_path / "caf\\xe9.png")

@@ -146,7 +146,11 @@ def test_detect_cli_on_a_mixed_folder(trained, tmp_path):
                         "--format", "jsonl")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == len(good) + len(bad)
+    # notes.txt inside the folder is not an image: skipped and counted, not a row
+    assert len(records) == len(good) + len(bad) - 1
+    assert str(bad["notes.txt"]) not in {r["path"] for r in records}
+    assert f"detect: {len(good)} scored, {len(bad) - 1} failed, 1 skipped (1 not an image)" in result.stderr
+    assert f"skipped {bad['notes.txt']}: not an image" in result.stderr
     scored = {r["path"] for r in records if r["error"] is None}
     assert scored == {str(p) for p in good.values()}
     assert {r["detector"] for r in records} == {load_detector(trained / "detector").id}
@@ -162,7 +166,7 @@ def test_detect_cli_stdout_csv_and_exit_codes(trained, tmp_path):
     # every input failed: exit 1, rows still written
     result = detect_cli(str(tmp_path / "wild" / "nested" / "deeper"), "--detector", str(trained / "detector"))
     assert result.exit_code == 1
-    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == len(bad)
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == len(bad) - 1  # notes.txt skipped
     # usage errors: exit 2, with no rows
     assert detect_cli("--detector", str(trained / "detector")).exit_code == 2
     missing = detect_cli(str(good["photo.jpg"]), "--detector", str(tmp_path / "none"))
@@ -202,6 +206,15 @@ def test_efficientnet_lite0_end_to_end(tmp_path, repo_root, wild_generated):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     images = [p for p in wild_generated.iterdir() if p.suffix in (".png", ".jpg")]
-    assert len(rows) == len(list(wild_generated.iterdir()))
+    assert len(rows) == len(images), "the folder's README and TSV are skipped, not rows"
     assert sum(r["error"] == "" for r in rows) == len(images), "every real image is scored"
     assert all(0 <= float(r["score"]) <= 1 for r in rows if not r["error"])
+
+
+def test_detect_device_auto_works_and_bad_devices_are_named(trained, tmp_path):
+    good, _ = write_wild_folder(tmp_path / "wild")
+    result = detect_cli(str(good["photo.jpg"]), "--detector", str(trained / "detector"), "--device", "auto")
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 1
+    bad = detect_cli(str(good["photo.jpg"]), "--detector", str(trained / "detector"), "--device", "tpu9")
+    assert bad.exit_code == 2 and "--device" in bad.output and "tpu9" in bad.output and "Traceback" not in bad.output

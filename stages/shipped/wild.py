@@ -7,7 +7,10 @@ A backbone here is anything with a `preprocess` (PIL image -> (3, H, W) tensor) 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +19,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from stages.contracts.errors import InputError
+from stages.contracts.device import resolve_device
+from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import MAX_PIXELS, load_rgb
 from stages.imaging.transforms import Transform, apply_transform
 
@@ -37,47 +41,166 @@ class Input:
     problem: str | None = None
 
 
-def expand_inputs(arguments: Sequence[str]) -> list[Input]:
-    """Files as given; folders recursively (every non-hidden file, sorted); globs (``**`` recurses).
+# Why a file met inside a folder or a glob is left out (counted, never a row): detect's summary names them.
+SKIP_REASONS = ("not_an_image", "special_file", "broken_link")
+
+
+def image_extensions() -> frozenset[str]:
+    """File name suffixes of the formats Pillow can open (``.jpg``, ``.png``, ``.webp``, ...), lower case."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def expand_inputs(arguments: Sequence[str], skips: Skips | None = None) -> list[Input]:
+    """Files as given; folders recursively (every non-hidden image file, sorted); globs (``**`` recurses).
 
     An argument that names nothing (a missing file, a glob without match, an empty folder) becomes one
-    Input with its problem, so it gets a row like any other failure. A file reached twice is listed once."""
+    Input with its problem, so it gets a row like any other failure; so does an explicit argument that is
+    not a regular file (a FIFO, a socket, a device: never opened, so never a hang). Inside folders and
+    glob matches, files whose suffix is not an image format, special files and broken links are left out
+    and counted in `skips` (reasons SKIP_REASONS). Walks follow links to folders but enter each folder
+    once, so a link loop ends. A file reached twice is listed once."""
+    skips = skips if skips is not None else Skips(skip=True)
+    extensions = image_extensions()
     inputs: list[Input] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
+    skipped: set[str] = set()
 
     def add(path: Path, shown: str) -> None:
-        key = path.resolve()
+        key = _identity(path)
         if key not in seen:
             seen.add(key)
             inputs.append(Input(shown))
 
+    def add_walked(path: Path) -> None:
+        reason = _leave_out(path, extensions)
+        if not reason:
+            add(path, str(path))
+        elif _identity(path) not in skipped:  # a named file still gets its row: skips are kept apart
+            skipped.add(_identity(path))
+            skips.handle(InputError(str(path), reason.replace("_", " ")), reason)
+
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if _is_dir(path):
             files = _folder_files(path)
             if not files:
                 inputs.append(Input(argument, "folder holds no files"))
             for file in files:
-                add(file, str(file))
-        elif path.exists():
-            add(path, argument)
+                add_walked(file)
+        elif os.path.lexists(path) and not glob.has_magic(argument):
+            kind = _special_kind(path)
+            if kind:
+                inputs.append(Input(argument, f"not a regular file ({kind}); not read"))
+            else:
+                add(path, argument)
         elif glob.has_magic(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
+            matches = sorted(_glob(argument), key=str)
             if not matches:
                 inputs.append(Input(argument, "no file matches this pattern"))
             for match in matches:
-                files = _folder_files(Path(match)) if Path(match).is_dir() else [Path(match)]
-                for file in files:
-                    add(file, str(file))
+                for file in _folder_files(match) if _is_dir(match) else [match]:
+                    add_walked(file)
         else:
             inputs.append(Input(argument, "file not found"))
     return inputs
 
 
+def _identity(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a link loop: Python 3.11 raises RuntimeError
+        return os.path.abspath(path)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _special_kind(path: Path) -> str | None:
+    """None for a regular file (or a link to one); else what it is, without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a link that loops or points nowhere" if path.is_symlink() else None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _leave_out(path: Path, extensions: frozenset[str]) -> str | None:
+    """The skip reason of a file met in a walk, or None to score it."""
+    kind = _special_kind(path)
+    if kind:
+        return "broken_link" if "link" in kind else "special_file"
+    return None if path.suffix.lower() in extensions else "not_an_image"
+
+
+def _walk(folder: Path, visited: set[tuple[int, int]]) -> Iterator[Path]:
+    """Every non-hidden entry below `folder` (folders too, before their contents), entering each folder once
+    (by device and inode), so links that loop are followed no further than their first visit."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return
+    if (info.st_dev, info.st_ino) in visited:
+        return
+    visited.add((info.st_dev, info.st_ino))
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # hidden files and folders (.DS_Store, .git) are not images a user meant to score
+        path = Path(entry.path)
+        yield path
+        if _is_dir(path):
+            yield from _walk(path, visited)
+
+
 def _folder_files(folder: Path) -> list[Path]:
-    # hidden files and folders (.DS_Store, .git) are not images a user meant to score
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(p for p in _walk(folder, set()) if not _is_dir(p))
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """Paths matching a glob pattern (``*``, ``?``, ``[...]`` within a name, ``**`` for any depth), the way
+    `glob.glob(recursive=True)` matches them, but entering each folder at most once per ``**``: the
+    standard glob follows looping links forever."""
+    parts = Path(pattern).parts
+    split = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:split]) if split else Path()
+    yield from _match(root, parts[split:])
+
+
+def _match(base: Path, parts: Sequence[str]) -> Iterator[Path]:
+    if not parts:
+        yield base
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":  # zero or more folders
+        for folder in [base, *(p for p in _walk(base, set()) if _is_dir(p))]:
+            yield from _match(folder, rest)
+        return
+    if not glob.has_magic(part):
+        if os.path.lexists(base / part):
+            yield from _match(base / part, rest)
+        return
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return
+    for name in names:
+        hidden = name.startswith(".") and not part.startswith(".")
+        if fnmatch.fnmatchcase(name, part) and not hidden and (not rest or _is_dir(base / name)):
+            yield from _match(base / name, rest)
 
 
 class ImageItems:
@@ -169,7 +292,7 @@ class RegistryBackbone:
 
         from stages.shipped.artifact import describe_backbone
 
-        self.loaded, self.device = loaded, torch.device(device)
+        self.loaded, self.device = loaded, torch.device(resolve_device(device))
         self.spec = describe_backbone(loaded.attrs())
         self.memory_format = torch.channels_last if loaded.spec.channels_last else torch.contiguous_format
         self.encoder = loaded.image_encoder.to(self.device, memory_format=self.memory_format).eval()

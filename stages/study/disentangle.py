@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.contracts.device import resolve_device
 from stages.contracts.labels import FAKE, REAL
 from stages.study.clusters import PARENT
 from stages.study.supcon import supcon_losses
@@ -41,10 +42,8 @@ class DisentangleConfig:
 
 
 def pick_device(name: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else is passed through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    """"auto" -> the GPU when one is visible, else the CPU; anything else is checked (stages.contracts.device)."""
+    return resolve_device(name, "disentangle --device")
 
 
 class Projections(nn.Module):
