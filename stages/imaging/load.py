@@ -4,7 +4,7 @@ decompression bombs before decoding, and turns every failure into an `InputError
 from __future__ import annotations
 
 import io
-import warnings
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,58 +28,115 @@ class ImageInfo:
     exif_rotated: bool
 
 
+# EXIF orientations that ask for a transpose (ImageOps.exif_transpose applies exactly these); 1 is upright
+# and anything else (0, 9, 65535 in broken files) is ignored, so the image is not turned.
+TRANSPOSED = (2, 3, 4, 5, 6, 7, 8)
+SWAPS_SIDES = (5, 6, 7, 8)
+
+
+def _allow(max_pixels: int) -> None:
+    """Let Pillow open what our own limit allows: Pillow refuses over twice its MAX_IMAGE_PIXELS (89M) in
+    open(), before our check, so a user's higher --max-pixels raises Pillow's limit to it. Only ever raised,
+    never toggled back, so threads reading at the same time never see a lower limit than they asked for."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _open(source: Path | bytes, where: str, max_pixels: int) -> Image.Image:
+    _allow(max_pixels)
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as error:
         raise InputError(where, "file not found") from error
-    except Image.DecompressionBombError as error:
-        # PIL refuses sizes over twice its own limit in open(), before our check below can
+    except IsADirectoryError as error:
+        raise InputError(where, "is a folder; an image file is expected") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # over twice Pillow's own limit (or over it, where the caller turned warnings into errors)
         raise InputError(where, f"refused as a decompression bomb ({error})") from error
     except (Image.UnidentifiedImageError, OSError, ValueError) as error:
         raise InputError(where, f"not a readable image ({error})") from error
+    _check_size(image, where, max_pixels)
+    return image
+
+
+def _check_size(image: Image.Image, where: str, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
         image.close()
         raise InputError(where, f"declares {width}x{height} pixels, over the limit of {max_pixels}",
                          "a decompression bomb or an image far larger than expected")
-    return image
 
 
-def _decode(image: Image.Image, where: str) -> None:
+def _decode(image: Image.Image, where: str, max_pixels: int) -> None:
+    # No warning filters here: they are process-wide, and one thread's filter would reach another thread's
+    # open. The size is checked before decoding (in _open) and again after it (some formats pick the frame,
+    # and so the size, while loading).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
+        image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError,
             EOFError) as error:
         raise InputError(where, f"cannot be decoded ({error}); the file may be truncated or corrupt") from error
+    _check_size(image, where, max_pixels)
+
+
+def _orientation(image: Image.Image) -> object:
+    try:
+        return image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block is no orientation, as for exif_transpose
+        return 1
 
 
 def inspect_image(source: Path | bytes, *, where: str | None = None, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Fully decode an image (so truncation is caught) and describe it. Raises `InputError`."""
+    """Fully decode an image (so truncation is caught) and describe it. Raises `InputError`.
+
+    `exif_rotated` is true only when the EXIF orientation asks for a transpose (2..8), the ones `load_rgb`
+    applies; width and height are the upright image's."""
     where = where or str(source)
     with _open(source, where, max_pixels) as image:
-        _decode(image, where)
-        orientation = image.getexif().get(0x0112, 1)
-        rotated = orientation in (5, 6, 7, 8)
-        width, height = (image.height, image.width) if rotated else image.size
-        return ImageInfo(image.mode, width, height, image.format or "", orientation not in (0, 1))
+        _decode(image, where, max_pixels)
+        _pixel_range(image, where)
+        orientation = _orientation(image)
+        width, height = (image.height, image.width) if orientation in SWAPS_SIDES else image.size
+        return ImageInfo(image.mode, width, height, image.format or "", orientation in TRANSPOSED)
+
+
+def _pixel_range(image: Image.Image, where: str) -> tuple[float, float] | None:
+    """For 32-bit integer ("I") and float ("F") images: their (min, max) if they can be shown in 8 bits,
+    else an `InputError` naming the file. None for every other mode.
+
+    Integers must lie in 0..65535 (16-bit data, the only kind Pillow stores in "I" from PNG and TIFF scans);
+    floats in 0..1 (the convention of float image files). Anything else has no agreed meaning as a colour."""
+    if image.mode not in ("I", "F"):
+        return None
+    low, high = image.getextrema()
+    if image.mode == "F":
+        if not (math.isfinite(low) and math.isfinite(high) and low >= 0 and high <= 1):
+            raise InputError(where, f"float pixels range {low:g}..{high:g}; only 0..1 can be read as an image",
+                             "save it as 8 or 16 bits per channel")
+    elif not (low >= 0 and high <= 65535):
+        raise InputError(where, f"32-bit integer pixels range {low}..{high}; only 0..65535 (16-bit data) can be "
+                                "read as an image", "save it as 8 or 16 bits per channel")
+    return low, high
 
 
 def load_rgb(source: Path | bytes, *, where: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an image to 8-bit RGB, upright by its EXIF orientation. Raises `InputError`.
 
     Grey, palette, CMYK, 16-bit and alpha images are converted (alpha is composited on white, the way a
-    viewer shows it); the first frame of an animation is used."""
+    viewer shows it); the first frame of an animation is used. 16-bit grey is scaled to 8 bits, float grey
+    in 0..1 is scaled by 255; 32-bit integers beyond 16 bits and floats outside 0..1 are refused by name
+    (converting them would clip to white or black)."""
     where = where or str(source)
     with _open(source, where, max_pixels) as image:
-        _decode(image, where)
+        _decode(image, where, max_pixels)
+        _pixel_range(image, where)
         try:
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit grey: scale to 8 bits rather than clip (PIL's convert("L") clips at 255)
                 image = image.point(lambda v: v / 257).convert("L")
+            elif image.mode == "F":
+                image = image.point(lambda v: v * 255).convert("L")
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -11,7 +11,6 @@ import fnmatch
 import glob
 import os
 import stat
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,10 +227,7 @@ class ImageItems:
                 raise source
             if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
                 raise InputError(self.names[index], "empty file")
-            with warnings.catch_warnings():
-                # PIL warns of sizes over its own limit; load_rgb refuses them under ours, and says so
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels)
+            image = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels)
             views = [self.preprocess(apply_transform(t, image, seed=int(self.seeds[index])))
                      for t in self.transforms]
             return index, torch.stack(views), None  # (T, 3, H, W)

@@ -1,0 +1,126 @@
+"""Hostile input, as a user who tries to break the commands would give it: every bad value and file ends in a
+clear error (exit code 2, one message naming the option or the file) or a counted skip; never a hang, a crash
+or a traceback."""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.contracts.errors import InputError, Skips
+from stages.imaging.load import inspect_image, load_rgb
+from tests.images import photo
+from tests.wild_files import write_png_bomb
+
+
+# ------------------------------------------------------------------------------------------- images
+def tiff(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def test_float_tiff_is_read_with_its_range():
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    pixels = np.asarray(load_rgb(tiff(ramp)))
+    assert pixels.shape == (32, 32, 3) and pixels.min() == 0 and pixels.max() == 255, "not all black"
+    assert abs(pixels.mean() - 127.5) < 1
+
+
+@pytest.mark.parametrize(("array", "problem"), [
+    (np.full((8, 8), 1000.0, np.float32), "float pixels range 1000..1000"),
+    (np.full((8, 8), np.nan, np.float32), "float pixels range nan..nan"),
+    (np.full((8, 8), 2**20, np.int32), "32-bit integer pixels range 1048576..1048576"),
+])
+def test_images_with_no_colour_meaning_are_refused_by_name(array, problem):
+    for read in (load_rgb, inspect_image):
+        with pytest.raises(InputError, match=problem) as caught:
+            read(tiff(array), where="odd.tif")
+        assert caught.value.where == "odd.tif"
+
+
+def test_16_bit_data_in_32_bit_integers_is_scaled_not_saturated():
+    pixels = np.asarray(load_rgb(tiff(np.full((8, 8), 40_000, np.int32))))
+    assert pixels.max() == 40_000 // 257
+
+
+@pytest.mark.parametrize(("orientation", "rotated", "size"), [
+    (1, False, (30, 20)), (3, True, (30, 20)), (6, True, (20, 30)), (9, False, (30, 20)), (65535, False, (30, 20))])
+def test_exif_rotated_only_when_a_rotation_happens(orientation, rotated, size):
+    image = Image.new("RGB", (30, 20))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    info = inspect_image(buffer.getvalue())
+    assert (info.exif_rotated, (info.width, info.height)) == (rotated, size)
+    assert load_rgb(buffer.getvalue()).size == size
+
+
+def test_max_pixels_above_pillows_limit_is_honoured(tmp_path):
+    """Pillow refuses over 2 x 89M pixels in open(); a user who raises --max-pixels past that gets the file
+    read (here a header-only bomb: decoding then fails on its stub data, not on its size)."""
+    header = write_png_bomb(tmp_path / "big.png", 14_000, 14_000, real_data=False)  # 196M pixels
+    with pytest.raises(InputError, match="over the limit|decompression bomb"):
+        load_rgb(header)
+    with pytest.raises(InputError) as caught:
+        load_rgb(header, max_pixels=200_000_000)
+    assert "decompression bomb" not in str(caught.value) and "over the limit" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_real_15000_pixel_square_jpeg_is_read_when_allowed(tmp_path):
+    path = tmp_path / "huge.jpg"
+    Image.new("L", (15_000, 15_000), 128).save(path, quality=50)
+    with pytest.raises(InputError, match="over the limit|decompression bomb"):
+        inspect_image(path)
+    assert inspect_image(path, max_pixels=15_000 * 15_000).width == 15_000
+
+
+def test_a_bomb_is_an_input_error_whatever_the_warning_filters(tmp_path):
+    """Warning filters are process-wide: another thread (or the user's -W error) may have made Pillow's
+    DecompressionBombWarning an error while this thread opens a file between Pillow's limit and twice it."""
+    bomb = write_png_bomb(tmp_path / "bomb.png", 10_000, 10_000, real_data=False)  # 100M: Pillow only warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="bomb"):
+            inspect_image(bomb)
+    before = list(warnings.filters)
+    with pytest.raises(InputError, match="over the limit"):
+        inspect_image(bomb)
+    assert warnings.filters == before, "reading an image leaves the process's warning filters alone"
+
+
+def test_clusters_image_check_in_threads_skips_bombs(tmp_path):
+    from stages.sources.readers import Record
+    from stages.sources.table import check_images
+
+    records = []
+    for i in range(24):
+        path = tmp_path / f"{i}.png"
+        if i % 2:
+            write_png_bomb(path, 10_000, 10_000, real_data=False)
+        else:
+            photo(i, (64, 64)).save(path)
+        records.append(Record(str(i), path, ["c"], where=f"row {i}"))
+    skips = Skips(skip=True)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(errors, check_images, records, skips, workers=8,
+                                                    progress=False))
+    thread.start()
+    thread.join(120)
+    assert not errors, errors
+    assert skips.counts == {"unreadable_image": 12}
+
+
+def _catch(errors: list[BaseException], function, *args, **kwargs) -> None:
+    try:
+        function(*args, **kwargs)
+    except BaseException as error:  # noqa: BLE001 - handed to the test thread
+        errors.append(error)
