@@ -5,17 +5,22 @@ or a traceback."""
 from __future__ import annotations
 
 import io
+import json
+import re
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from stages.clusters import Source
 from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import inspect_image, load_rgb
 from tests.images import photo
+from tests.test_clusters import coco_json, five, run, run_coco
 from tests.wild_files import write_png_bomb
 
 
@@ -124,3 +129,103 @@ def _catch(errors: list[BaseException], function, *args, **kwargs) -> None:
         function(*args, **kwargs)
     except BaseException as error:  # noqa: BLE001 - handed to the test thread
         errors.append(error)
+
+
+# ------------------------------------------------------------------------------------ caption sources
+@pytest.fixture
+def coco(tmp_path: Path) -> Path:
+    """Ten photographs with five captions each, as tests.test_clusters builds them."""
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    for i in range(1, 11):
+        photo(i).save(root / "val2017" / f"{i:012d}.jpg")
+    coco_json(root / "annotations" / "captions_val2017.json",
+              [(i, f"{i:012d}.jpg") for i in range(1, 11)], {i: five(str(i)) for i in range(1, 11)})
+    return root
+
+
+@pytest.mark.parametrize("caption", [None, float("nan"), True, 7, ["a"]])
+def test_a_caption_that_is_not_a_string_is_a_bad_row(tmp_path, coco, caption):
+    path = coco / "annotations" / "captions_val2017.json"
+    data = json.loads(path.read_text())
+    annotation = next(a for a in data["annotations"] if a["image_id"] == 4)
+    annotation["caption"] = caption
+    path.write_text(json.dumps(data))  # NaN is written as JSON's NaN, which Python reads back
+    with pytest.raises(InputError, match="expected a string") as error:
+        run_coco(coco, tmp_path)
+    assert f"annotation {annotation['id']} (image 4)" in str(error.value)
+    result = run_coco(coco, tmp_path, skip_bad=True)
+    assert result["skipped"]["bad_caption"] == 1 and result["parents"]["total"] == 9
+    table = pq.read_table(tmp_path / "clusters.parquet").to_pylist()
+    assert not {"None", "nan", "True", "7"} & {c for row in table for c in row["captions"]}
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (5, "must be a list of strings, got int"), ({"a": 1}, "must be a list of strings, got dict"),
+    (None, "column 'captions' is null"), (["ok", None, "x", "y", "z"], "captions[1]"),
+    (["ok", float("nan"), "x", "y", "z"], "captions[1]"), (["ok", True, "x", "y", "z"], "True"),
+])
+def test_a_captions_value_that_is_not_a_list_of_strings_is_a_bad_row(tmp_path, value, problem):
+    images = tmp_path / "images"
+    images.mkdir()
+    lines = []
+    for i in range(6):
+        photo(i).save(images / f"{i}.png")
+        lines.append({"id": f"p{i}", "path": f"images/{i}.png", "captions": value if i == 2 else five(str(i))})
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(InputError, match=re.escape(problem)) as error:
+        run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
+    assert "row 3" in str(error.value)
+    result = run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", skip_bad=True)
+    assert result["skipped"]["bad_caption"] == 1 and result["parents"]["total"] == 5
+
+
+def test_nan_in_caption_columns_is_an_absent_caption_and_a_number_a_bad_row(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i in range(4):
+        photo(i).save(images / f"{i}.png")
+        rows.append({"id": f"p{i}", "path": f"images/{i}.png", **{f"caption_{k}": f"c{k}" for k in range(1, 4)}})
+    del rows[1]["caption_3"]  # a parent with two captions: pandas reads the missing cell as NaN
+    rows[2]["caption_2"] = 3.5
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", skip_bad=True,
+                 captions_per_parent=3)
+    assert result["skipped"]["bad_caption"] == 1 and result["skipped"]["too_few_captions"] == 1
+    assert result["parents"]["total"] == 2
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda d: d["annotations"][0].pop("id"), "annotations[0]: expected keys 'id', 'image_id'"),
+    (lambda d: d["annotations"][0].pop("image_id"), "annotations[0]: expected keys 'id', 'image_id'"),
+    (lambda d: d["annotations"][0].update(id="x1"), "annotations[0]: id 'x1' is not an integer"),
+    (lambda d: d["annotations"][0].update(image_id=1.5), "annotations[0]: id 1.5 is not an integer"),
+    (lambda d: d["images"][0].update(id=None), "images[0]: id None is not an integer"),
+    (lambda d: d["images"][0].pop("id"), "images[0]: expected keys 'id' and 'file_name'"),
+    (lambda d: d.update(images={"a": 1}), "'images' and 'annotations' must be lists"),
+])
+def test_coco_annotations_with_bad_ids_are_named(tmp_path, coco, change, problem):
+    path = coco / "annotations" / "captions_val2017.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=re.escape(problem)):
+        run_coco(coco, tmp_path, skip_bad=True)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("not json {", "not valid JSON"), ("[1, 2]", "holds a list"), ('{"images": 5}', "holds a dict"),
+    ('{"images": [7]}', "images[0]"), (None, "is a folder"),
+])
+def test_a_bad_karpathy_file_is_named(tmp_path, coco, content, problem):
+    split = tmp_path / "dataset_coco.json"
+    if content is None:
+        split.mkdir()
+    else:
+        split.write_text(content)
+    with pytest.raises(InputError, match=re.escape(problem)) as error:
+        run_coco(coco, tmp_path, karpathy_split=split)
+    assert str(split) in str(error.value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,11 +60,13 @@ def read_coco_file(captions_file: Path, *, image_path, skips: Skips) -> list[Rec
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise InputError(where, "not a COCO caption file: expected keys 'images' and 'annotations'")
 
+    if not isinstance(data["images"], list) or not isinstance(data["annotations"], list):
+        raise InputError(where, "'images' and 'annotations' must be lists")
     records: dict[int, Record] = {}
     for index, image in enumerate(data["images"]):
-        if "id" not in image or "file_name" not in image:
-            raise InputError(f"{where}: images[{index}]", "expected keys 'id' and 'file_name'")
-        image_id = int(image["id"])
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise InputError(f"{where}: images[{index}]", "expected keys 'id' and 'file_name' (a string)")
+        image_id = _integer_id(image["id"], f"{where}: images[{index}]")
         if image_id in records:
             skips.handle(InputError(f"{where}: images[{index}]", f"duplicate image id {image_id}"),
                          "duplicate_id")
@@ -73,18 +74,48 @@ def read_coco_file(captions_file: Path, *, image_path, skips: Skips) -> list[Rec
         records[image_id] = Record(str(image_id), image_path(image["file_name"]), [],
                                    where=f"{where}: image {image_id} ({image['file_name']})")
 
-    annotations = sorted(data["annotations"], key=lambda a: int(a["id"]))
+    keyed = []
+    for index, annotation in enumerate(data["annotations"]):
+        at = f"{where}: annotations[{index}]"
+        if not isinstance(annotation, dict) or "id" not in annotation or "image_id" not in annotation:
+            raise InputError(at, "expected keys 'id', 'image_id' and 'caption'")
+        keyed.append((_integer_id(annotation["id"], at), _integer_id(annotation["image_id"], at), annotation))
     unknown: set[int] = set()
-    for annotation in annotations:
-        image_id = int(annotation["image_id"])
+    bad: set[int] = set()
+    for annotation_id, image_id, annotation in sorted(keyed, key=lambda item: item[0]):
         if image_id not in records:
             unknown.add(image_id)
             continue
-        records[image_id].captions.append(str(annotation.get("caption", "")))
+        caption = annotation.get("caption", "")
+        problem = caption_problem(caption)
+        if problem:
+            bad.add(image_id)
+            skips.handle(InputError(f"{where}: annotation {annotation_id} (image {image_id})", problem),
+                         "bad_caption")
+            continue
+        records[image_id].captions.append(caption)
     for image_id in sorted(unknown):
         skips.handle(InputError(where, f"captions refer to image id {image_id}, which is not in 'images'"),
                      "unknown_image")
-    return list(records.values())
+    return [record for image_id, record in records.items() if image_id not in bad]
+
+
+def _integer_id(value, where: str) -> int:
+    """A COCO id: an integer (or a string of digits), never a float, a bool or anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise InputError(where, f"id {value!r} is not an integer")
+
+
+def caption_problem(caption) -> str | None:
+    """Why `caption` is not a caption (null, NaN, a number, a list...), or None for a string."""
+    if isinstance(caption, str):
+        return None
+    if caption is None or (isinstance(caption, float) and caption != caption):
+        return "caption is null (or NaN); expected a string"
+    return f"caption {caption!r} is a {type(caption).__name__}; expected a string"
 
 
 def read_coco(root: Path, captions_glob: str, karpathy_split: Path | None, skips: Skips) -> list[Record]:
@@ -140,10 +171,17 @@ def read_karpathy(path: Path) -> dict[str, str]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError as error:
         raise InputError(str(path), "Karpathy split file not found") from error
+    except IsADirectoryError as error:
+        raise InputError(str(path), "is a folder; expected Karpathy's dataset_coco.json") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(str(path), f"not valid JSON ({error}); expected Karpathy's dataset_coco.json") from error
+    if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
+        raise InputError(str(path), f"holds a {type(data).__name__}; expected Karpathy's dataset_coco.json "
+                                    "(an object with a list 'images')")
     mapping = {"train": "train", "restval": "train", "val": "val", "test": "test"}
     out = {}
     for index, image in enumerate(data.get("images", [])):
-        if image.get("split") not in mapping or "cocoid" not in image:
+        if not isinstance(image, dict) or image.get("split") not in mapping or "cocoid" not in image:
             raise InputError(f"{path}: images[{index}]", f"expected 'cocoid' and a split in {sorted(mapping)}")
         out[str(image["cocoid"])] = mapping[image["split"]]
     if not out:
@@ -202,20 +240,45 @@ def read_manifest(path: Path, skips: Skips) -> list[Record]:
             skips.handle(InputError(row_where, f"duplicate id {source_id!r}"), "duplicate_id")
             continue
         seen.add(source_id)
-        captions = _row_captions(row, caption_columns, row_where)
+        try:
+            captions = _row_captions(row, caption_columns, row_where)
+        except InputError as error:
+            skips.handle(error, "bad_caption")
+            continue
         records.append(Record(source_id, image, captions, where=f"{row_where} ({image})"))
     return records
 
 
 def _row_captions(row: dict, caption_columns: list[str], where: str) -> list[str]:
+    """The row's captions; an `InputError` naming the row when one is not a string.
+
+    In ``caption_N`` columns an empty, null or NaN cell is an absent caption (every row has every column,
+    so a parent with fewer captions leaves some empty); in a ``captions`` list every item must be a string."""
     if caption_columns:
-        return [str(row[c]) for c in caption_columns if row[c] is not None and str(row[c]) != ""]
+        captions = []
+        for column in caption_columns:
+            value = row[column]
+            if value is None or value == "" or (isinstance(value, float) and value != value):
+                continue
+            problem = caption_problem(value)
+            if problem:
+                raise InputError(f"{where}, column {column!r}", problem)
+            captions.append(value)
+        return captions
     value = row["captions"]
+    if value is None or (isinstance(value, float) and value != value):
+        raise InputError(where, "column 'captions' is null (or NaN); expected a list of strings")
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
             raise InputError(where, "column 'captions' holds a string that is not a JSON list") from error
-    if not isinstance(value, Iterable) or isinstance(value, (str, bytes, dict)):
+    if hasattr(value, "tolist"):  # a Parquet list column arrives as a numpy array
+        value = value.tolist()
+    if not isinstance(value, list):
         raise InputError(where, f"column 'captions' must be a list of strings, got {type(value).__name__}")
-    return [str(c) for c in value]
+    for index, caption in enumerate(value):
+        problem = caption_problem(caption)
+        if problem:
+            raise InputError(f"{where}, captions[{index}]", problem)
+    return value

@@ -16,7 +16,7 @@ from stages.imaging.load import ImageInfo, inspect_image
 from stages.sources.readers import Record
 
 SKIP_REASONS = ("missing_file", "unreadable_image", "duplicate_id", "too_few_captions", "empty_caption",
-                "unknown_image", "not_in_split_file")
+                "bad_caption", "unknown_image", "not_in_split_file")
 
 
 def keep_captions(records: Sequence[Record], n: int, skips: Skips) -> tuple[list[Record], int]:
