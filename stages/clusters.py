@@ -53,6 +53,9 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
 
     if captions_per_parent < 1:
         raise InputError("clusters.captions_per_parent", f"is {captions_per_parent}; expected at least 1")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise InputError("--val-fraction and --test-fraction", f"are {val_fraction} and {test_fraction}; each must "
+                         "be in [0, 1) and their sum below 1, to leave parents for train")
     skips = Skips(skip=skip_bad)
     records = read_source(source, input_path, coco_captions=coco_captions, karpathy_split=karpathy_split,
                           skips=skips)
@@ -90,17 +93,17 @@ def main(
                                          "(annotations/ and image folders); manifest: the manifest file."),
     out: Path = typer.Option(..., help="Output Parquet table."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
-    captions_per_parent: int = typer.Option(..., help="N: captions kept per parent (the first N by annotation "
+    captions_per_parent: int = typer.Option(..., min=1, help="N: captions kept per parent (the first N by annotation "
                                                       "id); parents with fewer are bad input."),
     coco_captions: str = typer.Option(..., help="coco: glob of caption files under --input."),
     karpathy_split: str = typer.Option(..., help="coco: Karpathy's dataset_coco.json; it then decides the "
                                                  "splits. Empty: a seeded split by the fractions below."),
-    val_fraction: float = typer.Option(..., help="Share of parents in val (seeded split)."),
-    test_fraction: float = typer.Option(..., help="Share of parents in test (seeded split)."),
-    seed: int = typer.Option(..., help="Seed of the split."),
+    val_fraction: float = typer.Option(..., min=0.0, max=1.0, help="Share of parents in val (seeded split)."),
+    test_fraction: float = typer.Option(..., min=0.0, max=1.0, help="Share of parents in test (seeded split)."),
+    seed: int = typer.Option(..., min=0, help="Seed of the split."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first bad input, naming it; skip: "
                                            "skip and count bad inputs (counts in the metrics)."),
-    workers: int = typer.Option(8, help="Threads decoding images to check them (speed only, not a param)."),
+    workers: int = typer.Option(8, min=1, help="Threads decoding images to check them (speed only, not a param)."),
 ) -> None:
     """Turn a captioned image source into the clusters table: one row per parent with exactly N captions."""
     with user_errors():

@@ -60,11 +60,13 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
     from accelerate import PartialState
 
     from stages.code.data import read_images
+    from stages.code.net import check_arch
     from stages.code.setting import CodeSetting, write_setting
     from stages.code.trainer import BEST, train
     from stages.contracts.io import atomic_path, write_metrics
     from stages.contracts.labels import FAKE
 
+    check_arch(net.arch)  # before any data is read
     if threads:
         torch.set_num_threads(threads)
     refs = read_images(clusters, children_root, generators, ("train", "val"))
@@ -107,16 +109,17 @@ def main(
     plot: Path = typer.Option(..., help="Output per-epoch curve (CSV)."),
     setting: Path = typer.Option(..., help="Output: the CoDE setting (for the report)."),
     arch: str = typer.Option(..., help="timm architecture, randomly initialised (paper: vit_tiny_patch16_224)."),
-    image_size: int = typer.Option(..., help="Global views and evaluation crop, px (multiple of 16; paper: 224)."),
-    local_size: int = typer.Option(..., help="Local crops, px: 96 in the paper, 224 in the released code."),
-    num_transform: int = typer.Option(..., help="Up to this many augmentations per view (released recipe: 2)."),
+    image_size: int = typer.Option(..., min=16, help="Global views and evaluation crop, px (multiple of 16; "
+                                                      "paper: 224)."),
+    local_size: int = typer.Option(..., min=16, help="Local crops, px: 96 in the paper, 224 in the released code."),
+    num_transform: int = typer.Option(..., min=0, help="Up to this many augmentations per view (released recipe: 2)."),
     global_scale_min: float = typer.Option(..., help="Global crops: smallest area fraction (paper: 0.4)."),
     global_scale_max: float = typer.Option(..., help="Global crops: largest area fraction (paper: 1.0)."),
     local_scale_min: float = typer.Option(..., help="Local crops: smallest area fraction (paper: 0.05)."),
     local_scale_max: float = typer.Option(..., help="Local crops: largest area fraction (paper: 0.4)."),
     crop_pct: float = typer.Option(..., help="Views are resized to size / crop_pct, then centre-cropped (0.9)."),
-    epochs: int = typer.Option(..., help="Maximum epochs (one epoch = every train parent once; paper: 150)."),
-    batch_size: int = typer.Option(..., help="(parent, child) pairs per batch and device (paper: 256)."),
+    epochs: int = typer.Option(..., min=1, help="Maximum epochs (one epoch = every train parent once; paper: 150)."),
+    batch_size: int = typer.Option(..., min=1, help="(parent, child) pairs per batch and device (paper: 256)."),
     lr: float = typer.Option(..., help="AdamW peak learning rate (paper: 2e-3)."),
     weight_decay: float = typer.Option(..., help="AdamW weight decay, not on biases, norms, embeddings (2e-5)."),
     warmup_epochs: float = typer.Option(..., help="Linear warm-up length in epochs; cosine decay after (paper: 5)."),
@@ -126,13 +129,13 @@ def main(
                                                        "released: the released code's (real term twice)."),
     monitor: Monitor = typer.Option(..., help="Early-stopping metric on val: val_accuracy (logistic head's "
                                               "balanced accuracy) or val_loss."),
-    patience: int = typer.Option(..., help="Stop after this many epochs without a better val metric; 0: never."),
-    probe_images: int = typer.Option(..., help="val_accuracy: at most this many train and val images each "
+    patience: int = typer.Option(..., min=0, help="Stop after this many epochs without a better val metric; 0: never."),
+    probe_images: int = typer.Option(..., min=0, help="val_accuracy: at most this many train and val images each "
                                                "(a seeded subsample); 0: all."),
-    seed: int = typer.Option(..., help="Seed of the initialisation, the data order, the views and the loss."),
-    workers: int = typer.Option(..., help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); 0: all."),
-    threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
+    seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the data order, the views and the loss."),
+    workers: int = typer.Option(..., min=0, help="DataLoader worker processes (0: load in the training process)."),
+    keep_checkpoints: int = typer.Option(..., min=0, help="Per-epoch checkpoints kept (the newest); 0: all."),
+    threads: int = typer.Option(..., min=0, help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
     from stages.code.data import ViewConfig

@@ -49,7 +49,7 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     robustness: Path = typer.Option(..., help="Output plot data: test metrics per transform and generator."),
     transforms: list[Transform] = typer.Option(..., help="Transforms of the robustness test (repeat)."),
-    seed: int = typer.Option(..., help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
+    seed: int = typer.Option(..., min=0, help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
     batch_size: int = typer.Option(..., min=1, help="Images per backbone forward (robustness)."),
     workers: int = typer.Option(..., min=0, help="DataLoader workers reading images (robustness)."),
     device: str = typer.Option(..., callback=device_option, help="torch device of the backbone (robustness): "

@@ -46,7 +46,10 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
         raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
                                         f"{config.epochs} must be positive")
     clusters = load_clusters(parents, children)
-    model, losses = train_projections(clusters.select("train").embeddings, config, progress=progress)
+    try:
+        model, losses = train_projections(clusters.select("train").embeddings, config, progress=progress)
+    except ValueError as error:  # too few clusters for a batch, or for training at all
+        raise InputError(f"disentangle ({parents})", str(error)) from error
     semantic, style = project(model, clusters.embeddings)
     in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
     fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed, max_iter=max_iter)
@@ -76,14 +79,15 @@ def main(
     lr: float = typer.Option(..., help="AdamW learning rate (paper: 1e-3)."),
     weight_decay: float = typer.Option(..., help="AdamW weight decay (not given by the paper)."),
     temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
-    seed: int = typer.Option(..., help="Seed of the initialisation, the batch order and the probe's child draw."),
+    seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the batch order and the probe's child "
+                                              "draw."),
     device: Device = typer.Option(..., callback=device_option,
                                   help="Where S and T train (results match across devices only up to "
                                        "floating-point rounding)."),
     c_min: float = typer.Option(..., help="Smallest C of the S probe's grid (the probe stage's grid)."),
     c_max: float = typer.Option(..., help="Largest C of the grid."),
-    c_steps: int = typer.Option(..., help="Number of C values."),
-    max_iter: int = typer.Option(..., help="L-BFGS iterations of the S probe at most (the probe stage's)."),
+    c_steps: int = typer.Option(..., min=1, help="Number of C values."),
+    max_iter: int = typer.Option(..., min=1, help="L-BFGS iterations of the S probe at most (the probe stage's)."),
     out: Path = typer.Option(..., help="Output S and T weights (safetensors)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     history: Path = typer.Option(..., help="Output per-epoch losses (plot data)."),

@@ -110,9 +110,9 @@ def main(
     out: Path = typer.Option(..., help="Output children folder."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     encoding: Encoding = typer.Option(..., help="Image encoding of the children."),
-    jpeg_quality: int = typer.Option(..., help="JPEG quality (1-100) when encoding is jpeg."),
-    shard_size: int = typer.Option(..., help="Children per Parquet shard (the unit of resumption)."),
-    batch_size: int = typer.Option(..., help="Prompts per pipeline call; 0 = the registry's batch size."),
+    jpeg_quality: int = typer.Option(..., min=1, max=100, help="JPEG quality (1-100) when encoding is jpeg."),
+    shard_size: int = typer.Option(..., min=1, help="Children per Parquet shard (the unit of resumption)."),
+    batch_size: int = typer.Option(..., min=0, help="Prompts per pipeline call; 0 = the registry's batch size."),
     device: str = typer.Option(..., callback=device_option,
                                help="auto (accelerate's choice: this process's GPU, else CPU), cpu, cuda, cuda:1, "
                                     "mps."),

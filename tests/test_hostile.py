@@ -229,3 +229,191 @@ def test_a_bad_karpathy_file_is_named(tmp_path, coco, content, problem):
     with pytest.raises(InputError, match=re.escape(problem)) as error:
         run_coco(coco, tmp_path, karpathy_split=split)
     assert str(split) in str(error.value)
+
+
+# ------------------------------------------------------------------------------- every option, refused
+BODY = "body"  # any text parses: the stage checks it against its data (files, registries); see the tests below
+FLAG = "flag"  # an on/off switch: there is no invalid value to give
+
+# command -> option -> a value it must refuse at once (exit 2, a message naming the option, no traceback)
+INVALID: dict[str, dict[str, str]] = {
+    "clusters": {"source": "nope", "input_path": BODY, "out": BODY, "metrics": BODY, "captions_per_parent": "0",
+        "coco_captions": BODY, "karpathy_split": BODY, "val_fraction": "-0.5", "test_fraction": "-0.5", "seed": "-1",
+        "on_bad": "nope", "workers": "0"},
+    "tiny_generator": {"out": BODY, "seed": "-1", "registry": BODY},
+    "generate": {"generator": BODY, "registry": BODY, "clusters": BODY, "models_root": BODY, "out": BODY,
+        "metrics": BODY, "encoding": "nope", "jpeg_quality": "0", "shard_size": "0", "batch_size": "-1",
+        "device": "tpu9"},
+    "embed": {"backbone": BODY, "registry": BODY, "clusters": BODY, "children": BODY, "out": BODY,
+        "captions_out": BODY, "metrics": BODY, "batch_size": "0", "chunk_size": "0", "workers": "-1", "threads": "-1",
+        "precision": "nope", "device": "nope", "on_bad": "nope"},
+    "distances": {"parents": BODY, "children": BODY, "metrics": BODY},
+    "probe": {"embeddings": BODY, "generator": BODY, "generators": BODY, "c_min": "abc", "c_max": "abc",
+        "c_steps": "0", "seed": "-1", "max_iter": "0", "metrics": BODY, "roc": BODY, "cross": BODY},
+    "retrieval": {"children": BODY, "captions": BODY, "chunk": "0", "metrics": BODY},
+    "disentangle": {"parents": BODY, "children": BODY, "epochs": "0", "batch_size": "1", "lr": "abc",
+        "weight_decay": "abc", "temperature": "abc", "seed": "-1", "device": "nope", "c_min": "abc", "c_max": "abc",
+        "c_steps": "0", "max_iter": "0", "out": BODY, "metrics": BODY, "history": BODY},
+    "tsne": {"parents": BODY, "children": BODY, "projections": BODY, "max_clusters": "1", "perplexity": "abc",
+        "seed": "-1", "out": BODY},
+    "report": {"study": BODY, "cross": BODY, "layout": BODY, "paper": BODY, "code_setting": BODY, "code_train": BODY,
+        "code_eval": BODY, "detector": BODY, "detector_metrics": BODY, "robustness": BODY, "out": BODY},
+    "code_train": {"clusters": BODY, "children_root": BODY, "generators": BODY, "out": BODY, "checkpoints": BODY,
+        "metrics": BODY, "plot": BODY, "setting": BODY, "arch": BODY, "image_size": "15", "local_size": "15",
+        "num_transform": "-1", "global_scale_min": "abc", "global_scale_max": "abc", "local_scale_min": "abc",
+        "local_scale_max": "abc", "crop_pct": "abc", "epochs": "0", "batch_size": "0", "lr": "abc",
+        "weight_decay": "abc", "warmup_epochs": "abc", "min_lr": "abc", "temperature": "abc", "loss_variant": "nope",
+        "monitor": "nope", "patience": "-1", "probe_images": "-1", "seed": "-1", "workers": "-1",
+        "keep_checkpoints": "-1", "threads": "-1"},
+    "code_eval": {"model": BODY, "clusters": BODY, "children_root": BODY, "generators": BODY, "fit_generators": BODY,
+        "transforms": "nope", "threshold": "nope", "metrics": BODY, "grid": BODY, "seed": "-1", "batch_size": "0",
+        "workers": "-1", "threads": "-1", "device": "nope"},
+    "detector": {"backbone": BODY, "generators": BODY, "head": "nope", "registry": BODY, "embeddings": BODY,
+        "clusters": BODY, "children": BODY, "out": BODY, "metrics": BODY, "robustness": BODY, "transforms": "nope",
+        "seed": "-1", "batch_size": "0", "workers": "-1", "device": "tpu9"},
+    "detect": {"paths": BODY, "detector": BODY, "registry": BODY, "out": BODY, "format": "nope", "batch_size": "0",
+        "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG},
+}
+
+
+def command_params(module: str):
+    import importlib
+
+    import typer.main
+
+    return typer.main.get_command(importlib.import_module(module).app).params
+
+
+def _plain(output: str) -> str:
+    """The output without Rich's box drawing and line wrapping, so a wrapped message reads as one line."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def test_the_table_has_a_row_for_every_option_of_every_command():
+    from stages.cli import COMMANDS
+
+    assert set(INVALID) == {name for name, _ in COMMANDS}
+    for name, module in COMMANDS:
+        options = {param.name for param in command_params(module)}
+        assert set(INVALID[name]) == options, f"{name}: give each new option an invalid value in INVALID"
+
+
+@pytest.mark.parametrize(("command", "option", "value"), [
+    (command, option, value) for command, rows in INVALID.items() for option, value in rows.items()
+    if value not in (BODY, FLAG)])
+def test_an_invalid_value_is_refused_naming_the_option(command, option, value):
+    from typer.testing import CliRunner
+
+    from stages.cli import COMMANDS
+
+    module = dict(COMMANDS)[command]
+    param = next(p for p in command_params(module) if p.name == option)
+    flag = max(param.opts, key=len)
+    result = CliRunner().invoke(__import__(module, fromlist=["app"]).app, [flag, value])
+    text = _plain(result.output)
+    assert result.exit_code == 2, text
+    assert f"'{flag}'" in text, text
+    # Typer's range messages say what is allowed ("greater than or equal to 0") but not the value given
+    assert value in text or "Input should be" in text, text
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+# --------------------------------------------------------------------- values the stages check themselves
+def test_fractions_that_leave_no_train_are_named(tmp_path, coco):
+    with pytest.raises(InputError, match="--val-fraction and --test-fraction"):
+        run_coco(coco, tmp_path, val_fraction=0.6, test_fraction=0.4)
+
+
+def test_a_demo_file_name_without_a_package_is_named(tmp_path):
+    from stages.sources.readers import package_image
+
+    with pytest.raises(InputError, match="must be '<package>:<file>'"):
+        package_image("astronaut.png")
+
+
+def test_a_manifest_that_is_a_folder_says_so(tmp_path):
+    folder = tmp_path / "manifest.csv"
+    folder.mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        run(Source.manifest, folder, tmp_path / "c.parquet", tmp_path / "m.json")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("a: [b\n", "is not valid YAML"), ("- a\n- b\n", "holds a list"),
+    ("5: {library: timm, architecture: x, weights: random}\n", "must be letters"),
+    ("a: {library: timm, architecture: x, weights: random, seed: one}\n", "seed 'one' is a str; expected int"),
+])
+def test_a_bad_backbone_registry_is_named(tmp_path, text, problem):
+    from stages.embedding.backbones import read_registry
+
+    registry = tmp_path / "backbones.yaml"
+    registry.write_text(text)
+    with pytest.raises(InputError, match=re.escape(problem)) as error:
+        read_registry(registry)
+    assert str(registry) in str(error.value)
+
+
+def test_an_unknown_arch_is_named_with_the_nearest():
+    from stages.code.net import check_arch
+
+    with pytest.raises(InputError, match=r"--arch: 'vit_tiny_patch16_22' is not a timm architecture.*vit_tiny"):
+        check_arch("vit_tiny_patch16_22")
+
+
+class Hostile:
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "hostile", "foreign"])
+def test_a_bad_model_file_is_named_and_never_run(tmp_path, kind, capsys):
+    import pickle
+
+    import torch
+
+    from stages.code.net import load_model
+
+    path = tmp_path / "model.pt"
+    if kind == "corrupt":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    elif kind == "hostile":
+        path.write_bytes(pickle.dumps({"config": Hostile()}))
+    else:
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(InputError) as error:
+        load_model(path)
+    assert str(path) in str(error.value) and "weights_only=False" not in str(error.value)
+    assert "this ran at load time" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["tpu9", "cuda:x", "", "gpu"])
+def test_a_device_that_is_not_one_is_named(value):
+    from stages.contracts.device import check_device
+
+    with pytest.raises(InputError, match=r"--device: .* is not a device; allowed: auto, cpu"):
+        check_device(value)
+
+
+def test_auto_resolves_to_a_device_this_machine_has():
+    import torch
+
+    from stages.contracts.device import check_device, resolve_device
+
+    device = resolve_device("auto")
+    assert device == ("cuda" if torch.cuda.is_available() else device)
+    torch.zeros(1, device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="torch sees none"):
+            check_device("cuda")
+
+
+def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import distances
+
+    (tmp_path / "parents.h5").mkdir()
+    result = CliRunner().invoke(distances.app, ["--parents", str(tmp_path / "parents.h5"), "--children",
+                                                str(tmp_path / "c.h5"), "--metrics", str(tmp_path / "m.json")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "is a folder" in _plain(result.output) or "does not exist" not in _plain(result.output), result.output

@@ -32,6 +32,19 @@ class CodeNetConfig:
                 raise InputError(name, f"is {size}; expected a multiple of the ViT's 16-px patch, at least 16")
 
 
+def check_arch(arch: str) -> None:
+    """An `InputError` naming --arch, with the nearest names, unless timm has this architecture."""
+    import timm
+
+    if not timm.is_model(arch):
+        from difflib import get_close_matches
+
+        from stages.contracts.errors import InputError
+
+        near = get_close_matches(arch, timm.list_models(), n=3)
+        raise InputError("--arch", f"{arch!r} is not a timm architecture; nearest: {near} (all: timm.list_models())")
+
+
 def build_model(config: CodeNetConfig, *, seed: int):
     """A randomly initialised timm model returning pooled features (num_classes=0), seeded for determinism.
 
@@ -41,6 +54,7 @@ def build_model(config: CodeNetConfig, *, seed: int):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        check_arch(config.arch)
         return timm.create_model(config.arch, pretrained=False, num_classes=0, img_size=config.image_size,
                                  dynamic_img_size=True)
 
@@ -61,8 +75,25 @@ def load_model(path: Path | str, *, device: str = "cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no CoDE model here; the code_train stage writes it (dvc repro)")
-    saved = torch.load(path, map_location=device, weights_only=True)
-    config = CodeNetConfig(**saved["config"])
-    model = build_model(config, seed=0)
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), config, saved["meta"]
+    import pickle
+
+    from stages.contracts.errors import InputError
+
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only refused an object: the file is not what code_train writes (tensors and plain data)
+        raise InputError(str(path), "refused: it holds Python objects besides tensors and plain data, which "
+                                    "code_train never writes; it is not loaded") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise InputError(str(path), f"is not a readable CoDE checkpoint ({type(error).__name__}); rerun "
+                                    "code_train") from error
+    try:
+        config = CodeNetConfig(**saved["config"])
+        model = build_model(config, seed=0)
+        model.load_state_dict(saved["state_dict"])
+        meta = saved["meta"]
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise InputError(str(path), f"is not a CoDE model written by code_train ({type(error).__name__}: "
+                                    f"{' '.join(str(error).split())[:200]})") from error
+    return model.to(device).eval(), config, meta

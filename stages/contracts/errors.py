@@ -38,6 +38,13 @@ def user_errors() -> Iterator[None]:
     except (InputError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2) from error
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        # an OS refusal names its file: a folder where a file is expected, or the other way round
+        problem = {IsADirectoryError: "is a folder; a file is expected here",
+                   NotADirectoryError: "a part of this path is a file; a folder is expected there",
+                   PermissionError: "permission denied"}[type(error)]
+        print(f"error: {error.filename}: {problem}", file=sys.stderr)
+        raise typer.Exit(2) from error
 
 
 @dataclass

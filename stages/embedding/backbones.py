@@ -86,7 +86,7 @@ def register(spec: BackboneSpec) -> BackboneSpec:
 
 
 def check_alias(alias: str) -> None:
-    if not alias or not alias.replace("_", "").isalnum() or not alias[0].isalpha():
+    if not isinstance(alias, str) or not alias or not alias.replace("_", "").isalnum() or not alias[0].isalpha():
         raise ValueError(f"backbone alias {alias!r} must be letters, digits and underscores (no dashes), "
                          "starting with a letter")
 
@@ -100,8 +100,18 @@ def read_registry(path: Path | str) -> dict[str, BackboneSpec]:
     path = Path(path)
     if not path.is_file():
         raise InputError(str(path), "backbone registry file not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
+    except UnicodeDecodeError as error:
+        raise InputError(str(path), f"is not a text file ({error})") from error
+    if not isinstance(data, dict):
+        raise InputError(str(path), f"holds a {type(data).__name__}; expected a mapping of backbone aliases to "
+                                    "entries")
     known = {f for f in BackboneSpec.__dataclass_fields__ if f != "alias"}
+    types = {"architecture": str, "weights": str, "weights_file": str, "seed": int, "channels_last": bool,
+             "model_cfg": (dict, type(None))}
     specs = {}
     for alias, entry in data.items():
         where = f"{path}: {alias}"
@@ -115,6 +125,11 @@ def read_registry(path: Path | str) -> dict[str, BackboneSpec]:
             raise InputError(where, f"unknown keys {sorted(set(entry) - known)}; known: {sorted(known)}")
         if entry["library"] not in LIBRARIES:
             raise InputError(where, f"library {entry['library']!r} is not one of {LIBRARIES}")
+        for key, kind in types.items():
+            value = entry.get(key)
+            if key in entry and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                expected = "a mapping" if key == "model_cfg" else kind.__name__
+                raise InputError(where, f"{key} {value!r} is a {type(value).__name__}; expected {expected}")
         specs[alias] = BackboneSpec(alias=alias, **{k: v for k, v in entry.items()})
     return specs
 

@@ -34,9 +34,9 @@ PACKAGE_IMAGE_DIRS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn.datas
 def package_image(name: str) -> Path:
     """Resolve ``"skimage:astronaut.png"`` to the file inside the installed package."""
     package, sep, file_name = name.partition(":")
-    if not sep or package not in PACKAGE_IMAGE_DIRS:
-        raise ValueError(f"demo image {name!r} must be '<package>:<file>' with package in "
-                         f"{sorted(PACKAGE_IMAGE_DIRS)}")
+    if not sep or package not in PACKAGE_IMAGE_DIRS or not file_name:
+        raise InputError(f"demo image {name!r}", f"must be '<package>:<file>' with package in "
+                                                 f"{sorted(PACKAGE_IMAGE_DIRS)}")
     module, folder = PACKAGE_IMAGE_DIRS[package]
     return Path(str(resources.files(module).joinpath(folder, file_name)))
 
@@ -55,6 +55,8 @@ def read_coco_file(captions_file: Path, *, image_path, skips: Skips) -> list[Rec
         data = json.loads(captions_file.read_text())
     except FileNotFoundError as error:
         raise InputError(where, "caption file not found") from error
+    except IsADirectoryError as error:
+        raise InputError(where, "is a folder; expected a COCO caption file") from error
     except json.JSONDecodeError as error:
         raise InputError(where, f"not valid JSON ({error})") from error
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
@@ -213,6 +215,8 @@ def read_manifest(path: Path, skips: Skips) -> list[Record]:
             raise InputError(where, f"unknown manifest format {suffix!r}; expected .csv, .jsonl or .parquet")
     except FileNotFoundError as error:
         raise InputError(where, "manifest not found") from error
+    except IsADirectoryError as error:
+        raise InputError(where, "is a folder; expected a manifest file (.csv, .jsonl or .parquet)") from error
     except ValueError as error:
         if isinstance(error, InputError):
             raise

@@ -87,7 +87,8 @@ def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress:
     k, m, d = train.shape
     per_batch = config.batch_size // m
     if per_batch < 2:
-        raise ValueError(f"batch_size {config.batch_size} holds fewer than 2 clusters of {m} elements")
+        raise ValueError(f"--batch-size {config.batch_size} holds fewer than 2 clusters of {m} elements; "
+                         f"expected at least {2 * m}")
     if k < 2:
         raise ValueError(f"{k} training clusters; disentanglement needs at least 2")
     torch.manual_seed(config.seed)
