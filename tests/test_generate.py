@@ -438,9 +438,9 @@ def test_a_separate_safety_checker_is_added_or_its_download_named(clusters, mode
 
 def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, tmp_path):
     for args, message in ((["--generator", "nope"], f"{REGISTRY}: unknown generator 'nope'"),
-                          (["--jpeg-quality", "101"], "generate.jpeg_quality"),
-                          (["--shard-size", "0"], "generate.shard_size"),
-                          (["--batch-size", "-1"], "generate.batch_size")):
+                          (["--jpeg-quality", "101"], "Invalid value for '--jpeg-quality'"),
+                          (["--shard-size", "0"], "Invalid value for '--shard-size'"),
+                          (["--batch-size", "-1"], "Invalid value for '--batch-size'")):
         result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
                                           str(clusters), "--models-root", str(models), "--out", str(tmp_path / "c"),
                                           "--metrics", str(tmp_path / "m.json"), *OPTIONS, *args])
