@@ -325,7 +325,9 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     text = (m / "report.md").read_text()
     code = text[text.index("# CoDE"):text.index("# Shipped detector")]
     # the setting: only what differs from the paper's is listed, and no paper figure is invented
-    assert "This run differs in: parents: COCO (paper: LAION-400M); children: sd14, tiny_random (paper: " in code
+    # the header's source decides the parents named (the demo's photographs here, never "COCO")
+    assert "This run differs in: parents: the demo's photographs (paper: LAION-400M); children: sd14, " \
+           "tiny_random (paper: " in code
     assert "epochs 150" not in code and "image_size" not in code and "(paper " not in code
     assert "none is transcribed" in code
     assert "**This is the offline demo run**: `tiny_random` has random weights (its children are not realistic); " \

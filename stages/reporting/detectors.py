@@ -3,7 +3,7 @@ CoDE paper's tables, and the shipped detector (data/detector/detector.json, metr
 robustness plot data). Each section renders from whatever of its files exist and says which are missing.
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting).
 
-No CoDE paper figure is transcribed: the source we have (papers/code-summary.md) gives none, and the paper's
+No CoDE paper figure is transcribed (Baraldi et al., ECCV 2024, arXiv 2407.20337), and the paper's
 setting (D3: LAION-400M parents; SD 1.4, SD 2.1, SD XL, DeepFloyd IF children; ViT-Tiny/16 at 224 px;
 150 epochs) is compared field by field with the run's, so a reader sees why no paper column is shown."""
 
@@ -91,10 +91,14 @@ def missing(path: Path, stage: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- CoDE
-def setting_differences(setting: CodeSetting) -> list[str]:
-    """Every way the run differs from the paper's setting; the parents always do (COCO here, LAION in D3)."""
+PARENTS = {"demo": "the demo's photographs", "coco": "COCO", "manifest": "a manifest's images"}
+
+
+def setting_differences(setting: CodeSetting, source: str = "coco") -> list[str]:
+    """Every way the run differs from the paper's setting; the parents always do (`source`: clusters.source;
+    LAION-400M in D3)."""
     ours, paper = setting, PAPER_SETTING
-    differences = ["parents: COCO (paper: LAION-400M)"]
+    differences = [f"parents: {PARENTS.get(source, source)} (paper: LAION-400M)"]
     if set(ours.generators) != set(paper.generators):
         differences.append(f"children: {', '.join(ours.generators)} (paper: SD 1.4, SD 2.1, SD XL, DeepFloyd IF)")
     for name, unit in (("arch", ""), ("image_size", " px"), ("local_size", " px"), ("epochs", "")):
@@ -109,7 +113,7 @@ def code_generators(evaluation: dict) -> list[str]:
     return sorted(k for k in keys if not k.startswith(CODE_OVERALL))
 
 
-def describe_setting(setting: CodeSetting) -> list[str]:
+def describe_setting(setting: CodeSetting, source: str = "coco") -> list[str]:
     """The run's setting, whether it is the demo, and how it differs from the CoDE paper's."""
     small = setting.image_size < PAPER_SETTING.image_size or setting.epochs < PAPER_SETTING.epochs
     demo = ""
@@ -121,20 +125,21 @@ def describe_setting(setting: CodeSetting) -> list[str]:
         demo = " Crops or epochs are smaller than the paper's."
     paper = ("Paper figures are shown only where the setting matches the CoDE paper's (D3: LAION-400M parents; "
              "SD 1.4, SD 2.1, SD XL and DeepFloyd IF children; ViT-Tiny/16 at 224 px; 150 epochs), and none is "
-             "transcribed: our source (`papers/code-summary.md`) gives no numeric figures. This run differs in: ")
+             "transcribed yet. This run differs in: ")
     return [f"Setting of this run: `{setting.arch}`, global crops {setting.image_size} px, local crops "
             f"{setting.local_size} px, {setting.epochs} epochs, children of "
             + ", ".join(f"`{g}`" for g in setting.generators) + "." + demo, "",
-            paper + "; ".join(setting_differences(setting)) + ".", ""]
+            paper + "; ".join(setting_differences(setting, source)) + ".", ""]
 
 
 def render_code(setting: CodeSetting | None, training: dict | None, evaluation: dict | None,
-                grid: list[dict] | None, label: Label, *, paths: tuple[Path, Path, Path, Path]) -> list[str]:
+                grid: list[dict] | None, label: Label, *, paths: tuple[Path, Path, Path, Path],
+                source: str = "coco") -> list[str]:
     """The CoDE section: setting and paper note, training summary, per-head table, robustness grid. `paths`:
     the setting, training and evaluation files and the evaluation's grid (plot data), named where one is
     missing. The thresholds and the transformed results are read from the grid."""
     lines = ["# CoDE: contrastive ViT-Tiny trained from scratch", ""]
-    lines += describe_setting(setting) if setting is not None else [missing(paths[0], "code_train"), ""]
+    lines += describe_setting(setting, source) if setting is not None else [missing(paths[0], "code_train"), ""]
     if training is None:
         lines += [missing(paths[1], "code_train"), ""]
     else:

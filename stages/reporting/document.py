@@ -68,7 +68,7 @@ def render_figures(figures: dict[str, str], link: str) -> list[str]:
     return lines
 
 
-def render_detectors(files: DetectorFiles, paper: dict) -> list[str]:
+def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco") -> list[str]:
     """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
     from stages.code.setting import read_setting
     from stages.reporting.detectors import read_csv, read_json, render_code, render_detector
@@ -79,7 +79,8 @@ def render_detectors(files: DetectorFiles, paper: dict) -> list[str]:
 
     return [*render_code(read_setting(files.code_setting), read_json(files.code_train), read_json(files.code_eval),
                          read_csv(files.code_grid), label,
-                         paths=(files.code_setting, files.code_train, files.code_eval, files.code_grid)),
+                         paths=(files.code_setting, files.code_train, files.code_eval, files.code_grid),
+                         source=source),
             *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
                              read_csv(files.robustness), label,
                              paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness))]
@@ -125,5 +126,5 @@ def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, de
     link = Path(os.path.relpath(figures.out, report.parent)).as_posix()
     header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones,
                               root=setting.params.parent), *render_figures(drawn, link)]
-    text = render(tables, results, collect(cross), paper, render_detectors(detectors, paper), header)
+    text = render(tables, results, collect(cross), paper, render_detectors(detectors, paper, setting.source), header)
     return text, drawn
