@@ -57,7 +57,12 @@ def write_metrics(target: Path | str, metrics: Mapping[str, Any]) -> None:
 
     Integers are written as integers; floats to METRIC_DIGITS significant digits, so a fresh clone on another
     machine writes the same bytes. A value that is not applicable is written as JSON null, never as zero."""
-    write_json(target, _checked(metrics, ""))
+    write_json(target, as_written(metrics))
+
+
+def as_written(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`metrics` checked and as `write_metrics` writes them (integers kept, floats rounded)."""
+    return _checked(metrics, "")
 
 
 def metric_float(value: float) -> float:
