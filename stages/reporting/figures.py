@@ -121,7 +121,9 @@ def render_svg(title: str, panels: Sequence[Panel]) -> str:
     for panel in panels:
         names += [n for n in panel.series() if n not in names]
     colours = {name: PALETTE[k % len(PALETTE)] for k, name in enumerate(names)}
-    width, height = PANEL_W * max(sum(p.span for p in panels), 1), TITLE_H + LEGEND_H + PANEL_H
+    # wide enough for the title (about 8 px a character at 14 px): a figure's title names what it shows
+    width = max(PANEL_W * max(sum(p.span for p in panels), 1), 8 * len(title) + 20)
+    height = TITLE_H + LEGEND_H + PANEL_H
     out = ['<svg xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">',
            f'<rect width="{width}" height="{height}" fill="white"/>',

@@ -113,7 +113,7 @@ def render_setting(files: SettingFiles, clusters: dict | None, generators: Itera
     counts = ", ".join(f"{split} {parents[split]}" for split in ("train", "val", "test") if split in parents)
     source = SOURCES.get(files.source, files.source)
     lines = ["## Setting", "",
-             f"- Parents: {source}" + (f"; {counts} parents (train, val, test)" if counts else
+             f"- Parents: {source}" + (f"; parents per split: {counts}" if counts else
                                        f"; no `{files.clusters_metrics}` yet") + ".",
              f"- N = {files.captions_per_parent} captions per parent, one child per caption and generator.",
              "- Generators:"]
