@@ -74,11 +74,11 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
     with atomic_path(out) as tmp:
         pq.write_table(arrow, tmp)
 
-    counts = {split: float(splits.count(split)) for split in ("train", "val", "test")}
+    counts = {split: splits.count(split) for split in ("train", "val", "test")}
     result = {
-        "parents": {**counts, "total": float(len(splits))},
-        "skipped": {**skips.as_metrics(table.SKIP_REASONS), "total": float(skips.total)},
-        "extra_captions_dropped": float(dropped),
+        "parents": {**counts, "total": len(splits)},
+        "skipped": {**skips.as_metrics(table.SKIP_REASONS), "total": skips.total},
+        "extra_captions_dropped": int(dropped),
     }
     write_metrics(metrics, result)
     examples = [f"{reason}: {example}" for reason, shown in skips.examples.items() for example in shown]

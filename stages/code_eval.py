@@ -87,18 +87,18 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
                 rows.append({"head": head, "generator": group, "transform": transform,
                              # no cluster ids here: full-cluster accuracy is left out
                              **classification_metrics(scores[mask], y_test[mask], threshold=thresholds[head]),
-                             "n_real": float((y_test[mask] == 0).sum()), "n_fake": float((y_test[mask] == 1).sum())})
+                             "threshold": thresholds[head], "n_real": int((y_test[mask] == 0).sum()),
+                             "n_fake": int((y_test[mask] == 1).sum())})
 
     metrics: dict = {head: {} for head in HEADS}
     for row in rows:
         scores = {k: row[k] for k in METRICS if k in row}
+        # the robustness grid and the thresholds (on each head's own score scale, chosen between neighbouring
+        # scores: not a figure that holds across machines) are plot data only
         if row["transform"] == CLEAN:
             metrics[row["head"]][row["generator"]] = scores
-        elif row["generator"] == OVERALL:
-            metrics[row["head"]][f"{OVERALL}_{row['transform']}"] = scores
-    metrics["thresholds"] = thresholds
-    metrics["images"] = {"train": float(len(train)), "val": float(len(val)), "test_real": float((y_test == 0).sum()),
-                         **{f"test_fake_{gen}": float(groups[gen].sum() - (y_test == 0).sum()) for gen in generators}}
+    metrics["images"] = {"train": len(train), "val": len(val), "test_real": int((y_test == 0).sum()),
+                         **{f"test_fake_{gen}": int(groups[gen].sum() - (y_test == 0).sum()) for gen in generators}}
     return metrics, rows
 
 

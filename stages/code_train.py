@@ -72,14 +72,12 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
     refs = read_images(clusters, children_root, generators, ("train", "val"))
     state = train(refs, net, views, config, checkpoints=checkpoints, num_workers=num_workers,
                   keep_checkpoints=keep_checkpoints, stop_after=stop_after, progress=progress)
-    last = state.history[-1] if state.history else {}
     result = {
-        "epochs_run": float(state.epoch),
-        "best_epoch": float(state.best_epoch),
-        "stopped_early": float(state.stopped_early),
+        "epochs_run": int(state.epoch),
+        "best_epoch": int(state.best_epoch),
+        "stopped_early": int(state.stopped_early),
         "best": {config.monitor.value: state.best},
-        "final": {k: last.get(k) for k in ("train_loss", "train_loss_real", "train_loss_fake")},
-        "images": {f"{split}_{kind}": float(sum(r.split == split and (r.label == FAKE) == (kind == "fake")
+        "images": {f"{split}_{kind}": int(sum(r.split == split and (r.label == FAKE) == (kind == "fake")
                                                 for r in refs))
                    for split in ("train", "val") for kind in ("real", "fake")},
     }

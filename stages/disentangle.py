@@ -53,9 +53,8 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
     semantic, style = project(model, clusters.embeddings)
     in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
     fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed, max_iter=max_iter)
-    result: dict = {"temperature": config.temperature, "epochs": float(config.epochs), "lr": config.lr,
-                    "batch_size": float(config.batch_size), "s_probe_c": fit.c,
-                    "final_loss": {key: value for key, value in losses[-1].items() if key != "epoch"}}
+    # params are not echoed and the losses are plot data (--history): metrics hold what a reviewer compares
+    result: dict = {"s_probe_c": fit.c}
     for split in EVAL_SPLITS:
         mask = clusters.split == split
         scores = evaluate(fit.probe, in_s.select(split))
@@ -63,7 +62,8 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
                                "full_cluster_accuracy": scores["full_cluster_accuracy"]},
                          "T": distance_accuracy(style[mask])}
     save_projections(out, model, {"backbone": str(clusters.attrs.get("backbone")), "children": str(children),
-                                  "temperature": str(config.temperature), "epochs": str(config.epochs)})
+                                  "temperature": str(config.temperature), "epochs": str(config.epochs),
+                                  "batch_size": str(config.batch_size), "lr": str(config.lr)})
     write_json(history, losses)
     write_metrics(metrics, result)
     return result

@@ -32,7 +32,7 @@ def run(parents: Path, children: Path, metrics: Path) -> dict:
     result: dict = {"chance": 1.0 / clusters.size}
     for split in EVAL_SPLITS:
         part = clusters.select(split)
-        result[split] = {**distance_accuracy(part.embeddings), "clusters": float(len(part.cluster_id))} if len(
+        result[split] = {**distance_accuracy(part.embeddings), "clusters": len(part.cluster_id)} if len(
             part.cluster_id) else {"min_distance_accuracy": None, "max_distance_accuracy": None, "clusters": 0.0}
     write_metrics(metrics, result)
     return result

@@ -77,13 +77,13 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     if summary is None:
         return None
     result = {
-        "rows": float(summary["rows"]),
-        "dim": float(backbone.dim),
-        "skipped": {**{k: float(v) for k, v in summary["skipped"].items()},
-                    "total": float(len(summary["skipped_ids"]))},
+        "rows": int(summary["rows"]),
+        "dim": int(backbone.dim),
+        "skipped": {**{k: int(v) for k, v in summary["skipped"].items()},
+                    "total": len(summary["skipped_ids"])},
     }
     if captions is not None:
-        result["captions"] = float(captions["rows"])
+        result["captions"] = int(captions["rows"])
     write_metrics(metrics, result)
     return {**result, "skipped_examples": summary["skipped_examples"]}
 

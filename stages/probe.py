@@ -5,12 +5,14 @@ trained on one generator, its accuracy on val and test, and its accuracy on ever
         --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 --max-iter 1000 \\
         --metrics metrics/probe/efficientnet_lite0/tiny_random.json \\
         --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
-        --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json
+        --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json \\
+        --c-search metrics/plots/c_search/efficientnet_lite0/tiny_random.json
 
 Protocol (stages.study.probe): L2 logistic regression, L-BFGS, on the train split's parents and one
 seeded random child per cluster; C from a log-spaced grid, chosen by overall accuracy on val (never test).
 Reported on all elements of val and test: overall, full-cluster, real and fake accuracy, AUC and AP.
-The cross-generator grid (this probe on the test split of each generator in --generators) is plot data.
+The cross-generator grid (this probe on the test split of each generator in --generators) and the val
+accuracy of each C of the grid are plot data; the metrics hold the chosen C.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ EVAL_SPLITS = ("val", "test")
 
 
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
-        grid: list[float], seed: int, max_iter: int) -> dict:
+        grid: list[float], seed: int, max_iter: int, c_search: Path | None = None) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
     from stages.contracts.io import write_json, write_metrics
     from stages.heads.metrics import roc_points
@@ -40,8 +42,7 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter)
     result: dict = {
         "c": fit.c,
-        "c_search": {f"c{i}": {"c": c, "val_overall_accuracy": acc} for i, (c, acc) in enumerate(fit.grid)},
-        "train_rows": float(fit.train_rows),
+        "train_rows": int(fit.train_rows),
     }
     for split in EVAL_SPLITS:
         result[split] = evaluate(fit.probe, clusters.select(split))
@@ -54,6 +55,9 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
         rows.append({"train_generator": generator, "test_generator": other,
                      **evaluate(fit.probe, tested.select("test"))})
     write_json(cross, rows)
+    if c_search is not None:
+        # the search is plot data keyed by C itself: a metrics key per grid position would pair unequal Cs
+        write_json(c_search, [{"c": c, "val_overall_accuracy": acc} for c, acc in fit.grid])
     write_metrics(metrics, result)
     return result
 
@@ -73,13 +77,14 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     roc: Path = typer.Option(..., help="Output ROC curve on the test split (plot data)."),
     cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),
+    c_search: Path = typer.Option(..., help="Output val overall accuracy of each C of the grid (plot data)."),
 ) -> None:
     """Linear probe of a backbone's features (the paper's Table 2), plus the cross-generator grid."""
     from stages.study.probe import c_grid
 
     with user_errors():
         result = run(embeddings, generator, generators, metrics, roc, cross,
-                     grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter)
+                     grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, c_search=c_search)
     for split in EVAL_SPLITS:
         values = result[split]
         typer.echo(f"{split}: overall {values['overall_accuracy']:.4f}  full-cluster "

@@ -8,13 +8,21 @@ and test per generator, robustness on test).
         --study metrics/disentangle --cross metrics/plots/cross_generator \\
         --layout stages/reporting/layout.yaml --paper stages/reporting/cocofake.json \\
         --code-setting data/code/setting.json --code-train metrics/code_train.json \\
-        --code-eval metrics/code_eval.json --detector data/detector --detector-metrics metrics/detector.json \\
-        --robustness metrics/plots/detector_robustness.csv --out metrics/report.md
+        --code-eval metrics/code_eval.json --code-grid metrics/plots/code_eval.csv --detector data/detector \\
+        --detector-metrics metrics/detector.json \\
+        --robustness metrics/plots/detector_robustness.csv --source demo --captions-per-parent 5 \\
+        --clusters-metrics metrics/clusters.json --generator-registry stages/generation/generators.yaml \\
+        --backbone-registry stages/embedding/backbones.yaml --params params.yaml --roc metrics/plots/roc \\
+        --tsne metrics/plots/tsne --focus-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
+        --out metrics/report.md --figures metrics/figures
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
 file (stages.reporting.layout). The paper's numbers: one hand-transcribed file (stages.reporting.study).
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting). A missing metrics file is
-reported as missing. Every option is required: dvc.yaml passes them all.
+reported as missing. The setting header (stages.reporting.setting) states the parents, N, the generators and
+backbones with their provenance, the code's git revision and a digest of params.yaml. The key figures
+(stages.reporting.key_figures) are SVG files in --figures, embedded in the report and declared as DVC image
+plots. Every option is required: dvc.yaml passes them all.
 """
 
 from __future__ import annotations
@@ -38,20 +46,42 @@ def main(
     code_setting: Path = typer.Option(..., help="CoDE's setting, written by code_train beside its model."),
     code_train: Path = typer.Option(..., help="CoDE training metrics."),
     code_eval: Path = typer.Option(..., help="CoDE evaluation metrics."),
+    code_grid: Path = typer.Option(..., help="CoDE evaluation grid (CSV plot data): thresholds, robustness."),
     detector: Path = typer.Option(..., help="The shipped detector's artifact folder."),
     detector_metrics: Path = typer.Option(..., help="The shipped detector's metrics."),
     robustness: Path = typer.Option(..., help="The shipped detector's robustness grid (CSV)."),
+    source: str = typer.Option(..., help="clusters.source: where the parents come from (demo, coco, manifest)."),
+    captions_per_parent: int = typer.Option(..., help="clusters.captions_per_parent: N."),
+    clusters_metrics: Path = typer.Option(..., help="The clusters stage's metrics (parents per split)."),
+    generator_registry: Path = typer.Option(..., help="The generator registry (provenance of each generator)."),
+    backbone_registry: Path = typer.Option(..., help="The backbone registry (provenance of each backbone)."),
+    params: Path = typer.Option(..., help="params.yaml: hashed for the header's digest (its values are not read)."),
+    roc: Path = typer.Option(..., help="Folder of the probes' ROC plot data (<backbone>/<generator>.json)."),
+    tsne: Path = typer.Option(..., help="Folder of the t-SNE plot data (<generator>/<space>.csv)."),
+    focus_backbone: str = typer.Option(..., help="model.backbone: the backbone of the t-SNE and the detector."),
+    code_curve: Path = typer.Option(..., help="CoDE's training curve (CSV plot data)."),
     out: Path = typer.Option(..., help="Output Markdown report."),
+    figures: Path = typer.Option(..., help="Output folder of the key figures (SVG), linked from the report."),
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
     the shipped detector."""
     from stages.contracts.io import atomic_path
-    from stages.reporting.document import DetectorFiles, build
+    from stages.reporting.document import DetectorFiles, FigureFiles, build
+    from stages.reporting.setting import SettingFiles
 
     with user_errors():
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
-                              detector=detector, detector_metrics=detector_metrics, robustness=robustness)
-        text = build(study, cross, layout, paper, files)
+                              code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
+                              robustness=robustness)
+        setting = SettingFiles(source=source, captions_per_parent=captions_per_parent,
+                               clusters_metrics=clusters_metrics, generators=generator_registry,
+                               backbones=backbone_registry, params=params)
+        drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=focus_backbone, code_curve=code_curve, out=figures)
+        text, svgs = build(study, cross, layout, paper, files, setting, drawn, report=out)
+        with atomic_path(figures) as folder:
+            folder.mkdir()
+            for name, svg in svgs.items():
+                (folder / name).write_text(svg)
         with atomic_path(out) as tmp:
             tmp.write_text(text)
     typer.echo(f"{out}: written")

@@ -79,7 +79,7 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) 
         local[keys] = np.arange(len(keys))
         result[split] = recall_at_k(children.embeddings[queries], captions.embeddings[keys], local[rows[queries]],
                                     children.cluster_id[queries], captions.cluster_id[keys], ks=KS, chunk=chunk)
-        result[split]["queries"] = float(queries.sum())
+        result[split]["queries"] = int(queries.sum())
     write_metrics(metrics, result)
     return result
 

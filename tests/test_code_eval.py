@@ -150,7 +150,9 @@ def test_thresholds_come_from_val_never_test(data, monkeypatch):
     assert seen == [n_val] * len(HEADS)
     assert metrics["images"] == {"train": 24, "val": 24, "test_real": 4, "test_fake_g1": 20, "test_fake_g2": 20}
     assert len(rows) == len(HEADS) * 3 * 2  # heads x (overall, g1, g2) x (clean, jpeg75)
-    assert sorted(set(measured)) == sorted(set(metrics["thresholds"].values())) and len(measured) == len(rows)
+    # the thresholds are plot data (a column of the grid), never metrics: they do not hold across machines
+    assert "thresholds" not in metrics and not any(k.startswith("overall_") for k in metrics["logreg"])
+    assert sorted(set(measured)) == sorted({r["threshold"] for r in rows}) and len(measured) == len(rows)
 
 
 @pytest.mark.slow

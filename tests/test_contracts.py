@@ -43,9 +43,14 @@ def test_embedding_cache_round_trip_and_alignment(tmp_path):
         EmbeddingTable(np.zeros((2, 1)), ["a", "a"], [0, 0], [0, 0], [0, 0], ["train", "train"])
 
 
-def test_metrics_are_floats_and_atomic(tmp_path):
-    write_metrics(tmp_path / "m.json", {"a": {"b": 1.0, "na": None}})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"a": {"b": 1.0, "na": None}}
+def test_metrics_keep_integers_round_floats_and_are_atomic(tmp_path):
+    write_metrics(tmp_path / "m.json", {"a": {"b": 1.0, "na": None, "n": 18, "acc": 17 / 18, "small": 5.70351e-08}})
+    text = (tmp_path / "m.json").read_text()
+    # integers stay integers; floats keep the 4 significant digits they hold across machines
+    assert json.loads(text) == {"a": {"b": 1.0, "na": None, "n": 18, "acc": 0.9444, "small": 5.704e-08}}
+    assert '"n": 18,' in text
+    write_metrics(tmp_path / "m2.json", {"acc": 17 / 18 + 3e-13})  # another machine's summation order
+    assert (tmp_path / "m2.json").read_text() == '{\n  "acc": 0.9444\n}\n'
     with pytest.raises(TypeError):
         write_metrics(tmp_path / "m.json", {"a": "text"})
     with pytest.raises(ValueError):

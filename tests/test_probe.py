@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from stages import probe
 from stages.contracts.errors import InputError
+from stages.contracts.io import metric_float
 from stages.study.probe import c_grid
 from tests.study_caches import write_study_caches
 
@@ -13,7 +14,8 @@ def cli(folder, tmp_path, *extra):
     return ["--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
             "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--seed", "0", "--max-iter", "1000",
             "--metrics", str(tmp_path / "m.json"),
-            "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"), *extra]
+            "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"),
+            "--c-search", str(tmp_path / "c_search.json"), *extra]
 
 
 def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
@@ -22,8 +24,12 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert min(abs(metrics["c"] - c) for c in (0.1, 1.0, 10.0)) < 1e-9
-    assert [v["c"] for v in metrics["c_search"].values()] == pytest.approx([0.1, 1.0, 10.0])
-    assert metrics["train_rows"] == 2 * 54  # one parent and one child per training cluster
+    # the C search is plot data keyed by C, not metrics keyed by grid position; counts are integers
+    assert "c_search" not in metrics
+    search = json.loads((tmp_path / "c_search.json").read_text())
+    assert [row["c"] for row in search] == pytest.approx([0.1, 1.0, 10.0])
+    assert all(0 <= row["val_overall_accuracy"] <= 1 for row in search)
+    assert metrics["train_rows"] == 2 * 54 and isinstance(metrics["train_rows"], int)
     for split in ("val", "test"):
         assert set(metrics[split]) == {"overall_accuracy", "full_cluster_accuracy", "real_accuracy",
                                        "fake_accuracy", "auc", "ap"}
@@ -32,7 +38,7 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
     assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1
     cross = json.loads((tmp_path / "cross.json").read_text())
     assert [(r["train_generator"], r["test_generator"]) for r in cross] == [("g1", "g1"), ("g1", "g2")]
-    assert cross[0]["overall_accuracy"] == metrics["test"]["overall_accuracy"]
+    assert metric_float(cross[0]["overall_accuracy"]) == metrics["test"]["overall_accuracy"]
     # g2 shares g1's style direction (same spec seed): the probe transfers
     assert cross[1]["overall_accuracy"] > 0.9
 

@@ -24,7 +24,20 @@ def absent_detector_files(folder):
     none = folder / "none"
     return ["--code-setting", str(none / "setting.json"), "--code-train", str(none / "code_train.json"),
             "--code-eval", str(none / "code_eval.json"), "--detector", str(none / "detector"),
-            "--detector-metrics", str(none / "detector.json"), "--robustness", str(none / "robustness.csv")]
+            "--detector-metrics", str(none / "detector.json"), "--robustness", str(none / "robustness.csv"),
+            "--code-grid", str(none / "code_eval.csv"), *header_args(folder)]
+
+
+def header_args(folder, *, params=REPO / "params.yaml"):
+    """The setting header's and the key figures' options: the repository's registries and params.yaml, plot
+    data under `folder`/metrics/plots (absent unless a test writes it)."""
+    m = folder / "metrics"
+    return ["--source", "demo", "--captions-per-parent", "5", "--clusters-metrics", str(m / "clusters.json"),
+            "--generator-registry", str(REPO / "stages/generation/generators.yaml"),
+            "--backbone-registry", str(REPO / "stages/embedding/backbones.yaml"), "--params", str(params),
+            "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
+            "--focus-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
+            "--figures", str(m / "figures")]
 
 
 def study_args(m, *, stages=STUDY, layout=LAYOUT):
@@ -60,8 +73,16 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24
     assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 (paper 3.72) | 40.00 (paper 38.48) | " \
            "4.00 (paper 3.60) | 41.00 (paper 41.24) |" in text
-    assert "`openclip_vitb32_random` (random weights; not in the paper) | 10.00 | 20.00 | 30.00 | 10.00 |" in text
-    assert "`tiny_random` (random weights" in text and "Stable Diffusion v1.4 (`sd14`)" in text
+    assert "`openclip_vitb32_random`† (not in the paper) | 10.00 | 20.00 | 30.00 | 10.00 |" in text
+    assert "`tiny_random`† (not in the paper)" in text and "Stable Diffusion v1.4 (`sd14`)" in text
+    # the random-weights caveat is said once, in the setting header, which names every alias's provenance
+    assert text.count("random weights") == text.count("random weights, built offline") + 2
+    setting = text[text.index("## Setting"):text.index("## Table 1")]
+    assert "N = 5 captions per parent" in setting and "not COCO" in setting
+    assert "`openclip_vitb32_random`†: open_clip `ViT-B-32`, random weights (seed 0)" in setting
+    assert "`sd14`: `CompVis/stable-diffusion-v1-4`, 512x512 px, 50 steps" in setting
+    assert "`tiny_random`†: random weights, built offline" in setting
+    assert "params.yaml digest `" in setting and "Code revision " in setting
     # image-only retrieval is n/a, and the paper's Table 3 has no row for it
     assert "| `efficientnet_lite0` (not in the paper) | n/a |" in text
     assert "| `sd14` | 99.00 / 99.90 | 90.00 / 95.00 |" in text
@@ -216,12 +237,13 @@ def test_every_option_is_required_and_dvc_yaml_passes_them_all():
     words = shlex.split(stage["cmd"])
     passed = {w for w in words if w.startswith("--")}
     assert passed == options
-    assert "params" not in stage  # nothing of params.yaml reaches the report
+    # params reach the report only through its options (the setting header's source, N and focus backbone)
+    assert {f"${{{p}}}" for p in stage["params"]} == {w for w in words if w.startswith("${")}
     # each --study folder is a dep, every metrics-folder dep is a --study or the cross grid, and they are the
     # stages the layout's tables read
     study = {words[i + 1] for i, w in enumerate(words) if w == "--study"}
     folders = {d for d in stage["deps"] if d.startswith("metrics/") and not d.endswith((".json", ".csv"))}
-    assert folders == study | {"metrics/plots/cross_generator"}
+    assert folders == study | {"metrics/plots/cross_generator", "metrics/plots/roc", "metrics/plots/tsne"}
     assert {f.split("/")[-1] for f in study} == {t["stage"] for t in yaml.safe_load(LAYOUT.read_text())["tables"]}
     assert {"stages/reporting/layout.yaml", "stages/reporting/cocofake.json", "data/code/setting.json"} <= set(
         stage["deps"])
@@ -253,18 +275,22 @@ def code_scores(acc, auc=0.9):
 
 def write_detector_inputs(m):
     """Small CoDE and shipped-detector metrics of two generators, with known values in every section."""
-    transformed = {"overall_jpeg95": code_scores(0.5), "overall_half": code_scores(0.25),
-                   "overall_crop": code_scores(0.125)}
+    grid = ["head,generator,transform,real_accuracy,fake_accuracy,overall_accuracy,auc,ap,threshold,n_real,n_fake"]
+    for head, threshold in (("logreg", 0.5), ("knn", 0.0), ("ocsvm", -0.25)):
+        clean = 0.6 if head == "ocsvm" else 0.8
+        grid.append(f"{head},overall,clean,1,{clean},{clean},0.9,0.95,{threshold},3,30")
+        transformed = {"jpeg95": 0.4, "half": 0.3} if head == "ocsvm" else {"jpeg95": 0.5, "half": 0.25, "crop": 0.125}
+        grid += [f"{head},overall,{t},1,{a},{a},0.9,0.95,{threshold},3,30" for t, a in transformed.items()]
+    m.mkdir(parents=True, exist_ok=True)
+    (m / "code_eval.csv").write_text("\n".join(grid) + "\n")
     write(m / "code_train.json", {"best": {"val_accuracy": 0.75}, "best_epoch": 3.0, "epochs_run": 5.0,
                                   "images": {"train_real": 7.0, "train_fake": 35.0, "val_real": 3.0, "val_fake": 15.0},
                                   "stopped_early": 1.0})
     write(m / "code_eval.json", {
         "images": {"test_real": 3.0, "test_fake_sd14": 15.0, "test_fake_tiny_random": 15.0},
-        "thresholds": {"logreg": 0.5, "knn": 0.0, "ocsvm": -0.25},
-        **{head: {"overall": code_scores(0.8), "sd14": code_scores(0.7, 0.875), "tiny_random": code_scores(0.9),
-                  **transformed} for head in ("logreg", "knn")},
-        "ocsvm": {"overall": code_scores(0.6), "sd14": code_scores(0.5), "tiny_random": code_scores(0.7),
-                  "overall_jpeg95": code_scores(0.4), "overall_half": code_scores(0.3)}})  # no crop: n/a
+        **{head: {"overall": code_scores(0.8), "sd14": code_scores(0.7, 0.875), "tiny_random": code_scores(0.9)}
+           for head in ("logreg", "knn")},
+        "ocsvm": {"overall": code_scores(0.6), "sd14": code_scores(0.5), "tiny_random": code_scores(0.7)}})
     write(m / "detector" / "detector.json", {
         "id": "efficientnet_lite0-logreg-0123456789ab", "threshold": 0.4321,
         "backbone": {"alias": "efficientnet_lite0", "library": "timm", "architecture": "tf_efficientnet_lite0",
@@ -293,12 +319,15 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
         *study_args(m), "--out", str(m / "report.md"), "--code-setting", str(m / "setting.json"),
         "--code-train", str(m / "code_train.json"), "--code-eval", str(m / "code_eval.json"),
         "--detector", str(m / "detector"), "--detector-metrics", str(m / "detector.json"),
-        "--robustness", str(m / "robustness.csv")])
+        "--robustness", str(m / "robustness.csv"), "--code-grid", str(m / "code_eval.csv"),
+        *header_args(tmp_path)])
     assert done.exit_code == 0, done.output
     text = (m / "report.md").read_text()
     code = text[text.index("# CoDE"):text.index("# Shipped detector")]
     # the setting: only what differs from the paper's is listed, and no paper figure is invented
-    assert "This run differs in: parents: COCO (paper: LAION-400M); children: sd14, tiny_random (paper: " in code
+    # the header's source decides the parents named (the demo's photographs here, never "COCO")
+    assert "This run differs in: parents: the demo's photographs (paper: LAION-400M); children: sd14, " \
+           "tiny_random (paper: " in code
     assert "epochs 150" not in code and "image_size" not in code and "(paper " not in code
     assert "none is transcribed" in code
     assert "**This is the offline demo run**: `tiny_random` has random weights (its children are not realistic); " \
@@ -306,17 +335,20 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     assert "Training: 5 epochs run, best epoch 3 (val accuracy 75.00 %), stopped early: yes; train images " \
            "7 real / 35 fake, val 3 real / 15 fake." in code
     assert "Test images: 3 real, 15 fake of `sd14`, 15 fake of `tiny_random`." in code
+    # each threshold's scale is named; small sets show their counts beside the percentages
+    assert "Linear: logit; 1-NN: cosine distance to the nearest real minus to the nearest fake" in code
     # per head: a header row with the val threshold, then the paper's generator, ours, and all together
     head = code.index("| **Linear (logistic regression)** (threshold 0.5) |")
-    assert code.index("| Stable Diffusion v1.4 (`sd14`) | 100.00 | 70.00 | 70.00 | 87.50 | 95.00 |", head) \
-        < code.index("| `tiny_random` (random weights", head) \
-        < code.index("| All generators | 100.00 | 80.00 | 80.00 | 90.00 | 95.00 |", head) \
+    assert code.index("| Stable Diffusion v1.4 (`sd14`) | 100.00 (3/3) | 70.00 (10/15) | 70.00 (13/18) | 87.50 | "
+                      "95.00 |", head) \
+        < code.index("| `tiny_random`† (not in the paper)", head) \
+        < code.index("| All generators | 100.00 (3/3) | 80.00 (24/30) | 80.00 (26/33) | 90.00 | 95.00 |", head) \
         < code.index("| **1-NN (cosine)** (threshold 0) |")
     assert "| **One-class SVM (fitted on reals only)** (threshold -0.25) |" in code
     # the robustness grid: transforms present in any head are columns, a missing one is n/a
     assert "| Head | Clean | JPEG 95 | Resize 1/2 | Random crop |" in code
-    assert "| Linear (logistic regression) | 80.00 | 50.00 | 25.00 | 12.50 |" in code
-    assert "| One-class SVM (fitted on reals only) | 60.00 | 40.00 | 30.00 | n/a |" in code
+    assert "| Linear (logistic regression) | 80.00 (26/33) | 50.00 (16/33) | 25.00 (8/33) | 12.50 (4/33) |" in code
+    assert "| One-class SVM (fitted on reals only) | 60.00 (20/33) | 40.00 (13/33) | 30.00 (10/33) | n/a |" in code
 
     shipped = text[text.index("# Shipped detector"):]
     assert "- Detector id: `efficientnet_lite0-logreg-0123456789ab`" in shipped
@@ -333,10 +365,10 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     grid = shipped[shipped.index("robustness (test split)"):]
     # a block per generator, then all of them; rows are transforms in the order written, an empty cell is n/a
     sd14 = grid.index("| **Stable Diffusion v1.4 (`sd14`)** |")
-    assert grid.index("| JPEG 50 | 50.00 | 25.00 | 30.00 | 60.00 | n/a |") > sd14
+    assert grid.index("| JPEG 50 | 50.00 | 25.00 | 30.00 (5/18) | 60.00 | n/a |") > sd14
     everything = grid.index("| **All generators** |")
-    assert grid.index("| Clean | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 |") > everything > sd14
-    assert grid.index("| JPEG 50 | 50.00 | 37.50 | 40.00 | 65.00 | 70.00 |") > everything
+    assert grid.index("| Clean | 100.00 | 75.00 | 76.00 (25/33) | 90.00 | 95.00 |") > everything > sd14
+    assert grid.index("| JPEG 50 | 50.00 | 37.50 | 40.00 (13/33) | 65.00 | 70.00 |") > everything
 
 
 def test_one_generator_robustness_is_shown_once(tmp_path):

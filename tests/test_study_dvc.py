@@ -1,5 +1,6 @@
 """The study under DVC on synthetic caches: repro builds every metric and the report, `exp run -S
-model.backbone=...` reruns only the t-SNE, and `dvc metrics diff` shows a changed C grid and temperature."""
+model.backbone=...` reruns only the t-SNE (and the report), and `dvc metrics diff` keeps params and the C search
+out of the metrics."""
 
 import json
 
@@ -20,7 +21,8 @@ def test_study_under_dvc(dvc_repo):
     # nor CoDE and the detector: the report says their metrics are missing
     report = pipeline["stages"]["report"]
     report["deps"] = [dep for dep in report["deps"]
-                      if not dep.startswith(("metrics/code_", "metrics/detector", "metrics/plots/detector", "data/"))]
+                      if not dep.startswith(("metrics/code_", "metrics/detector", "metrics/plots/detector", "data/",
+                                             "metrics/plots/code_", "metrics/clusters"))]
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     spec = SyntheticSpec(n_clusters=30, dim=16, style=1.0)
     write_synthetic_caches(root / "data" / "embeddings", "efficientnet_lite0", spec, text_tower=False)
@@ -37,7 +39,11 @@ def test_study_under_dvc(dvc_repo):
     retrieval = json.loads((root / "metrics/retrieval/efficientnet_lite0/tiny_random.json").read_text())
     assert retrieval["test"]["exact_pair"]["r1"] is None
     text = (root / "metrics" / "report.md").read_text()
-    assert "Table 4" in text and "`openclip_vitb32_random` (random weights" in text
+    assert "Table 4" in text and "`openclip_vitb32_random`† (not in the paper)" in text
+    # the key figures exist, are linked from the report and draw their title
+    assert "![tsne_tiny_random.svg](figures/tsne_tiny_random.svg)" in text
+    figure = (root / "metrics/figures/tsne_tiny_random.svg").read_text()
+    assert "t-SNE of val clusters, backbone efficientnet_lite0" in figure
     assert "No `metrics/code_eval.json` (dvc repro code_eval)." in text
     assert "No `data/detector/detector.json` (dvc repro detector)." in text
     assert sorted(p.name for p in (root / "metrics/plots/tsne/tiny_random").iterdir()) == [
@@ -47,13 +53,17 @@ def test_study_under_dvc(dvc_repo):
 
     exp = dvc_repo("dvc", "exp", "run", "report", "tsne@tiny_random", "-S", "model.backbone=openclip_vitb32_random")
     ran = [line for line in exp.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'tsne@tiny_random':"], exp
+    # the report follows: its t-SNE figure names the focus backbone
+    assert ran == ["Running stage 'tsne@tiny_random':", "Running stage 'report':"], exp
 
     dvc_repo("dvc", "exp", "run", "probe@openclip_vitb32_random-tiny_random-cross0",
              "disentangle@efficientnet_lite0-tiny_random", "-S", "probe.c_steps=3", "-S", "disentangle.temperature=0.2")
     # the first line is the JSON; DVC then warns on stderr about metrics/clusters.json, which no stage here made
     changed = json.loads(dvc_repo("dvc", "metrics", "diff", "HEAD", "--json").splitlines()[0])
-    probe = changed["metrics/probe/openclip_vitb32_random/tiny_random.json"]
-    assert probe["c_search.c1.c"]["old"] == pytest.approx(0.01) and probe["c_search.c1.c"]["new"] == pytest.approx(1.0)
-    temperature = changed["metrics/disentangle/efficientnet_lite0/tiny_random.json"]["temperature"]
-    assert (temperature["old"], temperature["new"]) == (0.07, 0.2)
+    # the C search is plot data keyed by C (no metric pairs the grid's second C of two grids), params are not
+    # echoed as metrics: a changed grid shows as params, the chosen C and the figures it moved
+    probe = changed.get("metrics/probe/openclip_vitb32_random/tiny_random.json", {})
+    assert not any(key.startswith("c_search") for key in probe), probe
+    assert not any(key in ("temperature", "epochs") for m in changed.values() for key in m), changed
+    params = json.loads(dvc_repo("dvc", "params", "diff", "HEAD", "--json").splitlines()[0])["params.yaml"]
+    assert params["probe.c_steps"] == {"old": 7, "new": 3} and params["disentangle.temperature"]["new"] == 0.2

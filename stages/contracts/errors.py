@@ -70,9 +70,9 @@ class Skips:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def as_metrics(self, reasons: tuple[str, ...]) -> dict[str, float]:
+    def as_metrics(self, reasons: tuple[str, ...]) -> dict[str, int]:
         """Every known reason with its count (zeros included, so metric keys are stable)."""
         unknown = set(self.counts) - set(reasons)
         if unknown:
             raise KeyError(f"skip reasons {sorted(unknown)} are not among the declared {reasons}")
-        return {reason: float(self.counts.get(reason, 0)) for reason in reasons}
+        return {reason: int(self.counts.get(reason, 0)) for reason in reasons}

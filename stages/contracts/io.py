@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -44,27 +45,50 @@ def write_json(target: Path | str, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+# Significant digits a metrics float is stored to. Every metric is a count (an integer) or a share of counts:
+# an accuracy k/n, a recall, AUC or AP. Four digits tell apart every count of a split under 10 000 items and
+# drop the float noise (summation order, BLAS) that differs between machines; losses, thresholds and other
+# figures of a computation's rounding are plot data or stay in their artifact, never metrics.
+METRIC_DIGITS = 4
+
+
 def write_metrics(target: Path | str, metrics: Mapping[str, Any]) -> None:
-    """Write a metrics file: nested dicts of floats only (DESIGN.md), so `dvc metrics diff` compares them.
+    """Write a metrics file: nested dicts of integers and floats, so `dvc metrics diff` compares them.
 
-    A value that is not applicable is written as JSON null, never as zero."""
-    _check_metrics(metrics, "")
-    write_json(target, metrics)
+    Integers are written as integers; floats to METRIC_DIGITS significant digits, so a fresh clone on another
+    machine writes the same bytes. A value that is not applicable is written as JSON null, never as zero."""
+    write_json(target, as_written(metrics))
 
 
-def _check_metrics(obj: Mapping[str, Any], prefix: str) -> None:
+def as_written(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`metrics` checked and as `write_metrics` writes them (integers kept, floats rounded)."""
+    return _checked(metrics, "")
+
+
+def metric_float(value: float) -> float:
+    """`value` at the precision metrics store it (METRIC_DIGITS significant digits)."""
+    return float(f"{value:.{METRIC_DIGITS}g}")
+
+
+def _checked(obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in obj.items():
         where = f"{prefix}{key}"
         if not isinstance(key, str) or not key or "." in key:
             raise ValueError(f"metric key {where!r} must be a non-empty string without dots")
         if isinstance(value, Mapping):
-            _check_metrics(value, where + ".")
+            out[key] = _checked(value, where + ".")
         elif value is None:
-            continue
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"metric {where!r} is {type(value).__name__}; metrics hold floats only")
+            out[key] = None
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"metric {where!r} is {type(value).__name__}; metrics hold integers and floats only")
+        elif isinstance(value, numbers.Integral):
+            out[key] = int(value)
         elif not math.isfinite(value):
             raise ValueError(f"metric {where!r} is {value}; metrics must be finite")
+        else:
+            out[key] = metric_float(float(value))
+    return out
 
 
 def safetensors_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:

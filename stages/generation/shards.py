@@ -244,6 +244,6 @@ def summarise(manifest) -> dict[str, Any]:
     total = len(manifest)
     hits = int(manifest["nsfw"].sum())
     return {
-        "children": {**{s: float((manifest["split"] == s).sum()) for s in SPLITS}, "total": float(total)},
-        "nsfw": {"total": float(hits), "fraction": hits / total if total else None},
+        "children": {**{s: int((manifest["split"] == s).sum()) for s in SPLITS}, "total": int(total)},
+        "nsfw": {"total": int(hits), "fraction": hits / total if total else None},
     }

@@ -3,7 +3,7 @@ CoDE paper's tables, and the shipped detector (data/detector/detector.json, metr
 robustness plot data). Each section renders from whatever of its files exist and says which are missing.
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting).
 
-No CoDE paper figure is transcribed: the source we have (papers/code-summary.md) gives none, and the paper's
+No CoDE paper figure is transcribed (Baraldi et al., ECCV 2024, arXiv 2407.20337), and the paper's
 setting (D3: LAION-400M parents; SD 1.4, SD 2.1, SD XL, DeepFloyd IF children; ViT-Tiny/16 at 224 px;
 150 epochs) is compared field by field with the run's, so a reader sees why no paper column is shown."""
 
@@ -23,6 +23,9 @@ Label = Callable[[str], str]  # generator alias -> Markdown label
 
 CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
               "ocsvm": "One-class SVM (fitted on reals only)"}
+# the scale each CoDE head's score and threshold are on (stages.code.heads): higher = more likely generated
+CODE_SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
+               "ocsvm": "minus the SVM decision function"}
 CODE_METRICS = DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
 METRIC_NAMES = ("Real acc.", "Fake acc.", "Overall acc.", "AUC", "AP")
 TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg50": "JPEG 50",
@@ -53,7 +56,8 @@ def read_csv(path: Path) -> list[dict[str, Any]] | None:
     with path.open(newline="") as stream:
         rows = list(csv.DictReader(stream))
     try:
-        return [{k: (None if v == "" else v if k in ("transform", "generator") else float(v)) for k, v in row.items()}
+        return [{k: (None if v == "" else v if k in ("transform", "generator", "head") else float(v))
+                 for k, v in row.items()}
                 for row in rows]
     except ValueError as error:
         raise InputError(str(path), f"expected numbers in every metric column ({error})") from error
@@ -61,6 +65,17 @@ def read_csv(path: Path) -> list[dict[str, Any]] | None:
 
 def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+# a split this small or smaller shows its counts beside each accuracy: one image moves it by 1/n
+SMALL_SET = 1000
+
+
+def counted(value: float | None, n: int | None) -> str:
+    """A percentage, with `k/n` beside it when the set is small (n <= SMALL_SET images)."""
+    if value is None or not n or n > SMALL_SET:
+        return pct(value)
+    return f"{pct(value)} ({round(value * n)}/{n})"
 
 
 def row(cells: list[str]) -> str:
@@ -76,10 +91,14 @@ def missing(path: Path, stage: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- CoDE
-def setting_differences(setting: CodeSetting) -> list[str]:
-    """Every way the run differs from the paper's setting; the parents always do (COCO here, LAION in D3)."""
+PARENTS = {"demo": "the demo's photographs", "coco": "COCO", "manifest": "a manifest's images"}
+
+
+def setting_differences(setting: CodeSetting, source: str = "coco") -> list[str]:
+    """Every way the run differs from the paper's setting; the parents always do (`source`: clusters.source;
+    LAION-400M in D3)."""
     ours, paper = setting, PAPER_SETTING
-    differences = ["parents: COCO (paper: LAION-400M)"]
+    differences = [f"parents: {PARENTS.get(source, source)} (paper: LAION-400M)"]
     if set(ours.generators) != set(paper.generators):
         differences.append(f"children: {', '.join(ours.generators)} (paper: SD 1.4, SD 2.1, SD XL, DeepFloyd IF)")
     for name, unit in (("arch", ""), ("image_size", " px"), ("local_size", " px"), ("epochs", "")):
@@ -94,7 +113,7 @@ def code_generators(evaluation: dict) -> list[str]:
     return sorted(k for k in keys if not k.startswith(CODE_OVERALL))
 
 
-def describe_setting(setting: CodeSetting) -> list[str]:
+def describe_setting(setting: CodeSetting, source: str = "coco") -> list[str]:
     """The run's setting, whether it is the demo, and how it differs from the CoDE paper's."""
     small = setting.image_size < PAPER_SETTING.image_size or setting.epochs < PAPER_SETTING.epochs
     demo = ""
@@ -106,19 +125,21 @@ def describe_setting(setting: CodeSetting) -> list[str]:
         demo = " Crops or epochs are smaller than the paper's."
     paper = ("Paper figures are shown only where the setting matches the CoDE paper's (D3: LAION-400M parents; "
              "SD 1.4, SD 2.1, SD XL and DeepFloyd IF children; ViT-Tiny/16 at 224 px; 150 epochs), and none is "
-             "transcribed: our source (`papers/code-summary.md`) gives no numeric figures. This run differs in: ")
+             "transcribed yet. This run differs in: ")
     return [f"Setting of this run: `{setting.arch}`, global crops {setting.image_size} px, local crops "
             f"{setting.local_size} px, {setting.epochs} epochs, children of "
             + ", ".join(f"`{g}`" for g in setting.generators) + "." + demo, "",
-            paper + "; ".join(setting_differences(setting)) + ".", ""]
+            paper + "; ".join(setting_differences(setting, source)) + ".", ""]
 
 
-def render_code(setting: CodeSetting | None, training: dict | None, evaluation: dict | None, label: Label, *,
-                paths: tuple[Path, Path, Path]) -> list[str]:
+def render_code(setting: CodeSetting | None, training: dict | None, evaluation: dict | None,
+                grid: list[dict] | None, label: Label, *, paths: tuple[Path, Path, Path, Path],
+                source: str = "coco") -> list[str]:
     """The CoDE section: setting and paper note, training summary, per-head table, robustness grid. `paths`:
-    the setting, training and evaluation files, named where one is missing."""
+    the setting, training and evaluation files and the evaluation's grid (plot data), named where one is
+    missing. The thresholds and the transformed results are read from the grid."""
     lines = ["# CoDE: contrastive ViT-Tiny trained from scratch", ""]
-    lines += describe_setting(setting) if setting is not None else [missing(paths[0], "code_train"), ""]
+    lines += describe_setting(setting, source) if setting is not None else [missing(paths[0], "code_train"), ""]
     if training is None:
         lines += [missing(paths[1], "code_train"), ""]
     else:
@@ -134,12 +155,14 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
         return [*lines, missing(paths[2], "code_eval"), ""]
     images = evaluation.get("images", {})
     generators = code_generators(evaluation)
-    thresholds = evaluation.get("thresholds", {})
+    thresholds = {r["head"]: r.get("threshold") for r in grid or []}
+    n_real = int(images.get("test_real", 0))
     lines += ["## CoDE: test split, per head and generator", "",
-              f"Percentages. Test images: {images.get('test_real', 0):g} real, "
+              f"Percentages. Test images: {n_real} real, "
               + ", ".join(f"{images.get(f'test_fake_{g}', 0):g} fake of `{g}`" for g in generators)
               + ". A generator's row scores its children against all test parents; *All generators* scores "
-              "everything. Each head's threshold is chosen on val.", ""]
+              "everything. Each head's threshold is chosen on val, on the scale of its score: "
+              + "; ".join(f"{CODE_HEADS[h].split(' (')[0]}: {scale}" for h, scale in CODE_SCALES.items()) + ".", ""]
     lines += header(["Head / generator", *METRIC_NAMES])
     for head, name in CODE_HEADS.items():
         if head not in evaluation:
@@ -149,18 +172,28 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
                          + [""] * len(CODE_METRICS)))
         for key, text in [*((g, label(g)) for g in generators), (CODE_OVERALL, "All generators")]:
             scores = evaluation[head].get(key, {})
-            lines.append(row([text] + [pct(scores.get(m)) for m in CODE_METRICS]))
-    lines += ["", "## CoDE: robustness (test split, all generators, overall accuracy)", "",
-              "Percentages. The same heads and thresholds on the test images after each transformation; "
-              "per generator, with AUC and AP: `metrics/plots/code_eval.csv`.", ""]
-    transforms = [t for t in TRANSFORMS if t == "clean" or any(f"{CODE_OVERALL}_{t}" in evaluation.get(h, {})
-                                                               for h in CODE_HEADS)]
+            n_fake = sum(int(images.get(f"test_fake_{g}", 0)) for g in (generators if key == CODE_OVERALL
+                                                                          else [key]))
+            counts = {"real_accuracy": n_real, "fake_accuracy": n_fake, "overall_accuracy": n_real + n_fake}
+            lines.append(row([text] + [counted(scores.get(m), counts.get(m)) for m in CODE_METRICS]))
+    lines += ["", "## CoDE: robustness (test split, all generators, overall accuracy)", ""]
+    if grid is None:
+        return [*lines, missing(paths[3], "code_eval"), ""]
+    lines += ["Percentages. The same heads and thresholds on the test images after each transformation; "
+              f"per generator, with AUC and AP: `{paths[3]}`.", ""]
+    overall = {(r["head"], r["transform"]): r for r in grid if r["generator"] == CODE_OVERALL}
+    transforms = [t for t in TRANSFORMS if any((h, t) in overall for h in CODE_HEADS)]
     lines += header(["Head", *(TRANSFORMS[t] for t in transforms)])
     for head, name in CODE_HEADS.items():
-        if head in evaluation:
-            keys = [CODE_OVERALL if t == "clean" else f"{CODE_OVERALL}_{t}" for t in transforms]
-            lines.append(row([name] + [pct(evaluation[head].get(k, {}).get("overall_accuracy")) for k in keys]))
+        if any((head, t) in overall for t in transforms):
+            cells = [overall.get((head, t), {}) for t in transforms]
+            lines.append(row([name] + [counted(c.get("overall_accuracy"), _total(c)) for c in cells]))
     return [*lines, ""]
+
+
+def _total(grid_row: dict) -> int | None:
+    n = [grid_row.get(k) for k in ("n_real", "n_fake")]
+    return None if None in n else int(sum(n))
 
 
 # ------------------------------------------------------------------------------------------- detector
@@ -201,7 +234,8 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         generators = sorted({g for s in splits for g in metrics[s]} - {DETECTOR_ALL})
         lines += header(["Generator", *(f"{s} {m}" for s in splits for m in METRIC_NAMES)])
         for key, text in [*((g, label(g)) for g in generators), (DETECTOR_ALL, "All generators")]:
-            lines.append(row([text] + [pct(metrics[s].get(key, {}).get(m)) for s in splits for m in DETECTOR_METRICS]))
+            lines.append(row([text] + [_detector_cell(metrics[s].get(key, {}), m) for s in splits
+                                       for m in DETECTOR_METRICS]))
         lines.append("")
     lines += ["## Shipped detector: robustness (test split)", "",
               "The test images read again, transformed, embedded by the backbone and scored at the shipped "
@@ -216,5 +250,11 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         lines.append(row([f"**{text}**"] + [""] * len(DETECTOR_METRICS)))
         for r in (r for r in robustness if r["generator"] == key):
             name = TRANSFORMS.get(r["transform"], r["transform"])
-            lines.append(row([name] + [pct(r.get(m)) for m in DETECTOR_METRICS]))
+            lines.append(row([name] + [_detector_cell(r, m) for m in DETECTOR_METRICS]))
     return [*lines, ""]
+
+
+def _detector_cell(scores: dict, metric: str) -> str:
+    """A detector metric; overall accuracy with its count of images when the set is small."""
+    count = scores.get("count")
+    return counted(scores.get(metric), None if count is None or metric != "overall_accuracy" else int(count))

@@ -7,7 +7,7 @@ The file holds one list, ``tables``, in the order the report shows them. Each en
       note: ...                         # optional: a line in italics under the heading
       stage: probe                      # whose metrics it reads: <metrics folder of that stage>/<backbone>/<gen>.json
       paper: table2                     # optional: the table of the paper's numbers file beside ours
-      footnote: disentangle_settings    # optional: a named footnote under the table (FOOTNOTES in study.py)
+      footnote: <name>                  # optional: a named footnote under the table (FOOTNOTES in study.py)
       columns:                          # in order; key: a dotted path into the metrics JSON
         - {key: val.overall_accuracy, label: val Overall acc.}
 

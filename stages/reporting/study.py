@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.reporting.layout import Table
+from stages.reporting.setting import RANDOM
 
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
 
@@ -77,20 +78,17 @@ def ordered(names: Iterable[str], preferred: Iterable[str]) -> list[str]:
     return [n for n in preferred if n in names] + sorted(names - set(preferred))
 
 
+# the setting header (stages.reporting.setting) says once what the dagger means and where each alias comes from
 def backbone_label(alias: str, paper: dict) -> str:
     if alias in paper["backbones"]:
         return f"{paper['backbones'][alias]} (`{alias}`)"
-    if "random" in alias:
-        return f"`{alias}` (random weights; not in the paper)"
-    return f"`{alias}` (not in the paper)"
+    return f"`{alias}`{RANDOM if 'random' in alias else ''} (not in the paper)"
 
 
 def generator_label(alias: str, paper: dict) -> str:
     if alias in paper["generators"]:
         return f"{paper['generators'][alias]} (`{alias}`)"
-    if "random" in alias:
-        return f"`{alias}` (random weights: its children are not realistic; no paper numbers)"
-    return f"`{alias}` (not in the paper; no paper numbers)"
+    return f"`{alias}`{RANDOM if 'random' in alias else ''} (not in the paper)"
 
 
 def cell(ours: float | None, theirs: float | None) -> str:
@@ -98,17 +96,10 @@ def cell(ours: float | None, theirs: float | None) -> str:
     return text if theirs is None else f"{text} (paper {theirs:.2f})"
 
 
-def disentangle_settings(results: Results) -> list[str]:
-    """The disentanglement settings actually used, so a reader sees epochs and temperature beside Table 4."""
-    seen = sorted({(m.get("epochs"), m.get("temperature"), m.get("batch_size"), m.get("lr"))
-                   for backbones in results.values() for m in backbones.values()}, key=str)
-    return [f"*Disentanglement run with epochs {e:g}, temperature {t:g}, batch {b:g}, lr {lr:g} "
-            "(paper: 25 epochs, batch 1024, lr 0.001; temperature not given).*"
-            for e, t, b, lr in seen if None not in (e, t, b, lr)] + [""]
-
-
 # the footnotes a layout table may name: lines under the table, from the table's results (shown when any)
-FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {"disentangle_settings": disentangle_settings}
+# (none today: the disentanglement's settings are params, not metrics; the setting header's params digest and
+# table4's note in layout.yaml cover them)
+FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {}
 
 
 def render_table(table: Table, results: Results, paper: dict) -> list[str]:

@@ -100,14 +100,15 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
 def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str, Any]:
     """Metrics on val and test: per generator (its children with the split's parents) and all together."""
     generators = [name for name in tables if name != PARENTS]
-    # the threshold is on the decision (logit); its key says so, as the artifact format changed its meaning
-    result: dict[str, Any] = {"threshold_logit": detector.threshold, "C": detector.head.params.get("C")}
+    # the threshold (a logit) stays in the artifact: chosen between neighbouring val scores, it is not a figure
+    # that holds across machines; C is a grid value, keyed `c` like the probe's
+    result: dict[str, Any] = {"c": detector.head.params.get("C")}
     for split in ("val", "test"):
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
             x, y, cluster = _pool(tables, split, gens)
             result[split][name] = measure(detector, detector.decision(x), y, cluster)
-    result["train_count"] = float(len(_pool(tables, "train", generators)[1]))
+    result["train_count"] = int(len(_pool(tables, "train", generators)[1]))
     return result
 
 
@@ -115,7 +116,7 @@ def measure(detector: Detector, decisions: np.ndarray, labels: np.ndarray,
             cluster_id: np.ndarray) -> dict[str, float | None]:
     """The toolkit's metrics (stages.heads.metrics) at the detector's threshold, plus the number of images."""
     return {**classification_metrics(decisions, labels, threshold=detector.threshold, cluster_id=cluster_id),
-            "count": float(len(labels))}
+            "count": len(labels)}
 
 
 # ------------------------------------------------------------------------------------------ robustness

@@ -1,0 +1,118 @@
+"""The key figures of the report, built from the stages' plot data (stages.reporting.figures draws them):
+
+    roc_<backbone>.svg        the probe's ROC on test per generator, with the chance diagonal (Table 2)
+    tsne_<generator>.svg      Fig. 6: val clusters of the focus backbone in the original, S and T spaces,
+                              coloured real against generated
+    code_train.svg            CoDE's training loss and its validation metric per epoch
+    code_robustness.svg       CoDE's overall test accuracy per transform, a bar per head (all generators)
+    detector_robustness.svg   the shipped detector's test accuracy per transform, a bar per generator
+
+A figure whose data is missing is left out (the report says which plot data is missing)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from stages.contracts.errors import InputError
+from stages.reporting.figures import Panel, render_svg
+
+TSNE_SPACES = {"original": "original space", "semantic_S": "semantic space S", "style_T": "style space T"}
+LABELS = {"real": "real (parent)", "fake": "generated (child)"}
+HEADS = {"logreg": "linear", "knn": "1-NN", "ocsvm": "one-class SVM"}
+
+
+def _rows(path: Path) -> list[dict]:
+    try:
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text())
+        else:
+            with path.open(newline="") as stream:
+                rows = list(csv.DictReader(stream))
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as error:
+        raise InputError(str(path), f"unreadable plot data ({error})") from error
+    if not isinstance(rows, list):
+        raise InputError(str(path), "expected a list of rows")
+    return rows
+
+
+def _num(value) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def roc_figures(folder: Path) -> dict[str, str]:
+    """One figure per backbone: a curve per generator (``folder/<backbone>/<generator>.json``)."""
+    figures = {}
+    for backbone in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        lines = {path.stem: [(float(r["fpr"]), float(r["tpr"])) for r in _rows(path)]
+                 for path in sorted(backbone.glob("*.json"))}
+        if lines:
+            panel = Panel(f"backbone {backbone.name}", "false positive rate (real called generated)",
+                          "true positive rate", lines=lines, diagonal=True, x_range=(0, 1), y_range=(0, 1))
+            figures[f"roc_{backbone.name}.svg"] = render_svg(
+                f"ROC of the linear probe on test (positive: generated), backbone {backbone.name}", [panel])
+    return figures
+
+
+def tsne_figures(folder: Path, backbone: str) -> dict[str, str]:
+    """One figure per generator (``folder/<generator>/<space>.csv``): a panel per space."""
+    figures = {}
+    for generator in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        panels = []
+        for space, name in TSNE_SPACES.items():
+            path = generator / f"{space}.csv"
+            if path.is_file():
+                points: dict[str, list] = {label: [] for label in LABELS.values()}
+                for r in _rows(path):
+                    points[LABELS.get(r["label"], r["label"])].append((float(r["x"]), float(r["y"])))
+                panels.append(Panel(name, "t-SNE 1", "t-SNE 2", points=points))
+        if panels:
+            figures[f"tsne_{generator.name}.svg"] = render_svg(
+                f"t-SNE of val clusters, backbone {backbone}, children of {generator.name}", panels)
+    return figures
+
+
+def code_train_figure(path: Path) -> dict[str, str]:
+    """Training loss and the validation metric (every column after the losses) per epoch."""
+    if not path.is_file():
+        return {}
+    rows = _rows(path)
+    losses = {k: [(float(r["epoch"]), float(r[k])) for r in rows if _num(r[k]) is not None]
+              for k in rows[0] if k.startswith("train_loss")} if rows else {}
+    monitored = {k: [(float(r["epoch"]), float(r[k])) for r in rows if _num(r[k]) is not None]
+                 for k in rows[0] if k.startswith("val_")} if rows else {}
+    panels = [Panel("training loss", "epoch", "loss", lines=losses)]
+    panels += [Panel(f"validation: {k.replace('_', ' ')}", "epoch", k.replace("_", " "), lines={k: v})
+               for k, v in monitored.items()]
+    return {"code_train.svg": render_svg("CoDE (ViT-Tiny from scratch): training loss and validation metric",
+                                         panels)}
+
+
+def _transform_bars(rows: list[dict], series_of, value: str) -> tuple[list[str], dict[str, list]]:
+    transforms = list(dict.fromkeys(r["transform"] for r in rows))
+    series: dict[str, list] = {}
+    for r in rows:
+        name = series_of(r)
+        if name is not None:
+            series.setdefault(name, [None] * len(transforms))[transforms.index(r["transform"])] = _num(r[value])
+    return transforms, series
+
+
+def code_robustness_figure(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    bars = _transform_bars(_rows(path), lambda r: HEADS.get(r["head"], r["head"]) if r["generator"] == "overall"
+                           else None, "overall_accuracy")
+    panel = Panel("all generators", "test transform", "overall accuracy", bars=bars, y_range=(0, 1), span=2)
+    return {"code_robustness.svg": render_svg("CoDE robustness: test accuracy per transform and head", [panel])}
+
+
+def detector_robustness_figure(path: Path, backbone: str) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    bars = _transform_bars(_rows(path), lambda r: r["generator"], "overall_accuracy")
+    panel = Panel(f"backbone {backbone}", "test transform", "overall accuracy", bars=bars, y_range=(0, 1),
+                  span=2)
+    return {"detector_robustness.svg": render_svg(
+        "Shipped detector robustness: test accuracy per transform and generator", [panel])}
