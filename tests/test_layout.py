@@ -99,3 +99,14 @@ def test_editing_a_helper_marks_exactly_its_importers_changed(dvc_repo, helper):
     expected = {name for name in instances if helper in closure(modules[name.split("@")[0]])}
     assert expected, f"no stage imports {helper}: pick a helper that is used"
     assert _changed_by(status, helper) == expected
+
+
+def test_dvc_accepts_dvc_yaml():
+    """DVC's own schema check (a stage-level plot with a list of y, for one, parses as YAML but DVC refuses it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dvc = Path(sys.executable).parent / "dvc"
+    done = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
