@@ -66,4 +66,5 @@ def test_study_under_dvc(dvc_repo):
     assert not any(key.startswith("c_search") for key in probe), probe
     assert not any(key in ("temperature", "epochs") for m in changed.values() for key in m), changed
     params = json.loads(dvc_repo("dvc", "params", "diff", "HEAD", "--json").splitlines()[0])["params.yaml"]
-    assert params["probe.c_steps"] == {"old": 7, "new": 3} and params["disentangle.temperature"]["new"] == 0.2
+    assert (params["probe.c_steps"]["old"], params["probe.c_steps"]["new"]) == (7, 3)
+    assert params["disentangle.temperature"]["new"] == 0.2
