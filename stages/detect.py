@@ -103,7 +103,7 @@ def output(out: Path):
         return
     from stages.contracts.io import atomic_path
 
-    with atomic_path(out) as tmp, tmp.open("w", newline="") as stream:
+    with atomic_path(out, kind="file") as tmp, tmp.open("w", newline="") as stream:
         yield stream
 
 

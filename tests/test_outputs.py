@@ -1,0 +1,49 @@
+"""Outputs never go silently stale or get lost: atomic writes delete only earlier copies of their own output,
+and killed runs leave no debris behind."""
+
+import pytest
+
+from stages import detect
+from stages.contracts.io import OutputError, atomic_path
+
+
+def test_a_file_output_never_replaces_a_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "keep.jpg").write_bytes(b"mine")
+    with pytest.raises(OutputError, match="photos: is an existing folder"), detect.output(folder) as stream:
+        stream.write("path,score\n")
+    assert (folder / "keep.jpg").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for out in ("..", ".", str(tmp_path)):
+        with pytest.raises(OutputError, match="working folder or one of its ancestors"), detect.output(out) as s:
+            s.write("path,score\n")
+    assert (work / "notes.txt").read_text() == "mine" and (folder / "keep.jpg").exists()
+
+
+def test_a_folder_output_replaces_only_an_earlier_copy_of_itself(tmp_path):
+    target = tmp_path / "artifact"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.json").write_text("1")
+    with atomic_path(target) as tmp:  # a rerun of the same output: replaced
+        tmp.mkdir()
+        (tmp / "a.json").write_text("2")
+    assert (target / "a.json").read_text() == "2"
+    (target / "thesis.tex").write_text("not ours")
+    with pytest.raises(OutputError, match=r"holding \['thesis.tex'\]"), atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.json").write_text("3")
+    assert (target / "thesis.tex").exists() and (target / "a.json").read_text() == "2"
+
+    afile = tmp_path / "plain.txt"
+    afile.write_text("mine")
+    with pytest.raises(OutputError, match="is an existing file"), atomic_path(afile) as tmp:
+        tmp.mkdir()
+    assert afile.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "plain.txt"]  # no temporaries left
