@@ -74,7 +74,8 @@ def test_parquet_schema(tmp_path, coco_dir):
     types = {f.name: str(f.type) for f in table.schema}
     assert types == {"cluster_id": "int64", "split": "string", "image_path": "string", "source_id": "string",
                      "captions": "list<element: string>", "mode": "string", "format": "string",
-                     "width": "int32", "height": "int32", "exif_rotated": "bool"}
+                     "width": "int32", "height": "int32", "exif_rotated": "bool",
+                     "image_sha256": "string"}
     assert table.schema.metadata[b"captions_per_parent"] == b"5"
     assert table.column("cluster_id").to_pylist() == list(range(10))
     # sorted numerically by source id, not as strings ("10" after "9")
@@ -266,3 +267,25 @@ def test_image_paths_below_the_working_directory_are_stored_relative(tmp_path, m
     monkeypatch.chdir(outside)  # the image does not lie below this folder: kept absolute
     run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == [str(tmp_path / "img" / "a.jpg")]
+
+
+def test_the_table_records_each_images_content(tmp_path):
+    """Replacing an image under the same name changes the table (its image_sha256), so DVC sees a changed
+    clusters table and every embedding downstream goes stale."""
+    import hashlib
+
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(4):
+        photo(i).save(tmp_path / "img" / f"{i}.jpg")
+        rows.append({"image_path": f"img/{i}.jpg", **{f"caption_{k + 1}": f"photo {i} text {k}" for k in range(N)}})
+    manifest = tmp_path / "manifest.csv"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    run(Source.manifest, manifest, tmp_path / "before.parquet", tmp_path / "m.json")
+    photo(99).save(tmp_path / "img" / "2.jpg")
+    run(Source.manifest, manifest, tmp_path / "after.parquet", tmp_path / "m.json")
+    before, after = read_clusters(tmp_path / "before.parquet"), read_clusters(tmp_path / "after.parquet")
+    assert after["image_sha256"].tolist()[2] == hashlib.sha256((tmp_path / "img" / "2.jpg").read_bytes()).hexdigest()
+    assert (before["image_sha256"] != after["image_sha256"]).tolist() == [False, False, True, False]

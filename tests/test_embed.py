@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from stages.contracts.embeddings import check_alignment, read_embeddings
@@ -61,6 +62,13 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 def embed(inputs: dict[str, Path], *extra: str, backbone: str = "tiny_a", children: bool = False,
           registry: Path | None = None, expect: int = 0) -> str:
+    result = CliRunner().invoke(app, [*_args(inputs, backbone=backbone, children=children, registry=registry), *extra])
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result.output
+
+
+def _args(inputs: dict[str, Path], *, backbone: str = "tiny_a", children: bool = False,
+          registry: Path | None = None) -> list[str]:
     out = inputs["out"] / backbone
     name = "fake" if children else "parents"
     args = ["--backbone", backbone, "--registry", str(registry or inputs["registry"]),
@@ -69,9 +77,7 @@ def embed(inputs: dict[str, Path], *extra: str, backbone: str = "tiny_a", childr
             "--threads", "0", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
     args += (["--children", str(inputs["children"]), "--captions-out", ""] if children
              else ["--children", "", "--captions-out", str(out / "captions.h5")])
-    result = CliRunner().invoke(app, [*args, *extra])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result.output
+    return args
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -322,3 +328,40 @@ def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
     assert "Running stage 'embed_parents@tiny_b'" in second
     assert "Running stage 'embed_parents@tiny_a'" not in second and "Running stage 'clusters'" not in second
     assert read_embeddings(repo / "data" / "embeddings" / "tiny_b" / "parents.h5").attrs["seed"] == 1
+
+
+def test_a_resume_never_mixes_old_and_new_content(inputs, tmp_path: Path, monkeypatch):
+    """Killed after every part was written, then the children are regenerated (other bytes, same ids and shard
+    names) and one parent image replaced: the rerun must embed the new content, not reuse the old parts."""
+    import hashlib
+
+    from stages.embedding import runner
+
+    merge = runner._merge
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the merge")
+
+    monkeypatch.setattr(runner, "_merge", killed)
+    for children in (True, False):
+        result = CliRunner().invoke(app, _args(inputs, children=children))
+        assert result.exit_code == 130, result.output  # typer turns the interrupt into exit 130
+    assert list((inputs["out"] / "tiny_a").glob(".*.parts/part-*.npz")), "the killed runs left their parts"
+    monkeypatch.setattr(runner, "_merge", merge)
+
+    clusters = pd.read_parquet(inputs["clusters"])
+    write_children(inputs["children"], clusters, shard_size=5, size=(40, 40))  # same ids, other images
+    replaced = Path(clusters["image_path"][1])
+    Image.new("RGB", (48, 32), (250, 10, 10)).save(replaced, quality=90)
+    clusters.loc[1, "image_sha256"] = hashlib.sha256(replaced.read_bytes()).hexdigest()
+    clusters.to_parquet(inputs["clusters"])
+    embed(inputs, children=True)
+    embed(inputs)
+
+    fresh = dict(inputs, out=tmp_path / "fresh")
+    embed(fresh, children=True)
+    embed(fresh)
+    for name in ("fake.h5", "parents.h5"):
+        resumed = read_embeddings(inputs["out"] / "tiny_a" / name)
+        clean = read_embeddings(fresh["out"] / "tiny_a" / name)
+        np.testing.assert_array_equal(resumed.embeddings, clean.embeddings, err_msg=name)

@@ -8,8 +8,9 @@ Protocol, so a run is fast, bounded in memory, resumable and distributable with 
 2. DataLoader workers read, decode and preprocess whole batches; the model runs under inference mode
    (channels-last for conv nets, autocast on GPU). A finished chunk is written as a part file
    (temporary name, then rename) in a parts folder beside the output.
-3. A rerun finds the parts whose fingerprint (backbone, source table, batching, bad-input policy)
-   matches and skips them: a kill at any moment loses at most the chunks in flight.
+3. A rerun finds the parts whose fingerprint (backbone, source table with each row's content: the parent
+   image's sha256, the children shard's own fingerprint; batching, bad-input policy) matches and skips
+   them: a kill at any moment loses at most the chunks in flight.
 4. When every part exists, the main process streams them, in order, into the final HDF5 cache (again
    under a temporary name) and removes the parts folder. Memory holds one chunk, never the whole set.
 
@@ -38,7 +39,9 @@ from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
 from stages.embedding.backbones import Backbone
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
-SOURCE_COLUMNS = ("source", "row")  # where a row's input is: image path / shard file + row / caption text
+# where a row's input is (image path / shard file + row / caption text) and what it holds: the image's sha256 from
+# the clusters table, the shard's own fingerprint, or nothing for a caption (its text is the source)
+SOURCE_COLUMNS = ("source", "row", "content")
 
 
 class Precision(StrEnum):
@@ -72,7 +75,8 @@ def parent_rows(clusters):
     return pd.DataFrame({
         "id": [parent_id(c) for c in clusters["cluster_id"]], "cluster_id": clusters["cluster_id"].astype("int64"),
         "label": REAL, "caption_index": PARENT_CAPTION_INDEX, "split": clusters["split"].astype(str),
-        "source": clusters["image_path"].astype(str), "row": -1}).reset_index(drop=True)
+        "source": clusters["image_path"].astype(str), "row": -1,
+        "content": clusters["image_sha256"].astype(str)}).reset_index(drop=True)
 
 
 def caption_rows(clusters):
@@ -81,7 +85,7 @@ def caption_rows(clusters):
 
     from stages.contracts.ids import caption_id
 
-    records = [(caption_id(cluster, index), cluster, CAPTION_LABEL, index, split, text, -1)
+    records = [(caption_id(cluster, index), cluster, CAPTION_LABEL, index, split, text, -1, "")
                for cluster, split, captions in zip(clusters["cluster_id"], clusters["split"], clusters["captions"],
                                                    strict=True)
                for index, text in enumerate(captions)]
@@ -104,7 +108,26 @@ def child_rows(children: Path, clusters):
     return pd.DataFrame({
         "id": manifest["child_id"].astype(str), "cluster_id": manifest["cluster_id"].astype("int64"), "label": FAKE,
         "caption_index": manifest["caption_index"].astype("int16"), "split": manifest["split"].astype(str),
-        "source": manifest["shard"].astype(str), "row": manifest["row"].astype("int64")}).reset_index(drop=True)
+        "source": manifest["shard"].astype(str), "row": manifest["row"].astype("int64"),
+        "content": manifest["shard"].map(shard_fingerprints(children, manifest["shard"].unique()))}
+    ).reset_index(drop=True)
+
+
+def shard_fingerprints(children: Path, shards: Sequence[str]) -> dict[str, str]:
+    """Each shard's own fingerprint (written by generate: it covers the settings, model and children that
+    decide its bytes), or the sha256 of its bytes when it has none; so an embedding part made from other
+    children never matches, even under the same ids and shard names."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for name in shards:
+        path = children / "shards" / name
+        try:
+            stamp = (pq.read_schema(path).metadata or {}).get(b"fingerprint", b"").decode()
+        except (OSError, ValueError) as error:
+            raise InputError(str(path), f"the shard cannot be read ({error})", "rerun generate") from error
+        out[name] = stamp or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def expected_ids(rows, skipped_ids: Sequence[str] = ()) -> list[str]:

@@ -26,6 +26,7 @@ class ImageInfo:
     height: int
     format: str
     exif_rotated: bool
+    sha256: str = ""  # the file's bytes, set by the clusters stage (inspect_image sees only the pixels)
 
 
 def _open(source: Path | bytes, where: str, max_pixels: int) -> Image.Image:
