@@ -131,7 +131,8 @@ def main(
                                                "(a seeded subsample); 0: all."),
     seed: int = typer.Option(..., help="Seed of the initialisation, the data order, the views and the loss."),
     workers: int = typer.Option(..., help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); 0: all."),
+    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); at least 1: "
+                                                       "a killed run resumes from the newest."),
     threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""

@@ -56,12 +56,20 @@ def save_model(path: Path | str, model, config: CodeNetConfig, meta: dict[str, A
 
 def load_model(path: Path | str, *, device: str = "cpu"):
     """(model in eval mode, config, meta) from a file written by `save_model`."""
+    import pickle
+
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no CoDE model here; the code_train stage writes it (dvc repro)")
-    saved = torch.load(path, map_location=device, weights_only=True)
+    try:  # weights_only: torch's restricted unpickler never runs code from the file
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
+        raise InputError(str(path), f"is not a CoDE model written by code_train: refused without running it "
+                         f"({type(error).__name__})") from error
+    if not isinstance(saved, dict) or not {"config", "state_dict", "meta"} <= set(saved):
+        raise InputError(str(path), "is not a CoDE model written by code_train (expected config, state_dict, meta)")
     config = CodeNetConfig(**saved["config"])
     model = build_model(config, seed=0)
     model.load_state_dict(saved["state_dict"])
