@@ -163,10 +163,12 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
     seed: int = typer.Option(..., help="Seed of the random test crop and the heads."),
-    batch_size: int = typer.Option(..., help="Images per forward pass."),
-    workers: int = typer.Option(..., help="DataLoader worker processes."),
-    threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
-    device: Device = typer.Option(Device.auto, help="auto: CUDA when available (where it runs, not a param)."),
+    batch_size: int = typer.Option(64, envvar="PARENTAGE_CODE_EVAL_BATCH_SIZE", help="Images per forward pass."),
+    workers: int = typer.Option(0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
+    threads: int = typer.Option(1, envvar="PARENTAGE_CODE_EVAL_THREADS",
+                                help="torch CPU threads (0: torch's default)."),
+    device: Device = typer.Option(Device.auto, envvar="PARENTAGE_CODE_EVAL_DEVICE",
+                                  help="auto: CUDA when available (where it runs, not a param)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
     with user_errors():

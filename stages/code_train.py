@@ -130,10 +130,12 @@ def main(
     probe_images: int = typer.Option(..., help="val_accuracy: at most this many train and val images each "
                                                "(a seeded subsample); 0: all."),
     seed: int = typer.Option(..., help="Seed of the initialisation, the data order, the views and the loss."),
-    workers: int = typer.Option(..., help="DataLoader worker processes (0: load in the training process)."),
+    workers: int = typer.Option(0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
+                                help="DataLoader worker processes (0: load in the training process)."),
     keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); at least 1: "
                                                        "a killed run resumes from the newest."),
-    threads: int = typer.Option(..., help="torch CPU threads (0: torch's default)."),
+    threads: int = typer.Option(1, envvar="PARENTAGE_CODE_TRAIN_THREADS",
+                                help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
     from stages.code.data import ViewConfig

@@ -49,9 +49,12 @@ def main(
     robustness: Path = typer.Option(..., help="Output plot data: test metrics per transform and generator."),
     transforms: list[Transform] = typer.Option(..., help="Transforms of the robustness test (repeat)."),
     seed: int = typer.Option(..., help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
-    batch_size: int = typer.Option(..., min=1, help="Images per backbone forward (robustness)."),
-    workers: int = typer.Option(..., min=0, help="DataLoader workers reading images (robustness)."),
-    device: str = typer.Option(..., help="torch device of the backbone (robustness)."),
+    batch_size: int = typer.Option(32, envvar="PARENTAGE_DETECTOR_BATCH_SIZE", min=1,
+                                   help="Images per backbone forward (robustness)."),
+    workers: int = typer.Option(2, envvar="PARENTAGE_DETECTOR_WORKERS", min=0,
+                                help="DataLoader workers reading images (robustness)."),
+    device: str = typer.Option("cpu", envvar="PARENTAGE_DETECTOR_DEVICE",
+                               help="torch device of the backbone (robustness)."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     from stages.contracts.io import write_metrics

@@ -99,13 +99,18 @@ def main(
     captions_out: str = typer.Option(..., help="Parents only: also write the caption cache here (0 rows with "
                                                "text_tower=False for image-only backbones). Empty: no captions."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
-    batch_size: int = typer.Option(..., help="Images (or captions) per forward pass."),
-    chunk_size: int = typer.Option(..., help="Rows per part file: the unit of resumption and of the split "
-                                             "across processes."),
-    workers: int = typer.Option(..., help="DataLoader workers decoding and preprocessing (0: in the main process)."),
-    threads: int = typer.Option(..., help="Torch CPU threads per process (0: torch's default)."),
+    batch_size: int = typer.Option(32, envvar="PARENTAGE_EMBED_BATCH_SIZE",
+                                   help="Images (or captions) per forward pass."),
+    chunk_size: int = typer.Option(512, envvar="PARENTAGE_EMBED_CHUNK_SIZE",
+                                   help="Rows per part file: the unit of resumption and of the split "
+                                        "across processes."),
+    workers: int = typer.Option(2, envvar="PARENTAGE_EMBED_WORKERS",
+                                help="DataLoader workers decoding and preprocessing (0: in the main process)."),
+    threads: int = typer.Option(0, envvar="PARENTAGE_EMBED_THREADS",
+                                help="Torch CPU threads per process (0: torch's default)."),
     precision: Precision = typer.Option(..., help="auto: bf16 autocast on GPU, fp32 on CPU."),
-    device: Device = typer.Option(..., help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
+    device: Device = typer.Option(Device.auto, envvar="PARENTAGE_EMBED_DEVICE",
+                                  help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first missing or corrupt image, naming its "
                                            "id and file; skip: leave it out, count it, list its id."),
 ) -> None:

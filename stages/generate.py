@@ -111,9 +111,11 @@ def main(
     encoding: Encoding = typer.Option(..., help="Image encoding of the children."),
     jpeg_quality: int = typer.Option(..., help="JPEG quality (1-100) when encoding is jpeg."),
     shard_size: int = typer.Option(..., help="Children per Parquet shard (the unit of resumption)."),
-    batch_size: int = typer.Option(..., help="Prompts per pipeline call; 0 = the registry's batch size."),
-    device: str = typer.Option(..., help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
-                                         "cuda, cuda:1, mps..."),
+    batch_size: int = typer.Option(0, envvar="PARENTAGE_GENERATE_BATCH_SIZE",
+                                   help="Prompts per pipeline call; 0 = the registry's batch size."),
+    device: str = typer.Option("auto", envvar="PARENTAGE_GENERATE_DEVICE",
+                               help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
+                                    "cuda, cuda:1, mps..."),
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
     with user_errors():

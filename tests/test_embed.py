@@ -308,11 +308,12 @@ def test_two_processes_give_the_same_file(inputs, tmp_path: Path):
 
 # ----------------------------------------------------------------------------------------------- DVC
 @pytest.mark.slow
-def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
+def test_adding_a_backbone_reruns_only_its_stages(dvc_repo, monkeypatch):
+    monkeypatch.setenv("PARENTAGE_EMBED_WORKERS", "0")
     repo = dvc_repo.path
     tiny_registry(repo / "stages" / "embedding", "tiny_a", "tiny_b")  # replaces the registry in the copy
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["embed"].update(backbones=["tiny_a"], workers=0)
+    params["embed"].update(backbones=["tiny_a"])
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     first = dvc_repo("dvc", "repro", "embed_parents")
     assert "Running stage 'embed_parents@tiny_a'" in first
