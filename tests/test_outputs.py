@@ -47,3 +47,27 @@ def test_a_folder_output_replaces_only_an_earlier_copy_of_itself(tmp_path):
         tmp.mkdir()
     assert afile.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "plain.txt"]  # no temporaries left
+
+
+def test_temporaries_of_killed_runs_are_swept_at_the_next_write(tmp_path):
+    import subprocess
+
+    dead, gone = subprocess.Popen(["true"]), subprocess.Popen(["true"])
+    dead.wait()
+    gone.wait()
+    target = tmp_path / "embeddings.h5"
+    stale = tmp_path / f".embeddings.h5.tmp-{dead.pid}"
+    stale.write_bytes(b"66 MB of a killed run")
+    stale_folder = tmp_path / f".embeddings.h5.tmp-{gone.pid}"  # a folder temporary
+    (stale_folder / "part").mkdir(parents=True)
+    live = subprocess.Popen(["sleep", "30"])
+    busy = tmp_path / f".embeddings.h5.tmp-{live.pid}"
+    busy.write_bytes(b"another run writing now")
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+        assert not stale.exists() and not stale_folder.exists() and target.read_text() == "new"
+        assert busy.exists(), "a live process's temporary is not debris"
+    finally:
+        live.kill()
+        live.wait()

@@ -34,6 +34,7 @@ def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = Non
     _check_target(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    sweep_debris(target)
     _remove(tmp)
     try:
         yield tmp
@@ -44,6 +45,30 @@ def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = Non
         os.replace(tmp, target)
     finally:
         _remove(tmp)
+
+
+def sweep_debris(target: Path | str) -> list[Path]:
+    """Remove the temporaries of `target` (``.<name>.tmp-<pid>``) whose process is gone: a run killed before
+    its rename (SIGKILL, a lost node) cannot clean up after itself, so the next write of the same output does.
+    A temporary of a live process (another run writing now) is left alone. Returns what was removed."""
+    target = Path(target)
+    removed = []
+    for path in target.parent.glob(f".{target.name}.tmp-*") if target.parent.is_dir() else ():
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _check_target(target: Path, kind: Literal["file", "dir"] | None, new: Path | None = None) -> None:
