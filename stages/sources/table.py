@@ -43,6 +43,21 @@ def keep_captions(records: Sequence[Record], n: int, skips: Skips) -> tuple[list
     return kept, dropped
 
 
+def check_inside(records: Sequence[Record], images: Path) -> None:
+    """Every record's image must lie inside `images`, the folder DVC tracks for the clusters stage: an image
+    elsewhere could change without DVC seeing it, leaving the table and every embedding silently stale."""
+    import os
+
+    folder = os.path.abspath(images)
+    for record in records:
+        # lexical, as DVC sees the folder: `..` is resolved, symlinks inside the folder are its content
+        path = os.path.abspath(record.image_path)
+        if os.path.commonpath([folder, path]) != folder:
+            raise InputError(record.where, f"image {record.image_path} is outside the image folder {images} "
+                             "(clusters.images), so DVC would not see it change",
+                             "move it into that folder, or set clusters.images to a folder holding every image")
+
+
 def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
                  progress: bool = True) -> list[tuple[Record, ImageInfo]]:
     """Decode every image fully (catching truncation) in a thread pool and hash its bytes (ImageInfo.sha256);
