@@ -71,3 +71,54 @@ def test_temporaries_of_killed_runs_are_swept_at_the_next_write(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.slow
+def test_experiments_run_in_a_temporary_copy_and_from_the_queue(dvc_repo, repo_root):
+    """`dvc exp run --temp` and `dvc queue` run the pipeline in a copy of the repository that holds only what git
+    and DVC track: no virtual environment. With the project's `.venv` inside the repository (as `make install`
+    builds it), the demo's parents must still be found there, so both experiments succeed.
+
+    Cheap: one caption per parent, one transform, and only the detector (and what it reads) is run."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = dvc_repo.path
+    (repo / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    shutil.copy(repo_root / ".gitignore", repo / ".gitignore")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["clusters"]["captions_per_parent"] = 1
+    params["detector"]["robustness"]["transforms"] = ["jpeg95"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the stages' `python` is the repository's .venv/bin/python, so its packages live under the repository;
+    # no PYTHONPATH: each copy runs its own stages/ (python -m puts the working folder first)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(PATH=f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", OMP_NUM_THREADS="1")
+
+    def run(*args: str) -> str:
+        done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    backbone = "openclip_vitb32_random"
+    run("dvc", "repro", f"embed_parents@{backbone}", f"embed_children@{backbone}-tiny_random")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "upstream of the detector")
+
+    temp = run("dvc", "exp", "run", "--temp", "-S", f"model.backbone={backbone}", "detector")
+    assert "Running stage 'detector'" in temp, temp
+    run("dvc", "exp", "run", "--queue", "-S", f"model.backbone={backbone}", "-S", "detector.seed=1", "detector")
+    run("dvc", "exp", "run", "--run-all")
+    queue = run("dvc", "queue", "status")
+    assert "Success" in queue and "Failed" not in queue, queue
+    shown = json.loads(run("dvc", "exp", "show", "--json"))
+    experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
+    metrics = [run_["data"]["metrics"] for exp in experiments for run_ in exp["revs"]
+               if run_["data"].get("metrics", {}).get("metrics/detector.json")]
+    assert len(metrics) == 2, shown
