@@ -33,6 +33,7 @@ import typer
 
 from stages.code.heads import ThresholdRule
 from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -171,6 +172,7 @@ def main(
                                   help="auto: CUDA when available (where it runs, not a param)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         result = run(model, clusters, children_root, generators, fit_generators, [t.value for t in transforms],
                      metrics, grid, threshold=threshold, seed=seed, batch_size=batch_size, num_workers=workers,

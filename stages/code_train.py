@@ -29,6 +29,7 @@ import typer
 from stages.code.loss import LossVariant
 from stages.code.trainer import Monitor
 from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -138,6 +139,7 @@ def main(
                                 help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.code.data import ViewConfig
     from stages.code.net import CodeNetConfig
     from stages.code.trainer import TrainConfig

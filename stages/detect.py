@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.load import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ def main(
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
                                 device=device, max_pixels=max_pixels, progress=progress)

@@ -24,6 +24,7 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -57,6 +58,7 @@ def main(
                                help="torch device of the backbone (robustness)."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.contracts.io import write_metrics
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness

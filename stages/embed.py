@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, OnBad, user_errors
+from stages.contracts.hub import stay_offline
 from stages.embedding.runner import Precision, RunConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -115,6 +116,7 @@ def main(
                                            "id and file; skip: leave it out, count it, list its id."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         config = RunConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, precision=precision,
                            skip_bad=on_bad is OnBad.skip)

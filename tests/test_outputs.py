@@ -91,6 +91,8 @@ def test_experiments_run_in_a_temporary_copy_and_from_the_queue(dvc_repo, repo_r
     repo = dvc_repo.path
     (repo / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     shutil.copy(repo_root / ".gitignore", repo / ".gitignore")
+    with (repo / ".gitignore").open("a") as ignore:  # `.venv/` matches a folder, not this link to one
+        ignore.write("/.venv\n")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["clusters"]["captions_per_parent"] = 1
     params["detector"]["robustness"]["transforms"] = ["jpeg95"]

@@ -27,7 +27,10 @@ RUNTIME_KNOBS = {
     "stages.embed": {"batch_size": "PARENTAGE_EMBED_BATCH_SIZE", "chunk_size": "PARENTAGE_EMBED_CHUNK_SIZE",
                      "workers": "PARENTAGE_EMBED_WORKERS", "threads": "PARENTAGE_EMBED_THREADS",
                      "device": "PARENTAGE_EMBED_DEVICE"},
-    "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE"},
+    # generate's hub: downloads only for a person running the command by hand (default offline); under DVC the
+    # model folder is a dependency, so it exists and the stage runs offline
+    "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE",
+                        "hub": None},
     "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS"},
     "stages.code_eval": {"batch_size": "PARENTAGE_CODE_EVAL_BATCH_SIZE", "workers": "PARENTAGE_CODE_EVAL_WORKERS",
                          "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
