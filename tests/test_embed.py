@@ -366,3 +366,36 @@ def test_a_resume_never_mixes_old_and_new_content(inputs, tmp_path: Path, monkey
         resumed = read_embeddings(inputs["out"] / "tiny_a" / name)
         clean = read_embeddings(fresh["out"] / "tiny_a" / name)
         np.testing.assert_array_equal(resumed.embeddings, clean.embeddings, err_msg=name)
+
+
+def test_parts_of_a_run_stopped_by_bad_input_are_removed(inputs):
+    """Bad input stops the run and its fix changes the fingerprint, so its parts could never be reused: none stay
+    behind (hidden from git and DVC by *.parts/)."""
+    clusters = pd.read_parquet(inputs["clusters"])
+    write_truncated(Path(clusters["image_path"][4]))  # chunk 0 (rows 0-4) is embedded before row 4 stops it
+    embed(inputs, "--chunk-size", "2", expect=2)
+    assert sorted(p.name for p in (inputs["out"] / "tiny_a").iterdir()) == []
+
+
+def test_parts_of_finished_caches_are_swept_and_unfinished_ones_kept(inputs):
+    """A run killed after its merge and before its cleanup leaves a parts folder whose cache already holds its
+    fingerprint: the next run writing beside it removes it. Parts of an unfinished cache stay for its resume."""
+    import shutil
+
+    from stages.embedding.runner import sweep_finished_parts
+
+    embed(inputs)
+    folder = inputs["out"] / "tiny_a"
+    finished = read_embeddings(folder / "parents.h5").attrs["fingerprint"]
+    for name, stamp in (("parents.h5", finished), ("captions.h5", "another run"), ("fake.h5", finished)):
+        (folder / f".{name}.parts").mkdir()
+        (folder / f".{name}.parts" / "fingerprint").write_text(stamp)
+        (folder / f".{name}.parts" / "part-000000.npz").write_bytes(b"x")
+    assert sweep_finished_parts(folder) == [folder / ".parents.h5.parts"]
+    # captions.h5 holds another fingerprint and fake.h5 does not exist yet: both may still be resumed
+    assert sorted(p.name for p in folder.glob(".*.parts")) == [".captions.h5.parts", ".fake.h5.parts"]
+    shutil.rmtree(folder / ".captions.h5.parts")
+    (folder / ".parents.h5.parts").mkdir()
+    (folder / ".parents.h5.parts" / "fingerprint").write_text(finished)
+    embed(inputs, children=True)  # another cache in the same folder sweeps it
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []

@@ -13,6 +13,9 @@ Protocol, so a run is fast, bounded in memory, resumable and distributable with 
    them: a kill at any moment loses at most the chunks in flight.
 4. When every part exists, the main process streams them, in order, into the final HDF5 cache (again
    under a temporary name) and removes the parts folder. Memory holds one chunk, never the whole set.
+   A run stopped by bad input removes its parts (its fix changes the fingerprint, so they are never reused),
+   and each run sweeps the parts folders beside its output whose cache already holds their fingerprint
+   (a kill between the merge and the cleanup).
 
 Bad rows (a missing or corrupt image) go through `Skips`: the run stops naming the id and file, or the
 row is left out, counted, and listed in the cache's `skipped_ids` attribute.
@@ -311,6 +314,8 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     parts = parts or out.with_name(f".{out.name}.parts")
     device = state.device
     print_ = fingerprint(backbone, rows, kind=kind, config=config, device=device.type)
+    if state.is_main_process:
+        sweep_finished_parts(out.parent)
     _prepare_parts(parts, print_, state)
     n_chunks = -(-len(rows) // config.chunk_size)
     mine = [c for c in range(state.process_index, n_chunks, state.num_processes)
@@ -321,14 +326,45 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     skips = Skips(skip=config.skip_bad)
     rank = f" [{state.process_index}]" if state.num_processes > 1 else ""
     desc = f"{attrs['backbone']} {attrs['image_set']}{rank}"
-    _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
-                device=device, skips=skips, desc=desc, position=state.process_index)
+    try:
+        _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
+                    device=device, skips=skips, desc=desc, position=state.process_index)
+    except InputError:
+        # bad input stopped the run: whatever fixes it (another image, on_bad=skip) changes the fingerprint, so
+        # these parts could never be reused. A kill or a crash keeps them: the rerun resumes from them. With
+        # several processes the others may still be writing into the folder; their next run's sweep removes it.
+        if state.num_processes == 1:
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     summary = _merge(rows, parts, n_chunks, out, dim=backbone.dim, attrs={**attrs, "fingerprint": print_})
     shutil.rmtree(parts)
     return summary
+
+
+def sweep_finished_parts(folder: Path) -> list[Path]:
+    """Remove the parts folders (``.<name>.parts``) in `folder` whose cache ``<name>`` is finished: it records
+    the fingerprint the parts were made under (a run killed after its merge, before removing them). Parts of
+    an unfinished cache are left for their own run to resume. Returns what was removed."""
+    import h5py
+
+    removed = []
+    for parts in sorted(folder.glob(".*.parts")) if folder.is_dir() else ():
+        stamp, cache = parts / "fingerprint", folder / parts.name[1:-len(".parts")]
+        if not (parts.is_dir() and stamp.is_file() and cache.is_file()):
+            continue
+        try:
+            with h5py.File(cache, "r") as f:
+                finished = f.attrs.get("fingerprint")
+        except OSError:  # not a readable cache: not ours to judge
+            continue
+        finished = finished.decode() if isinstance(finished, bytes) else finished
+        if finished == stamp.read_text():
+            shutil.rmtree(parts, ignore_errors=True)
+            removed.append(parts)
+    return removed
 
 
 def _merge(rows, parts: Path, n_chunks: int, out: Path, *, dim: int, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +380,8 @@ def _merge(rows, parts: Path, n_chunks: int, out: Path, *, dim: int, attrs: dict
         bad += part_bad
     skipped_ids = [b[0] for b in bad]
     if kept != expected_ids(rows, skipped_ids):
-        raise RuntimeError(f"{parts}: the parts do not cover the rows in order; delete the folder and rerun")
+        shutil.rmtree(parts)  # inconsistent parts are never reusable
+        raise RuntimeError(f"{parts}: the parts do not cover the rows in order; they are removed, rerun")
     mask = ~rows["id"].isin(set(skipped_ids)).to_numpy()
     table = {name: rows[name].to_numpy()[mask] for name in ROW_FIELDS}
 
