@@ -50,7 +50,8 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
         torch.set_num_threads(threads)
     for name, value in (("batch_size", config.batch_size), ("chunk_size", config.chunk_size)):
         if value < 1:
-            raise InputError(f"embed.{name}", f"is {value}; expected at least 1")
+            raise InputError(f"PARENTAGE_EMBED_{name.upper()} (--{name.replace('_', '-')})",
+                             f"is {value}; expected at least 1")
     image_set = children.name if children is not None else "parents"
     if children is not None and image_set in RESERVED_SETS:
         raise InputError(str(children), f"a generator may not be named {image_set!r}: its cache would collide")

@@ -54,7 +54,8 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
     spec = get_generator(generator, registry)
     if batch_size < 0:
-        raise InputError("generate.batch_size", f"is {batch_size}; expected at least 1 (0 = the registry's)")
+        raise InputError("PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)",
+                         f"is {batch_size}; expected at least 1 (0 = the registry's)")
     if batch_size:
         spec = dataclasses.replace(spec, batch_size=batch_size)
     if not 1 <= jpeg_quality <= 100:

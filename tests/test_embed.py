@@ -399,3 +399,9 @@ def test_parts_of_finished_caches_are_swept_and_unfinished_ones_kept(inputs):
     (folder / ".parents.h5.parts" / "fingerprint").write_text(finished)
     embed(inputs, children=True)  # another cache in the same folder sweeps it
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_bad_runtime_settings_name_their_environment_variable(inputs):
+    """Batch and chunk sizes are runtime settings, not params: the error names the variable a user sets."""
+    assert "PARENTAGE_EMBED_CHUNK_SIZE (--chunk-size): is 0" in embed(inputs, "--chunk-size", "0", expect=2)
+    assert "PARENTAGE_EMBED_BATCH_SIZE (--batch-size): is 0" in embed(inputs, "--batch-size", "0", expect=2)

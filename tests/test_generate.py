@@ -529,7 +529,7 @@ def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, 
     for args, message in ((["--generator", "nope"], f"{REGISTRY}: unknown generator 'nope'"),
                           (["--jpeg-quality", "101"], "generate.jpeg_quality"),
                           (["--shard-size", "0"], "generate.shard_size"),
-                          (["--batch-size", "-1"], "generate.batch_size")):
+                          (["--batch-size", "-1"], "PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)")):
         result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
                                           str(clusters), "--models-root", str(models), "--out", str(tmp_path / "c"),
                                           "--metrics", str(tmp_path / "m.json"), *OPTIONS, *args])
