@@ -34,7 +34,7 @@ def clusters_table(folder: Path, n: int, coco: Path) -> Path:
     photos = sorted(p for p in coco.rglob("*.jpg"))
     rows = [{"cluster_id": i, "split": "train", "image_path": str(photos[i % len(photos)]), "source_id": str(i),
              "captions": ["a photo"] * 5, "mode": "RGB", "format": "JPEG", "width": 0, "height": 0,
-             "exif_rotated": False} for i in range(n)]
+             "exif_rotated": False, "image_sha256": ""} for i in range(n)]
     path = folder / f"clusters-{n}.parquet"
     pd.DataFrame(rows).to_parquet(path)
     return path

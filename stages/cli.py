@@ -9,6 +9,7 @@ import typer
 
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [
+    ("demo_parents", "stages.demo_parents"),
     ("clusters", "stages.clusters"),
     ("tiny_generator", "stages.tiny_generator"),
     ("generate", "stages.generate"),

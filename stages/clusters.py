@@ -1,13 +1,16 @@
 """clusters: a captioned image source -> data/clusters.parquet (one row per parent) and metrics/clusters.json.
 
-    python -m stages.clusters --source demo --input stages/sources/demo \\
+    python -m stages.clusters --source demo --input stages/sources/demo --images data/demo_parents \\
         --coco-captions 'annotations/captions_*.json' --karpathy-split '' --captions-per-parent 5 \\
         --val-fraction 0.2 --test-fraction 0.2 --seed 0 --on-bad error \\
         --out data/clusters.parquet --metrics metrics/clusters.json
 
-Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, captions in stages/sources/demo),
-``coco`` (COCO caption JSON files and their image folders, optionally Karpathy's split file) and
-``manifest`` (CSV / JSONL / Parquet with an image path and captions). See stages.sources.readers.
+Sources: ``demo`` (photographs shipped in scikit-image / scikit-learn, copied into the workspace by the
+demo_parents stage; captions in stages/sources/demo), ``coco`` (COCO caption JSON files and their image folders,
+optionally Karpathy's split file) and ``manifest`` (CSV / JSONL / Parquet with an image path and captions).
+See stages.sources.readers. Every parent image must lie inside ``--images``, a DVC dependency of the stage: so
+replacing, adding or deleting an image reruns it (and the table records each image's sha256, so a replaced image
+changes the table and everything downstream).
 """
 
 from __future__ import annotations
@@ -28,20 +31,23 @@ class Source(StrEnum):
     manifest = "manifest"
 
 
-def read_source(source: Source, input_path: Path, *, coco_captions: str, karpathy_split: Path | None,
-                skips: Skips):
+def read_source(source: Source, input_path: Path, images: Path, *, coco_captions: str,
+                karpathy_split: Path | None, skips: Skips):
     from stages.sources import readers as sources
 
     if not input_path.exists():
         raise InputError(str(input_path), f"the {source.value} source does not exist (clusters.input)")
+    if not images.is_dir():
+        raise InputError(str(images), "the image folder does not exist (clusters.images)",
+                         "the folder holding every parent image; the demo's is made by `dvc repro demo_parents`")
     if source is Source.demo:
-        return sources.read_demo(input_path, skips)
+        return sources.read_demo(input_path, images, skips)
     if source is Source.coco:
         return sources.read_coco(input_path, coco_captions, karpathy_split, skips)
     return sources.read_manifest(input_path, skips)
 
 
-def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_per_parent: int,
+def run(source: Source, input_path: Path, images: Path, out: Path, metrics: Path, *, captions_per_parent: int,
         coco_captions: str, karpathy_split: Path | None, val_fraction: float, test_fraction: float, seed: int,
         skip_bad: bool, workers: int = 8, progress: bool = True) -> dict:
     """Build and write the clusters table; return the metrics, plus the first skipped inputs of each reason
@@ -57,8 +63,9 @@ def run(source: Source, input_path: Path, out: Path, metrics: Path, *, captions_
         raise InputError("--val-fraction and --test-fraction", f"are {val_fraction} and {test_fraction}; each must "
                          "be in [0, 1) and their sum below 1, to leave parents for train")
     skips = Skips(skip=skip_bad)
-    records = read_source(source, input_path, coco_captions=coco_captions, karpathy_split=karpathy_split,
+    records = read_source(source, input_path, images, coco_captions=coco_captions, karpathy_split=karpathy_split,
                           skips=skips)
+    table.check_inside(records, images)
     records, dropped = table.keep_captions(records, captions_per_parent, skips)
     checked = table.check_images(records, skips, workers=workers, progress=progress)
     if not checked:
@@ -91,6 +98,9 @@ def main(
     input_path: Path = typer.Option(..., "--input",
                                     help="demo: folder with captions.json; coco: the COCO folder "
                                          "(annotations/ and image folders); manifest: the manifest file."),
+    images: Path = typer.Option(..., help="The folder holding every parent image (a DVC dependency, so a "
+                                          "replaced, added or deleted image reruns the stage); an image "
+                                          "outside it is an error. demo: the demo_parents stage's output."),
     out: Path = typer.Option(..., help="Output Parquet table."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     captions_per_parent: int = typer.Option(..., min=1, help="N: captions kept per parent (the first N by annotation "
@@ -107,7 +117,7 @@ def main(
 ) -> None:
     """Turn a captioned image source into the clusters table: one row per parent with exactly N captions."""
     with user_errors():
-        result = run(source, input_path, out, metrics, captions_per_parent=captions_per_parent,
+        result = run(source, input_path, images, out, metrics, captions_per_parent=captions_per_parent,
                      coco_captions=coco_captions,
                      karpathy_split=Path(karpathy_split) if karpathy_split else None,
                      val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,

@@ -34,6 +34,7 @@ import typer
 from stages.code.heads import ThresholdRule
 from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -162,13 +163,16 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
     seed: int = typer.Option(..., min=0, help="Seed of the random test crop and the heads."),
-    batch_size: int = typer.Option(..., min=1, help="Images per forward pass."),
-    workers: int = typer.Option(..., min=0, help="DataLoader worker processes."),
-    threads: int = typer.Option(..., min=0, help="torch CPU threads (0: torch's default)."),
-    device: Device = typer.Option(Device.auto, callback=device_option,
+    batch_size: int = typer.Option(64, min=1, envvar="PARENTAGE_CODE_EVAL_BATCH_SIZE",
+                                   help="Images per forward pass."),
+    workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
+    threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_EVAL_THREADS",
+                                help="torch CPU threads (0: torch's default)."),
+    device: Device = typer.Option(Device.auto, callback=device_option, envvar="PARENTAGE_CODE_EVAL_DEVICE",
                                   help="auto: CUDA when available (where it runs, not a param)."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         result = run(model, clusters, children_root, generators, fit_generators, [t.value for t in transforms],
                      metrics, grid, threshold=threshold, seed=seed, batch_size=batch_size, num_workers=workers,

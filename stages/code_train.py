@@ -29,6 +29,7 @@ import typer
 from stages.code.loss import LossVariant
 from stages.code.trainer import Monitor
 from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -131,11 +132,15 @@ def main(
     probe_images: int = typer.Option(..., min=0, help="val_accuracy: at most this many train and val images each "
                                                "(a seeded subsample); 0: all."),
     seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the data order, the views and the loss."),
-    workers: int = typer.Option(..., min=0, help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(..., min=0, help="Per-epoch checkpoints kept (the newest); 0: all."),
-    threads: int = typer.Option(..., min=0, help="torch CPU threads (0: torch's default)."),
+    workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
+                                help="DataLoader worker processes (0: load in the training process)."),
+    keep_checkpoints: int = typer.Option(..., min=1, help="Per-epoch checkpoints kept (the newest); at least 1: "
+                                                          "a killed run resumes from the newest."),
+    threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_TRAIN_THREADS",
+                                help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.code.data import ViewConfig
     from stages.code.net import CodeNetConfig
     from stages.code.trainer import TrainConfig

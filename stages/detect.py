@@ -30,6 +30,7 @@ import typer
 
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, Skips, user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.load import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def output(out: Path):
         return
     from stages.contracts.io import atomic_path
 
-    with atomic_path(out) as tmp, tmp.open("w", newline="") as stream:
+    with atomic_path(out, kind="file") as tmp, tmp.open("w", newline="") as stream:
         yield stream
 
 
@@ -172,6 +173,7 @@ def main(
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
     skips = Skips(skip=True)
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
                                 device=device, max_pixels=max_pixels, progress=progress, skips=skips)

@@ -25,6 +25,7 @@ import typer
 
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.hub import stay_offline
 from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -52,12 +53,15 @@ def main(
     robustness: Path = typer.Option(..., help="Output plot data: test metrics per transform and generator."),
     transforms: list[Transform] = typer.Option(..., help="Transforms of the robustness test (repeat)."),
     seed: int = typer.Option(..., min=0, help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
-    batch_size: int = typer.Option(..., min=1, help="Images per backbone forward (robustness)."),
-    workers: int = typer.Option(..., min=0, help="DataLoader workers reading images (robustness)."),
-    device: str = typer.Option(..., callback=device_option, help="torch device of the backbone (robustness): "
-                                                                           "auto, cpu, cuda, cuda:1, mps."),
+    batch_size: int = typer.Option(32, envvar="PARENTAGE_DETECTOR_BATCH_SIZE", min=1,
+                                   help="Images per backbone forward (robustness)."),
+    workers: int = typer.Option(2, envvar="PARENTAGE_DETECTOR_WORKERS", min=0,
+                                help="DataLoader workers reading images (robustness)."),
+    device: str = typer.Option("cpu", envvar="PARENTAGE_DETECTOR_DEVICE", callback=device_option,
+                               help="torch device of the backbone (robustness): auto, cpu, cuda, cuda:1, mps."),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.contracts.io import write_metrics
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness

@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, OnBad, user_errors
+from stages.contracts.hub import stay_offline
 from stages.embedding.runner import Precision, RunConfig
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -49,7 +50,8 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
         torch.set_num_threads(threads)
     for name, value in (("batch_size", config.batch_size), ("chunk_size", config.chunk_size)):
         if value < 1:
-            raise InputError(f"embed.{name}", f"is {value}; expected at least 1")
+            raise InputError(f"PARENTAGE_EMBED_{name.upper()} (--{name.replace('_', '-')})",
+                             f"is {value}; expected at least 1")
     image_set = children.name if children is not None else "parents"
     if children is not None and image_set in RESERVED_SETS:
         raise InputError(str(children), f"a generator may not be named {image_set!r}: its cache would collide")
@@ -99,18 +101,23 @@ def main(
     captions_out: str = typer.Option(..., help="Parents only: also write the caption cache here (0 rows with "
                                                "text_tower=False for image-only backbones). Empty: no captions."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
-    batch_size: int = typer.Option(..., min=1, help="Images (or captions) per forward pass."),
-    chunk_size: int = typer.Option(..., min=1, help="Rows per part file: the unit of resumption and of the split "
-                                             "across processes."),
-    workers: int = typer.Option(..., min=0, help="DataLoader workers decoding and preprocessing (0: in the main "
-                                                  "process)."),
-    threads: int = typer.Option(..., min=0, help="Torch CPU threads per process (0: torch's default)."),
+    batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_EMBED_BATCH_SIZE",
+                                   help="Images (or captions) per forward pass."),
+    chunk_size: int = typer.Option(512, min=1, envvar="PARENTAGE_EMBED_CHUNK_SIZE",
+                                   help="Rows per part file: the unit of resumption and of the split "
+                                        "across processes."),
+    workers: int = typer.Option(2, min=0, envvar="PARENTAGE_EMBED_WORKERS",
+                                help="DataLoader workers decoding and preprocessing (0: in the main process)."),
+    threads: int = typer.Option(0, min=0, envvar="PARENTAGE_EMBED_THREADS",
+                                help="Torch CPU threads per process (0: torch's default)."),
     precision: Precision = typer.Option(..., help="auto: bf16 autocast on GPU, fp32 on CPU."),
-    device: Device = typer.Option(..., help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
+    device: Device = typer.Option(Device.auto, envvar="PARENTAGE_EMBED_DEVICE",
+                                  help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first missing or corrupt image, naming its "
                                            "id and file; skip: leave it out, count it, list its id."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         config = RunConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, precision=precision,
                            skip_bad=on_bad is OnBad.skip)

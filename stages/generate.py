@@ -2,7 +2,7 @@
 
     python -m stages.generate --generator tiny_random --registry stages/generation/generators.yaml \\
         --clusters data/clusters.parquet --models-root models \\
-        --encoding jpeg --jpeg-quality 95 --shard-size 64 --batch-size 0 --device auto \\
+        --encoding jpeg --jpeg-quality 95 --shard-size 64 \\
         --out data/children/tiny_random --metrics metrics/generate/tiny_random.json
 
 The generator is an entry of the registry file (--registry). Child i of a parent is generated from its
@@ -22,6 +22,7 @@ import typer
 
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.hub import Hub, stay_offline
 from stages.generation.shards import Encoding
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -37,7 +38,7 @@ def versions() -> dict[str, str]:
 
 def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: Path, *, registry: Path,
         encoding: Encoding, jpeg_quality: int, shard_size: int, batch_size: int, device: str,
-        progress: bool = True) -> dict | None:
+        hub: Hub = Hub.offline, progress: bool = True) -> dict | None:
     """Generate every missing shard of this process, then (main process) the manifest and the metrics.
 
     Returns the metrics on the main process, None on the others."""
@@ -54,7 +55,8 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
     spec = get_generator(generator, registry)
     if batch_size < 0:
-        raise InputError("generate.batch_size", f"is {batch_size}; expected at least 1 (0 = the registry's)")
+        raise InputError("PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)",
+                         f"is {batch_size}; expected at least 1 (0 = the registry's)")
     if batch_size:
         spec = dataclasses.replace(spec, batch_size=batch_size)
     if not 1 <= jpeg_quality <= 100:
@@ -66,7 +68,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     children = gen.plan_children(read_clusters(clusters), spec.base_seed)
     shards = gen.plan_shards(children, shard_size)
 
-    pipeline = load_pipeline(spec, models_root, device=str(state.device) if device == "auto" else device)
+    pipeline = load_pipeline(spec, models_root, device=str(state.device) if device == "auto" else device, hub=hub)
     source = model_dir(spec, models_root) if model_dir(spec, models_root).exists() else Path(pipeline.name_or_path)
     settings = {**spec.settings(), "encoding": encoding.value,
                 "jpeg_quality": jpeg_quality if encoding is Encoding.jpeg else None, "shard_size": shard_size,
@@ -112,15 +114,24 @@ def main(
     encoding: Encoding = typer.Option(..., help="Image encoding of the children."),
     jpeg_quality: int = typer.Option(..., min=1, max=100, help="JPEG quality (1-100) when encoding is jpeg."),
     shard_size: int = typer.Option(..., min=1, help="Children per Parquet shard (the unit of resumption)."),
-    batch_size: int = typer.Option(..., min=0, help="Prompts per pipeline call; 0 = the registry's batch size."),
-    device: str = typer.Option(..., callback=device_option,
-                               help="auto (accelerate's choice: this process's GPU, else CPU), cpu, cuda, cuda:1, "
-                                    "mps."),
+    hub: Hub = typer.Option(Hub.offline, help="offline: nothing is downloaded, <models_root>/<alias> must "
+                                              "exist; download: a generator missing there is fetched from the "
+                                              "Hugging Face hub by its id. Not passed by dvc.yaml: under DVC the "
+                                              "folder is a dependency, so it must exist and the stage runs "
+                                              "offline."),
+    # checked in run(), whose message names the environment variable as well as the option
+    batch_size: int = typer.Option(0, envvar="PARENTAGE_GENERATE_BATCH_SIZE",
+                                   help="Prompts per pipeline call; 0 = the registry's batch size."),
+    device: str = typer.Option("auto", envvar="PARENTAGE_GENERATE_DEVICE", callback=device_option,
+                               help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
+                                    "cuda, cuda:1, mps."),
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
+    stay_offline(hub)
     with user_errors():
         result = run(generator, clusters, models_root, out, metrics, registry=registry, encoding=encoding,
-                     jpeg_quality=jpeg_quality, shard_size=shard_size, batch_size=batch_size, device=device)
+                     jpeg_quality=jpeg_quality, shard_size=shard_size, batch_size=batch_size, device=device,
+                     hub=hub)
     if result is not None:
         typer.echo(f"{out}: {result['children']['total']:.0f} children, {result['nsfw']['total']:.0f} flagged by "
                    "the safety checker")

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -29,6 +30,7 @@ def main(
     from stages.generation.registry import get_generator
     from stages.generation.tiny import TinyConfig, save_pipeline
 
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         # Configured for the size the registry's tiny_random entry generates (the UNet accepts others too).
         resolution = get_generator("tiny_random", registry).height

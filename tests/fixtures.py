@@ -4,6 +4,7 @@ pyarrow, independently of the generate stage, so readers are tested against the 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -26,14 +27,17 @@ def write_clusters(folder: Path, n_parents: int = 9, n_captions: int = 5, size: 
     for cluster in range(n_parents):
         path = images / f"{cluster}.jpg"
         photo(cluster, size).save(path, quality=90)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         rows.append({"cluster_id": cluster, "split": ("train", "val", "test")[cluster % 3], "image_path": str(path),
                      "source_id": str(cluster), "captions": [f"photo {cluster} caption {k}" for k in range(n_captions)],
-                     "mode": "RGB", "format": "JPEG", "width": size[0], "height": size[1], "exif_rotated": False})
+                     "mode": "RGB", "format": "JPEG", "width": size[0], "height": size[1], "exif_rotated": False,
+                     "image_sha256": digest})
     table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
     table = table.cast(pa.schema([("cluster_id", pa.int64()), ("split", pa.string()), ("image_path", pa.string()),
                                   ("source_id", pa.string()), ("captions", pa.list_(pa.string())),
                                   ("mode", pa.string()), ("format", pa.string()), ("width", pa.int32()),
-                                  ("height", pa.int32()), ("exif_rotated", pa.bool_())]))
+                                  ("height", pa.int32()), ("exif_rotated", pa.bool_()),
+                                  ("image_sha256", pa.string())]))
     out = folder / "clusters.parquet"
     pq.write_table(table.replace_schema_metadata({"captions_per_parent": str(n_captions), "source": "test"}), out)
     return out

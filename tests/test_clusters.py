@@ -49,21 +49,35 @@ SETTINGS = {"captions_per_parent": N, "coco_captions": "annotations/captions_*.j
 
 
 def run(source: Source, input_path: Path, out: Path, metrics: Path, **overrides) -> dict:
-    return clusters.run(source, input_path, out, metrics, progress=False, **{**SETTINGS, **overrides})
+    """The stage on a source whose images lie under its folder (COCO) or the manifest's, unless `images` says."""
+    images = overrides.pop("images", input_path if input_path.is_dir() else input_path.parent)
+    return clusters.run(source, input_path, images, out, metrics, progress=False, **{**SETTINGS, **overrides})
 
 
 def run_coco(root: Path, tmp_path: Path, **overrides) -> dict:
     return run(Source.coco, root, tmp_path / "clusters.parquet", tmp_path / "metrics.json", **overrides)
 
 
-def test_demo_source(tmp_path, repo_root):
-    result = run(Source.demo, repo_root / "stages" / "sources" / "demo", tmp_path / "c.parquet", tmp_path / "m.json")
+def test_demo_source(tmp_path, repo_root, monkeypatch):
+    """The demo's parents are read from the demo_parents stage's copy in the workspace, and the table stores
+    them relative to it: nothing points into the virtual environment (`dvc exp run --temp` would lack it)."""
+    import sys
+
+    from stages import demo_parents
+
+    captions = repo_root / "stages" / "sources" / "demo" / "captions.json"
+    monkeypatch.chdir(tmp_path)
+    copies = demo_parents.run(captions, Path("data/demo_parents"))
+    assert len(copies) == 13 and all(p.is_file() for p in copies)
+    result = run(Source.demo, captions.parent, Path("c.parquet"), Path("m.json"), images=Path("data/demo_parents"))
     frame = read_clusters(tmp_path / "c.parquet")
     assert len(frame) >= 10 and result["parents"]["total"] == len(frame)
     assert (frame["captions"].map(len) == N).all()
     colour = frame[frame["mode"] == "RGB"]
     assert len(colour) >= 10, "the demo promises at least 10 colour photographs"
     assert all(Path(p).is_file() for p in frame["image_path"])
+    assert all(p.startswith("data/demo_parents/") for p in frame["image_path"]), frame["image_path"].tolist()
+    assert not any(sys.prefix in p or "site-packages" in p for p in frame["image_path"])
     assert set(frame["split"]) == {"train", "val", "test"}
     assert json.loads((tmp_path / "m.json").read_text())["skipped"]["total"] == 0
 
@@ -74,7 +88,8 @@ def test_parquet_schema(tmp_path, coco_dir):
     types = {f.name: str(f.type) for f in table.schema}
     assert types == {"cluster_id": "int64", "split": "string", "image_path": "string", "source_id": "string",
                      "captions": "list<element: string>", "mode": "string", "format": "string",
-                     "width": "int32", "height": "int32", "exif_rotated": "bool"}
+                     "width": "int32", "height": "int32", "exif_rotated": "bool",
+                     "image_sha256": "string"}
     assert table.schema.metadata[b"captions_per_parent"] == b"5"
     assert table.column("cluster_id").to_pylist() == list(range(10))
     # sorted numerically by source id, not as strings ("10" after "9")
@@ -218,7 +233,8 @@ def test_karpathy_split_decides(tmp_path, coco_dir):
 def test_cli_reports_bad_input_without_traceback(tmp_path, coco_dir):
     (coco_dir / "val2017" / f"{2:012d}.jpg").unlink()
     runner = CliRunner()
-    args = ["--source", "coco", "--input", str(coco_dir), "--coco-captions", "annotations/captions_*.json",
+    args = ["--source", "coco", "--input", str(coco_dir), "--images", str(coco_dir),
+            "--coco-captions", "annotations/captions_*.json",
             "--karpathy-split", "", "--captions-per-parent", "5", "--val-fraction", "0.2", "--test-fraction", "0.2",
             "--seed", "0", "--on-bad", "error", "--out", str(tmp_path / "c.parquet"),
             "--metrics", str(tmp_path / "m.json")]
@@ -266,3 +282,79 @@ def test_image_paths_below_the_working_directory_are_stored_relative(tmp_path, m
     monkeypatch.chdir(outside)  # the image does not lie below this folder: kept absolute
     run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json")
     assert read_clusters(tmp_path / "c.parquet")["image_path"].tolist() == [str(tmp_path / "img" / "a.jpg")]
+
+
+def test_the_table_records_each_images_content(tmp_path):
+    """Replacing an image under the same name changes the table (its image_sha256), so DVC sees a changed
+    clusters table and every embedding downstream goes stale."""
+    import hashlib
+
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(4):
+        photo(i).save(tmp_path / "img" / f"{i}.jpg")
+        rows.append({"image_path": f"img/{i}.jpg", **{f"caption_{k + 1}": f"photo {i} text {k}" for k in range(N)}})
+    manifest = tmp_path / "manifest.csv"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    run(Source.manifest, manifest, tmp_path / "before.parquet", tmp_path / "m.json")
+    photo(99).save(tmp_path / "img" / "2.jpg")
+    run(Source.manifest, manifest, tmp_path / "after.parquet", tmp_path / "m.json")
+    before, after = read_clusters(tmp_path / "before.parquet"), read_clusters(tmp_path / "after.parquet")
+    assert after["image_sha256"].tolist()[2] == hashlib.sha256((tmp_path / "img" / "2.jpg").read_bytes()).hexdigest()
+    assert (before["image_sha256"] != after["image_sha256"]).tolist() == [False, False, True, False]
+
+
+def test_an_image_outside_the_image_folder_is_named(tmp_path):
+    """clusters.images is what DVC watches: an image elsewhere (here reached with `..`) could change unseen."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "other").mkdir()
+    photo(0).save(tmp_path / "photos" / "a.jpg")
+    photo(1).save(tmp_path / "other" / "b.jpg")
+    manifest = tmp_path / "photos" / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "a.jpg", "captions": five("a")}) + "\n"
+                        + json.dumps({"path": "../other/b.jpg", "captions": five("b")}) + "\n")
+    with pytest.raises(InputError, match=r"row 2 .*other/b.jpg is outside the image folder .*photos "
+                                         r"\(clusters.images\)"):
+        run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", images=tmp_path / "photos")
+    assert not (tmp_path / "c.parquet").exists()
+    with pytest.raises(InputError, match=r"nowhere: the image folder does not exist \(clusters.images\)"):
+        run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", images=tmp_path / "nowhere")
+    run(Source.manifest, manifest, tmp_path / "c.parquet", tmp_path / "m.json", images=tmp_path)
+
+
+@pytest.mark.slow
+def test_dvc_sees_a_replaced_added_or_deleted_parent_image(dvc_repo):
+    """With a manifest source the images are not the manifest: the image folder (clusters.images) is a
+    dependency, so replacing, adding or deleting one image marks the clusters stage changed."""
+    import pandas as pd
+    import yaml
+
+    repo = dvc_repo.path
+    (repo / "photos").mkdir()
+    for i in range(4):
+        photo(i).save(repo / "photos" / f"{i}.jpg")
+    pd.DataFrame([{"image_path": f"photos/{i}.jpg", **{f"caption_{k + 1}": f"photo {i} text {k}" for k in range(N)}}
+                  for i in range(4)]).to_csv(repo / "manifest.csv", index=False)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["clusters"].update(source="manifest", input="manifest.csv", images="photos")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc_repo("dvc", "repro", "clusters")
+    assert json.loads(dvc_repo("dvc", "status", "--json", "clusters")) == {}
+    before = read_clusters(repo / "data" / "clusters.parquet")["image_sha256"].tolist()
+
+    def changed() -> bool:
+        return "clusters" in json.loads(dvc_repo("dvc", "status", "--json", "clusters"))
+
+    photo(99).save(repo / "photos" / "2.jpg")  # replaced under the same name
+    assert changed()
+    dvc_repo("dvc", "repro", "clusters")
+    after = read_clusters(repo / "data" / "clusters.parquet")["image_sha256"].tolist()
+    assert [a != b for a, b in zip(before, after, strict=True)] == [False, False, True, False]
+    assert not changed()
+    photo(5).save(repo / "photos" / "5.jpg")  # added
+    assert changed()
+    dvc_repo("dvc", "repro", "clusters")
+    (repo / "photos" / "5.jpg").unlink()  # deleted
+    assert changed()

@@ -281,3 +281,56 @@ def test_image_refs_hold_children_bytes_and_parent_paths(data):
     assert isinstance(Image.open(parents[0].source), Image.Image)
     child = next(r for r in refs if r.generator == "g2")
     assert child.key.startswith("g2/c") and child.load().size == (40, 56)
+
+
+# -- checkpoints run no code, keep no time -------------------------------------------------------------------
+
+class _Hostile:
+    """Unpickling this runs code: it touches `marker` and poses as a checkpoint of another configuration."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return eval, (f"__import__('pathlib').Path({self.marker!r}).touch() or {{'fingerprint': 'other'}}",)
+
+
+def test_a_hostile_checkpoint_or_model_is_refused_without_running(data, tmp_path):
+    from stages.contracts.errors import InputError
+
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train", "val"))
+    checkpoints, marker = tmp_path / "ck", tmp_path / "ran"
+    checkpoints.mkdir()
+    torch.save(_Hostile(marker), checkpoints / "epoch-0009.pt")
+    with pytest.raises(InputError, match="epoch-0009.pt: is not a checkpoint this stage wrote"):
+        train(refs, NET, VIEWS, small_config(epochs=1), checkpoints=checkpoints, progress=False, log=lambda *_: None)
+    assert not marker.exists() and (checkpoints / "epoch-0009.pt").exists(), "it ran, or was deleted"
+
+    torch.save(_Hostile(marker), tmp_path / "model.pt")
+    with pytest.raises(InputError, match="model.pt: is not a CoDE model"):
+        load_model(tmp_path / "model.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("keep", ["0", "-1"])
+def test_keep_checkpoints_below_one_is_refused(data, tmp_path, keep):
+    args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+            "--generators", "g1", *OPTIONS, "--keep-checkpoints", keep, "--epochs", "1",
+            "--out", str(tmp_path / "model.pt"), "--checkpoints", str(tmp_path / "ck"),
+            "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv"),
+            "--setting", str(tmp_path / "setting.json")]
+    result = CliRunner().invoke(code_train.app, args)
+    assert result.exit_code == 2 and "keep_checkpoints" in result.output and "at least 1" in result.output
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_same_params_give_the_same_checkpoint_bytes(data, tmp_path):
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train", "val"))
+    written = []
+    for run in ("a", "b"):
+        train(refs, NET, VIEWS, small_config(epochs=1), checkpoints=tmp_path / run, progress=False,
+              log=lambda *_: None)
+        written.append((tmp_path / run / "epoch-0001.pt").read_bytes())
+    saved = torch.load(tmp_path / "a" / "epoch-0001.pt", weights_only=True)
+    assert all("images_per_s" not in record for record in saved["state"]["history"])
+    assert written[0] == written[1], "a checkpoint's bytes depend on more than the params (time? speed?)"

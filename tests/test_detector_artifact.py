@@ -122,3 +122,20 @@ def test_fit_separates_and_threshold_comes_from_val():
     assert fit.head.intercept[0] < fit_logistic(xt, yt, [c])[c].intercept[0]
     with pytest.raises(ValueError, match="both real"):
         fit_detector_head(xt, np.full(len(xt), FAKE), xv, yv)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda s: s["trained_on"].update(generators=["sd14"]),
+    lambda s: s["versions"].update(numpy="0.0"),
+    lambda s: s["backbone"].update(note="hand-written"),
+    lambda s: s.update(label="fake when decision < threshold"),
+    lambda s: s.update(extra="a field nobody wrote"),
+], ids=["trained_on", "versions", "backbone_extra_key", "label_text", "new_field"])
+def test_the_id_covers_every_field_of_detector_json(tmp_path, edit):
+    save_detector(random_detector(), tmp_path / "det")
+    spec_path = tmp_path / "det" / SPEC_FILE
+    spec = json.loads(spec_path.read_text())
+    edit(spec)
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="does not match its id"):
+        load_detector(tmp_path / "det")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from stages.contracts.embeddings import check_alignment, read_embeddings
@@ -61,6 +62,13 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 def embed(inputs: dict[str, Path], *extra: str, backbone: str = "tiny_a", children: bool = False,
           registry: Path | None = None, expect: int = 0) -> str:
+    result = CliRunner().invoke(app, [*_args(inputs, backbone=backbone, children=children, registry=registry), *extra])
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result.output
+
+
+def _args(inputs: dict[str, Path], *, backbone: str = "tiny_a", children: bool = False,
+          registry: Path | None = None) -> list[str]:
     out = inputs["out"] / backbone
     name = "fake" if children else "parents"
     args = ["--backbone", backbone, "--registry", str(registry or inputs["registry"]),
@@ -69,9 +77,7 @@ def embed(inputs: dict[str, Path], *extra: str, backbone: str = "tiny_a", childr
             "--threads", "0", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
     args += (["--children", str(inputs["children"]), "--captions-out", ""] if children
              else ["--children", "", "--captions-out", str(out / "captions.h5")])
-    result = CliRunner().invoke(app, [*args, *extra])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result.output
+    return args
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -302,11 +308,12 @@ def test_two_processes_give_the_same_file(inputs, tmp_path: Path):
 
 # ----------------------------------------------------------------------------------------------- DVC
 @pytest.mark.slow
-def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
+def test_adding_a_backbone_reruns_only_its_stages(dvc_repo, monkeypatch):
+    monkeypatch.setenv("PARENTAGE_EMBED_WORKERS", "0")
     repo = dvc_repo.path
     tiny_registry(repo / "stages" / "embedding", "tiny_a", "tiny_b")  # replaces the registry in the copy
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["embed"].update(backbones=["tiny_a"], workers=0)
+    params["embed"].update(backbones=["tiny_a"])
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     first = dvc_repo("dvc", "repro", "embed_parents")
     assert "Running stage 'embed_parents@tiny_a'" in first
@@ -322,3 +329,79 @@ def test_adding_a_backbone_reruns_only_its_stages(dvc_repo):
     assert "Running stage 'embed_parents@tiny_b'" in second
     assert "Running stage 'embed_parents@tiny_a'" not in second and "Running stage 'clusters'" not in second
     assert read_embeddings(repo / "data" / "embeddings" / "tiny_b" / "parents.h5").attrs["seed"] == 1
+
+
+def test_a_resume_never_mixes_old_and_new_content(inputs, tmp_path: Path, monkeypatch):
+    """Killed after every part was written, then the children are regenerated (other bytes, same ids and shard
+    names) and one parent image replaced: the rerun must embed the new content, not reuse the old parts."""
+    import hashlib
+
+    from stages.embedding import runner
+
+    merge = runner._merge
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the merge")
+
+    monkeypatch.setattr(runner, "_merge", killed)
+    for children in (True, False):
+        result = CliRunner().invoke(app, _args(inputs, children=children))
+        assert result.exit_code == 130, result.output  # typer turns the interrupt into exit 130
+    assert list((inputs["out"] / "tiny_a").glob(".*.parts/part-*.npz")), "the killed runs left their parts"
+    monkeypatch.setattr(runner, "_merge", merge)
+
+    clusters = pd.read_parquet(inputs["clusters"])
+    write_children(inputs["children"], clusters, shard_size=5, size=(40, 40))  # same ids, other images
+    replaced = Path(clusters["image_path"][1])
+    Image.new("RGB", (48, 32), (250, 10, 10)).save(replaced, quality=90)
+    clusters.loc[1, "image_sha256"] = hashlib.sha256(replaced.read_bytes()).hexdigest()
+    clusters.to_parquet(inputs["clusters"])
+    embed(inputs, children=True)
+    embed(inputs)
+
+    fresh = dict(inputs, out=tmp_path / "fresh")
+    embed(fresh, children=True)
+    embed(fresh)
+    for name in ("fake.h5", "parents.h5"):
+        resumed = read_embeddings(inputs["out"] / "tiny_a" / name)
+        clean = read_embeddings(fresh["out"] / "tiny_a" / name)
+        np.testing.assert_array_equal(resumed.embeddings, clean.embeddings, err_msg=name)
+
+
+def test_parts_of_a_run_stopped_by_bad_input_are_removed(inputs):
+    """Bad input stops the run and its fix changes the fingerprint, so its parts could never be reused: none stay
+    behind (hidden from git and DVC by *.parts/)."""
+    clusters = pd.read_parquet(inputs["clusters"])
+    write_truncated(Path(clusters["image_path"][4]))  # chunk 0 (rows 0-4) is embedded before row 4 stops it
+    embed(inputs, "--chunk-size", "2", expect=2)
+    assert sorted(p.name for p in (inputs["out"] / "tiny_a").iterdir()) == []
+
+
+def test_parts_of_finished_caches_are_swept_and_unfinished_ones_kept(inputs):
+    """A run killed after its merge and before its cleanup leaves a parts folder whose cache already holds its
+    fingerprint: the next run writing beside it removes it. Parts of an unfinished cache stay for its resume."""
+    import shutil
+
+    from stages.embedding.runner import sweep_finished_parts
+
+    embed(inputs)
+    folder = inputs["out"] / "tiny_a"
+    finished = read_embeddings(folder / "parents.h5").attrs["fingerprint"]
+    for name, stamp in (("parents.h5", finished), ("captions.h5", "another run"), ("fake.h5", finished)):
+        (folder / f".{name}.parts").mkdir()
+        (folder / f".{name}.parts" / "fingerprint").write_text(stamp)
+        (folder / f".{name}.parts" / "part-000000.npz").write_bytes(b"x")
+    assert sweep_finished_parts(folder) == [folder / ".parents.h5.parts"]
+    # captions.h5 holds another fingerprint and fake.h5 does not exist yet: both may still be resumed
+    assert sorted(p.name for p in folder.glob(".*.parts")) == [".captions.h5.parts", ".fake.h5.parts"]
+    shutil.rmtree(folder / ".captions.h5.parts")
+    (folder / ".parents.h5.parts").mkdir()
+    (folder / ".parents.h5.parts" / "fingerprint").write_text(finished)
+    embed(inputs, children=True)  # another cache in the same folder sweeps it
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_bad_runtime_settings_name_their_environment_variable(inputs):
+    """Batch and chunk sizes are runtime settings, not params: the error names the variable a user sets."""
+    assert "PARENTAGE_EMBED_CHUNK_SIZE (--chunk-size): is 0" in embed(inputs, "--chunk-size", "0", expect=2)
+    assert "PARENTAGE_EMBED_BATCH_SIZE (--batch-size): is 0" in embed(inputs, "--batch-size", "0", expect=2)

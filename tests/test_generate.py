@@ -32,8 +32,10 @@ from stages.generation.registry import (
     GeneratorSpec,
     get_generator,
     load_pipeline,
+    model_dir,
     read_registry,
     register,
+    safety_checker_dir,
     unregister,
 )
 from stages.generation.tiny import TinyConfig, build_tokenizer, save_pipeline
@@ -212,13 +214,88 @@ def test_dvc_tracks_only_each_instances_own_registry_entry():
 
 @pytest.mark.parametrize("alias", ["sd14", "sd21"])
 def test_missing_paper_model_says_what_to_download_and_which_param(tmp_path, alias):
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
     spec = get_generator(alias)
     with pytest.raises(InputError) as error:
         load_pipeline(spec, tmp_path / "models")
     message = str(error.value)
     assert f"hf download {spec.model_id} --local-dir {tmp_path / 'models' / alias}" in message
-    assert "generate.models_root" in message and "not on disk and not reachable" in message
+    assert "generate.models_root" in message and "nothing is downloaded (generate.hub is offline)" in message
+
+
+def test_a_missing_model_reaches_for_the_hub_only_when_allowed(tmp_path, monkeypatch):
+    """With <models_root>/<alias> missing and HF_HUB_OFFLINE unset, nothing asks the hub for the id unless the
+    hub is allowed (generate --hub download)."""
+    from diffusers import DiffusionPipeline
+
+    from stages.contracts.hub import Hub
+
+    asked = []
+
+    def from_pretrained(source, **kwargs):
+        asked.append(source)
+        raise OSError("no network in the tests")
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", from_pretrained)
+    spec = get_generator("sd14")
+    with pytest.raises(InputError, match="generate.hub is offline"):
+        load_pipeline(spec, tmp_path / "models")
+    assert asked == []
+    with pytest.raises(InputError, match="not on disk and not reachable"):
+        load_pipeline(spec, tmp_path / "models", hub=Hub.download)
+    assert asked == [spec.model_id]
+
+
+MODEL_COMMANDS = ["stages.generate", "stages.embed", "stages.detector", "stages.detect", "stages.tiny_generator",
+                  "stages.code_train", "stages.code_eval"]
+
+
+def dummy_args(main, tmp_path: Path) -> list[str]:
+    """A value for every required option of a command's `main`: a missing path, the first choice, a number."""
+    import enum
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(main)
+    args = []
+    for name, param in inspect.signature(main).parameters.items():
+        info = param.default
+        if info.default is not ...:
+            continue
+        kind = hints[name]
+        kind = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+        value = (next(iter(kind)).value if isinstance(kind, type) and issubclass(kind, enum.Enum)
+                 else {int: "1", float: "0.5"}.get(kind, str(tmp_path / "missing")))
+        if type(info).__name__ == "ArgumentInfo":  # positional
+            args.append(str(value))
+            continue
+        flag = next((d for d in info.param_decls or () if d.startswith("--")), f"--{name.replace('_', '-')}")
+        args += [flag.split("/")[0], str(value)]
+    return args
+
+
+@pytest.mark.parametrize("module", MODEL_COMMANDS)
+def test_every_command_that_loads_a_model_runs_offline(module, tmp_path, monkeypatch):
+    """Whatever the caller's environment, the command forbids hub downloads in its own process (and so in its
+    DataLoader workers and launched processes): HF_HUB_OFFLINE is set before any hub library is imported."""
+    import importlib
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    command = importlib.import_module(module)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(command.app, dummy_args(command.main, tmp_path))
+    assert result.exit_code != 0  # every input is missing
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and os.environ.get("TRANSFORMERS_OFFLINE") == "1", module
+
+
+def test_generate_leaves_the_hub_to_the_environment_when_allowed(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from stages.generate import main
+
+    CliRunner().invoke(app, [*dummy_args(main, tmp_path), "--hub", "download"])
+    assert "HF_HUB_OFFLINE" not in os.environ
 
 
 def test_missing_tiny_model_says_which_stage_builds_it(tmp_path):
@@ -418,29 +495,41 @@ def test_safety_checker_hits_are_recorded_and_counted(clusters, models, tmp_path
 
 
 def test_a_separate_safety_checker_is_added_or_its_download_named(clusters, models, tmp_path):
-    """SD 2.x ships without a checker: the registry names one, loaded from <models_root>/<name> or the hub."""
+    """SD 2.x ships without a checker: the registry names one, read from <models_root>/<alias>/safety_checker/,
+    inside the generator's folder that is the stage's DVC dependency (never fetched from the hub unasked)."""
+    import shutil
+
     spec = register(GeneratorSpec(alias="tiny_sep", model_id="", height=32, width=32, steps=2, guidance_scale=7.5,
                                   batch_size=4, safety_checker=True, safety_checker_id="someone/tiny-checker"))
     root = tmp_path / "models"
-    root.mkdir()
-    (root / "tiny_sep").symlink_to(models / "tiny_random")
+    shutil.copytree(models / "tiny_random", root / "tiny_sep")
+    checker_dir = root / "tiny_sep" / "safety_checker"
     try:
-        with pytest.raises(InputError, match=rf"hf download someone/tiny-checker --local-dir {root / 'tiny-checker'}"):
+        assert safety_checker_dir(spec, root) == checker_dir and checker_dir.is_relative_to(model_dir(spec, root))
+        with pytest.raises(InputError, match=rf"hf download someone/tiny-checker --local-dir {checker_dir}"):
             load_pipeline(spec, root)
         checker, processor = flagging_safety_checker()
-        checker.save_pretrained(root / "tiny-checker")
-        processor.save_pretrained(root / "tiny-checker")
+        checker.save_pretrained(checker_dir)
+        processor.save_pretrained(checker_dir)
         result = generate(clusters, root, tmp_path / "children", "tiny_sep")
     finally:
         unregister("tiny_sep")
     assert result["nsfw"]["total"] == 12.0
 
 
+def test_the_model_folder_dependency_covers_every_folder_generate_reads():
+    """dvc.yaml's generate instance depends on <models_root>/<alias>; SD 2.1's separate checker lives inside."""
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["generate"]["do"]
+    assert "${generate.models_root}/${item}" in stage["deps"]
+    spec = get_generator("sd21")
+    assert safety_checker_dir(spec, Path("models")) == Path("models/sd21/safety_checker")
+
+
 def test_bad_params_and_unknown_generator_exit_with_a_message(clusters, models, tmp_path):
     for args, message in ((["--generator", "nope"], f"{REGISTRY}: unknown generator 'nope'"),
                           (["--jpeg-quality", "101"], "Invalid value for '--jpeg-quality'"),
                           (["--shard-size", "0"], "Invalid value for '--shard-size'"),
-                          (["--batch-size", "-1"], "Invalid value for '--batch-size'")):
+                          (["--batch-size", "-1"], "PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)")):
         result = CliRunner().invoke(app, ["--generator", "tiny_random", "--registry", str(REGISTRY), "--clusters",
                                           str(clusters), "--models-root", str(models), "--out", str(tmp_path / "c"),
                                           "--metrics", str(tmp_path / "m.json"), *OPTIONS, *args])

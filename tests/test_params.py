@@ -20,11 +20,25 @@ import yaml
 from tests.imports import PACKAGE, REPO
 
 # Options a stage command declares that dvc.yaml does not pass: runtime knobs that decide speed or placement,
-# never results (STYLE.md 18), so their defaults cannot disagree with params.yaml.
+# never results (STYLE.md 18). Each keeps a default and reads an environment variable (README "Runtime
+# settings"), so changing one changes nothing DVC tracks and reruns nothing.
 RUNTIME_KNOBS = {
-    "stages.clusters": {"workers"},  # threads checking images; results come back in input order
-    "stages.code_eval": {"device"},  # auto: CUDA when available
+    "stages.clusters": {"workers": None},  # threads checking images; results come back in input order
+    "stages.embed": {"batch_size": "PARENTAGE_EMBED_BATCH_SIZE", "chunk_size": "PARENTAGE_EMBED_CHUNK_SIZE",
+                     "workers": "PARENTAGE_EMBED_WORKERS", "threads": "PARENTAGE_EMBED_THREADS",
+                     "device": "PARENTAGE_EMBED_DEVICE"},
+    # generate's hub: downloads only for a person running the command by hand (default offline); under DVC the
+    # model folder is a dependency, so it exists and the stage runs offline
+    "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE",
+                        "hub": None},
+    "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS"},
+    "stages.code_eval": {"batch_size": "PARENTAGE_CODE_EVAL_BATCH_SIZE", "workers": "PARENTAGE_CODE_EVAL_WORKERS",
+                         "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
+    "stages.detector": {"batch_size": "PARENTAGE_DETECTOR_BATCH_SIZE", "workers": "PARENTAGE_DETECTOR_WORKERS",
+                        "device": "PARENTAGE_DETECTOR_DEVICE"},
 }
+# the launcher generate runs under is the command's first word, a shell default in dvc.yaml
+LAUNCHER = "PARENTAGE_GENERATE_LAUNCHER"
 # click's UsageError (unknown option, missing required option, bad value) as typer vendors it (typer._click)
 UsageError = typer.BadParameter.__base__
 
@@ -77,7 +91,7 @@ def test_dvc_yaml_passes_every_option_and_each_is_required(instance):
         pytest.fail(f"dvc.yaml's {instance} renders a command {module} refuses: {error.format_message()}")
     assert not with_default, (f"dvc.yaml's {instance} passes {sorted(with_default)}, which {module} also defaults: "
                               "make them required (typer.Option(...)) so params.yaml is their one source")
-    assert left == RUNTIME_KNOBS.get(module, set()), (
+    assert left == set(RUNTIME_KNOBS.get(module, {})), (
         f"{module} has options dvc.yaml does not pass: {sorted(left)}; pass them from params.yaml, or (a pure "
         "runtime knob) list them in RUNTIME_KNOBS")
 
@@ -184,3 +198,42 @@ def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
     context = parse(module, args)
     assert context.params["generators"] == ["tiny_random", "sd14"]
     assert [t.value for t in context.params["transforms"]] == ["crop"]
+
+
+@pytest.mark.parametrize("module, option, variable",
+                         [(m, o, v) for m, knobs in sorted(RUNTIME_KNOBS.items()) for o, v in knobs.items() if v])
+def test_runtime_knobs_are_environment_variables_dvc_never_sees(module, option, variable, monkeypatch):
+    """Each runtime knob keeps a default, is read from its environment variable, appears nowhere in params.yaml,
+    and setting it leaves every stage DVC renders (command, deps, params) unchanged: `dvc status` stays clean."""
+    command = command_of(module)
+    param = next(p for p in command.params if p.name == option)
+    assert not param.required and variable in (param.envvar if isinstance(param.envvar, list) else [param.envvar])
+    section = module.removeprefix(f"{PACKAGE}.")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert option not in params.get(section, {}), f"params.yaml still holds {section}.{option}"
+
+    before = _stages()
+    value = "cpu" if option == "device" else "3"
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(LAUNCHER, "accelerate launch --num_processes 2")
+    assert _stages() == before
+    instance = next(name for name, (m, _) in COMMANDS.items() if m == module)
+    context = parse(module, COMMANDS[instance][1])
+    assert str(context.params[option]) == value and context.get_parameter_source(option).name == "ENVIRONMENT"
+
+
+def _stages() -> dict:
+    """Every stage as DVC renders it from dvc.yaml and params.yaml (what dvc.lock records)."""
+    from configobj import ConfigObj
+    from dvc.fs import LocalFileSystem
+    from dvc.parsing import DataResolver
+
+    parsing = dict(ConfigObj(str(REPO / ".dvc" / "config")).get("parsing", {}))
+    repo = SimpleNamespace(fs=LocalFileSystem(), config={"parsing": parsing})
+    return DataResolver(repo, str(REPO), yaml.safe_load((REPO / "dvc.yaml").read_text())).resolve()["stages"]
+
+
+def test_generate_runs_under_the_launcher_the_environment_names():
+    stage = _stages()["generate@tiny_random"]
+    assert stage["cmd"].startswith(f"${{{LAUNCHER}:-python}} -m stages.generate ")
+    assert not any("launcher" in str(p) for p in stage.get("params", []))

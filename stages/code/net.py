@@ -70,12 +70,13 @@ def save_model(path: Path | str, model, config: CodeNetConfig, meta: dict[str, A
 
 def load_model(path: Path | str, *, device: str = "cpu"):
     """(model in eval mode, config, meta) from a file written by `save_model`."""
+    import pickle
+
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no CoDE model here; the code_train stage writes it (dvc repro)")
-    import pickle
 
     from stages.contracts.errors import InputError
 

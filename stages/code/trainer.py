@@ -213,17 +213,44 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def load_checkpoint(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
+    """A checkpoint written by `train` (tensors, numbers, strings, lists and dicts only).
+
+    Loaded with weights_only=True: torch's restricted unpickler never runs code, and a file holding anything
+    else (a pickle of an object, a function call) is refused with an InputError naming it, and left in place
+    for the user to look at: it was not written by this stage."""
+    import pickle
+
+    import torch
+
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
+        raise InputError(str(path), "is not a checkpoint this stage wrote: refused without running it "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                         "move it out of the checkpoints folder") from error
+    if not isinstance(saved, dict) or "fingerprint" not in saved:
+        raise InputError(str(path), "is not a checkpoint this stage wrote (no fingerprint)",
+                         "move it out of the checkpoints folder")
+    return saved
+
+
 def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, config: TrainConfig, *,
           checkpoints: Path, num_workers: int = 0, keep_checkpoints: int = 2, stop_after: int | None = None,
           progress: bool = True, log=print) -> TrainState:
     """Train (or resume) CoDE on the train split of `refs`; checkpoints and best.pt go to `checkpoints`.
 
-    `stop_after` ends the run after that many epochs of this call (as a kill would; tests use it)."""
+    `stop_after` ends the run after that many epochs of this call (as a kill would; tests use it). The newest
+    `keep_checkpoints` (at least 1) per-epoch checkpoints are kept; they hold no time or speed, so the same
+    params give the same bytes."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
 
+    if keep_checkpoints < 1:
+        raise InputError("code_train.keep_checkpoints", f"is {keep_checkpoints}; expected at least 1 (the newest "
+                         "checkpoint is what a killed run resumes from)")
     pairs, val_pairs = make_pairs(refs, "train"), make_pairs(refs, "val")
     if len(pairs) < 2:
         raise InputError("train split", f"has {len(pairs)} parents with children; CoDE needs at least 2 pairs")
@@ -248,7 +275,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     checkpoints.mkdir(parents=True, exist_ok=True)
     last = latest_checkpoint(checkpoints)
     if last is not None:
-        saved = torch.load(last, map_location="cpu", weights_only=False)
+        saved = load_checkpoint(last)
         if saved["fingerprint"] == stamp:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -289,9 +316,11 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             seen += n
             images = len(VIEWS) * seen * accelerator.num_processes
             bar.set_postfix(loss=f"{float(values[0]):.4f}", img_s=f"{images / (time.perf_counter() - start):.1f}")
+        # throughput is printed, never recorded: the history goes into checkpoints, and time in an output
+        # would change its bytes (and DVC's hash) on every run
+        throughput = len(VIEWS) * seen * accelerator.num_processes / (time.perf_counter() - start)
         record = {"epoch": float(epoch + 1), "lr": lr,
-                  **{f"train_{k}" if k == "loss" else f"train_loss_{k}": v / max(seen, 1) for k, v in sums.items()},
-                  "images_per_s": len(VIEWS) * seen * accelerator.num_processes / (time.perf_counter() - start)}
+                  **{f"train_{k}" if k == "loss" else f"train_loss_{k}": v / max(seen, 1) for k, v in sums.items()}}
 
         monitored = [None]
         if main:
@@ -313,7 +342,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             state.bad_epochs += 1
             state.stopped_early = 0 < config.patience <= state.bad_epochs
         print_(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}, {config.monitor.value} {value:.4f}"
-               f"{' (best)' if better else ''}, {record['images_per_s']:.1f} images/s")
+               f"{' (best)' if better else ''}, {throughput:.1f} images/s")
         if main:
             bare = accelerator.unwrap_model(model)
             if better:
@@ -321,9 +350,8 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             with atomic_path(checkpoints / f"epoch-{epoch + 1:04d}.pt") as tmp:
                 torch.save({"fingerprint": stamp, "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "state": asdict(state)}, tmp)
-            if keep_checkpoints:
-                for old in sorted(checkpoints.glob("epoch-*.pt"))[:-keep_checkpoints]:
-                    old.unlink()
+            for old in sorted(checkpoints.glob("epoch-*.pt"))[:-keep_checkpoints]:
+                old.unlink()
         accelerator.wait_for_everyone()
         epochs_this_call += 1
     return state

@@ -4,14 +4,15 @@ Columns: cluster_id (int64, 0..n-1 in source-id order), split (train/val/test), 
 to the working directory, the repository root under DVC, when the image lies below it, so the table and every
 hash downstream are the same in any clone: the demo's photos lie in the repository's .venv),
 source_id (str), captions (list of exactly N str), mode / format (str, as stored on disk), width / height
-(int, after EXIF rotation), exif_rotated (bool). File metadata: captions_per_parent, source."""
+(int, after EXIF rotation), exif_rotated (bool), image_sha256 (str, hex digest of the image file's bytes: a
+replaced image changes the table, and so every stage downstream). File metadata: captions_per_parent, source."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 COLUMNS = ("cluster_id", "split", "image_path", "source_id", "captions", "mode", "format", "width", "height",
-           "exif_rotated")
+           "exif_rotated", "image_sha256")
 
 
 def natural_key(source_id: str) -> tuple[int, int | str]:

@@ -11,25 +11,93 @@ import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from stages.contracts.errors import InputError
+
+
+class OutputError(InputError):
+    """An output path that would overwrite something this command did not write."""
 
 
 @contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
+def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds.
 
-    Works for files and directories. On an exception the temporary is removed and `target` is untouched."""
+    Works for files and directories. On an exception the temporary is removed and `target` is untouched.
+
+    Nothing is removed that is not an earlier copy of this output: a file may replace a file, and a folder a
+    folder whose every entry the new one also holds (an earlier run of the same output). A file where a folder
+    goes, a folder where a file goes, a folder holding other things, or a target that is the working folder or
+    one of its ancestors (``--out ..``) is an OutputError naming it. With `kind` known the check runs before the
+    block as well, so the mistake is reported before any work is done."""
     target = Path(target)
+    _check_target(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    sweep_debris(target)
     _remove(tmp)
     try:
         yield tmp
+        written: Literal["file", "dir"] = "dir" if tmp.is_dir() and not tmp.is_symlink() else "file"
+        _check_target(target, written, new=tmp)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         _remove(tmp)
+
+
+def sweep_debris(target: Path | str) -> list[Path]:
+    """Remove the temporaries of `target` (``.<name>.tmp-<pid>``) whose process is gone: a run killed before
+    its rename (SIGKILL, a lost node) cannot clean up after itself, so the next write of the same output does.
+    A temporary of a live process (another run writing now) is left alone. Returns what was removed."""
+    target = Path(target)
+    removed = []
+    for path in target.parent.glob(f".{target.name}.tmp-*") if target.parent.is_dir() else ():
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _check_target(target: Path, kind: Literal["file", "dir"] | None, new: Path | None = None) -> None:
+    """Raise OutputError unless writing a `kind` at `target` replaces at most an earlier copy of it."""
+    if target.name in ("", ".", "..") or _is_ancestor(target, Path.cwd()):
+        raise OutputError(str(target), "is the working folder or one of its ancestors, not an output path",
+                          "give a new file or folder name")
+    if kind is None or not (target.exists() or target.is_symlink()):
+        return
+    is_dir = target.is_dir() and not target.is_symlink()
+    if kind == "file" and is_dir:
+        raise OutputError(str(target), "is an existing folder; this command writes a file there and never "
+                          "replaces a folder", "give a file name, or remove the folder yourself")
+    if kind == "dir" and not is_dir:
+        raise OutputError(str(target), "is an existing file; this command writes a folder there and never "
+                          "replaces a file", "give a folder name, or remove the file yourself")
+    if kind == "dir" and new is not None:
+        foreign = sorted({entry.name for entry in target.iterdir()} - {entry.name for entry in new.iterdir()})
+        if foreign:
+            raise OutputError(str(target), f"is a folder holding {foreign[:5]}, which this command does not "
+                              "write; it replaces only an earlier copy of its own output",
+                              "give a new folder name, or remove the folder yourself")
+
+
+def _is_ancestor(path: Path, of: Path) -> bool:
+    """Whether `path` is `of` or a folder above it (symlinks resolved)."""
+    resolved = path.resolve()
+    return resolved == of.resolve() or resolved in of.resolve().parents
 
 
 def _remove(path: Path) -> None:
@@ -41,7 +109,7 @@ def _remove(path: Path) -> None:
 
 def write_json(target: Path | str, obj: Any) -> None:
     """Write JSON atomically, sorted and indented so diffs in review read well."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, kind="file") as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 

@@ -8,10 +8,14 @@ Protocol, so a run is fast, bounded in memory, resumable and distributable with 
 2. DataLoader workers read, decode and preprocess whole batches; the model runs under inference mode
    (channels-last for conv nets, autocast on GPU). A finished chunk is written as a part file
    (temporary name, then rename) in a parts folder beside the output.
-3. A rerun finds the parts whose fingerprint (backbone, source table, batching, bad-input policy)
-   matches and skips them: a kill at any moment loses at most the chunks in flight.
+3. A rerun finds the parts whose fingerprint (backbone, source table with each row's content: the parent
+   image's sha256, the children shard's own fingerprint; batching, bad-input policy) matches and skips
+   them: a kill at any moment loses at most the chunks in flight.
 4. When every part exists, the main process streams them, in order, into the final HDF5 cache (again
    under a temporary name) and removes the parts folder. Memory holds one chunk, never the whole set.
+   A run stopped by bad input removes its parts (its fix changes the fingerprint, so they are never reused),
+   and each run sweeps the parts folders beside its output whose cache already holds their fingerprint
+   (a kill between the merge and the cleanup).
 
 Bad rows (a missing or corrupt image) go through `Skips`: the run stops naming the id and file, or the
 row is left out, counted, and listed in the cache's `skipped_ids` attribute.
@@ -38,7 +42,9 @@ from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
 from stages.embedding.backbones import Backbone
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
-SOURCE_COLUMNS = ("source", "row")  # where a row's input is: image path / shard file + row / caption text
+# where a row's input is (image path / shard file + row / caption text) and what it holds: the image's sha256 from
+# the clusters table, the shard's own fingerprint, or nothing for a caption (its text is the source)
+SOURCE_COLUMNS = ("source", "row", "content")
 
 
 class Precision(StrEnum):
@@ -72,7 +78,8 @@ def parent_rows(clusters):
     return pd.DataFrame({
         "id": [parent_id(c) for c in clusters["cluster_id"]], "cluster_id": clusters["cluster_id"].astype("int64"),
         "label": REAL, "caption_index": PARENT_CAPTION_INDEX, "split": clusters["split"].astype(str),
-        "source": clusters["image_path"].astype(str), "row": -1}).reset_index(drop=True)
+        "source": clusters["image_path"].astype(str), "row": -1,
+        "content": clusters["image_sha256"].astype(str)}).reset_index(drop=True)
 
 
 def caption_rows(clusters):
@@ -81,7 +88,7 @@ def caption_rows(clusters):
 
     from stages.contracts.ids import caption_id
 
-    records = [(caption_id(cluster, index), cluster, CAPTION_LABEL, index, split, text, -1)
+    records = [(caption_id(cluster, index), cluster, CAPTION_LABEL, index, split, text, -1, "")
                for cluster, split, captions in zip(clusters["cluster_id"], clusters["split"], clusters["captions"],
                                                    strict=True)
                for index, text in enumerate(captions)]
@@ -104,7 +111,26 @@ def child_rows(children: Path, clusters):
     return pd.DataFrame({
         "id": manifest["child_id"].astype(str), "cluster_id": manifest["cluster_id"].astype("int64"), "label": FAKE,
         "caption_index": manifest["caption_index"].astype("int16"), "split": manifest["split"].astype(str),
-        "source": manifest["shard"].astype(str), "row": manifest["row"].astype("int64")}).reset_index(drop=True)
+        "source": manifest["shard"].astype(str), "row": manifest["row"].astype("int64"),
+        "content": manifest["shard"].map(shard_fingerprints(children, manifest["shard"].unique()))}
+    ).reset_index(drop=True)
+
+
+def shard_fingerprints(children: Path, shards: Sequence[str]) -> dict[str, str]:
+    """Each shard's own fingerprint (written by generate: it covers the settings, model and children that
+    decide its bytes), or the sha256 of its bytes when it has none; so an embedding part made from other
+    children never matches, even under the same ids and shard names."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for name in shards:
+        path = children / "shards" / name
+        try:
+            stamp = (pq.read_schema(path).metadata or {}).get(b"fingerprint", b"").decode()
+        except (OSError, ValueError) as error:
+            raise InputError(str(path), f"the shard cannot be read ({error})", "rerun generate") from error
+        out[name] = stamp or "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def expected_ids(rows, skipped_ids: Sequence[str] = ()) -> list[str]:
@@ -288,6 +314,8 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     parts = parts or out.with_name(f".{out.name}.parts")
     device = state.device
     print_ = fingerprint(backbone, rows, kind=kind, config=config, device=device.type)
+    if state.is_main_process:
+        sweep_finished_parts(out.parent)
     _prepare_parts(parts, print_, state)
     n_chunks = -(-len(rows) // config.chunk_size)
     mine = [c for c in range(state.process_index, n_chunks, state.num_processes)
@@ -298,14 +326,45 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     skips = Skips(skip=config.skip_bad)
     rank = f" [{state.process_index}]" if state.num_processes > 1 else ""
     desc = f"{attrs['backbone']} {attrs['image_set']}{rank}"
-    _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
-                device=device, skips=skips, desc=desc, position=state.process_index)
+    try:
+        _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
+                    device=device, skips=skips, desc=desc, position=state.process_index)
+    except InputError:
+        # bad input stopped the run: whatever fixes it (another image, on_bad=skip) changes the fingerprint, so
+        # these parts could never be reused. A kill or a crash keeps them: the rerun resumes from them. With
+        # several processes the others may still be writing into the folder; their next run's sweep removes it.
+        if state.num_processes == 1:
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
     summary = _merge(rows, parts, n_chunks, out, dim=backbone.dim, attrs={**attrs, "fingerprint": print_})
     shutil.rmtree(parts)
     return summary
+
+
+def sweep_finished_parts(folder: Path) -> list[Path]:
+    """Remove the parts folders (``.<name>.parts``) in `folder` whose cache ``<name>`` is finished: it records
+    the fingerprint the parts were made under (a run killed after its merge, before removing them). Parts of
+    an unfinished cache are left for their own run to resume. Returns what was removed."""
+    import h5py
+
+    removed = []
+    for parts in sorted(folder.glob(".*.parts")) if folder.is_dir() else ():
+        stamp, cache = parts / "fingerprint", folder / parts.name[1:-len(".parts")]
+        if not (parts.is_dir() and stamp.is_file() and cache.is_file()):
+            continue
+        try:
+            with h5py.File(cache, "r") as f:
+                finished = f.attrs.get("fingerprint")
+        except OSError:  # not a readable cache: not ours to judge
+            continue
+        finished = finished.decode() if isinstance(finished, bytes) else finished
+        if finished == stamp.read_text():
+            shutil.rmtree(parts, ignore_errors=True)
+            removed.append(parts)
+    return removed
 
 
 def _merge(rows, parts: Path, n_chunks: int, out: Path, *, dim: int, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +380,8 @@ def _merge(rows, parts: Path, n_chunks: int, out: Path, *, dim: int, attrs: dict
         bad += part_bad
     skipped_ids = [b[0] for b in bad]
     if kept != expected_ids(rows, skipped_ids):
-        raise RuntimeError(f"{parts}: the parts do not cover the rows in order; delete the folder and rerun")
+        shutil.rmtree(parts)  # inconsistent parts are never reusable
+        raise RuntimeError(f"{parts}: the parts do not cover the rows in order; they are removed, rerun")
     mask = ~rows["id"].isin(set(skipped_ids)).to_numpy()
     table = {name: rows[name].to_numpy()[mask] for name in ROW_FIELDS}
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.contracts.errors import InputError
+from stages.contracts.hub import Hub
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 # the registry shipped inside the package
@@ -174,6 +175,12 @@ def _missing_message(spec: GeneratorSpec, local: Path) -> str:
     return spec.obtain or f"put a diffusers directory at {local} or set generate.models_root"
 
 
+def safety_checker_dir(spec: GeneratorSpec, models_root: Path) -> Path:
+    """Where a separate safety checker (`safety_checker_id`) is read from: ``safety_checker/`` inside the
+    generator's own folder, so the one DVC dependency ``<models_root>/<alias>`` covers it too."""
+    return model_dir(spec, models_root) / "safety_checker"
+
+
 def check_model_dir(path: Path) -> None:
     """A local diffusers directory must have a readable model_index.json naming its components."""
     index = path / "model_index.json"
@@ -189,8 +196,9 @@ def check_model_dir(path: Path) -> None:
             raise InputError(str(path), f"component folder {name}/ named in model_index.json is missing")
 
 
-def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu"):
-    """Load the generator with `from_pretrained`: the local directory if present, else the hub id.
+def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu", hub: Hub = Hub.offline):
+    """Load the generator with `from_pretrained`: the local directory if present, else (only when `hub` allows
+    downloads) the hub id. Offline, a missing directory is refused before any library looks at the hub.
 
     Errors name what is missing and how to get it. Returns the pipeline on `device`, progress bar off."""
     import torch
@@ -200,6 +208,10 @@ def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu"):
     if local.exists():
         check_model_dir(local)
         source, where = str(local), str(local)
+    elif spec.model_id and hub is Hub.offline:
+        raise InputError(str(local), f"generator {spec.alias!r} is not on disk and nothing is downloaded "
+                         "(generate.hub is offline)",
+                         _missing_message(spec, local) + ", or allow the hub with generate.hub=download")
     elif spec.model_id:
         source, where = spec.model_id, f"{spec.model_id} (hub id, as {local} does not exist)"
     else:
@@ -222,20 +234,26 @@ def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu"):
     if spec.safety_checker and getattr(pipeline, "safety_checker", None) is None:
         if not spec.safety_checker_id:
             raise InputError(where, "the registry asks for the safety checker but this pipeline has none")
-        add_safety_checker(pipeline, spec, models_root)
+        add_safety_checker(pipeline, spec, models_root, hub)
     if spec.scheduler:
         pipeline.scheduler = swap_scheduler(pipeline.scheduler, spec.scheduler, where)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 
 
-def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path) -> None:
-    """Load Stable Diffusion's safety checker and its image processor into a pipeline that has none."""
+def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path, hub: Hub = Hub.offline) -> None:
+    """Load Stable Diffusion's safety checker and its image processor into a pipeline that has none, from
+    `safety_checker_dir` (else, when `hub` allows, from the hub id)."""
     import torch
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor
 
-    local = Path(models_root) / spec.safety_checker_id.split("/")[-1]
+    local = safety_checker_dir(spec, models_root)
+    if not local.exists() and hub is Hub.offline:
+        raise InputError(str(local), f"the safety checker of {spec.alias!r} is not on disk and nothing is "
+                         "downloaded (generate.hub is offline)",
+                         f"download it: `hf download {spec.safety_checker_id} --local-dir {local}`, or allow the "
+                         "hub with generate.hub=download")
     source = str(local) if local.exists() else spec.safety_checker_id
     try:
         checker = StableDiffusionSafetyChecker.from_pretrained(source, dtype=getattr(torch, spec.dtype))
@@ -243,8 +261,7 @@ def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path) -> None
     except OSError as error:
         raise InputError(source, f"the safety checker of {spec.alias!r} is not on disk and not reachable "
                          f"({type(error).__name__})",
-                         f"download it, e.g. `hf download {spec.safety_checker_id} --local-dir {local}`, or set "
-                         "generate.models_root to a folder that holds it") from error
+                         f"download it, e.g. `hf download {spec.safety_checker_id} --local-dir {local}`") from error
     pipeline.register_modules(safety_checker=checker, feature_extractor=processor)
 
 

@@ -26,6 +26,7 @@ class ImageInfo:
     height: int
     format: str
     exif_rotated: bool
+    sha256: str = ""  # the file's bytes, set by the clusters stage (inspect_image sees only the pixels)
 
 
 # EXIF orientations that ask for a transpose (ImageOps.exif_transpose applies exactly these); 1 is upright

@@ -11,8 +11,10 @@ detector someone shared runs none of their code.
 The head's decision is its logit that an image is generated (FAKE); the label is FAKE when the decision is
 at least the threshold (stages.heads.threshold), and the score shown to people is its probability,
 sigmoid(decision). Format version 2 stores the threshold on the decision (version 1 stored it on the
-probability, which saturates). The id hashes everything that decides a label (backbone, head tensors,
-threshold), so two artifacts with one id label every image alike, and a hand-edited artifact is refused.
+probability, which saturates). The id hashes every field of detector.json and the head's tensors, so two
+artifacts with one id label every image alike and say the same about their training, and an artifact edited
+by accident (or with mixed-up files) is refused. It is a checksum, not a signature: someone who edits a field
+on purpose can recompute the id.
 """
 
 from __future__ import annotations
@@ -63,14 +65,25 @@ class Detector:
 
     @property
     def id(self) -> str:
-        """`<backbone>-<head>-<12 hex>`: a hash of everything that decides a label (the format version too:
-        it says what the threshold is a threshold on)."""
-        digest = hashlib.sha256(_canonical({"backbone": {k: self.backbone[k] for k in BACKBONE_KEYS},
-                                            "head": self.head.kind, "params": self.head.params,
-                                            "threshold": self.threshold, "format_version": FORMAT_VERSION}))
-        for name in HEAD_TENSORS:
-            digest.update(getattr(self.head, name).tobytes())
-        return f"{self.backbone['alias']}-{self.head.kind}-{digest.hexdigest()[:12]}"
+        """`<backbone>-<head>-<12 hex>`: a hash of every field of detector.json (what decides a label, and also
+        what it was trained on and with which library versions) and of the head's tensors."""
+        return content_id(self.spec(), {name: getattr(self.head, name) for name in HEAD_TENSORS})
+
+    def spec(self) -> dict[str, Any]:
+        """detector.json without its id."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "decision": "((x - mean) / scale) . coef + intercept: the logit that the image is generated "
+                        "(label 1 = fake)",
+            "score": "sigmoid(decision): the probability that the image is generated",
+            "label": "fake when decision >= threshold, else real",
+            "backbone": self.backbone,
+            "head": {"kind": self.head.kind, "params": self.head.params, "tensors": TENSORS_FILE},
+            "threshold": self.threshold,
+            "trained_on": self.trained_on,
+            "versions": self.versions,
+        }
 
     @property
     def score_threshold(self) -> float:
@@ -107,24 +120,25 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+def content_id(spec: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+    """The id of an artifact: every field of `spec` (detector.json less its id, as JSON reads it back) and
+    every head tensor. It catches accidental edits and mixed-up files; it is no signature: whoever edits a
+    field on purpose can recompute it."""
+    fields = json.loads(json.dumps({k: v for k, v in spec.items() if k != "id"}, default=str))
+    digest = hashlib.sha256(_canonical(fields))
+    for name in HEAD_TENSORS:
+        digest.update(np.asarray(tensors[name], dtype=np.float32).tobytes())
+    head = fields.get("head", {}).get("kind", "?") if isinstance(fields.get("head"), dict) else "?"
+    alias = fields.get("backbone", {}).get("alias", "?") if isinstance(fields.get("backbone"), dict) else "?"
+    return f"{alias}-{head}-{digest.hexdigest()[:12]}"
+
+
 def save_detector(detector: Detector, folder: Path | str) -> Path:
     """Write the artifact folder atomically (temporary folder, then rename)."""
     from safetensors.numpy import save_file
 
     folder = Path(folder)
-    spec = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "id": detector.id,
-        "decision": "((x - mean) / scale) . coef + intercept: the logit that the image is generated (label 1 = fake)",
-        "score": "sigmoid(decision): the probability that the image is generated",
-        "label": "fake when decision >= threshold, else real",
-        "backbone": detector.backbone,
-        "head": {"kind": detector.head.kind, "params": detector.head.params, "tensors": TENSORS_FILE},
-        "threshold": detector.threshold,
-        "trained_on": detector.trained_on,
-        "versions": detector.versions,
-    }
+    spec = {**detector.spec(), "id": detector.id}
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_file({name: getattr(detector.head, name) for name in HEAD_TENSORS}, str(tmp / TENSORS_FILE),
@@ -169,7 +183,7 @@ def load_detector(folder: Path | str) -> Detector:
                             trained_on=spec.get("trained_on", {}), versions=spec.get("versions", {}))
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{spec_path}: malformed detector ({error})") from error
-    if detector.id != spec.get("id"):
+    if content_id(spec, tensors) != spec.get("id") or detector.id != spec.get("id"):
         raise ValueError(f"{folder}: its content does not match its id {spec.get('id')!r} (edited or mixed up "
                          f"with another detector's files); retrain it or fetch it again")
     return detector

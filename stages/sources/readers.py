@@ -26,25 +26,51 @@ class Record:
 
 
 # --------------------------------------------------------------------------------------------- demo
-# Demo images are named "<package>:<file>" and resolved inside the installed package, so the demo needs
-# no download: scikit-image's data folder and scikit-learn's sample images ship in their wheels.
+# The demo's captions name each image "<package>:<file>": a photograph shipped in an installed package
+# (scikit-image's data folder, scikit-learn's sample images), so the demo needs no download. The demo_parents
+# stage copies them into the workspace (<images>/<package>/<file>) and the clusters table points there, never
+# into a virtual environment that `dvc exp run --temp`, `dvc queue` or another machine would not have.
 PACKAGE_IMAGE_DIRS = {"skimage": ("skimage", "data"), "sklearn": ("sklearn.datasets", "images")}
+
+
+def _split_package_name(name: str) -> tuple[str, str]:
+    package, sep, file_name = name.partition(":")
+    if not sep or package not in PACKAGE_IMAGE_DIRS or not file_name or Path(file_name).name != file_name:
+        raise InputError(f"demo image {name!r}", f"must be '<package>:<file>' with package in "
+                         f"{sorted(PACKAGE_IMAGE_DIRS)}")
+    return package, file_name
 
 
 def package_image(name: str) -> Path:
     """Resolve ``"skimage:astronaut.png"`` to the file inside the installed package."""
-    package, sep, file_name = name.partition(":")
-    if not sep or package not in PACKAGE_IMAGE_DIRS or not file_name:
-        raise InputError(f"demo image {name!r}", f"must be '<package>:<file>' with package in "
-                                                 f"{sorted(PACKAGE_IMAGE_DIRS)}")
+    package, file_name = _split_package_name(name)
     module, folder = PACKAGE_IMAGE_DIRS[package]
     return Path(str(resources.files(module).joinpath(folder, file_name)))
 
 
-def read_demo(folder: Path, skips: Skips) -> list[Record]:
-    """The demo: ``captions.json`` in COCO format whose ``file_name``s are package images."""
+def demo_image(images: Path, name: str) -> Path:
+    """Where the demo_parents stage puts ``"skimage:astronaut.png"``: ``<images>/skimage/astronaut.png``."""
+    package, file_name = _split_package_name(name)
+    return images / package / file_name
+
+
+def demo_image_names(captions_file: Path) -> list[str]:
+    """The ``file_name`` of every image in the demo's captions file, in file order."""
+    where = str(captions_file)
+    try:
+        data = json.loads(captions_file.read_text())
+        return [str(image["file_name"]) for image in data["images"]]
+    except FileNotFoundError as error:
+        raise InputError(where, "caption file not found") from error
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(where, f"not a COCO caption file with a file_name per image ({error})") from error
+
+
+def read_demo(folder: Path, images: Path, skips: Skips) -> list[Record]:
+    """The demo: ``captions.json`` in COCO format whose ``file_name``s are package images, read from their
+    workspace copies under `images` (the demo_parents stage's output)."""
     captions_file = folder / "captions.json"
-    return read_coco_file(captions_file, image_path=package_image, skips=skips)
+    return read_coco_file(captions_file, image_path=lambda name: demo_image(images, name), skips=skips)
 
 
 # --------------------------------------------------------------------------------------------- COCO

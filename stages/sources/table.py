@@ -3,6 +3,8 @@ each parent, every image decoded once to check it, a seeded split, cluster ids i
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,9 +43,25 @@ def keep_captions(records: Sequence[Record], n: int, skips: Skips) -> tuple[list
     return kept, dropped
 
 
+def check_inside(records: Sequence[Record], images: Path) -> None:
+    """Every record's image must lie inside `images`, the folder DVC tracks for the clusters stage: an image
+    elsewhere could change without DVC seeing it, leaving the table and every embedding silently stale."""
+    import os
+
+    folder = os.path.abspath(images)
+    for record in records:
+        # lexical, as DVC sees the folder: `..` is resolved, symlinks inside the folder are its content
+        path = os.path.abspath(record.image_path)
+        if os.path.commonpath([folder, path]) != folder:
+            raise InputError(record.where, f"image {record.image_path} is outside the image folder {images} "
+                             "(clusters.images), so DVC would not see it change",
+                             "move it into that folder, or set clusters.images to a folder holding every image")
+
+
 def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
                  progress: bool = True) -> list[tuple[Record, ImageInfo]]:
-    """Decode every image fully (catching truncation) in a thread pool; bad ones go through `skips`."""
+    """Decode every image fully (catching truncation) in a thread pool and hash its bytes (ImageInfo.sha256);
+    bad ones go through `skips`."""
     from tqdm.auto import tqdm
 
     def probe(record: Record) -> ImageInfo | tuple[InputError, str]:
@@ -51,9 +69,14 @@ def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
         if not record.image_path.is_file():
             return InputError(record.where, f"image file {record.image_path} does not exist"), "missing_file"
         try:
-            return inspect_image(record.image_path, where=f"{record.where}: {record.image_path}")
+            data = record.image_path.read_bytes()
+            info = inspect_image(data, where=f"{record.where}: {record.image_path}")
         except InputError as error:
             return error, "unreadable_image"
+        except OSError as error:
+            return InputError(record.where, f"image file {record.image_path} cannot be read ({error})"), \
+                "unreadable_image"
+        return dataclasses.replace(info, sha256=hashlib.sha256(data).hexdigest())
 
     good = []
     with ThreadPoolExecutor(workers) as pool:
@@ -103,6 +126,7 @@ def build_table(checked: Sequence[tuple[Record, ImageInfo]], splits: Sequence[st
         "width": pa.array([i.width for (_, i), _ in rows], pa.int32()),
         "height": pa.array([i.height for (_, i), _ in rows], pa.int32()),
         "exif_rotated": pa.array([i.exif_rotated for (_, i), _ in rows], pa.bool_()),
+        "image_sha256": pa.array([i.sha256 for (_, i), _ in rows], pa.string()),
     })
 
 
