@@ -134,7 +134,7 @@ def main(
     seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the data order, the views and the loss."),
     workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
                                 help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(..., min=1, help="Per-epoch checkpoints kept (the newest); at least 1: "
+    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); at least 1: "
                                                           "a killed run resumes from the newest."),
     threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_TRAIN_THREADS",
                                 help="torch CPU threads (0: torch's default)."),

@@ -101,9 +101,10 @@ def main(
     captions_out: str = typer.Option(..., help="Parents only: also write the caption cache here (0 rows with "
                                                "text_tower=False for image-only backbones). Empty: no captions."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
-    batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_EMBED_BATCH_SIZE",
+    # batch and chunk sizes are checked in run(), whose message names the environment variable too
+    batch_size: int = typer.Option(32, envvar="PARENTAGE_EMBED_BATCH_SIZE",
                                    help="Images (or captions) per forward pass."),
-    chunk_size: int = typer.Option(512, min=1, envvar="PARENTAGE_EMBED_CHUNK_SIZE",
+    chunk_size: int = typer.Option(512, envvar="PARENTAGE_EMBED_CHUNK_SIZE",
                                    help="Rows per part file: the unit of resumption and of the split "
                                         "across processes."),
     workers: int = typer.Option(2, min=0, envvar="PARENTAGE_EMBED_WORKERS",

@@ -266,7 +266,7 @@ def dummy_args(main, tmp_path: Path) -> list[str]:
         kind = hints[name]
         kind = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
         value = (next(iter(kind)).value if isinstance(kind, type) and issubclass(kind, enum.Enum)
-                 else {int: "1", float: "0.5"}.get(kind, str(tmp_path / "missing")))
+                 else {int: "16", float: "0.5"}.get(kind, str(tmp_path / "missing")))  # 16: a valid crop size too
         if type(info).__name__ == "ArgumentInfo":  # positional
             args.append(str(value))
             continue
