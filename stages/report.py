@@ -9,7 +9,7 @@ and test per generator, robustness on test).
         --layout stages/reporting/layout.yaml --paper stages/reporting/cocofake.json \\
         --code-setting data/code/setting.json --code-train metrics/code_train.json \\
         --code-eval metrics/code_eval.json --detector data/detector --detector-metrics metrics/detector.json \\
-        --robustness metrics/plots/detector_robustness.csv --out metrics/report.md
+        --robustness metrics/plots/detector_robustness.csv --model-backbone efficientnet_lite0 --out metrics/report.md
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
 file (stages.reporting.layout). The paper's numbers: one hand-transcribed file (stages.reporting.study).
@@ -41,6 +41,8 @@ def main(
     detector: Path = typer.Option(..., help="The shipped detector's artifact folder."),
     detector_metrics: Path = typer.Option(..., help="The shipped detector's metrics."),
     robustness: Path = typer.Option(..., help="The shipped detector's robustness grid (CSV)."),
+    model_backbone: str = typer.Option(..., help="model.backbone: the alias whose metrics are in each folder's "
+                                                 "`model` subfolder."),
     out: Path = typer.Option(..., help="Output Markdown report."),
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
@@ -51,7 +53,7 @@ def main(
     with user_errors():
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               detector=detector, detector_metrics=detector_metrics, robustness=robustness)
-        text = build(study, cross, layout, paper, files)
+        text = build(study, cross, layout, paper, files, model_backbone=model_backbone)
         with atomic_path(out) as tmp:
             tmp.write_text(text)
     typer.echo(f"{out}: written")

@@ -174,6 +174,23 @@ def _missing_message(spec: GeneratorSpec, local: Path) -> str:
     return spec.obtain or f"put a diffusers directory at {local} or set generate.models_root"
 
 
+def weights_problems(spec: GeneratorSpec, models_root: Path) -> list[str]:
+    """What of the generator's weights is not on disk under `models_root` (its diffusers directory and, for a
+    model that ships without one, its safety checker), each with how to get it; empty when all is there."""
+    local = model_dir(spec, models_root)
+    problems = []
+    try:
+        check_model_dir(local)
+    except InputError as error:
+        problems.append(f"generator {spec.alias!r}: {error.where} {error.problem}; {_missing_message(spec, local)}")
+    if spec.safety_checker and spec.safety_checker_id:
+        checker = Path(models_root) / spec.safety_checker_id.split("/")[-1]
+        if not (checker / "config.json").is_file():
+            problems.append(f"generator {spec.alias!r}: its safety checker {checker} is missing; download it, e.g. "
+                            f"`hf download {spec.safety_checker_id} --local-dir {checker}`")
+    return problems
+
+
 def check_model_dir(path: Path) -> None:
     """A local diffusers directory must have a readable model_index.json naming its components."""
     index = path / "model_index.json"

@@ -2,7 +2,8 @@
 then CoDE and the shipped detector (stages.reporting.detectors). `build` reads every input and returns the
 text; the report command writes it.
 
-The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``); a folder's name is
+The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``, ``<backbone>`` ``model``
+for model.backbone); a folder's name is
 the stage a layout table names. Every table's stage must be among the folders, and every folder must be read
 by a table, so the report's dvc.yaml deps are exactly what it reads."""
 
@@ -63,8 +64,10 @@ def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Re
     return "\n".join(lines).rstrip() + "\n"
 
 
-def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles) -> str:
-    """Read the layout, the paper's numbers and every metrics file; return the report's text."""
+def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles, *,
+          model_backbone: str) -> str:
+    """Read the layout, the paper's numbers and every metrics file; return the report's text. The rows of each
+    folder's ``model`` subfolder are `model_backbone`'s."""
     folders: dict[str, Path] = {}
     for folder in study:
         if folder.name in folders:
@@ -77,5 +80,6 @@ def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, de
     if unread:
         raise InputError("--study", f"no table of {layout} reads {', '.join(unread)}",
                          "drop the folder from the report's --study options and deps, or add a table")
-    return render(tables, {stage: collect(folder) for stage, folder in folders.items()}, collect(cross), paper,
+    return render(tables, {stage: collect(folder, model_backbone) for stage, folder in folders.items()},
+                  collect(cross, model_backbone), paper,
                   render_detectors(detectors, paper))

@@ -127,6 +127,32 @@ def read_coco(root: Path, captions_glob: str, karpathy_split: Path | None, skips
     return records
 
 
+def coco_problems(root: Path, captions_glob: str, karpathy_split: Path | None) -> list[str]:
+    """What of a COCO source is missing (the folder, the caption files, each caption file's image folder, the
+    split file), each with how to get it; empty when all is there. Images are not opened here (clusters checks
+    every one)."""
+    site = "https://cocodataset.org/#download"
+    if not root.is_dir():
+        return [f"COCO folder {root} (clusters.input) does not exist: download the 2014 images (train2014.zip, "
+                f"val2014.zip) and annotations_trainval2014.zip from {site} and unzip them into it"]
+    problems = []
+    files = sorted(Path(p) for p in glob.glob(str(root / captions_glob)))
+    if not files:
+        problems.append(f"no COCO caption file matches {root / captions_glob} (clusters.coco_captions): unzip "
+                        f"annotations_trainval2014.zip from {site} into {root}")
+    for captions_file in files:
+        match = re.search(r"(train|val|test)\d{4}", captions_file.stem)
+        sub = match.group(0) if match else captions_file.stem
+        if match and not any((folder / sub).is_dir() for folder in (root, root / "images")):
+            problems.append(f"image folder {root / sub} of {captions_file.name} is missing: download {sub}.zip "
+                            f"from {site} and unzip it into {root}")
+    if karpathy_split is not None and not karpathy_split.is_file():
+        problems.append(f"Karpathy's split file {karpathy_split} (clusters.karpathy_split) is missing: download "
+                        "caption_datasets.zip (Karpathy's dataset_coco.json, e.g. from "
+                        "https://cs.stanford.edu/people/karpathy/deepimagesent/) and unzip dataset_coco.json there")
+    return problems
+
+
 def _first_existing(folders: list[Path], name: str) -> Path:
     for folder in folders:
         if (folder / name).exists():
