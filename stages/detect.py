@@ -37,6 +37,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 COLUMNS = ("path", "score", "label", "threshold", "detector", "error")
 # the registry shipped inside the package, so detect works from any folder
 REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
+# the pipeline's detector in the checkout the package runs from (an editable install), whatever the cwd
+DETECTOR = Path(__file__).resolve().parents[1] / "data" / "detector"
 LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
 
 
@@ -145,7 +147,8 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
 def main(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs "
                                                 "(quote them; ** recurses)."),
-    detector: Path = typer.Option(Path("data/detector"), help="Detector folder written by the detector stage."),
+    detector: Path = typer.Option(DETECTOR, help="Detector folder written by the detector stage (default: the "
+                                                 "checkout's data/detector, from any working directory)."),
     registry: Path = typer.Option(REGISTRY, help="Backbone registry: the detector's backbone is loaded from it "
                                                  "by alias (offline) and must match the one it was trained on."),
     out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),

@@ -80,7 +80,7 @@ def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: s
     args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)], "--head", "logreg",
             *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", "--batch-size", "32",
             "--device", "cpu", "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
-            "--embeddings", str(root / "embeddings"),
+            "--embeddings", str(root / "embeddings" / alias),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
             "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
             "--workers", "0", *extra]

@@ -24,7 +24,8 @@ def absent_detector_files(folder):
     none = folder / "none"
     return ["--code-setting", str(none / "setting.json"), "--code-train", str(none / "code_train.json"),
             "--code-eval", str(none / "code_eval.json"), "--detector", str(none / "detector"),
-            "--detector-metrics", str(none / "detector.json"), "--robustness", str(none / "robustness.csv")]
+            "--detector-metrics", str(none / "detector.json"), "--robustness", str(none / "robustness.csv"),
+            "--model-backbone", "efficientnet_lite0"]
 
 
 def study_args(m, *, stages=STUDY, layout=LAYOUT):
@@ -216,7 +217,7 @@ def test_every_option_is_required_and_dvc_yaml_passes_them_all():
     words = shlex.split(stage["cmd"])
     passed = {w for w in words if w.startswith("--")}
     assert passed == options
-    assert "params" not in stage  # nothing of params.yaml reaches the report
+    assert stage["params"] == ["model.backbone"]  # only the name of the `model` folders' rows
     # each --study folder is a dep, every metrics-folder dep is a --study or the cross grid, and they are the
     # stages the layout's tables read
     study = {words[i + 1] for i, w in enumerate(words) if w == "--study"}
@@ -293,7 +294,7 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
         *study_args(m), "--out", str(m / "report.md"), "--code-setting", str(m / "setting.json"),
         "--code-train", str(m / "code_train.json"), "--code-eval", str(m / "code_eval.json"),
         "--detector", str(m / "detector"), "--detector-metrics", str(m / "detector.json"),
-        "--robustness", str(m / "robustness.csv")])
+        "--robustness", str(m / "robustness.csv"), "--model-backbone", "efficientnet_lite0"])
     assert done.exit_code == 0, done.output
     text = (m / "report.md").read_text()
     code = text[text.index("# CoDE"):text.index("# Shipped detector")]
@@ -355,3 +356,17 @@ def test_paper_setting_differs_only_in_its_parents():
     from stages.reporting.detectors import PAPER_SETTING, setting_differences
 
     assert setting_differences(PAPER_SETTING) == ["parents: COCO (paper: LAION-400M)"]
+
+
+def test_the_model_folder_is_named_by_model_backbone(tmp_path):
+    """metrics/<stage>/model/ holds model.backbone's rows: the report names them by the alias, over a folder of
+    the same alias."""
+    import json
+
+    from stages.reporting.study import collect
+
+    for backbone, value in (("model", 0.9), ("openclip_vitb32_random", 0.5), ("efficientnet_lite0", 0.1)):
+        (tmp_path / backbone).mkdir()
+        (tmp_path / backbone / "tiny_random.json").write_text(json.dumps({"x": value}))
+    results = collect(tmp_path, "efficientnet_lite0")
+    assert results == {"tiny_random": {"efficientnet_lite0": {"x": 0.9}, "openclip_vitb32_random": {"x": 0.5}}}
