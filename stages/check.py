@@ -1,22 +1,26 @@
-"""check: params.yaml and the two registries -> data/check.txt, or one message listing everything that would
-stop the pipeline later: unknown generator or backbone aliases (with the nearest known ones), a generator the
-detector, CoDE or a probe uses that generate does not make, missing COCO images, caption files or split file, and
-the missing weights of every generator and backbone, each with how to get it. Every other stage runs after it
-(clusters and tiny_generator depend on its output), so a typo or a missing download fails in seconds, before
-hours of generation.
+"""check: the pipeline's setting (its params, passed as options) and the two registries -> data/check.txt, or one
+message listing everything that would stop the pipeline later: unknown generator or backbone aliases (with the
+nearest known ones), a generator the detector or CoDE uses that generate does not make, missing COCO images,
+caption files or split file, and the missing weights of every generator and backbone, each with how to get it.
+Every other stage runs after it (clusters and tiny_generator depend on its output), so a typo or a missing
+download fails in seconds, before hours of generation.
 
-    python -m stages.check --params params.yaml --backbone-registry stages/embedding/backbones.yaml \\
+    python -m stages.check --model-backbone efficientnet_lite0 --model-generators tiny_random \\
+        --embed-backbones openclip_vitb32_random --generate-generators tiny_random --models-root models \\
+        --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
+        --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
+        --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --out data/check.txt
 
-Its subject is the configuration as a whole, so unlike the other stages it reads params.yaml itself (dvc.yaml
-lists the keys it reads under `params`, so changing one reruns it). Its output is the same text whenever the
-check passes: stages after it never rerun because it did.
+Its output is the same text whenever the check passes: stages after it never rerun because it did. A warning
+(model.backbone also listed in embed.backbones: embedded twice) goes to stderr and does not fail the check.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -26,13 +30,22 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 PASSED = "every alias is known and every input and weight the pipeline reads is on disk\n"
 
 
-def _get(params: dict, dotted: str) -> Any:
-    value: Any = params
-    for key in dotted.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise InputError(f"params.yaml: {dotted}", "missing")
-        value = value[key]
-    return value
+@dataclass(frozen=True)
+class Setting:
+    """What the pipeline is asked to build: the params the check reads, by their params.yaml names."""
+
+    model_backbone: str
+    model_generators: list[str]
+    embed_backbones: list[str]
+    generate_generators: list[str]
+    models_root: Path
+    code_train_generators: list[str]
+    code_eval_generators: list[str]
+    code_eval_fit: list[str]
+    source: str
+    input_path: Path
+    coco_captions: str
+    karpathy_split: Path | None
 
 
 def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
@@ -43,7 +56,7 @@ def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path)
     return f"{param}: unknown {kind} {alias!r}, not in {registry} ({hint}); add an entry there or fix the alias"
 
 
-def problems(params: dict, backbone_registry: Path, generator_registry: Path, built: set[str]) -> list[str]:
+def problems(setting: Setting, backbone_registry: Path, generator_registry: Path, built: set[str]) -> list[str]:
     """Everything that would stop the pipeline later, in the order a reader fixes them; empty when none."""
     from stages.embedding.backbones import read_registry as read_backbones
     from stages.embedding.backbones import weights_problem
@@ -53,32 +66,29 @@ def problems(params: dict, backbone_registry: Path, generator_registry: Path, bu
 
     found: list[str] = []
     backbones, generators = read_backbones(backbone_registry), read_generators(generator_registry)
-    wanted_backbones = {"model.backbone": [_get(params, "model.backbone")],
-                        "embed.backbones": list(_get(params, "embed.backbones"))}
-    made = list(_get(params, "generate.generators"))
-    for param, aliases in {"generate.generators": made}.items():
-        found += [_unknown("generator", a, param, set(generators), generator_registry)
-                  for a in aliases if a not in generators]
+    made = setting.generate_generators
+    found += [_unknown("generator", a, "generate.generators", set(generators), generator_registry)
+              for a in made if a not in generators]
+    wanted_backbones = {"model.backbone": [setting.model_backbone], "embed.backbones": setting.embed_backbones}
     for param, aliases in wanted_backbones.items():
         found += [_unknown("backbone", a, param, set(backbones), backbone_registry)
                   for a in aliases if a not in backbones]
-    for param in ("model.generators", "code_train.data.generators", "code_eval.data.generators",
-                  "code_eval.data.fit"):
+    for param, aliases in {"model.generators": setting.model_generators,
+                           "code_train.data.generators": setting.code_train_generators,
+                           "code_eval.data.generators": setting.code_eval_generators,
+                           "code_eval.data.fit": setting.code_eval_fit}.items():
         found += [f"{param}: generator {a!r} is not made by this pipeline; add it to generate.generators "
-                  f"(now {made})" for a in _get(params, param) if a not in made]
+                  f"(now {made})" for a in aliases if a not in made]
 
-    source, folder = _get(params, "clusters.source"), Path(_get(params, "clusters.input"))
-    if source == "coco":
-        split = _get(params, "clusters.karpathy_split")
-        found += coco_problems(folder, _get(params, "clusters.coco_captions"), Path(split) if split else None)
-    elif not folder.exists():
-        found.append(f"clusters.input: {folder} does not exist (the {source} source's "
-                     f"{'folder' if source == 'demo' else 'manifest file'})")
+    if setting.source == "coco":
+        found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
+    elif not setting.input_path.exists():
+        found.append(f"clusters.input: {setting.input_path} does not exist (the {setting.source} source's "
+                     f"{'folder' if setting.source == 'demo' else 'manifest file'})")
 
-    models_root = Path(_get(params, "generate.models_root"))
     for alias in dict.fromkeys(made):
         if alias in generators and alias not in built:
-            found += weights_problems(generators[alias], models_root)
+            found += weights_problems(generators[alias], setting.models_root)
     for alias in dict.fromkeys(a for aliases in wanted_backbones.values() for a in aliases):
         if alias in backbones:
             problem = weights_problem(backbones[alias])
@@ -86,9 +96,32 @@ def problems(params: dict, backbone_registry: Path, generator_registry: Path, bu
     return found
 
 
+def warnings(setting: Setting) -> list[str]:
+    """What is allowed but probably not meant."""
+    if setting.model_backbone in setting.embed_backbones:
+        return [f"model.backbone {setting.model_backbone!r} is also listed in embed.backbones: it is embedded and "
+                "studied twice (data/embeddings/model/ and its own folder; the report shows the model rows); drop "
+                "it from embed.backbones to save the time"]
+    return []
+
+
 @app.command()
 def main(
-    params: Path = typer.Option(..., help="The pipeline's params.yaml."),
+    model_backbone: str = typer.Option(..., help="model.backbone: a backbone registry alias."),
+    model_generators: list[str] = typer.Option(..., help="model.generators (repeat)."),
+    embed_backbones: list[str] = typer.Option(
+        [], help="embed.backbones (repeat). Empty by default because DVC renders an empty YAML list as no option "
+                 "at all: only model.backbone is studied."),
+    generate_generators: list[str] = typer.Option(..., help="generate.generators (repeat)."),
+    models_root: Path = typer.Option(..., help="generate.models_root: <models_root>/<alias> holds each generator."),
+    code_train_generators: list[str] = typer.Option(..., help="code_train.data.generators (repeat)."),
+    code_eval_generators: list[str] = typer.Option(..., help="code_eval.data.generators (repeat)."),
+    code_eval_fit: list[str] = typer.Option(..., help="code_eval.data.fit (repeat)."),
+    source: str = typer.Option(..., help="clusters.source: demo | coco | manifest (clusters validates it)."),
+    input_path: Path = typer.Option(..., "--input", help="clusters.input: the source's folder or manifest."),
+    coco_captions: str = typer.Option(..., help="clusters.coco_captions: glob of caption files under --input."),
+    karpathy_split: str = typer.Option(..., help="clusters.karpathy_split: Karpathy's dataset_coco.json; empty: "
+                                                 "none (a seeded split)."),
     backbone_registry: Path = typer.Option(..., help="Backbone registry (stages/embedding/backbones.yaml)."),
     generator_registry: Path = typer.Option(..., help="Generator registry (stages/generation/generators.yaml)."),
     built: list[str] = typer.Option(..., help="Generators a stage of the pipeline builds (their weights are "
@@ -96,19 +129,22 @@ def main(
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
-    import yaml
-
     from stages.contracts.io import atomic_path
 
+    setting = Setting(model_backbone=model_backbone, model_generators=model_generators,
+                      embed_backbones=embed_backbones, generate_generators=generate_generators,
+                      models_root=models_root, code_train_generators=code_train_generators,
+                      code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
+                      input_path=input_path, coco_captions=coco_captions,
+                      karpathy_split=Path(karpathy_split) if karpathy_split else None)
     with user_errors():
-        if not params.is_file():
-            raise InputError(str(params), "not found")
-        found = problems(yaml.safe_load(params.read_text()) or {}, backbone_registry, generator_registry,
-                         set(built))
+        found = problems(setting, backbone_registry, generator_registry, set(built))
         if found:
             listing = "\n".join(f"  {i}. {problem}" for i, problem in enumerate(found, 1))
-            raise InputError(str(params), f"{len(found)} things the pipeline needs are missing or wrong; nothing "
-                                          f"has run:\n{listing}\n")
+            raise InputError("params.yaml", f"{len(found)} things the pipeline needs are missing or wrong; nothing "
+                                            f"has run:\n{listing}\n")
+        for warning in warnings(setting):
+            print(f"warning: {warning}", file=sys.stderr)
         with atomic_path(out) as tmp:
             tmp.write_text(PASSED)
     typer.echo(f"{out}: {PASSED.strip()}")
