@@ -2,8 +2,8 @@
 metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robustness.csv).
 
     python -m stages.detector --backbone efficientnet_lite0 --generators tiny_random --head logreg \\
-        --registry stages/embedding/backbones.yaml --embeddings data/embeddings/model \\
-        --clusters data/clusters.parquet \\
+        --registry stages/embedding/backbones.yaml --generator-registry stages/generation/generators.yaml \\
+        --embeddings data/embeddings/model --clusters data/clusters.parquet \\
         --children data/children --transforms jpeg95 --transforms jpeg75 --transforms jpeg50 --transforms half \\
         --transforms blur1 --transforms crop --seed 0 --batch-size 32 --workers 2 --device cpu \\
         --out data/detector --metrics metrics/detector.json --robustness metrics/plots/detector_robustness.csv
@@ -41,6 +41,8 @@ def main(
     head: Head = typer.Option(..., help="Head on the embeddings: logreg (C chosen on val)."),
     registry: Path = typer.Option(..., help="Backbone registry (robustness re-embeds the test images with the "
                                             "backbone)."),
+    generator_registry: Path = typer.Option(..., help="Generator registry: which --generators have random "
+                                                      "weights (recorded in the detector, which then says so)."),
     embeddings: Path = typer.Option(..., help="The backbone's folder of embedding caches: parents.h5, <gen>.h5 "
                                               "(the pipeline's data/embeddings/model/)."),
     clusters: Path = typer.Option(..., help="Clusters table (test parents' images)."),
@@ -56,12 +58,14 @@ def main(
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     from stages.contracts.io import write_metrics
+    from stages.generation.registry import random_weight_generators
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
     from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
-        detector, tables = train(embeddings, generators, head=head.value, seed=seed)
+        detector, tables = train(embeddings, generators, head=head.value, seed=seed,
+                                 random_weight_generators=random_weight_generators(generators, generator_registry))
         encoder = load_registry_backbone(backbone, registry, device)
         try:
             check_backbone(detector, encoder.spec, where=f"{registry}'s")
@@ -77,7 +81,8 @@ def main(
         write_metrics(metrics, result)
     test = result["test"]["all"]
     typer.echo(f"{out}: detector {detector.id}, threshold {detector.threshold:.3f}; test accuracy "
-               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}")
+               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}"
+               + (f" ({detector.caveat}: a demo of the plumbing)" if detector.caveat else ""))
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def write_detector_inputs(m):
         "backbone": {"alias": "efficientnet_lite0", "library": "timm", "architecture": "tf_efficientnet_lite0",
                      "weights": "in1k", "dim": 1280, "seed": -1},
         "head": {"kind": "logreg", "params": {"C": 10.0}},
-        "trained_on": {"generators": ["sd14", "tiny_random"],
+        "trained_on": {"generators": ["sd14", "tiny_random"], "random_weight_generators": ["tiny_random"],
                        "counts": {"train": {"real": 7, "fake": 70}, "val": {"real": 3, "fake": 30}}}})
     split = {"sd14": {"real_accuracy": 1.0, "fake_accuracy": 0.5, "overall_accuracy": 0.55, "auc": 0.8, "ap": 0.9},
              "tiny_random": dict.fromkeys(("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"), 1.0),
@@ -323,8 +323,8 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     assert "- Detector id: `efficientnet_lite0-logreg-0123456789ab`" in shipped
     assert "- Backbone: `efficientnet_lite0` (timm `tf_efficientnet_lite0`, weights `in1k`, 1280-d)" in shipped
     assert "- Head: logreg (C 10)" in shipped and "- Threshold: 0.4321 " in shipped
-    assert "- Trained on the train split of `sd14`, `tiny_random` (train 7 real / 70 fake; val 3 real / 30 fake)" \
-        in shipped
+    assert ("- Trained on the train split of `sd14`, `tiny_random` (random weights) (train 7 real / 70 fake; "
+            "val 3 real / 30 fake)") in shipped
     assert "| Generator | val Real acc. | val Fake acc. | val Overall acc. | val AUC | val AP | test Real acc. |" \
         in shipped
     assert "| Stable Diffusion v1.4 (`sd14`) | 100.00 | 50.00 | 55.00 | 80.00 | 90.00 | 100.00 | 50.00 | 55.00 |" \

@@ -51,6 +51,9 @@ class GeneratorSpec:
     watermark: bool = False  # no invisible watermark (SD 1.x / 2.x pipelines add none; recorded for clarity)
     base_seed: int = 0
     obtain: str = ""  # how to get the weights when they are missing (shown in the error)
+    # The weights are random (the demo's tiny_random): a label for what is trained on its children (the shipped
+    # detector says so), not a setting: it decides no pixel, so it is not in settings() and no child changes.
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.alias, str) or not ALIAS.fullmatch(self.alias):
@@ -72,7 +75,8 @@ class GeneratorSpec:
         """The settings that decide the pixels, recorded with the children (JSON-ready). The batch size is
         left out: each child's noise comes from its own seed, so batching changes no child (beyond the
         rounding of batched kernels), and a resumed run may use another batch size."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("obtain", "batch_size")}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("obtain", "batch_size", "random_weights")}
 
 
 def _type_problem(value: Any, hint: Any) -> str:
@@ -160,6 +164,12 @@ def get_generator(alias: str, registry: Path | str = REGISTRY) -> GeneratorSpec:
         raise InputError(str(registry), f"unknown generator {alias!r}; known: {sorted({*specs, *_registered})}",
                          "add an entry for it to this file, or list a known alias in generate.generators")
     return specs[alias]
+
+
+def random_weight_generators(aliases: list[str], registry: Path | str = REGISTRY) -> list[str]:
+    """Those of `aliases` whose registry entry says its weights are random, in order; an unknown alias is an
+    error naming the registry file."""
+    return [alias for alias in aliases if get_generator(alias, registry).random_weights]
 
 
 def model_dir(spec: GeneratorSpec, models_root: Path) -> Path:
