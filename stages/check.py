@@ -141,8 +141,9 @@ def main(
         found = problems(setting, backbone_registry, generator_registry, set(built))
         if found:
             listing = "\n".join(f"  {i}. {problem}" for i, problem in enumerate(found, 1))
-            raise InputError("params.yaml", f"{len(found)} things the pipeline needs are missing or wrong; nothing "
-                                            f"has run:\n{listing}\n")
+            things = "1 thing the pipeline needs is" if len(found) == 1 else \
+                f"{len(found)} things the pipeline needs are"
+            raise InputError("params.yaml", f"{things} missing or wrong; nothing has run:\n{listing}\n")
         for warning in warnings(setting):
             print(f"warning: {warning}", file=sys.stderr)
         with atomic_path(out) as tmp:
