@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast lint bench clean-demo
+.PHONY: install demo paper test test-fast lint bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,30 @@ install: $(STAMP)
 demo: install
 	PATH=$(BIN):$$PATH dvc repro
 	@echo "Metrics: metrics/ (dvc metrics show); the tables beside the papers: metrics/report.md"
+
+# The papers' setting in one command: `make paper COCO=/data/coco` (COCO 2014 + Karpathy's dataset_coco.json in
+# that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: README "The paper's setting in
+# one command"). The pipeline's first stage, check, lists everything missing in one message before anything long runs.
+# GPUS=4 runs generate and code_train under `accelerate launch` on 4 GPUs.
+COCO ?= coco
+GPUS ?= 1
+LAUNCHER := $(if $(filter 1,$(GPUS)),python,accelerate launch --multi_gpu --num_processes $(GPUS))
+PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_captions=annotations/captions_*2014.json' \
+	-S clusters.karpathy_split=$(COCO)/dataset_coco.json \
+	-S clusters.images=$(COCO) -S 'generate.generators=[sd14,sd21]' -S generate.shard_size=256 \
+	-S model.backbone=clip_vitb32_openai -S 'model.generators=[sd14,sd21]' \
+	-S 'embed.backbones=[resnet50_imagenet,vitb32_imagenet,clip_rn50_openai,openclip_vitb32_laion400m,openclip_vitb32_laion2b]' \
+	-S probe.protocol=raw -S probe.c_min=0.000001 -S probe.c_max=1000000.0 -S probe.c_steps=96 \
+	-S disentangle.epochs=25 \
+	-S 'code_train.data.generators=[sd14,sd21]' -S code_train.image_size=224 -S code_train.local_size=96 \
+	-S code_train.epochs=150 -S code_train.batch_size=256 -S code_train.warmup_epochs=5 \
+	-S code_train.probe_images=9600 \
+	-S 'code_eval.data.generators=[sd14,sd21]' -S 'code_eval.data.fit=[sd14,sd21]'
+
+# runtime settings (speed, not results) are environment variables, not params: README "Runtime settings"
+paper: install
+	PATH=$(BIN):$$PATH PARENTAGE_GENERATE_LAUNCHER='$(LAUNCHER)' PARENTAGE_CODE_TRAIN_LAUNCHER='$(LAUNCHER)' \
+	PARENTAGE_CODE_TRAIN_WORKERS=8 PARENTAGE_CODE_TRAIN_THREADS=0 dvc exp run $(PAPER)
 
 test: install
 	$(BIN)/python -m pytest

@@ -24,12 +24,27 @@ COMMANDS = [
     ("code_eval", "stages.code_eval"),
     ("detector", "stages.detector"),
     ("detect", "stages.detect"),
+    ("check", "stages.check"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="parentage: real photographs versus the images a diffusion model makes from their captions.")
 for name, module in COMMANDS:
     app.command(name)(importlib.import_module(module).main)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"parentage {version('parentage')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the installed version and exit.")) -> None:
+    """parentage: real photographs versus the images a diffusion model makes from their captions."""
 
 if __name__ == "__main__":
     app()

@@ -4,11 +4,13 @@
 
 One row per file: path, score (probability that the image is generated), label (real / fake: the head's
 logit at least the detector's threshold), threshold (shown as a probability, so fake is score >= threshold),
-detector (its id), error. A file that cannot be read (missing, empty, truncated,
-not an image, a decompression bomb, a FIFO or other special file named explicitly) gets a row with its error
-and empty score, and the run goes on. Inside folders and glob matches, files that are not images (by their
-suffix), special files and broken links are skipped and counted (on stderr and in the summary line); links
-that loop are followed only once. File names that are not UTF-8 are written with backslash escapes.
+detector (its id), caveat (empty, or what the detector was trained on that makes its scores meaningless for
+real generators: random-weight generators or backbone; said once on stderr too), error. A file that cannot be
+read (missing, empty, truncated, not an image, a decompression bomb, a FIFO or other special file named
+explicitly) gets a row with its error and empty score, and the run goes on. Inside folders and glob matches,
+files that are not images (by their suffix), special files and broken links are skipped and counted (on stderr
+and in the summary line); links that loop are followed only once. File names that are not UTF-8 are written
+with backslash escapes.
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
 """
@@ -39,9 +41,11 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-COLUMNS = ("path", "score", "label", "threshold", "detector", "error")
+COLUMNS = ("path", "score", "label", "threshold", "detector", "caveat", "error")
 # the registry shipped inside the package, so detect works from any folder
 REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
+# the pipeline's detector in the checkout the package runs from (an editable install), whatever the cwd
+DETECTOR = Path(__file__).resolve().parents[1] / "data" / "detector"
 LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
 
 
@@ -57,6 +61,7 @@ class Row:
     label: str | None
     threshold: float
     detector: str
+    caveat: str | None  # Detector.caveat: what the detector was trained on that its scores should be read with
     error: str | None
 
 
@@ -68,18 +73,19 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
     from stages.shipped.wild import ImageItems, embed_items
 
     detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
+    caveat = detector.caveat or None
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
     items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="detect"):
         path = inputs[result.index].path
         if result.error is not None:
-            yield Row(path, None, None, threshold, detector_id, result.error)
+            yield Row(path, None, None, threshold, detector_id, caveat, result.error)
             continue
         decision = detector.decision(result.embeddings[:1])  # (1, D) -> (1,)
         # the label compares logits: probabilities round to 1.0 for every logit above ~37
         label = LABEL_NAMES[int(detector.predict(decision)[0])]
-        yield Row(path, float(sigmoid(decision)[0]), label, threshold, detector_id, None)
+        yield Row(path, float(sigmoid(decision)[0]), label, threshold, detector_id, caveat, None)
 
 
 def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:
@@ -146,6 +152,9 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")
     detector, backbone = load_checked(detector_path, registry, device)
+    if detector.caveat:
+        print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
+              "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
     inputs = expand_inputs(paths, skips)
     with output(out) as stream:
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
@@ -157,7 +166,8 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
 def main(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs "
                                                 "(quote them; ** recurses)."),
-    detector: Path = typer.Option(Path("data/detector"), help="Detector folder written by the detector stage."),
+    detector: Path = typer.Option(DETECTOR, help="Detector folder written by the detector stage (default: the "
+                                                 "checkout's data/detector, from any working directory)."),
     registry: Path = typer.Option(REGISTRY, help="Backbone registry: the detector's backbone is loaded from it "
                                                  "by alias (offline) and must match the one it was trained on."),
     out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),

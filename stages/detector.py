@@ -2,7 +2,8 @@
 metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robustness.csv).
 
     python -m stages.detector --backbone efficientnet_lite0 --generators tiny_random --head logreg \\
-        --registry stages/embedding/backbones.yaml --embeddings data/embeddings --clusters data/clusters.parquet \\
+        --registry stages/embedding/backbones.yaml --generator-registry stages/generation/generators.yaml \\
+        --embeddings data/embeddings/model --clusters data/clusters.parquet \\
         --children data/children --transforms jpeg95 --transforms jpeg75 --transforms jpeg50 --transforms half \\
         --transforms blur1 --transforms crop --seed 0 --batch-size 32 --workers 2 --device cpu \\
         --out data/detector --metrics metrics/detector.json --robustness metrics/plots/detector_robustness.csv
@@ -44,8 +45,10 @@ def main(
     head: Head = typer.Option(..., help="Head on the embeddings: logreg (C chosen on val)."),
     registry: Path = typer.Option(..., help="Backbone registry (robustness re-embeds the test images with the "
                                             "backbone)."),
-    embeddings: Path = typer.Option(..., help="Folder of embedding caches: <backbone>/parents.h5, "
-                                              "<backbone>/<gen>.h5."),
+    generator_registry: Path = typer.Option(..., help="Generator registry: which --generators have random "
+                                                      "weights (recorded in the detector, which then says so)."),
+    embeddings: Path = typer.Option(..., help="The backbone's folder of embedding caches: parents.h5, <gen>.h5 "
+                                              "(the pipeline's data/embeddings/model/)."),
     clusters: Path = typer.Option(..., help="Clusters table (test parents' images)."),
     children: Path = typer.Option(..., help="Folder of children folders, one per generator."),
     out: Path = typer.Option(..., help="Output detector folder (detector.json, head.safetensors)."),
@@ -63,17 +66,19 @@ def main(
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.contracts.io import write_metrics
+    from stages.generation.registry import random_weight_generators
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
     from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
-        detector, tables = train(embeddings / backbone, generators, head=head.value, seed=seed)
+        detector, tables = train(embeddings, generators, head=head.value, seed=seed,
+                                 random_weight_generators=random_weight_generators(generators, generator_registry))
         encoder = load_registry_backbone(backbone, registry, device)
         try:
             check_backbone(detector, encoder.spec, where=f"{registry}'s")
         except ValueError as error:
-            raise InputError(str(embeddings / backbone), str(error),
+            raise InputError(str(embeddings), str(error),
                              "the caches were embedded with another registry entry: rerun embed") from error
         save_detector(detector, out)
         result = evaluate(detector, tables)
@@ -87,7 +92,8 @@ def main(
         write_metrics(metrics, result)
     test = result["test"]["all"]
     typer.echo(f"{out}: detector {detector.id}, threshold {detector.threshold:.3f}; test accuracy "
-               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}")
+               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}"
+               + (f" ({detector.caveat}: a demo of the plumbing)" if detector.caveat else ""))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python -m stages.disentangle --parents data/embeddings/efficientnet_lite0/parents.h5 \\
         --children data/embeddings/efficientnet_lite0/tiny_random.h5 --epochs 25 --batch-size 1024 \\
         --lr 0.001 --weight-decay 0.01 --temperature 0.07 --seed 0 --device auto \\
-        --c-min 0.001 --c-max 1000 --c-steps 7 --max-iter 1000 \\
+        --c-min 0.001 --c-max 1000 --c-steps 7 --max-iter 1000 --protocol standardised \\
         --out data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
         --metrics metrics/disentangle/efficientnet_lite0/tiny_random.json \\
         --history metrics/plots/disentangle/efficientnet_lite0/tiny_random.json
@@ -23,6 +23,7 @@ import typer
 
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
+from stages.study.probe import Protocol
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -35,7 +36,7 @@ EVAL_SPLITS = ("val", "test")
 
 
 def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, config, *, grid: list[float],
-        max_iter: int, progress: bool = True) -> dict:
+        max_iter: int, protocol: Protocol = Protocol.standardised, progress: bool = True) -> dict:
     from stages.contracts.io import write_json, write_metrics
     from stages.study.clusters import Clusters, load_clusters
     from stages.study.disentangle import project, save_projections, train_projections
@@ -52,7 +53,8 @@ def run(parents: Path, children: Path, out: Path, metrics: Path, history: Path, 
         raise InputError(f"disentangle ({parents})", str(error)) from error
     semantic, style = project(model, clusters.embeddings)
     in_s = Clusters(semantic, clusters.cluster_id, clusters.split, clusters.attrs)
-    fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed, max_iter=max_iter)
+    fit = fit_probe(in_s.select("train"), in_s.select("val"), grid, seed=config.seed, max_iter=max_iter,
+                    protocol=protocol)
     # params are not echoed and the losses are plot data (--history): metrics hold what a reviewer compares
     result: dict = {"s_probe_c": fit.c}
     for split in EVAL_SPLITS:
@@ -88,6 +90,7 @@ def main(
     c_max: float = typer.Option(..., help="Largest C of the grid."),
     c_steps: int = typer.Option(..., min=1, help="Number of C values."),
     max_iter: int = typer.Option(..., min=1, help="L-BFGS iterations of the S probe at most (the probe stage's)."),
+    protocol: Protocol = typer.Option(..., help="The S probe's features: standardised or raw (the probe stage's)."),
     out: Path = typer.Option(..., help="Output S and T weights (safetensors)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     history: Path = typer.Option(..., help="Output per-epoch losses (plot data)."),
@@ -100,7 +103,7 @@ def main(
         config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                    temperature=temperature, seed=seed, device=device.value)
         result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps),
-                     max_iter=max_iter)
+                     max_iter=max_iter, protocol=protocol)
     for split in EVAL_SPLITS:
         s, t = result[split]["S"], result[split]["T"]
         typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {s['full_cluster_accuracy']:.4f}"

@@ -3,6 +3,7 @@ trained on one generator, its accuracy on val and test, and its accuracy on ever
 
     python -m stages.probe --embeddings data/embeddings/efficientnet_lite0 --generator tiny_random \\
         --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 --max-iter 1000 \\
+        --protocol standardised \\
         --metrics metrics/probe/efficientnet_lite0/tiny_random.json \\
         --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
         --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json \\
@@ -22,13 +23,14 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.study.probe import Protocol
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 EVAL_SPLITS = ("val", "test")
 
 
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
-        grid: list[float], seed: int, max_iter: int, c_search: Path | None = None) -> dict:
+        grid: list[float], seed: int, max_iter: int, protocol: Protocol, c_search: Path | None = None) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
     from stages.contracts.io import write_json, write_metrics
     from stages.heads.metrics import roc_points
@@ -39,7 +41,8 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
         raise InputError("--generators", f"{generators} must include the training generator {generator!r}")
     parents = embeddings / "parents.h5"
     clusters = load_clusters(parents, child_cache(embeddings, generator))
-    fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter)
+    fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter,
+                    protocol=protocol)
     result: dict = {
         "c": fit.c,
         "train_rows": int(fit.train_rows),
@@ -74,6 +77,8 @@ def main(
     c_steps: int = typer.Option(..., min=1, help="Number of C values in the grid."),
     seed: int = typer.Option(..., min=0, help="Seed of the one-child-per-cluster draw."),
     max_iter: int = typer.Option(..., min=1, help="L-BFGS iterations at most."),
+    protocol: Protocol = typer.Option(..., help="standardised: features standardised by the training rows; raw: "
+                                                "the paper's (CLIP's) raw features."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     roc: Path = typer.Option(..., help="Output ROC curve on the test split (plot data)."),
     cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),
@@ -84,7 +89,8 @@ def main(
 
     with user_errors():
         result = run(embeddings, generator, generators, metrics, roc, cross,
-                     grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, c_search=c_search)
+                     grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, protocol=protocol,
+                     c_search=c_search)
     for split in EVAL_SPLITS:
         values = result[split]
         typer.echo(f"{split}: overall {values['overall_accuracy']:.4f}  full-cluster "

@@ -13,7 +13,7 @@ and test per generator, robustness on test).
         --robustness metrics/plots/detector_robustness.csv --source demo --captions-per-parent 5 \\
         --clusters-metrics metrics/clusters.json --generator-registry stages/generation/generators.yaml \\
         --backbone-registry stages/embedding/backbones.yaml --params params.yaml --roc metrics/plots/roc \\
-        --tsne metrics/plots/tsne --focus-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
+        --tsne metrics/plots/tsne --model-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
         --out metrics/report.md --figures metrics/figures
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
@@ -58,7 +58,8 @@ def main(
     params: Path = typer.Option(..., help="params.yaml: hashed for the header's digest (its values are not read)."),
     roc: Path = typer.Option(..., help="Folder of the probes' ROC plot data (<backbone>/<generator>.json)."),
     tsne: Path = typer.Option(..., help="Folder of the t-SNE plot data (<generator>/<space>.csv)."),
-    focus_backbone: str = typer.Option(..., help="model.backbone: the backbone of the t-SNE and the detector."),
+    model_backbone: str = typer.Option(..., help="model.backbone: the alias whose metrics are in each folder's "
+                                                 "`model` subfolder, and the backbone of the t-SNE and the detector."),
     code_curve: Path = typer.Option(..., help="CoDE's training curve (CSV plot data)."),
     out: Path = typer.Option(..., help="Output Markdown report."),
     figures: Path = typer.Option(..., help="Output folder of the key figures (SVG), linked from the report."),
@@ -76,7 +77,7 @@ def main(
         setting = SettingFiles(source=source, captions_per_parent=captions_per_parent,
                                clusters_metrics=clusters_metrics, generators=generator_registry,
                                backbones=backbone_registry, params=params)
-        drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=focus_backbone, code_curve=code_curve, out=figures)
+        drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures)
         text, svgs = build(study, cross, layout, paper, files, setting, drawn, report=out)
         with atomic_path(figures) as folder:
             folder.mkdir()

@@ -102,7 +102,7 @@ def rewrite_deps(text: str) -> str:
     lines, out, stage, i = text.splitlines(), [], None, 0
     while i < len(lines):
         line = lines[i]
-        header = re.match(r"^  (\w+):\s*$", line)
+        header = re.match(r"^  (\w+):\s*(&\w+\s*)?$", line)  # a stage, perhaps anchored for a YAML merge
         if header and header.group(1) in modules:
             stage = header.group(1)
         out.append(line)

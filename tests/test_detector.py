@@ -25,6 +25,10 @@ from tests.wild_files import write_wild_folder
 
 BACKBONE = "tiny_clip"
 GENERATORS = ("gen_a", "gen_b")
+# the generators' registry entries: gen_a has random weights (as the demo's tiny_random), gen_b trained ones
+# (gen_c: registered, never generated)
+GENERATOR_REGISTRY = {gen: {"model_id": "", "height": 40, "width": 40, "steps": 2, "guidance_scale": 1.0,
+                            "random_weights": gen == "gen_a"} for gen in (*GENERATORS, "gen_c")}
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
                                              "head_width": 16},
              "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}}
@@ -49,8 +53,13 @@ def embed_set(backbone, sources: list, ids: list[str], frame, attrs: dict, path:
 
 
 def make_pipeline(root: Path, registry: Path, alias: str = BACKBONE) -> tuple[Path, Path]:
-    """clusters (9 parents, 3 captions), two generators' children and their embedding caches."""
+    """clusters (9 parents, 3 captions), two generators' children, their embedding caches and the generators'
+    registry (generators.yaml)."""
     import pandas as pd
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "generators.yaml").write_text(yaml.safe_dump(GENERATOR_REGISTRY))
 
     clusters = write_clusters(root, n_parents=9, n_captions=3, size=(64, 48))
     frame = read_clusters(clusters)
@@ -81,7 +90,7 @@ def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: s
     args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)], "--head", "logreg",
             *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", "--batch-size", "32",
             "--device", "cpu", "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
-            "--embeddings", str(root / "embeddings"),
+            "--generator-registry", str(root / "generators.yaml"), "--embeddings", str(root / "embeddings" / alias),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
             "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
             "--workers", "0", *extra]
@@ -100,6 +109,8 @@ def test_stage_writes_artifact_metrics_and_robustness(trained):
     shipped = load_detector(trained / "detector")
     assert shipped.backbone["alias"] == BACKBONE and shipped.backbone["dim"] == TINY_CLIP["embed_dim"]
     assert shipped.trained_on["generators"] == list(GENERATORS)
+    assert shipped.trained_on["random_weight_generators"] == ["gen_a"]
+    assert shipped.caveat == "trained on random-weight backbone tiny_clip and random-weight generators gen_a"
     assert shipped.trained_on["counts"]["train"] == {"real": 3, "fake": 18}
     metrics = json.loads((trained / "metrics.json").read_text())
     for split in ("val", "test"):
@@ -122,7 +133,7 @@ def test_stage_is_deterministic(pipeline, trained, repo_root, tmp_path):
     first = json.loads((trained / "detector" / SPEC_FILE).read_text())
     again = tmp_path / "again"
     again.mkdir()
-    for name in ("embeddings", "children"):
+    for name in ("embeddings", "children", "generators.yaml"):
         (again / name).symlink_to(root / name)
     result = run_stage(again, clusters, repo_root)
     assert result.exit_code == 0, result.output
@@ -132,8 +143,10 @@ def test_stage_is_deterministic(pipeline, trained, repo_root, tmp_path):
 
 def test_stage_errors_name_the_missing_cache(pipeline, repo_root):
     root, clusters = pipeline
+    result = run_stage(root, clusters, repo_root, "--generators", "gen_c")
+    assert result.exit_code == 2 and "gen_c.h5" in result.output
     result = run_stage(root, clusters, repo_root, "--generators", "nope")
-    assert result.exit_code == 2 and "nope.h5" in result.output
+    assert result.exit_code == 2 and "generators.yaml: unknown generator 'nope'" in result.output
 
 
 def detect_cli(*args: str):
@@ -155,6 +168,28 @@ def test_detect_cli_on_a_mixed_folder(trained, tmp_path):
     scored = {r["path"] for r in records if r["error"] is None}
     assert scored == {str(p) for p in good.values()}
     assert {r["detector"] for r in records} == {load_detector(trained / "detector").id}
+    # the detector says what it is: in every row, and once on stderr
+    caveat = load_detector(trained / "detector").caveat
+    assert caveat and {r["caveat"] for r in records} == {caveat}
+    assert result.stderr.count("warning: ") == 1 and caveat in result.stderr
+    assert "say nothing about real generators" in result.stderr
+
+
+def test_a_detector_of_trained_weights_has_no_caveat(trained, tmp_path):
+    """Neither the backbone nor a training generator random: an empty caveat column and no warning."""
+    from stages.shipped.artifact import save_detector
+
+    shipped = load_detector(trained / "detector")
+    shipped.trained_on["random_weight_generators"] = []
+    shipped.backbone["random_weights"] = False  # as recorded for a trained backbone (neither is in the id)
+    save_detector(shipped, tmp_path / "detector")
+    assert load_detector(tmp_path / "detector").caveat == ""
+    photo = write_wild_folder(tmp_path / "wild")[0]["photo.jpg"]
+    result = detect_cli(str(photo), "--detector", str(tmp_path / "detector"))
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    [row] = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert row["caveat"] == "" and row["label"] in ("real", "fake")
 
 
 def test_detect_cli_stdout_csv_and_exit_codes(trained, tmp_path):

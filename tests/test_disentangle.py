@@ -72,6 +72,7 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
     common = ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
               "--batch-size", "30", "--lr", "0.001", "--weight-decay", "0.01", "--seed", "0", "--device", "cpu",
               "--c-min", "0.001", "--c-max", "1000", "--c-steps", "3", "--max-iter", "1000",
+              "--protocol", "standardised",
               "--out", str(tmp_path / "w.safetensors"), "--metrics", str(tmp_path / "m.json"),
               "--history", str(tmp_path / "h.json")]
     done = runner.invoke(disentangle.app, [*common, "--temperature", "0.2"])

@@ -4,6 +4,7 @@ and in a DVC repository, editing one registry entry changes only that generator'
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -148,7 +149,7 @@ def test_registry_file_holds_the_three_entries_as_they_were():
     assert read_registry(REGISTRY) == {
         "tiny_random": GeneratorSpec(alias="tiny_random", model_id="", height=64, width=64, steps=10,
                                      guidance_scale=7.5, scheduler="DDIMScheduler", batch_size=13,
-                                     safety_checker=False, base_seed=0, obtain=obtain),
+                                     safety_checker=False, base_seed=0, obtain=obtain, random_weights=True),
         "sd14": GeneratorSpec(alias="sd14", model_id="CompVis/stable-diffusion-v1-4", height=512, width=512,
                               steps=50, guidance_scale=7.5, scheduler="", dtype="float16", batch_size=8,
                               safety_checker=True, base_seed=0),
@@ -156,6 +157,17 @@ def test_registry_file_holds_the_three_entries_as_they_were():
                               steps=50, guidance_scale=7.5, scheduler="", dtype="float16", batch_size=4,
                               safety_checker=True, base_seed=0,
                               safety_checker_id="CompVis/stable-diffusion-safety-checker")}
+
+
+def test_random_weights_labels_a_generator_without_changing_its_children():
+    """tiny_random says its weights are random (the detector trained on its children says so), but the flag is
+    not a setting: the settings recorded with the children, and so the children, are those of before."""
+    from stages.generation.registry import random_weight_generators
+
+    tiny = read_registry(REGISTRY)["tiny_random"]
+    assert tiny.random_weights and "random_weights" not in tiny.settings()
+    assert tiny.settings() == dataclasses.replace(tiny, random_weights=False).settings()
+    assert random_weight_generators(["sd14", "tiny_random", "sd21"]) == ["tiny_random"]
 
 
 GOOD = {"model_id": "", "height": 32, "width": 32, "steps": 2, "guidance_scale": 7.5}

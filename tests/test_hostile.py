@@ -262,7 +262,7 @@ INVALID: dict[str, dict[str, str]] = {
     "report": {"study": BODY, "cross": BODY, "layout": BODY, "paper": BODY, "code_setting": BODY, "code_train": BODY,
         "code_eval": BODY, "detector": BODY, "detector_metrics": BODY, "robustness": BODY, "out": BODY,
         "backbone_registry": BODY, "generator_registry": BODY, "clusters_metrics": BODY, "code_curve": BODY,
-        "code_grid": BODY, "figures": BODY, "focus_backbone": BODY, "params": BODY, "roc": BODY, "tsne": BODY,
+        "code_grid": BODY, "figures": BODY, "model_backbone": BODY, "params": BODY, "roc": BODY, "tsne": BODY,
         "source": BODY, "captions_per_parent": "abc"},
     "code_train": {"clusters": BODY, "children_root": BODY, "generators": BODY, "out": BODY, "checkpoints": BODY,
         "metrics": BODY, "plot": BODY, "setting": BODY, "arch": BODY, "image_size": "15", "local_size": "15",

@@ -69,13 +69,23 @@ def parse(module: str, args: list[str]):
     return command_of(module).make_context(module, list(args))
 
 
+def empty_list_default(param) -> bool:
+    """A repeated option whose default is the empty list. DVC renders an empty YAML list as no option at all
+    (`${group}` unpacking writes one `--key item` per item), so where a list param may legitimately be empty
+    (embed.backbones: only model.backbone studied) the command must default to [] instead of requiring it; that
+    default cannot disagree with params.yaml, since any item in params.yaml is passed."""
+    return bool(getattr(param, "multiple", False)) and param.default == []
+
+
 def passed_and_defaulted(module: str, args: list[str]) -> tuple[set[str], set[str]]:
-    """(options `args` pass that have a default, options `args` leave to their default)."""
+    """(options `args` pass that have a default, options `args` leave to their default); repeated options whose
+    default is the empty list count as neither (empty_list_default)."""
     context = parse(module, args)
     command = command_of(module)
-    given = {p.name for p in command.params if context.get_parameter_source(p.name).name == "COMMANDLINE"}
-    with_default = {p.name for p in command.params if p.name in given and not p.required}
-    left = {p.name for p in command.params if p.name not in given and p.name != "help"}
+    params = [p for p in command.params if not empty_list_default(p)]
+    given = {p.name for p in params if context.get_parameter_source(p.name).name == "COMMANDLINE"}
+    with_default = {p.name for p in params if p.name in given and not p.required}
+    left = {p.name for p in params if p.name not in given and p.name != "help"}
     return with_default, left
 
 
@@ -101,6 +111,19 @@ def test_the_required_rule_sees_a_default():
     otherwise."""
     module, args = COMMANDS["clusters"]
     assert passed_and_defaulted(module, [*args, "--workers", "2"]) == ({"workers"}, set())
+
+
+def test_only_repeated_options_may_default_to_the_empty_list():
+    """The exception above is exactly a list option whose default is []: a scalar default, or a list default with
+    items, is still reported."""
+    modules = {module for module, _ in COMMANDS.values()}
+    excepted = {(m, p.name) for m in modules for p in command_of(m).params if empty_list_default(p)}
+    assert excepted == {("stages.check", "embed_backbones")}
+    module, args = COMMANDS["check@setting0"]
+    at = args.index("--embed-backbones")  # the demo lists one backbone, so it is passed ...
+    without = args[:at] + args[at + 2:]  # ... and an empty embed.backbones renders no option: still a valid command
+    assert "--embed-backbones" not in without and passed_and_defaulted(module, without) == (set(), set())
+    assert parse(module, without).params["embed_backbones"] == []
 
 
 def repeated(args: list[str], option: str) -> list[str]:

@@ -13,6 +13,7 @@ from tests.study_caches import write_study_caches
 def cli(folder, tmp_path, *extra):
     return ["--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
             "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--seed", "0", "--max-iter", "1000",
+            "--protocol", "standardised",
             "--metrics", str(tmp_path / "m.json"),
             "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"),
             "--c-search", str(tmp_path / "c_search.json"), *extra]
@@ -46,7 +47,7 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
 def test_cross_generator_with_another_fingerprint_falls(tmp_path):
     folder = write_study_caches(tmp_path, style=3.0, n_clusters=90, style_seeds={"g2": 5})
     result = probe.run(folder, "g1", ["g1", "g2"], tmp_path / "m.json", tmp_path / "roc.json",
-                       tmp_path / "cross.json", grid=[1.0], seed=0, max_iter=1000)
+                       tmp_path / "cross.json", grid=[1.0], seed=0, max_iter=1000, protocol=probe.Protocol.standardised)
     cross = json.loads((tmp_path / "cross.json").read_text())
     assert result["test"]["auc"] > 0.95 and cross[1]["auc"] < result["test"]["auc"] - 0.2
 
@@ -55,9 +56,22 @@ def test_bad_arguments(tmp_path):
     folder = write_study_caches(tmp_path, n_clusters=30)
     with pytest.raises(InputError, match="must include the training generator"):
         probe.run(folder, "g1", ["g2"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0],
-                  seed=0, max_iter=1000)
+                  seed=0, max_iter=1000, protocol=probe.Protocol.standardised)
     with pytest.raises(InputError, match="c_min"):
         c_grid(0, 1, 3)
     done = CliRunner().invoke(probe.app, cli(folder, tmp_path, "--generators", "g3"))
     assert done.exit_code == 2 and "g3.h5" in done.output
     assert c_grid(0.001, 1000, 7) == pytest.approx([0.001, 0.01, 0.1, 1, 10, 100, 1000])
+
+
+def test_the_raw_protocol_fits_the_raw_features(tmp_path):
+    """probe.protocol=raw is the paper's (CLIP's) probe: no standardisation, the head's mean 0 and scale 1."""
+    from stages.study.clusters import child_cache, load_clusters
+    from stages.study.probe import Protocol, fit_probe
+
+    folder = write_study_caches(tmp_path, style=3.0, n_clusters=30)
+    clusters = load_clusters(folder / "parents.h5", child_cache(folder, "g1"))
+    raw = fit_probe(clusters.select("train"), clusters.select("val"), [1e-6, 1.0, 1e6], protocol=Protocol.raw)
+    assert not raw.probe.mean.any() and (raw.probe.scale == 1).all()
+    standard = fit_probe(clusters.select("train"), clusters.select("val"), [1.0])
+    assert standard.probe.mean.any()

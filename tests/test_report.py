@@ -36,7 +36,7 @@ def header_args(folder, *, params=REPO / "params.yaml"):
             "--generator-registry", str(REPO / "stages/generation/generators.yaml"),
             "--backbone-registry", str(REPO / "stages/embedding/backbones.yaml"), "--params", str(params),
             "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
-            "--focus-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
+            "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
             "--figures", str(m / "figures")]
 
 
@@ -296,7 +296,7 @@ def write_detector_inputs(m):
         "backbone": {"alias": "efficientnet_lite0", "library": "timm", "architecture": "tf_efficientnet_lite0",
                      "weights": "in1k", "dim": 1280, "seed": -1},
         "head": {"kind": "logreg", "params": {"C": 10.0}},
-        "trained_on": {"generators": ["sd14", "tiny_random"],
+        "trained_on": {"generators": ["sd14", "tiny_random"], "random_weight_generators": ["tiny_random"],
                        "counts": {"train": {"real": 7, "fake": 70}, "val": {"real": 3, "fake": 30}}}})
     split = {"sd14": {"real_accuracy": 1.0, "fake_accuracy": 0.5, "overall_accuracy": 0.55, "auc": 0.8, "ap": 0.9},
              "tiny_random": dict.fromkeys(("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"), 1.0),
@@ -354,8 +354,8 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     assert "- Detector id: `efficientnet_lite0-logreg-0123456789ab`" in shipped
     assert "- Backbone: `efficientnet_lite0` (timm `tf_efficientnet_lite0`, weights `in1k`, 1280-d)" in shipped
     assert "- Head: logreg (C 10)" in shipped and "- Threshold: 0.4321 " in shipped
-    assert "- Trained on the train split of `sd14`, `tiny_random` (train 7 real / 70 fake; val 3 real / 30 fake)" \
-        in shipped
+    assert ("- Trained on the train split of `sd14`, `tiny_random` (random weights) (train 7 real / 70 fake; "
+            "val 3 real / 30 fake)") in shipped
     assert "| Generator | val Real acc. | val Fake acc. | val Overall acc. | val AUC | val AP | test Real acc. |" \
         in shipped
     assert "| Stable Diffusion v1.4 (`sd14`) | 100.00 | 50.00 | 55.00 | 80.00 | 90.00 | 100.00 | 50.00 | 55.00 |" \
@@ -387,3 +387,17 @@ def test_paper_setting_differs_only_in_its_parents():
     from stages.reporting.detectors import PAPER_SETTING, setting_differences
 
     assert setting_differences(PAPER_SETTING) == ["parents: COCO (paper: LAION-400M)"]
+
+
+def test_the_model_folder_is_named_by_model_backbone(tmp_path):
+    """metrics/<stage>/model/ holds model.backbone's rows: the report names them by the alias, over a folder of
+    the same alias."""
+    import json
+
+    from stages.reporting.study import collect
+
+    for backbone, value in (("model", 0.9), ("openclip_vitb32_random", 0.5), ("efficientnet_lite0", 0.1)):
+        (tmp_path / backbone).mkdir()
+        (tmp_path / backbone / "tiny_random.json").write_text(json.dumps({"x": value}))
+    results = collect(tmp_path, "efficientnet_lite0")
+    assert results == {"tiny_random": {"efficientnet_lite0": {"x": 0.9}, "openclip_vitb32_random": {"x": 0.5}}}

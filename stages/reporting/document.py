@@ -3,7 +3,8 @@
 then CoDE and the shipped detector (stages.reporting.detectors). `build` reads every input and returns the
 text and the figures; the report command writes them.
 
-The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``); a folder's name is
+The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``, ``<backbone>`` ``model``
+for model.backbone); a folder's name is
 the stage a layout table names. Every table's stage must be among the folders, and every folder must be read
 by a table, so the report's dvc.yaml deps are exactly what it reads."""
 
@@ -53,7 +54,7 @@ def build_figures(files: FigureFiles, detectors: DetectorFiles) -> dict[str, str
     """File name -> SVG text of every key figure whose plot data exists."""
     from stages.reporting import key_figures as kf
 
-    return {**kf.tsne_figures(files.tsne, files.focus_backbone), **kf.roc_figures(files.roc),
+    return {**kf.tsne_figures(files.tsne, files.focus_backbone), **kf.roc_figures(files.roc, files.focus_backbone),
             **kf.code_train_figure(files.code_curve), **kf.code_robustness_figure(detectors.code_grid),
             **kf.detector_robustness_figure(detectors.robustness, files.focus_backbone)}
 
@@ -103,10 +104,12 @@ def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Re
 def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles,
           setting: SettingFiles, figures: FigureFiles, *, report: Path) -> tuple[str, dict[str, str]]:
     """Read the layout, the paper's numbers, every metrics file and plot data; return the text of `report` and
-    its figures (file name -> SVG)."""
+    its figures (file name -> SVG). The rows of each folder's ``model`` subfolder are model.backbone's
+    (`figures.focus_backbone`)."""
     import os
 
     from stages.reporting.detectors import read_json
+
     folders: dict[str, Path] = {}
     for folder in study:
         if folder.name in folders:
@@ -119,12 +122,14 @@ def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, de
     if unread:
         raise InputError("--study", f"no table of {layout} reads {', '.join(unread)}",
                          "drop the folder from the report's --study options and deps, or add a table")
-    results = {stage: collect(folder) for stage, folder in folders.items()}
+    model_backbone = figures.focus_backbone
+    results = {stage: collect(folder, model_backbone) for stage, folder in folders.items()}
     generators = sorted({g for r in results.values() for g in r})
     backbones = sorted({b for r in results.values() for gens in r.values() for b in gens})
     drawn = build_figures(figures, detectors)
     link = Path(os.path.relpath(figures.out, report.parent)).as_posix()
     header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones,
                               root=setting.params.parent), *render_figures(drawn, link)]
-    text = render(tables, results, collect(cross), paper, render_detectors(detectors, paper, setting.source), header)
+    text = render(tables, results, collect(cross, model_backbone), paper,
+                  render_detectors(detectors, paper, setting.source), header)
     return text, drawn

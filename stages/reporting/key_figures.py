@@ -41,17 +41,19 @@ def _num(value) -> float | None:
     return None if value in (None, "") else float(value)
 
 
-def roc_figures(folder: Path) -> dict[str, str]:
-    """One figure per backbone: a curve per generator (``folder/<backbone>/<generator>.json``)."""
+def roc_figures(folder: Path, model_backbone: str) -> dict[str, str]:
+    """One figure per backbone: a curve per generator (``folder/<backbone>/<generator>.json``); the ``model``
+    folder holds model.backbone's curves and is named by its alias."""
     figures = {}
     for backbone in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        name = model_backbone if backbone.name == "model" else backbone.name
         lines = {path.stem: [(float(r["fpr"]), float(r["tpr"])) for r in _rows(path)]
                  for path in sorted(backbone.glob("*.json"))}
         if lines:
-            panel = Panel(f"backbone {backbone.name}", "false positive rate (real called generated)",
+            panel = Panel(f"backbone {name}", "false positive rate (real called generated)",
                           "true positive rate", lines=lines, diagonal=True, x_range=(0, 1), y_range=(0, 1))
-            figures[f"roc_{backbone.name}.svg"] = render_svg(
-                f"ROC of the linear probe on test (positive: generated), backbone {backbone.name}", [panel])
+            figures[f"roc_{name}.svg"] = render_svg(
+                f"ROC of the linear probe on test (positive: generated), backbone {name}", [panel])
     return figures
 
 

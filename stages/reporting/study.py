@@ -20,14 +20,20 @@ from stages.reporting.layout import Table
 from stages.reporting.setting import RANDOM
 
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
+# the folder of model.backbone's metrics (dvc.yaml's *_model stages): its rows are named by the alias
+MODEL_FOLDER = "model"
 
 
-def collect(folder: Path) -> Results:
-    """Read ``folder/<backbone>/<generator>.json`` into {generator: {backbone: metrics}}; none when absent."""
+def collect(folder: Path, model_backbone: str) -> Results:
+    """Read ``folder/<backbone>/<generator>.json`` into {generator: {backbone: metrics}}; none when absent.
+    The ``model`` folder holds `model_backbone`'s metrics and wins over a folder of the same alias (the same
+    backbone, listed in embed.backbones as well)."""
     results: Results = {}
-    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
+    paths = sorted(folder.glob("*/*.json")) if folder.is_dir() else []
+    for path in sorted(paths, key=lambda p: p.parent.name == MODEL_FOLDER):  # the model folder last: it wins
+        backbone = model_backbone if path.parent.name == MODEL_FOLDER else path.parent.name
         try:
-            results.setdefault(path.stem, {})[path.parent.name] = json.loads(path.read_text())
+            results.setdefault(path.stem, {})[backbone] = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise InputError(str(path), f"not valid JSON ({error})") from error
     return results

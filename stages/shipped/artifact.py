@@ -4,7 +4,8 @@ detector someone shared runs none of their code.
     detector.json       format and version; the detector id; the backbone it was trained on (alias,
                         library, architecture, weights tag, preprocessing, dimension); the head (kind and
                         hyper-parameters); the threshold and the split it was chosen on; the generators and
-                        data it was trained on; library versions
+                        data it was trained on (trained_on.random_weight_generators: those with random
+                        weights); library versions
     head.safetensors    the head's tensors (stages.heads.linear.LinearHead), float32: mean (D,), scale (D,)
                         (standardisation fitted on train), coef (D,), intercept (1,)
 
@@ -62,6 +63,19 @@ class Detector:
         if int(self.backbone["dim"]) != self.head.dim:
             raise ValueError(f"the backbone gives {self.backbone['dim']}-d embeddings, "
                              f"the head expects {self.head.dim}")
+
+    @property
+    def caveat(self) -> str:
+        """'' for a detector of trained weights; else which of its backbone and training generators have random
+        weights (the backbone's `random_weights` attribute, trained_on's `random_weight_generators`): its
+        scores then only tell such images from photographs and say nothing about real generators."""
+        parts = []
+        if self.backbone.get("random_weights"):
+            parts.append(f"random-weight backbone {self.backbone['alias']}")
+        generators = self.trained_on.get("random_weight_generators") or []
+        if generators:
+            parts.append(f"random-weight generators {', '.join(generators)}")
+        return f"trained on {' and '.join(parts)}" if parts else ""
 
     @property
     def id(self) -> str:

@@ -62,11 +62,13 @@ def content_hash(table: EmbeddingTable) -> str:
     return digest.hexdigest()
 
 
-def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
-          seed: int = 0) -> tuple[Detector, dict[str, EmbeddingTable]]:
+def train(folder: Path, generators: Sequence[str], *, head: str = "logreg", seed: int = 0,
+          random_weight_generators: Sequence[str] = ()) -> tuple[Detector, dict[str, EmbeddingTable]]:
     """Fit the detector on train (C and threshold on val; stages.shipped.head_fit); return it and the tables.
 
-    `seed` is recorded (it seeds the robustness test's random crop); L-BFGS itself draws nothing."""
+    `seed` is recorded (it seeds the robustness test's random crop); L-BFGS itself draws nothing. The
+    `random_weight_generators` (those of `generators` whose weights are random) are recorded, so the detector
+    can say what it is (Detector.caveat)."""
     from importlib.metadata import version
 
     if head != "logreg":
@@ -82,6 +84,7 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg",
               for split, labels in (("train", y_train), ("val", y_val))}
     trained_on = {
         "generators": list(generators),
+        "random_weight_generators": [g for g in generators if g in set(random_weight_generators)],
         "counts": counts,
         "embeddings": {name: {"rows": len(t), "sha256": content_hash(t)} for name, t in tables.items()},
         "protocol": "logistic regression (L2, L-BFGS, balanced class weights) on standardised train embeddings; "

@@ -186,6 +186,31 @@ def read_coco(root: Path, captions_glob: str, karpathy_split: Path | None, skips
     return records
 
 
+def coco_problems(root: Path, captions_glob: str, karpathy_split: Path | None) -> list[str]:
+    """What of a COCO source is missing (the folder, the caption files, each caption file's image folder, the
+    split file), each with how to get it; empty when all is there. Images are not opened here (clusters checks
+    every one)."""
+    site = "https://cocodataset.org/#download"
+    problems = []
+    if not root.is_dir():
+        problems.append(f"COCO folder {root} (clusters.input) does not exist: create it and fill it as below")
+    files = sorted(Path(p) for p in glob.glob(str(root / captions_glob)))
+    if not files:
+        problems.append(f"caption files: none matches {root / captions_glob} (clusters.coco_captions): unzip "
+                        f"annotations_trainval2014.zip from {site} into {root}")
+    subs = {m.group(0) for f in files if (m := re.search(r"(train|val|test)\d{4}", f.stem))}
+    year = (re.search(r"20\d\d", captions_glob) or re.search("2014", "2014")).group(0)
+    for sub in sorted(subs) if files else [f"train{year}", f"val{year}"]:
+        if not any((folder / sub).is_dir() for folder in (root, root / "images")):
+            problems.append(f"images: folder {root / sub} is missing: download {sub}.zip from {site} and unzip it "
+                            f"into {root}")
+    if karpathy_split is not None and not karpathy_split.is_file():
+        problems.append(f"Karpathy's split file {karpathy_split} (clusters.karpathy_split) is missing: download "
+                        "caption_datasets.zip (Karpathy's dataset_coco.json, e.g. from "
+                        "https://cs.stanford.edu/people/karpathy/deepimagesent/) and unzip dataset_coco.json there")
+    return problems
+
+
 def _first_existing(folders: list[Path], name: str) -> Path:
     for folder in folders:
         if (folder / name).exists():

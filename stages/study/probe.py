@@ -2,9 +2,12 @@
 features, trained on one randomly drawn child per cluster so real and fake are balanced, its inverse
 regularisation strength C chosen on the validation split (never on test).
 
-Protocol details: the head and its fit are the toolkit's (stages.heads.linear): features standardised with
-the training rows' mean and standard deviation (L-BFGS then converges in tens of iterations at COCO scale),
-the grid fitted from the smallest C up, each fit warm-started from the previous one. C is the grid value
+Protocol details: the head and its fit are the toolkit's (stages.heads.linear). Two protocols (`Protocol`):
+`standardised` (the default) standardises the features with the training rows' mean and standard deviation
+(L-BFGS then converges in tens of iterations at COCO scale); `raw` is the paper's, CLIP's linear probe (the
+paper's [43], its appendix A.3): the raw features, with C swept over 1e-6 .. 1e6 (params: c_min 1e-6, c_max 1e6,
+c_steps 96, as CLIP's 96 log-spaced steps). In both the grid is fitted from the smallest C up, each fit
+warm-started from the previous one. C is the grid value
 with the best overall accuracy on every validation element (ties go to the smaller C, the stronger
 regularisation); the decision threshold is logit 0 (probability 0.5).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -21,6 +25,13 @@ from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead, best_c, fit_logistic
 from stages.heads.metrics import classification_metrics, overall_accuracy
 from stages.study.clusters import PARENT, Clusters
+
+
+class Protocol(StrEnum):
+    """How the probe sees the features: standardised by the training rows, or raw (the paper's, after CLIP)."""
+
+    standardised = "standardised"
+    raw = "raw"
 
 
 @dataclass
@@ -49,7 +60,7 @@ def all_rows(clusters: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: int = 0,
-              max_iter: int = 1000) -> ProbeFit:
+              max_iter: int = 1000, protocol: Protocol = Protocol.standardised) -> ProbeFit:
     """Fit one probe per C on balanced training rows and keep the one best on all validation elements."""
     if not c_grid or any(c <= 0 for c in c_grid):
         raise ValueError(f"the C grid {list(c_grid)} must be non-empty and positive")
@@ -58,7 +69,7 @@ def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: 
                          f"{len(val.cluster_id)} val")
     x, y = balanced_rows(train, seed)
     val_x, val_y, _ = all_rows(val)
-    heads = fit_logistic(x, y, c_grid, max_iter=max_iter)
+    heads = fit_logistic(x, y, c_grid, max_iter=max_iter, standardise=protocol == Protocol.standardised)
     accuracy = {c: overall_accuracy(head.predict(val_x), val_y) for c, head in heads.items()}
     c = best_c(heads, lambda head: accuracy[head.params["C"]])
     return ProbeFit(heads[c], c, [(float(g), accuracy[float(g)]) for g in c_grid], len(y))

@@ -1,0 +1,155 @@
+"""check: the pipeline's setting (its params, passed as options) and the two registries -> data/check.txt, or one
+message listing everything that would stop the pipeline later: unknown generator or backbone aliases (with the
+nearest known ones), a generator the detector or CoDE uses that generate does not make, missing COCO images,
+caption files or split file, and the missing weights of every generator and backbone, each with how to get it.
+Every other stage runs after it (clusters and tiny_generator depend on its output), so a typo or a missing
+download fails in seconds, before hours of generation.
+
+    python -m stages.check --model-backbone efficientnet_lite0 --model-generators tiny_random \\
+        --embed-backbones openclip_vitb32_random --generate-generators tiny_random --models-root models \\
+        --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
+        --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
+        --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
+        --generator-registry stages/generation/generators.yaml --built tiny_random --out data/check.txt
+
+Its output is the same text whenever the check passes: stages after it never rerun because it did. A warning
+(model.backbone also listed in embed.backbones: embedded twice) goes to stderr and does not fail the check.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from stages.contracts.errors import InputError, user_errors
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+PASSED = "every alias is known and every input and weight the pipeline reads is on disk\n"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the pipeline is asked to build: the params the check reads, by their params.yaml names."""
+
+    model_backbone: str
+    model_generators: list[str]
+    embed_backbones: list[str]
+    generate_generators: list[str]
+    models_root: Path
+    code_train_generators: list[str]
+    code_eval_generators: list[str]
+    code_eval_fit: list[str]
+    source: str
+    input_path: Path
+    coco_captions: str
+    karpathy_split: Path | None
+
+
+def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
+    from stages.embedding.backbones import nearest
+
+    close = nearest(alias, known)
+    hint = f"nearest: {', '.join(close)}" if close else f"known: {', '.join(sorted(known))}"
+    return f"{param}: unknown {kind} {alias!r}, not in {registry} ({hint}); add an entry there or fix the alias"
+
+
+def problems(setting: Setting, backbone_registry: Path, generator_registry: Path, built: set[str]) -> list[str]:
+    """Everything that would stop the pipeline later, in the order a reader fixes them; empty when none."""
+    from stages.embedding.backbones import read_registry as read_backbones
+    from stages.embedding.backbones import weights_problem
+    from stages.generation.registry import read_registry as read_generators
+    from stages.generation.registry import weights_problems
+    from stages.sources.readers import coco_problems
+
+    found: list[str] = []
+    backbones, generators = read_backbones(backbone_registry), read_generators(generator_registry)
+    made = setting.generate_generators
+    found += [_unknown("generator", a, "generate.generators", set(generators), generator_registry)
+              for a in made if a not in generators]
+    wanted_backbones = {"model.backbone": [setting.model_backbone], "embed.backbones": setting.embed_backbones}
+    for param, aliases in wanted_backbones.items():
+        found += [_unknown("backbone", a, param, set(backbones), backbone_registry)
+                  for a in aliases if a not in backbones]
+    for param, aliases in {"model.generators": setting.model_generators,
+                           "code_train.data.generators": setting.code_train_generators,
+                           "code_eval.data.generators": setting.code_eval_generators,
+                           "code_eval.data.fit": setting.code_eval_fit}.items():
+        found += [f"{param}: generator {a!r} is not made by this pipeline; add it to generate.generators "
+                  f"(now {made})" for a in aliases if a not in made]
+
+    if setting.source == "coco":
+        found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
+    elif not setting.input_path.exists():
+        found.append(f"clusters.input: {setting.input_path} does not exist (the {setting.source} source's "
+                     f"{'folder' if setting.source == 'demo' else 'manifest file'})")
+
+    for alias in dict.fromkeys(made):
+        if alias in generators and alias not in built:
+            found += weights_problems(generators[alias], setting.models_root)
+    for alias in dict.fromkeys(a for aliases in wanted_backbones.values() for a in aliases):
+        if alias in backbones:
+            problem = weights_problem(backbones[alias])
+            found += [problem] if problem else []
+    return found
+
+
+def warnings(setting: Setting) -> list[str]:
+    """What is allowed but probably not meant."""
+    if setting.model_backbone in setting.embed_backbones:
+        return [f"model.backbone {setting.model_backbone!r} is also listed in embed.backbones: it is embedded and "
+                "studied twice (data/embeddings/model/ and its own folder; the report shows the model rows); drop "
+                "it from embed.backbones to save the time"]
+    return []
+
+
+@app.command()
+def main(
+    model_backbone: str = typer.Option(..., help="model.backbone: a backbone registry alias."),
+    model_generators: list[str] = typer.Option(..., help="model.generators (repeat)."),
+    embed_backbones: list[str] = typer.Option(
+        [], help="embed.backbones (repeat). Empty by default because DVC renders an empty YAML list as no option "
+                 "at all: only model.backbone is studied."),
+    generate_generators: list[str] = typer.Option(..., help="generate.generators (repeat)."),
+    models_root: Path = typer.Option(..., help="generate.models_root: <models_root>/<alias> holds each generator."),
+    code_train_generators: list[str] = typer.Option(..., help="code_train.data.generators (repeat)."),
+    code_eval_generators: list[str] = typer.Option(..., help="code_eval.data.generators (repeat)."),
+    code_eval_fit: list[str] = typer.Option(..., help="code_eval.data.fit (repeat)."),
+    source: str = typer.Option(..., help="clusters.source: demo | coco | manifest (clusters validates it)."),
+    input_path: Path = typer.Option(..., "--input", help="clusters.input: the source's folder or manifest."),
+    coco_captions: str = typer.Option(..., help="clusters.coco_captions: glob of caption files under --input."),
+    karpathy_split: str = typer.Option(..., help="clusters.karpathy_split: Karpathy's dataset_coco.json; empty: "
+                                                 "none (a seeded split)."),
+    backbone_registry: Path = typer.Option(..., help="Backbone registry (stages/embedding/backbones.yaml)."),
+    generator_registry: Path = typer.Option(..., help="Generator registry (stages/generation/generators.yaml)."),
+    built: list[str] = typer.Option(..., help="Generators a stage of the pipeline builds (their weights are "
+                                              "not looked for; repeat)."),
+    out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
+) -> None:
+    """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
+    from stages.contracts.io import atomic_path
+
+    setting = Setting(model_backbone=model_backbone, model_generators=model_generators,
+                      embed_backbones=embed_backbones, generate_generators=generate_generators,
+                      models_root=models_root, code_train_generators=code_train_generators,
+                      code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
+                      input_path=input_path, coco_captions=coco_captions,
+                      karpathy_split=Path(karpathy_split) if karpathy_split else None)
+    with user_errors():
+        found = problems(setting, backbone_registry, generator_registry, set(built))
+        if found:
+            listing = "\n".join(f"  {i}. {problem}" for i, problem in enumerate(found, 1))
+            things = "1 thing the pipeline needs is" if len(found) == 1 else \
+                f"{len(found)} things the pipeline needs are"
+            raise InputError("params.yaml", f"{things} missing or wrong; nothing has run:\n{listing}\n")
+        for warning in warnings(setting):
+            print(f"warning: {warning}", file=sys.stderr)
+        with atomic_path(out) as tmp:
+            tmp.write_text(PASSED)
+    typer.echo(f"{out}: {PASSED.strip()}")
+
+
+if __name__ == "__main__":
+    app()

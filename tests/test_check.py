@@ -1,0 +1,93 @@
+"""The check stage: an unknown alias or a missing download fails at once, every problem in one message."""
+
+import shutil
+
+import yaml
+from typer.testing import CliRunner
+
+from stages.check import PASSED, app
+
+
+def run_check(repo_root, tmp_path, **changes):
+    """The check as dvc.yaml renders it with params.yaml changed by `changes` (section__key=value), writing to
+    tmp_path/check.txt; paths in the command stay relative to the working directory."""
+    from tests.test_params import render
+
+    root = tmp_path / "rendered"
+    for name in ("dvc.yaml", ".dvc/config"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root / name, root / name)
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    module, args = render(root)["check@setting0"]
+    assert module == "stages.check"
+    args[args.index("--out") + 1] = str(tmp_path / "check.txt")
+    return CliRunner().invoke(app, args)
+
+
+def test_the_demo_passes(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "check.txt").read_text() == PASSED
+    assert "warning" not in done.output
+
+
+def test_model_backbone_also_in_embed_backbones_warns_once_and_passes(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, embed__backbones=["efficientnet_lite0", "openclip_vitb32_random"])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("warning: model.backbone 'efficientnet_lite0' is also listed in embed.backbones") == 1
+    assert (tmp_path / "check.txt").read_text() == PASSED
+
+
+def test_an_empty_embed_backbones_is_no_option_and_passes(repo_root, tmp_path, monkeypatch):
+    """Only model.backbone studied: DVC renders the empty list as no option, which the check accepts."""
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, embed__backbones=[])
+    assert done.exit_code == 0, done.output
+
+
+def test_the_check_reads_no_params_file():
+    """STYLE.md 2: its --help is its interface; dvc.yaml passes every param it reads (and lists them)."""
+    import re
+
+    from tests.imports import REPO
+
+    source = (REPO / "stages" / "check.py").read_text()
+    assert "params.yaml\")" not in source and not re.search(r"--params\b", source)
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["check"]
+    for param in ("model.backbone", "model.generators", "embed.backbones", "generate.generators",
+                  "generate.models_root", "code_train.data", "code_eval.data", "clusters.source", "clusters.input",
+                  "clusters.coco_captions", "clusters.karpathy_split"):
+        assert param in stage["params"], param
+
+
+def test_an_unknown_model_backbone_names_the_registry_and_the_nearest(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, model__backbone="efficientnet_lite")
+    assert done.exit_code == 2
+    assert "model.backbone: unknown backbone 'efficientnet_lite'" in done.output
+    assert "backbones.yaml" in done.output and "nearest: efficientnet_lite0" in done.output
+    assert "Traceback" not in done.output and not (tmp_path / "check.txt").exists()
+
+
+def test_the_papers_setting_lists_everything_missing_at_once(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/ here
+    shutil.copytree(repo_root / "stages", tmp_path / "stages")
+    coco = tmp_path / "coco"
+    done = run_check(repo_root, tmp_path, clusters__source="coco", clusters__input=str(coco),
+                     clusters__coco_captions="annotations/captions_*2014.json",
+                     clusters__karpathy_split=str(coco / "dataset_coco.json"),
+                     generate__generators=["sd14", "sd21"], model__backbone="clip_vitb32_openai",
+                     model__generators=["sd14", "sd21"], embed__backbones=["resnet50_imagenet", "tiny_randomm"])
+    assert done.exit_code == 2
+    text = done.output
+    for piece in ("caption files", "train2014", "val2014", "dataset_coco.json", "hf download CompVis/stable-",
+                  "hf download stabilityai/stable-diffusion-2-1", "safety checker", "clip_vitb32_openai",
+                  "resnet50-0676ba61.pth", "unknown backbone 'tiny_randomm'",
+                  "code_train.data.generators: generator 'tiny_random' is not made"):
+        assert piece in text, (piece, text)
