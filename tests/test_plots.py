@@ -79,7 +79,7 @@ def test_key_figures_are_titled_svg_with_every_series(tmp_path):
 
     (tmp_path / "roc" / "bb").mkdir(parents=True)
     (tmp_path / "roc" / "bb" / "g1.json").write_text(json.dumps([{"fpr": 0, "tpr": 0}, {"fpr": 1, "tpr": 1}]))
-    roc = roc_figures(tmp_path / "roc")["roc_bb.svg"]
+    roc = roc_figures(tmp_path / "roc", "focus")["roc_bb.svg"]
     assert "backbone bb" in roc and ">g1</text>" in roc and 'stroke-dasharray="4 3"' in roc  # the chance line
     (tmp_path / "tsne" / "g1").mkdir(parents=True)
     (tmp_path / "tsne" / "g1" / "semantic_S.csv").write_text("x,y,label,cluster_id\n0,1,real,4\n2,3,fake,4\n")
