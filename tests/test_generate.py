@@ -403,7 +403,7 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
                                       str(tmp_path / "m.json"), *OPTIONS, "--shard-size", "5"])
     assert result.exit_code == 0, result.output
     manifest = contract.read_manifest(out)
-    assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
+    assert list(manifest.columns) == [*contract.MANIFEST_COLUMNS, *contract.RECORDED_COLUMNS]
     import pyarrow.parquet as pq
 
     assert [str(t) for t in pq.read_schema(out / contract.MANIFEST).types] == [

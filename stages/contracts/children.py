@@ -21,7 +21,9 @@ from pathlib import Path
 MANIFEST = "manifest.parquet"
 SHARDS = "shards"
 MANIFEST_COLUMNS = ("child_id", "cluster_id", "caption_index", "caption", "seed", "split", "shard", "row",
-                    "nsfw", "generator", "truncated")
+                    "nsfw", "generator")
+# Written by the generate stage after the columns above; readers do not require it (older folders lack it).
+RECORDED_COLUMNS = ("truncated",)
 
 
 def read_manifest(folder: Path | str):
