@@ -12,6 +12,10 @@ point, a rerun keeps the finished shards and makes the rest; the result is byte-
 run. Several processes split the shards:
 
     accelerate launch --num_processes 4 -m stages.generate --generator sd14 ...
+
+Any diffusers text-to-image pipeline (a cascaded one too) is a registry entry; speed settings that keep the
+pixels (attention backend, torch.compile, channels-last, VAE slicing) are PARENTAGE_GENERATE_* environment
+variables (stages/generation/speed.py).
 """
 
 from __future__ import annotations
