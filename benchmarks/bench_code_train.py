@@ -21,17 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def bare_images_per_s(net, config, batch: int, steps: int) -> list[float]:
+def bare_images_per_s(net, config, batch: int, steps: int, device: str = "cpu") -> list[float]:
     import torch
 
     from stages.code.loss import VIEWS
     from stages.code.net import build_model
     from stages.code.trainer import batch_loss, param_groups
 
-    model = build_model(net, seed=0)
+    model = build_model(net, seed=0).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    tensors = {name: torch.randn(batch, 3, *(2 * [net.local_size if name.startswith("local") else net.image_size]))
-               for name in VIEWS}
+    tensors = {name: torch.randn(batch, 3, *(2 * [net.local_size if name.startswith("local") else net.image_size]),
+                                 device=device) for name in VIEWS}
     rates = []
     for step in range(steps + 1):
         start = time.perf_counter()
@@ -39,6 +39,8 @@ def bare_images_per_s(net, config, batch: int, steps: int) -> list[float]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device != "cpu":
+            torch.cuda.synchronize()
         if step:  # the first step warms up the allocator
             rates.append(len(VIEWS) * batch / (time.perf_counter() - start))
     return rates

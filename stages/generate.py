@@ -12,6 +12,10 @@ point, a rerun keeps the finished shards and makes the rest; the result is byte-
 run. Several processes split the shards:
 
     accelerate launch --num_processes 4 -m stages.generate --generator sd14 ...
+
+Any diffusers text-to-image pipeline (a cascaded one too) is a registry entry; speed settings that keep the
+pixels (attention backend, torch.compile, channels-last, VAE slicing) are PARENTAGE_GENERATE_* environment
+variables (stages/generation/speed.py).
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     from stages.contracts.clusters import read_clusters
     from stages.contracts.io import write_metrics
     from stages.generation import shards as gen
-    from stages.generation.registry import fingerprint_dir, get_generator, load_pipeline, model_dir
+    from stages.generation import speed
+    from stages.generation.registry import generator_fingerprint, get_generator, load_generator
 
     spec = get_generator(generator, registry)
     if batch_size < 0:
@@ -64,15 +69,18 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     if shard_size < 1:
         raise InputError("generate.shard_size", f"is {shard_size}; expected at least 1")
     # A long timeout: processes wait at barriers while the others finish their last shard or load weights.
+    knobs = speed.Speed.from_env()
     state = PartialState(cpu=device == "cpu", timeout=timedelta(hours=2))
     children = gen.plan_children(read_clusters(clusters), spec.base_seed)
     shards = gen.plan_shards(children, shard_size)
 
-    pipeline = load_pipeline(spec, models_root, device=str(state.device) if device == "auto" else device, hub=hub)
-    source = model_dir(spec, models_root) if model_dir(spec, models_root).exists() else Path(pipeline.name_or_path)
+    pipeline = load_generator(spec, models_root, device=str(state.device) if device == "auto" else device, hub=hub)
+    applied = speed.apply(pipeline, knobs, batch_size=spec.batch_size, height=spec.height, width=spec.width)
+    if applied and state.is_main_process:
+        print(f"generate {generator}: {', '.join(applied)}", flush=True)
     settings = {**spec.settings(), "encoding": encoding.value,
                 "jpeg_quality": jpeg_quality if encoding is Encoding.jpeg else None, "shard_size": shard_size,
-                "model_fingerprint": fingerprint_dir(source), "versions": versions()}
+                "model_fingerprint": generator_fingerprint(pipeline, spec, models_root), "versions": versions()}
     fingerprints = {s.name: gen.shard_fingerprint(s, settings) for s in shards}
 
     if state.is_main_process:
@@ -133,8 +141,11 @@ def main(
                      jpeg_quality=jpeg_quality, shard_size=shard_size, batch_size=batch_size, device=device,
                      hub=hub)
     if result is not None:
-        typer.echo(f"{out}: {result['children']['total']:.0f} children, {result['nsfw']['total']:.0f} flagged by "
-                   "the safety checker")
+        nsfw = result["nsfw"]
+        checked = (f"{nsfw['total']:.0f} of {nsfw['checked']:.0f} checked flagged by the safety checker"
+                   if nsfw["checked"] else "not checked by a safety checker")
+        typer.echo(f"{out}: {result['children']['total']:.0f} children, {checked}, "
+                   f"{result['prompts']['truncated']:.0f} prompts truncated by a text encoder")
 
 
 if __name__ == "__main__":

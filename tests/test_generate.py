@@ -134,8 +134,8 @@ def stage_args(clusters: Path, models: Path, out: Path, *extra: str) -> list[str
 
 
 def test_unknown_alias_names_the_registry_file_and_lists_the_known_ones():
-    with pytest.raises(InputError, match=rf"{REGISTRY}: unknown generator 'sd15'.*'sd14', 'sd21', 'tiny_random'"):
-        get_generator("sd15")
+    with pytest.raises(InputError, match=rf"{REGISTRY}: unknown generator 'sd13'.*'sd14', 'sd15', 'sd21', 'sd3_m"):
+        get_generator("sd13")
     with pytest.raises(ValueError, match="no dashes"):
         register(GeneratorSpec(alias="sd-14", model_id="x", height=64, width=64, steps=1, guidance_scale=1))
 
@@ -146,7 +146,7 @@ def test_registry_file_holds_the_three_entries_as_they_were():
     obtain = ("it is built offline by the tiny_generator stage: `dvc repro tiny_generator` "
               "(or `python -m stages.tiny_generator --seed 0 --registry stages/generation/generators.yaml "
               "--out <models_root>/tiny_random`)")
-    assert read_registry(REGISTRY) == {
+    assert {a: s for a, s in read_registry(REGISTRY).items() if a in ("tiny_random", "sd14", "sd21")} == {
         "tiny_random": GeneratorSpec(alias="tiny_random", model_id="", height=64, width=64, steps=10,
                                      guidance_scale=7.5, scheduler="DDIMScheduler", batch_size=13,
                                      safety_checker=False, base_seed=0, obtain=obtain, random_weights=True),
@@ -170,6 +170,62 @@ def test_random_weights_labels_a_generator_without_changing_its_children():
     assert random_weight_generators(["sd14", "tiny_random", "sd21"]) == ["tiny_random"]
 
 
+# The settings the first three entries recorded with their children before call_args, cascade and vae_tiling
+# existed, byte for byte: new registry fields must not change them (nor so the children's fingerprints).
+RECORDED = {
+    "tiny_random": '{"alias": "tiny_random", "base_seed": 0, "dtype": "float32", "guidance_scale": 7.5, "height": 64, '
+                   '"model_id": "", "negative_prompt": "", "safety_checker": false, "safety_checker_id": "", '
+                   '"scheduler": "DDIMScheduler", "steps": 10, "watermark": false, "width": 64}',
+    "sd14": '{"alias": "sd14", "base_seed": 0, "dtype": "float16", "guidance_scale": 7.5, "height": 512, "model_id": '
+            '"CompVis/stable-diffusion-v1-4", "negative_prompt": "", "safety_checker": true, "safety_checker_id": "", '
+            '"scheduler": "", "steps": 50, "watermark": false, "width": 512}',
+    "sd21": '{"alias": "sd21", "base_seed": 0, "dtype": "float16", "guidance_scale": 7.5, "height": 768, "model_id": '
+            '"stabilityai/stable-diffusion-2-1", "negative_prompt": "", "safety_checker": true, "safety_checker_id": '
+            '"CompVis/stable-diffusion-safety-checker", "scheduler": "", "steps": 50, "watermark": false, '
+            '"width": 768}'}
+
+
+@pytest.mark.parametrize("alias", sorted(RECORDED))
+def test_new_registry_fields_leave_the_recorded_settings_of_older_entries_unchanged(alias):
+    assert json.dumps(get_generator(alias).settings(), sort_keys=True) == RECORDED[alias]
+
+
+def test_new_registry_fields_are_recorded_only_when_set():
+    spec = GeneratorSpec(alias="x", model_id="", height=32, width=32, steps=2, guidance_scale=1,
+                         call_args={"max_sequence_length": 77}, vae_tiling=True,
+                         cascade=[{"model_id": "a/b", "steps": 3, "guidance_scale": 4}])
+    settings = spec.settings()
+    assert settings["call_args"] == {"max_sequence_length": 77} and settings["vae_tiling"] is True
+    assert settings["cascade"] == [{"model_id": "a/b", "steps": 3, "guidance_scale": 4.0, "call_args": {}}]
+    json.dumps(settings)  # plain data
+
+
+def test_registry_has_an_entry_per_peer_generator_with_its_model_card_values():
+    specs = read_registry(REGISTRY)
+    expected = {  # alias: (hub id, side, steps, guidance, dtype)
+        "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 50, 7.5, "float16"),
+        "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", 1024, 50, 5.0, "float16"),
+        "sdxl_turbo": ("stabilityai/sdxl-turbo", 512, 1, 0.0, "float16"),
+        "sd_turbo": ("stabilityai/sd-turbo", 512, 1, 0.0, "float16"),
+        "sd3_medium": ("stabilityai/stable-diffusion-3-medium-diffusers", 1024, 28, 7.0, "float16"),
+        "flux_dev": ("black-forest-labs/FLUX.1-dev", 1024, 50, 3.5, "bfloat16"),
+        "flux_schnell": ("black-forest-labs/FLUX.1-schnell", 1024, 4, 0.0, "bfloat16"),
+        "pixart_sigma": ("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", 1024, 20, 4.5, "float16"),
+        "playground25": ("playgroundai/playground-v2.5-1024px-aesthetic", 1024, 50, 3.0, "float16"),
+        "kandinsky3": ("kandinsky-community/kandinsky-3", 1024, 25, 3.0, "float16"),
+        "deepfloyd_if": ("DeepFloyd/IF-I-XL-v1.0", 64, 100, 7.0, "float16"),
+    }
+    for alias, (hub, side, steps, guidance, dtype) in expected.items():
+        spec = specs[alias]
+        assert (spec.model_id, spec.height, spec.width, spec.steps, spec.guidance_scale, spec.dtype) == (
+            hub, side, side, steps, guidance, dtype), alias
+        assert not spec.watermark
+    assert specs["flux_dev"].call_args == {"max_sequence_length": 512}
+    assert specs["flux_schnell"].call_args == {"max_sequence_length": 256}
+    assert [(s.model_id, s.steps, s.guidance_scale) for s in specs["deepfloyd_if"].cascade] == [
+        ("DeepFloyd/IF-II-L-v1.0", 50, 4.0)]
+
+
 GOOD = {"model_id": "", "height": 32, "width": 32, "steps": 2, "guidance_scale": 7.5}
 
 
@@ -185,6 +241,12 @@ GOOD = {"model_id": "", "height": 32, "width": 32, "steps": 2, "guidance_scale":
     ({**GOOD, "dtype": "float64"}, r"dtype must be one of \['float32', 'float16', 'bfloat16'\], got 'float64'"),
     ({**GOOD, "model_id": None}, r"model_id must be str, got NoneType"),
     ("sd14", r"expected a mapping with the keys"),
+    ({**GOOD, "call_args": {"max_sequence_length": [1]}}, r"call_args must map names to numbers, strings or booleans"),
+    ({**GOOD, "call_args": {"generator": 1}}, r"call_args cannot set 'generator': the stage sets it"),
+    ({**GOOD, "call_args": "x"}, r"call_args must be a mapping"),
+    ({**GOOD, "cascade": [{"model_id": "a/b"}]}, r"cascade stage 2 must have the keys model_id, steps, guidance_scale"),
+    ({**GOOD, "cascade": [{"model_id": "a/b", "steps": "5", "guidance_scale": 4}]}, r"cascade steps must be int"),
+    ({**GOOD, "vae_tiling": "yes"}, r"vae_tiling must be bool"),
 ])
 def test_registry_file_entries_are_checked(tmp_path, entry, message):
     path = tmp_path / "generators.yaml"
@@ -430,18 +492,20 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
                                       str(tmp_path / "m.json"), *OPTIONS, "--shard-size", "5"])
     assert result.exit_code == 0, result.output
     manifest = contract.read_manifest(out)
-    assert list(manifest.columns) == list(contract.MANIFEST_COLUMNS)
+    assert list(manifest.columns) == [*contract.MANIFEST_COLUMNS, *contract.RECORDED_COLUMNS]
     import pyarrow.parquet as pq
 
     assert [str(t) for t in pq.read_schema(out / contract.MANIFEST).types] == [
-        "string", "int64", "int16", "string", "int64", "string", "string", "int32", "bool", "string"]
+        "string", "int64", "int16", "string", "int64", "string", "string", "int32", "bool", "string", "bool"]
     frame = read_clusters(clusters)
     assert manifest["caption"].tolist() == [c for caps in frame["captions"] for c in caps]
     assert manifest["shard"].tolist() == ["shard-00000.parquet"] * 5 + ["shard-00001.parquet"] * 5 + \
         ["shard-00002.parquet"] * 2
     keys = zip(manifest["cluster_id"], manifest["caption_index"], strict=True)
     assert manifest["seed"].tolist() == [gen.child_seed(c, i, 0) for c, i in keys]
-    assert not manifest["nsfw"].any() and set(manifest["generator"]) == {"tiny_random"}
+    # tiny_random runs no safety checker: its children are recorded as not checked (null), not as clean
+    assert manifest["nsfw"].isna().all() and set(manifest["generator"]) == {"tiny_random"}
+    assert not manifest["truncated"].any()
     settings = contract.read_settings(out)
     assert (settings["steps"], settings["height"], settings["encoding"], settings["jpeg_quality"]) == (10, 64,
                                                                                                       "jpeg", 95)
@@ -450,7 +514,8 @@ def test_stage_writes_the_children_contract(clusters, models, tmp_path):
     assert Image.open(io.BytesIO(images["c000000000000_0"])).size == (64, 64)
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics == {"children": {"train": 6.0, "val": 3.0, "test": 3.0, "total": 12.0},
-                       "nsfw": {"total": 0.0, "fraction": 0.0}}
+                       "nsfw": {"total": 0.0, "checked": 0.0, "fraction": None}, "prompts": {"truncated": 0.0}}
+    assert "not checked by a safety checker, 0 prompts truncated" in result.output
 
 
 def test_stage_generates_with_the_entry_of_the_registry_file_it_is_given(clusters, models, tmp_path):
@@ -500,7 +565,7 @@ def test_safety_checker_hits_are_recorded_and_counted(clusters, models, tmp_path
     finally:
         unregister("tiny_safe")
     manifest = contract.read_manifest(tmp_path / "children")
-    assert manifest["nsfw"].all() and result["nsfw"] == {"total": 12.0, "fraction": 1.0}
+    assert manifest["nsfw"].all() and result["nsfw"] == {"total": 12.0, "checked": 12.0, "fraction": 1.0}
     # diffusers blacks out flagged images; they are kept (and flagged) so no child goes missing
     _, data = next(contract.iter_image_bytes(tmp_path / "children"))
     assert np.asarray(Image.open(io.BytesIO(data))).max() == 0

@@ -4,7 +4,9 @@ image-reading stage reads them.
     manifest.parquet        one row per child, sorted by (cluster_id, caption_index):
         child_id str (stages.contracts.ids.child_id), cluster_id int64, caption_index int16, caption str,
         seed int64, split str, shard str (file name in shards/), row int32 (row within that shard),
-        nsfw bool (the safety checker's verdict; False when it is off), generator str (the alias)
+        nsfw bool (the safety checker's verdict; null: not checked, as when it is off or the pipeline has
+        none), generator str (the alias), truncated bool (a text encoder cut the caption, as the pipeline
+        does when it has more tokens than the encoder takes)
         file metadata b"settings": the generator's settings as JSON
     shards/<shard>.parquet  child_id str, image struct<bytes: binary, path: str>   (Hugging Face
                             `datasets` reads this struct as an Image feature)
@@ -20,6 +22,8 @@ MANIFEST = "manifest.parquet"
 SHARDS = "shards"
 MANIFEST_COLUMNS = ("child_id", "cluster_id", "caption_index", "caption", "seed", "split", "shard", "row",
                     "nsfw", "generator")
+# Written by the generate stage after the columns above; readers do not require it (older folders lack it).
+RECORDED_COLUMNS = ("truncated",)
 
 
 def read_manifest(folder: Path | str):

@@ -23,6 +23,8 @@ from stages.contracts.errors import InputError
 from stages.contracts.hub import Hub
 
 Dtype = Literal["float32", "float16", "bfloat16"]
+# A value of call_args: JSON scalars only, so the settings recorded with the children stay plain data.
+Scalar = str | int | float | bool
 # the registry shipped inside the package
 REGISTRY = Path(__file__).with_name("generators.yaml")
 # DVC params keys cannot hold dashes (`dvc exp run -S` and `${item}` break on them)
@@ -55,12 +57,19 @@ class GeneratorSpec:
     # The weights are random (the demo's tiny_random): a label for what is trained on its children (the shipped
     # detector says so), not a setting: it decides no pixel, so it is not in settings() and no child changes.
     random_weights: bool = False
+    # Fields added after the first entries were recorded: settings() records them only when they differ from
+    # these defaults, so the children (and fingerprints) of the older entries stay what they were.
+    call_args: dict = dataclasses.field(default_factory=dict)  # more keyword arguments of the pipeline call
+    cascade: tuple = ()  # later pipelines of a cascaded generator (CascadeStage), each fed the previous images
+    vae_tiling: bool = False  # decode in overlapping tiles (changes pixels a little; for very large sizes)
 
     def __post_init__(self) -> None:
         if not isinstance(self.alias, str) or not ALIAS.fullmatch(self.alias):
             raise ValueError(f"generator alias {self.alias!r} must be letters, digits and underscores (no dashes), "
                              "starting with a letter, for DVC params")
         for name, hint in typing.get_type_hints(GeneratorSpec).items():
+            if name in ("call_args", "cascade"):
+                continue
             problem = _type_problem(getattr(self, name), hint)
             if problem:
                 raise ValueError(f"{name} {problem}")
@@ -71,13 +80,78 @@ class GeneratorSpec:
                              f"got {self.height}x{self.width}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be at least 1, got {self.steps} and {self.batch_size}")
+        object.__setattr__(self, "call_args", _check_call_args(self.call_args, "call_args"))
+        if not isinstance(self.cascade, list | tuple):
+            raise ValueError(f"cascade must be a list of stages, got {type(self.cascade).__name__}")
+        stages = []
+        for k, stage in enumerate(self.cascade, start=2):
+            if isinstance(stage, dict):
+                known = {f.name for f in dataclasses.fields(CascadeStage)}
+                if set(stage) - known or {"model_id", "steps", "guidance_scale"} - set(stage):
+                    raise ValueError(f"cascade stage {k} must have the keys model_id, steps, guidance_scale "
+                                     f"(and optionally call_args), got {sorted(stage)}")
+                stage = CascadeStage(**stage)
+            if not isinstance(stage, CascadeStage):
+                raise ValueError(f"cascade stage {k} must be a mapping, got {type(stage).__name__}")
+            stages.append(stage)
+        object.__setattr__(self, "cascade", tuple(stages))
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the pixels, recorded with the children (JSON-ready). The batch size is
         left out: each child's noise comes from its own seed, so batching changes no child (beyond the
         rounding of batched kernels), and a resumed run may use another batch size."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("obtain", "batch_size", "random_weights")}
+        recorded = {k: v for k, v in dataclasses.asdict(self).items()
+                    if k not in ("obtain", "batch_size", "random_weights")}
+        for name, default in LATER_FIELDS.items():
+            if recorded[name] == default:
+                del recorded[name]
+        if "cascade" in recorded:
+            recorded["cascade"] = [dict(stage) for stage in recorded["cascade"]]
+        return recorded
+
+
+@dataclass(frozen=True)
+class CascadeStage:
+    """A later pipeline of a cascaded generator (DeepFloyd IF's stage II): called with the prompts and the
+    previous stage's images (`image=`), the children's generators continuing where the last stage left them.
+
+    Its weights are <models_root>/<alias>/stage<k> (k = 2, 3, ...) when there, else its hub id."""
+
+    model_id: str
+    steps: int
+    guidance_scale: float
+    call_args: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, hint in (("model_id", str), ("steps", int), ("guidance_scale", float)):
+            problem = _type_problem(getattr(self, name), hint)
+            if problem:
+                raise ValueError(f"cascade {name} {problem}")
+        if not self.model_id or self.steps < 1:
+            raise ValueError(f"a cascade stage needs a model_id and at least 1 step, got {self.model_id!r}, "
+                             f"{self.steps}")
+        object.__setattr__(self, "guidance_scale", float(self.guidance_scale))
+        object.__setattr__(self, "call_args", _check_call_args(self.call_args, "cascade call_args"))
+
+
+# The recorded defaults of the fields added after the first entries (see GeneratorSpec.settings).
+LATER_FIELDS: dict[str, Any] = {"call_args": {}, "cascade": (), "vae_tiling": False}
+# Arguments the stage itself passes to every pipeline call: call_args must not set them.
+RESERVED_ARGS = frozenset({"prompt", "negative_prompt", "height", "width", "num_inference_steps", "guidance_scale",
+                           "generator", "output_type", "image", "num_images_per_prompt", "return_dict", "latents",
+                           "prompt_embeds", "negative_prompt_embeds", "callback_on_step_end"})
+
+
+def _check_call_args(value: Any, name: str) -> dict:
+    """A mapping of extra pipeline-call keyword arguments to JSON scalars, sorted by name."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of pipeline call arguments, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, Scalar):
+            raise ValueError(f"{name} must map names to numbers, strings or booleans, got {key!r}: {item!r}")
+        if key in RESERVED_ARGS:
+            raise ValueError(f"{name} cannot set {key!r}: the stage sets it (use the entry's own keys)")
+    return dict(sorted(value.items()))
 
 
 def _type_problem(value: Any, hint: Any) -> str:
@@ -138,7 +212,8 @@ def read_registry(path: Path | str) -> dict[str, GeneratorSpec]:
         raise InputError(str(path), "expected a mapping of generator aliases to entries")
     fields = dataclasses.fields(GeneratorSpec)
     known = {f.name for f in fields} - {"alias"}
-    required = {f.name for f in fields if f.default is dataclasses.MISSING} - {"alias"}
+    required = {f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING} - {"alias"}
     specs = {}
     for alias, entry in data.items():
         where = f"{path}: {alias}"
@@ -224,13 +299,11 @@ def check_model_dir(path: Path) -> None:
 
 
 def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu", hub: Hub = Hub.offline):
-    """Load the generator with `from_pretrained`: the local directory if present, else (only when `hub` allows
-    downloads) the hub id. Offline, a missing directory is refused before any library looks at the hub.
+    """Load the generator's (first) pipeline with `from_pretrained`: the local directory if present, else (only
+    when `hub` allows downloads) the hub id; offline, a missing directory is refused before any library looks at
+    the hub. Any diffusers text-to-image pipeline: DiffusionPipeline picks the class model_index.json names.
 
     Errors name what is missing and how to get it. Returns the pipeline on `device`, progress bar off."""
-    import torch
-    from diffusers import DiffusionPipeline
-
     local = model_dir(spec, models_root)
     if local.exists():
         check_model_dir(local)
@@ -244,28 +317,128 @@ def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu", h
     else:
         raise InputError(str(local), f"generator {spec.alias!r} has no model directory here",
                          _missing_message(spec, local))
-    extra: dict[str, Any] = {}
-    if not spec.safety_checker:
-        extra.update(safety_checker=None, requires_safety_checker=False)
-    try:
-        pipeline = DiffusionPipeline.from_pretrained(source, dtype=getattr(torch, spec.dtype), **extra)
-    except OSError as error:  # huggingface_hub's offline and not-found errors are OSErrors
-        if local.exists():
-            raise InputError(where, f"cannot load this diffusers directory ({error})",
-                             "it looks corrupt or incomplete; download or rebuild it") from error
-        raise InputError(where, f"not on disk and not reachable ({type(error).__name__})",
-                         _missing_message(spec, local)) from error
-    except (ValueError, RuntimeError, KeyError) as error:
-        raise InputError(where, f"cannot load this diffusers pipeline ({type(error).__name__}: {error})",
-                         "it looks corrupt or incomplete; download or rebuild it") from error
+    pipeline = _from_pretrained(source, where, spec.dtype, local.exists(), _missing_message(spec, local),
+                                safety_checker=spec.safety_checker)
+    has_checker = "safety_checker" in _init_parameters(type(pipeline))
+    if spec.safety_checker and not has_checker:
+        raise InputError(where, f"the registry asks for the safety checker but {type(pipeline).__name__} has none "
+                         "to run", "set safety_checker: false (its children are then recorded as not checked)")
     if spec.safety_checker and getattr(pipeline, "safety_checker", None) is None:
         if not spec.safety_checker_id:
             raise InputError(where, "the registry asks for the safety checker but this pipeline has none")
         add_safety_checker(pipeline, spec, models_root, hub)
+    _set_watermark(pipeline, spec.watermark, where)
     if spec.scheduler:
         pipeline.scheduler = swap_scheduler(pipeline.scheduler, spec.scheduler, where)
+    _check_call_args_accepted(pipeline, spec.call_args, where)
+    if spec.vae_tiling:
+        pipeline.vae.enable_tiling()
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def load_generator(spec: GeneratorSpec, models_root: Path, device: str = "cpu", hub: Hub = Hub.offline) -> list:
+    """All pipelines of the generator, in calling order: its own (`load_pipeline`), then each cascade stage.
+
+    A cascade stage k loads from <models_root>/<alias>/stage<k> when there, else its hub id; components it
+    shares by name and class with the first pipeline (DeepFloyd IF's T5 text encoder and tokenizer) are
+    passed in rather than loaded twice. The stage's safety checker and watermark follow the entry's."""
+    first = load_pipeline(spec, models_root, device, hub)
+    stages = [first]
+    for k, stage in enumerate(spec.cascade, start=2):
+        local = model_dir(spec, models_root) / f"stage{k}"
+        hint = (f"download it, e.g. `hf download {stage.model_id} --local-dir {local}`, or set "
+                f"generate.models_root to a folder that holds it as {spec.alias}/stage{k}/")
+        if local.exists():
+            check_model_dir(local)
+            source, where = str(local), str(local)
+        elif hub is Hub.offline:
+            raise InputError(str(local), f"cascade stage {k} of {spec.alias!r} is not on disk and nothing is "
+                             "downloaded (generate.hub is offline)", hint + ", or allow the hub with --hub download")
+        else:
+            source, where = stage.model_id, f"{stage.model_id} (hub id, as {local} does not exist)"
+        shared = {name: component for name, component in first.components.items()
+                  if component is not None and name in ("text_encoder", "tokenizer")}
+        pipeline = _from_pretrained(source, where, spec.dtype, local.exists(), hint,
+                                    safety_checker=spec.safety_checker, components=shared)
+        if spec.safety_checker and getattr(pipeline, "safety_checker", None) is None:
+            raise InputError(where, "the registry asks for the safety checker but this cascade stage has none")
+        _set_watermark(pipeline, spec.watermark, where)
+        _check_call_args_accepted(pipeline, stage.call_args, where)
+        pipeline.set_progress_bar_config(disable=True)
+        stages.append(pipeline.to(device))
+    return stages
+
+
+def _init_parameters(cls) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _from_pretrained(source: str, where: str, dtype: str, local: bool, missing: str, *, safety_checker: bool,
+                     components: dict | None = None):
+    """DiffusionPipeline.from_pretrained with errors that name the model and what to do. Without the safety
+    checker, a pipeline class that has one gets none (others get no unexpected arguments)."""
+    import diffusers
+    import torch
+
+    try:
+        config = diffusers.DiffusionPipeline.load_config(source)
+        cls = getattr(diffusers, str(config.get("_class_name")), None)
+        extra: dict[str, Any] = {}
+        accepted = _init_parameters(cls) if isinstance(cls, type) else set()
+        if not safety_checker and "safety_checker" in accepted:
+            extra["safety_checker"] = None
+            if "requires_safety_checker" in accepted:
+                extra["requires_safety_checker"] = False
+        extra.update({k: v for k, v in (components or {}).items() if k in config})
+        return diffusers.DiffusionPipeline.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+    except OSError as error:  # huggingface_hub's offline and not-found errors are OSErrors
+        if local:
+            raise InputError(where, f"cannot load this diffusers directory ({error})",
+                             "it looks corrupt or incomplete; download or rebuild it") from error
+        raise InputError(where, f"not on disk and not reachable ({type(error).__name__})", missing) from error
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        raise InputError(where, f"cannot load this diffusers pipeline ({type(error).__name__}: {error})",
+                         "it looks corrupt or incomplete; download or rebuild it") from error
+
+
+def _set_watermark(pipeline, watermark: bool, where: str) -> None:
+    """Make the pipeline watermark its images exactly when the registry says so. SDXL adds an invisible
+    watermark whenever the invisible-watermark package happens to be installed, DeepFloyd IF a visible one:
+    left alone, the same entry would give other pixels on another machine."""
+    attribute = next((a for a in ("watermark", "watermarker") if hasattr(pipeline, a)), None)
+    if watermark:
+        if attribute is None or getattr(pipeline, attribute) is None:
+            raise InputError(where, f"the registry asks for a watermark but {type(pipeline).__name__} adds none "
+                             "here", "set watermark: false, or install what the pipeline needs to watermark")
+    elif attribute == "watermarker":
+        pipeline.register_modules(watermarker=None)
+    elif attribute == "watermark":
+        pipeline.watermark = None
+
+
+def _check_call_args_accepted(pipeline, call_args: dict, where: str) -> None:
+    """Every call_args name must be a parameter of the pipeline's __call__, and caption cleaning (PixArt,
+    DeepFloyd IF), when on, must be able to run: those pipelines skip it silently without bs4 and ftfy, which
+    would change the prompts with the packages installed."""
+    import importlib.util
+    import inspect
+
+    parameters = inspect.signature(type(pipeline).__call__).parameters
+    unknown = sorted(set(call_args) - set(parameters))
+    if unknown:
+        raise InputError(where, f"call_args {unknown} are not arguments of {type(pipeline).__name__}; it takes "
+                         f"{sorted(set(parameters) - {'self', 'kwargs'} - RESERVED_ARGS)}")
+    clean = parameters.get("clean_caption")
+    if clean is not None and call_args.get("clean_caption", clean.default):
+        missing = [m for m in ("bs4", "ftfy") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise InputError(where, f"{type(pipeline).__name__} cleans captions with bs4 and ftfy, and {missing} "
+                             "is not installed (without it the pipeline silently skips cleaning)",
+                             "install it (pip install beautifulsoup4 ftfy), or set call_args: "
+                             "{clean_caption: false} in the entry")
 
 
 def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path, hub: Hub = Hub.offline) -> None:
@@ -314,3 +487,16 @@ def fingerprint_dir(path: Path) -> str:
             while block := handle.read(1 << 22):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def generator_fingerprint(pipelines: list, spec: GeneratorSpec, models_root: Path) -> str:
+    """The content hash of the generator's weights: its local directory (cascade stages included, they live
+    inside it), plus the hub snapshot of each pipeline that was not found there."""
+    local = model_dir(spec, models_root)
+    parts = [fingerprint_dir(local if local.exists() else Path(pipelines[0].name_or_path))]
+    for k, pipeline in enumerate(pipelines[1:], start=2):
+        if not (local / f"stage{k}").exists():
+            parts.append(fingerprint_dir(Path(pipeline.name_or_path)))
+    if len(parts) == 1:
+        return parts[0]
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()

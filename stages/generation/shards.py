@@ -114,24 +114,109 @@ def batches(children: Sequence[Child], size: int) -> Iterable[Sequence[Child]]:
         yield children[start:start + size]
 
 
-def call_pipeline(pipeline, spec, children: Sequence[Child]) -> tuple[list, list[bool]]:
-    """One pipeline call for a batch: PIL images and the safety checker's verdicts (False when it is off)."""
+# The attributes diffusers pipelines keep their tokenizers under (SD: 1, SDXL and FLUX: 2, SD3: 3).
+TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
+
+
+class _TruncationRecorder:
+    """Stands in for a pipeline's tokenizer during one call and notes, for each call that truncates
+    (`truncation=True, max_length=L`, as every pipeline encodes its prompts), which texts had more than L
+    tokens. Everything else goes to the tokenizer itself, so the pipeline truncates exactly as it would."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.calls: list[list[bool]] = []
+
+    def __call__(self, text=None, *args, **kwargs):
+        source = kwargs.get("text", text)
+        if kwargs.get("truncation") and kwargs.get("max_length") and source is not None:
+            texts = [source] if isinstance(source, str) else list(source)
+            ids = self._tokenizer(texts, add_special_tokens=kwargs.get("add_special_tokens", True)).input_ids
+            self.calls.append([len(i) > kwargs["max_length"] for i in ids])
+        return self._tokenizer(text, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+class truncation_counter:
+    """Within the block, record prompt truncation by every tokenizer of `pipelines`; `flags(n)` then says, per
+    prompt of a batch of n, whether any text encoder cut it. The prompts are the first n-text call each
+    tokenizer sees (every pipeline encodes the prompt before the negative prompt)."""
+
+    def __init__(self, pipelines: Sequence) -> None:
+        self._swapped = [(p, name, getattr(p, name)) for p in pipelines for name in TOKENIZERS
+                         if getattr(p, name, None) is not None]
+        self._recorders: dict[int, _TruncationRecorder] = {}
+
+    def __enter__(self) -> truncation_counter:
+        for pipeline, name, tokenizer in self._swapped:
+            recorder = self._recorders.setdefault(id(tokenizer), _TruncationRecorder(tokenizer))
+            # object.__setattr__: DiffusionPipeline.__setattr__ would re-register the component in its config
+            object.__setattr__(pipeline, name, recorder)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pipeline, name, tokenizer in self._swapped:
+            object.__setattr__(pipeline, name, tokenizer)
+
+    def flags(self, n: int) -> list[bool]:
+        truncated = [False] * n
+        for recorder in self._recorders.values():
+            first = next((call for call in recorder.calls if len(call) == n), None)
+            truncated = [a or b for a, b in zip(truncated, first or [False] * n, strict=True)]
+        return truncated
+
+
+def safety_flags(output, n: int) -> list[bool | None]:
+    """The safety checker's verdict per image, None where no checker ran (SDXL and FLUX pipelines have none
+    and return no such field; SD with its checker off returns None; DeepFloyd IF calls it nsfw_detected)."""
+    for field in ("nsfw_content_detected", "nsfw_detected"):
+        flags = getattr(output, field, None)
+        if flags is not None:
+            return [bool(f) for f in flags]
+    return [None] * n
+
+
+def call_pipeline(pipeline, spec, children: Sequence[Child]) -> tuple[list, list[bool | None], list[bool]]:
+    """Generate a batch: PIL images, the safety checker's verdicts (None: not checked) and whether each prompt
+    was truncated by a text encoder.
+
+    `pipeline` is one diffusers pipeline or the list of a cascaded generator's (registry.load_generator):
+    the first is called with the entry's size, steps and guidance, each later one with the previous images
+    and its cascade stage's settings. Every call gets the prompts, the negative prompt and the children's own
+    generators, which each stage continues drawing from, and the entry's call_args."""
     import torch
 
+    stages = list(pipeline) if isinstance(pipeline, list | tuple) else [pipeline]
     # CPU generators: the initial noise of each child is the same on every device.
     generators = [torch.Generator("cpu").manual_seed(c.seed) for c in children]
-    output = pipeline(prompt=[c.caption for c in children],
-                      negative_prompt=[spec.negative_prompt] * len(children) if spec.negative_prompt else None,
-                      height=spec.height, width=spec.width, num_inference_steps=spec.steps,
-                      guidance_scale=spec.guidance_scale, generator=generators, output_type="pil")
-    flags = output.nsfw_content_detected
-    nsfw = [bool(f) for f in flags] if flags is not None else [False] * len(children)
-    return list(output.images), nsfw
+    common = {"prompt": [c.caption for c in children], "generator": generators}
+    if spec.negative_prompt:  # else the pipeline's own default ('' for PixArt, None for most)
+        common["negative_prompt"] = [spec.negative_prompt] * len(children)
+    nsfw: list[bool | None] = [None] * len(children)
+    images = None
+    with truncation_counter(stages) as counter:
+        for k, stage in enumerate(stages):
+            last = k == len(stages) - 1
+            if k == 0:
+                own = {"height": spec.height, "width": spec.width, "num_inference_steps": spec.steps,
+                       "guidance_scale": spec.guidance_scale, **spec.call_args}
+            else:
+                later = spec.cascade[k - 1]
+                own = {"image": images, "num_inference_steps": later.steps, "guidance_scale": later.guidance_scale,
+                       **later.call_args}
+            output = stage(**common, **own, output_type="pil" if last else "pt")
+            images = output.images
+            flags = safety_flags(output, len(children))
+            nsfw = [a if b is None else bool(a) or b for a, b in zip(nsfw, flags, strict=True)]
+    return list(images), nsfw, counter.flags(len(children))
 
 
-def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequence[bool], *, fingerprint: str,
-                extension: str) -> None:
-    """Write one shard atomically: columns child_id, image struct<bytes, path>; metadata: fingerprint, nsfw."""
+def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequence[bool | None], *,
+                fingerprint: str, extension: str, truncated: Sequence[bool] | None = None) -> None:
+    """Write one shard atomically: columns child_id, image struct<bytes, path>; metadata: fingerprint, nsfw
+    (true, false or null: not checked) and truncated (whether a text encoder cut the prompt)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -144,7 +229,8 @@ def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequenc
         "image": pa.array([{"bytes": b, "path": f"{i}.{extension}"} for i, b in zip(ids, images, strict=True)],
                           image_type),
     }).replace_schema_metadata({"huggingface": HF_FEATURES, "fingerprint": fingerprint,
-                                "nsfw": json.dumps([bool(n) for n in nsfw])})
+                                "nsfw": json.dumps([None if n is None else bool(n) for n in nsfw]),
+                                "truncated": json.dumps([bool(t) for t in truncated or [False] * len(ids)])})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="none")
 
@@ -173,7 +259,9 @@ def prepare_folder(folder: Path, shards: Sequence[Shard], fingerprints: dict[str
     kept = []
     for path in sorted(shard_dir.iterdir()):
         metadata = shard_metadata(path) if path.name in fingerprints and path.is_file() else None
-        if metadata is not None and metadata.get(b"fingerprint", b"").decode() == fingerprints[path.name]:
+        # a shard written before prompt truncation was recorded lacks its flags: made again, not guessed
+        if metadata is not None and metadata.get(b"fingerprint", b"").decode() == fingerprints[path.name] \
+                and b"truncated" in metadata:
             kept.append(path.name)
         elif path.is_dir():
             import shutil
@@ -194,14 +282,17 @@ def generate_shards(pipeline, spec, shards: Sequence[Shard], folder: Path, *, fi
         if path.exists():
             continue
         images: list[bytes] = []
-        nsfw: list[bool] = []
+        nsfw: list[bool | None] = []
+        truncated: list[bool] = []
         for batch in batches(shard.children, batch_size):
-            pictures, flags = call_pipeline(pipeline, spec, batch)
+            pictures, flags, cut = call_pipeline(pipeline, spec, batch)
             images += [encode(p, encoding, quality) for p in pictures]
             nsfw += flags
+            truncated += cut
             generated += len(batch)
             on_batch(len(batch))
-        write_shard(path, shard, images, nsfw, fingerprint=fingerprints[shard.name], extension=encoding.value)
+        write_shard(path, shard, images, nsfw, fingerprint=fingerprints[shard.name], extension=encoding.value,
+                    truncated=truncated)
     return generated
 
 
@@ -213,13 +304,13 @@ def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, setting
 
     from stages.contracts.io import atomic_path
 
-    rows: list[tuple[Child, str, int, bool]] = []
+    rows: list[tuple[Child, str, int, bool | None, bool]] = []
     for shard in shards:
         metadata = shard_metadata(folder / SHARDS / shard.name)
         if metadata is None:
             raise FileNotFoundError(f"{folder / SHARDS / shard.name}: shard missing or unreadable after generation")
-        flags = json.loads(metadata[b"nsfw"])
-        rows += [(c, shard.name, r, flags[r]) for r, c in enumerate(shard.children)]
+        flags, cut = json.loads(metadata[b"nsfw"]), json.loads(metadata[b"truncated"])
+        rows += [(c, shard.name, r, flags[r], cut[r]) for r, c in enumerate(shard.children)]
     table = pa.table({
         "child_id": pa.array([c.child_id for c, *_ in rows], pa.string()),
         "cluster_id": pa.array([c.cluster_id for c, *_ in rows], pa.int64()),
@@ -227,10 +318,11 @@ def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, setting
         "caption": pa.array([c.caption for c, *_ in rows], pa.string()),
         "seed": pa.array([c.seed for c, *_ in rows], pa.int64()),
         "split": pa.array([c.split for c, *_ in rows], pa.string()),
-        "shard": pa.array([s for _, s, _, _ in rows], pa.string()),
-        "row": pa.array([r for _, _, r, _ in rows], pa.int32()),
-        "nsfw": pa.array([n for *_, n in rows], pa.bool_()),
+        "shard": pa.array([s for _, s, *_ in rows], pa.string()),
+        "row": pa.array([r for _, _, r, *_ in rows], pa.int32()),
+        "nsfw": pa.array([n for *_, n, _ in rows], pa.bool_()),
         "generator": pa.array([alias] * len(rows), pa.string()),
+        "truncated": pa.array([t for *_, t in rows], pa.bool_()),
     }).replace_schema_metadata({"settings": json.dumps(settings, sort_keys=True)})
     with atomic_path(folder / MANIFEST) as tmp:
         pq.write_table(table, tmp)
@@ -238,12 +330,16 @@ def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, setting
 
 
 def summarise(manifest) -> dict[str, Any]:
-    """The stage's metrics: children per split and safety-checker hits."""
+    """The stage's metrics: children per split, safety-checker hits among the checked children (the fraction is
+    None when no child was checked), and prompts a text encoder truncated."""
     from stages.contracts.labels import SPLITS
 
     total = len(manifest)
-    hits = int(manifest["nsfw"].sum())
+    checked = manifest["nsfw"].notna()
+    hits = int(manifest["nsfw"][checked].astype(bool).sum())
     return {
         "children": {**{s: int((manifest["split"] == s).sum()) for s in SPLITS}, "total": int(total)},
-        "nsfw": {"total": int(hits), "fraction": hits / total if total else None},
+        "nsfw": {"total": int(hits), "checked": int(checked.sum()),
+                 "fraction": hits / int(checked.sum()) if checked.any() else None},
+        "prompts": {"truncated": int(manifest["truncated"].sum())},
     }
