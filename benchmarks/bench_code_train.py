@@ -21,6 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def logged_images_per_s(lines: list[str]) -> list[float]:
+    """The per-epoch throughput the training loop prints (it is never recorded in an output: same params, same
+    bytes), read back from the lines its `log` received."""
+    import re
+
+    return [float(m.group(1)) for line in lines for m in [re.search(r"([0-9.]+) images/s", str(line))] if m]
+
+
 def bare_images_per_s(net, config, batch: int, steps: int, device: str = "cpu") -> list[float]:
     import torch
 
@@ -84,10 +92,11 @@ def main() -> None:
         for workers in (0, 1):
             # the bare loop runs just before and just after the stage, so both see the same machine load
             bare = bare_images_per_s(net, config, args.batch_size, steps=4)
-            state = train(refs, net, views, config, checkpoints=root / f"ck{workers}", num_workers=workers,
-                          progress=False, log=lambda *_: None)
+            lines: list[str] = []
+            train(refs, net, views, config, checkpoints=root / f"ck{workers}", num_workers=workers,
+                  progress=False, log=lines.append)
             bare += bare_images_per_s(net, config, args.batch_size, steps=4)
-            stage = [record["images_per_s"] for record in state.history]
+            stage = logged_images_per_s(lines)
             results[workers] = (statistics.median(stage), statistics.median(bare))
             print(f"workers {workers}: stage {results[workers][0]:.1f} images/s (per epoch: "
                   f"{', '.join(f'{r:.1f}' for r in stage)}), bare {results[workers][1]:.1f} images/s (median of "

@@ -233,7 +233,7 @@ def gpu_decode(rows, sizes: Sizes) -> None:
 
 # ------------------------------------------------------------------------------------------------ CoDE
 def check_code(sizes: Sizes, work: Path) -> None:
-    from bench_code_train import bare_images_per_s
+    from bench_code_train import bare_images_per_s, logged_images_per_s
 
     from stages.code.data import ViewConfig, read_images
     from stages.code.loss import LossVariant
@@ -254,11 +254,12 @@ def check_code(sizes: Sizes, work: Path) -> None:
     write_children(work / "code" / "children" / "g", read_clusters(clusters), generator="g", size=(side, side),
                    fmt="PNG")
     refs = read_images(clusters, work / "code" / "children", ["g"], ("train", "val"))
-    state = train(refs, net, views, config, checkpoints=work / "code" / "ck", num_workers=sizes.workers,
-                  progress=False, log=lambda *_: None)
+    lines: list[str] = []
+    train(refs, net, views, config, checkpoints=work / "code" / "ck", num_workers=sizes.workers,
+          progress=False, log=lines.append)
     bare = bare_images_per_s(net, config, sizes.code_batch, steps=min(10, sizes.code_steps), device=sizes.device)
     line(f"CoDE train {sizes.code_steps} steps, {sizes.code_size} px, {sizes.code_batch} pairs",
-         {"stage": statistics.median(r["images_per_s"] for r in state.history), "bare": statistics.median(bare)})
+         {"stage": statistics.median(logged_images_per_s(lines)), "bare": statistics.median(bare)})
 
 
 def main(argv: list[str] | None = None) -> None:

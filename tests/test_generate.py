@@ -311,7 +311,9 @@ def test_a_missing_model_reaches_for_the_hub_only_when_allowed(tmp_path, monkeyp
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
+    # the loader reads the pipeline's config first, then the weights: either is a request to the hub
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(DiffusionPipeline, "load_config", from_pretrained)
     spec = get_generator("sd14")
     with pytest.raises(InputError, match="generate.hub is offline"):
         load_pipeline(spec, tmp_path / "models")
