@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 from stages.clusters import Source
 from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import inspect_image, load_rgb
-from tests.images import photo
+from tests.images import photo, write_truncated
 from tests.test_clusters import coco_json, five, run, run_coco
 from tests.wild_files import write_png_bomb
 
@@ -429,3 +430,266 @@ def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
                                                 str(tmp_path / "c.h5"), "--metrics", str(tmp_path / "m.json")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "is a folder" in _plain(result.output) or "does not exist" not in _plain(result.output), result.output
+
+
+# --------------------------------------------------------------- every command that reads images, hostile files
+def _fifo(path: Path) -> None:
+    import os
+
+    os.mkfifo(path)
+
+
+# name -> how to make it; each is written where a parent image (or, for the BYTES ones, a child's shard bytes) is read
+HOSTILE_FILES = {
+    "truncated.jpg": write_truncated,
+    "empty.jpg": lambda path: path.write_bytes(b""),
+    "text.jpg": lambda path: path.write_text("this is not an image\n"),
+    "bomb.png": lambda path: write_png_bomb(path, 10_000, 10_000, real_data=False),  # over our limit and Pillow's
+    "folder.jpg": lambda path: path.mkdir(),
+    "fifo.jpg": _fifo,
+}
+BYTES = ("truncated.jpg", "empty.jpg", "text.jpg", "bomb.png")  # the ones a shard can hold
+
+
+def hostile_file(folder: Path, name: str) -> Path:
+    path = folder / f"hostile-{name}"
+    HOSTILE_FILES[name](path)
+    return path
+
+
+@contextmanager
+def no_hang(path: Path, seconds: float = 5):
+    """Fails the test, instead of hanging it, where a command opens the FIFO `path` to read: after `seconds`
+    a writer opens it and closes it at once, so the blocked reader sees an empty file and the run goes on."""
+    import os
+
+    done, unblocked = threading.Event(), threading.Event()
+
+    def unblock() -> None:
+        if not done.wait(seconds) and path.exists() and path.is_fifo():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                unblocked.set()
+            except OSError:  # no reader waits on it
+                pass
+
+    guard = threading.Thread(target=unblock, daemon=True)
+    guard.start()
+    try:
+        yield
+    finally:
+        done.set()
+        guard.join()
+    assert not unblocked.is_set(), f"the command opened the FIFO {path} and waited on it"
+
+
+def assert_refused(result, *names: str) -> None:
+    """Exit 2, one message that names each of `names`, no traceback."""
+    text = _plain(result.output)
+    assert result.exit_code == 2, f"exit {result.exit_code}: {text} {result.exception!r}"
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    for name in names:
+        assert name in text, f"{name!r} not in {text}"
+
+
+def with_parent(clusters: Path, cluster_id: int, image: Path, out: Path) -> Path:
+    """A copy of the clusters table whose parent `cluster_id` is the file `image`."""
+    table = pq.read_table(clusters)
+    paths = [str(image) if c == cluster_id else p
+             for c, p in zip(table["cluster_id"].to_pylist(), table["image_path"].to_pylist(), strict=True)]
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("image_path"), "image_path", pa.array(paths, pa.string()))
+    pq.write_table(table, out)
+    return out
+
+
+def with_child_bytes(children: Path, data: bytes) -> str:
+    """Puts `data` in place of the first child's image in its shard; returns that child's id."""
+    import pyarrow as pa
+
+    shard = sorted((children / "shards").iterdir())[0]
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[0] = {"bytes": data, "path": images[0]["path"]}
+    pq.write_table(table.set_column(1, "image", pa.array(images, table.schema.field("image").type)), shard)
+    return table.column("child_id")[0].as_py()
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_clusters_refuses_a_hostile_parent_by_name(tmp_path, name):
+    from typer.testing import CliRunner
+
+    from stages import clusters
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        photo(k).save(images / f"{k}.jpg")
+    bad = hostile_file(images, name)
+    manifest = tmp_path / "manifest.jsonl"
+    rows = [{"id": str(k), "path": f"images/{k}.jpg", "captions": five(str(k))} for k in range(3)]
+    rows.append({"id": "bad", "path": f"images/{bad.name}", "captions": five("bad")})
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ["--source", "manifest", "--input", str(manifest), "--images", str(images), "--out",
+            str(tmp_path / "c.parquet"), "--metrics", str(tmp_path / "m.json"), "--captions-per-parent", "5",
+            "--coco-captions", "x", "--karpathy-split", "", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--seed", "0", "--workers", "2"]
+    with no_hang(bad):
+        refused = CliRunner().invoke(clusters.app, [*args, "--on-bad", "error"])
+        skipped = CliRunner().invoke(clusters.app, [*args, "--on-bad", "skip"])
+    assert_refused(refused, bad.name)
+    assert "does not exist" not in refused.output  # a folder or a FIFO says what it is
+    assert skipped.exit_code == 0, skipped.output
+    assert len(pq.read_table(tmp_path / "c.parquet")) == 3
+    assert json.loads((tmp_path / "m.json").read_text())["skipped"]["total"] == 1
+
+
+@pytest.fixture(scope="module")
+def image_data(tmp_path_factory):
+    """A clusters table of 9 parents (3 per split), one generator's children, a tiny backbone registry and an
+    untrained 32 px CoDE model."""
+    from stages.code.net import CodeNetConfig, build_model, save_model
+    from stages.contracts.clusters import read_clusters
+    from tests.fixtures import write_children, write_clusters
+    from tests.test_embed import tiny_registry
+
+    root = tmp_path_factory.mktemp("hostile_images")
+    clusters = write_clusters(root, n_parents=9, n_captions=2, size=(48, 40))
+    write_children(root / "children" / "g1", read_clusters(clusters), generator="g1", size=(40, 40), fmt="PNG")
+    tiny_registry(root, "tiny_a")
+    config = CodeNetConfig(arch="vit_tiny_patch16_224", image_size=32, local_size=16)
+    save_model(root / "model.pt", build_model(config, seed=0), config, {"epoch": 0})
+    return root
+
+
+def _embed_args(root: Path, clusters: Path, out: Path, children: str = "") -> list[str]:
+    return ["--backbone", "tiny_a", "--registry", str(root / "backbones.yaml"), "--clusters", str(clusters),
+            "--children", children, "--out", str(out / "e.h5"), "--captions-out", "" if children else str(out / "c.h5"),
+            "--metrics", str(out / "m.json"), "--batch-size", "4", "--chunk-size", "5", "--workers", "0",
+            "--threads", "1", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_embed_refuses_a_hostile_parent_by_name(image_data, tmp_path, name):
+    from typer.testing import CliRunner
+
+    from stages import embed
+    from stages.contracts.ids import parent_id
+
+    bad = hostile_file(tmp_path, name)
+    clusters = with_parent(image_data / "clusters.parquet", 4, bad, tmp_path / "clusters.parquet")
+    with no_hang(bad):
+        result = CliRunner().invoke(embed.app, _embed_args(image_data, clusters, tmp_path / "out"))
+    assert_refused(result, parent_id(4), str(bad))
+
+
+@pytest.mark.parametrize("name", BYTES)
+def test_embed_refuses_a_hostile_child_by_name(image_data, tmp_path, name):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from stages import embed
+
+    children = shutil.copytree(image_data / "children" / "g1", tmp_path / "g1")
+    source = hostile_file(tmp_path, name)
+    child = with_child_bytes(children, source.read_bytes())
+    result = CliRunner().invoke(embed.app, _embed_args(image_data, image_data / "clusters.parquet", tmp_path / "out",
+                                                       children=str(children)))
+    assert_refused(result, child, "shard-00000.parquet")
+
+
+def _code_args(root: Path, clusters: Path, out: Path) -> list[str]:
+    from tests.test_code_train import OPTIONS
+
+    return ["--clusters", str(clusters), "--children-root", str(root / "children"), "--generators", "g1",
+            "--out", str(out / "model.pt"), "--checkpoints", str(out / "ckpt"), "--metrics", str(out / "m.json"),
+            "--plot", str(out / "curve.csv"), "--setting", str(out / "setting.json"),
+            *OPTIONS, "--epochs", "1"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_code_train_refuses_a_hostile_parent_by_name(image_data, tmp_path, name):
+    from typer.testing import CliRunner
+
+    from stages import code_train
+    from stages.contracts.ids import parent_id
+
+    bad = hostile_file(tmp_path, name)
+    clusters = with_parent(image_data / "clusters.parquet", 0, bad, tmp_path / "clusters.parquet")  # a train parent
+    with no_hang(bad):
+        result = CliRunner().invoke(code_train.app, _code_args(image_data, clusters, tmp_path / "out"))
+    assert_refused(result, parent_id(0), str(bad))
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_code_eval_refuses_a_hostile_parent_by_name(image_data, tmp_path, name):
+    from typer.testing import CliRunner
+
+    from stages import code_eval
+    from stages.contracts.ids import parent_id
+    from tests.test_code_eval import OPTIONS
+
+    bad = hostile_file(tmp_path, name)
+    clusters = with_parent(image_data / "clusters.parquet", 2, bad, tmp_path / "clusters.parquet")  # a test parent
+    args = ["--model", str(image_data / "model.pt"), "--clusters", str(clusters), "--children-root",
+            str(image_data / "children"), "--generators", "g1", "--fit", "g1", *OPTIONS, "--metrics",
+            str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
+    with no_hang(bad):
+        result = CliRunner().invoke(code_eval.app, args)
+    assert_refused(result, parent_id(2), str(bad))
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_detect_gives_a_hostile_file_its_error_row(tmp_path, monkeypatch, name):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from stages import detect
+    from tests.test_detector_artifact import random_detector
+    from tests.tiny_backbone import TinyBackbone
+
+    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    bad = hostile_file(tmp_path, name)
+    good = tmp_path / "good.jpg"
+    photo(0).save(good)
+    runner = CliRunner()
+    for paths, code in (([bad, good], 0), ([bad], 1)):
+        out = tmp_path / "scores.csv"
+        with no_hang(bad):
+            result = runner.invoke(detect.app, [*map(str, paths), "--out", str(out), "--workers", "0",
+                                                "--no-progress"])
+        assert result.exit_code == code and "Traceback" not in result.output, result.output
+        rows = {row["path"]: row for row in csv.DictReader(out.open())}
+        assert rows[str(bad)]["error"] and not rows[str(bad)]["score"], rows
+
+
+@pytest.fixture(scope="module")
+def detector_pipeline(tmp_path_factory, repo_root):
+    """test_detector's pipeline: clusters, two generators' children and their tiny CLIP embedding caches."""
+    from stages.embedding.backbones import BackboneSpec, _registered, register
+    from tests.test_detector import BACKBONE, TINY_CLIP, make_pipeline
+
+    register(BackboneSpec(alias=BACKBONE, library="open_clip", architecture="tiny", weights="random",
+                          model_cfg=TINY_CLIP))
+    yield make_pipeline(tmp_path_factory.mktemp("hostile_detector"), repo_root / "stages" / "embedding" /
+                        "backbones.yaml")
+    _registered.pop(BACKBONE)
+
+
+@pytest.mark.parametrize("name", HOSTILE_FILES)
+def test_detector_refuses_a_hostile_test_parent_by_name(detector_pipeline, repo_root, tmp_path, name):
+    from stages.contracts.ids import parent_id
+    from tests.test_detector import run_stage
+
+    root, clusters = detector_pipeline
+    bad = hostile_file(tmp_path, name)
+    hostile = with_parent(clusters, 2, bad, tmp_path / "clusters.parquet")  # a test parent: robustness reads it
+    with no_hang(bad):
+        result = run_stage(root, hostile, repo_root, "--out", str(tmp_path / "detector"), "--metrics",
+                           str(tmp_path / "m.json"), "--robustness", str(tmp_path / "r.csv"),
+                           transforms=("jpeg75",))
+    assert_refused(result, parent_id(2), str(bad))

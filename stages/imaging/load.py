@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,30 @@ def _allow(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+def special_kind(path: Path) -> str | None:
+    """None for a regular file, a link to one, or a path that names nothing; else what it is ("a folder",
+    "a FIFO", a socket, a device, a link that loops or points nowhere), found without opening it: opening a
+    FIFO to read waits for a writer, for ever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a link that loops or points nowhere" if path.is_symlink() else None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def _open(source: Path | bytes, where: str, max_pixels: int) -> Image.Image:
     _allow(max_pixels)
+    kind = None if isinstance(source, bytes) else special_kind(Path(source))
+    if kind == "a folder":
+        raise InputError(where, "is a folder; an image file is expected")
+    if kind:
+        raise InputError(where, f"not a regular file ({kind}); not read")
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as error:

@@ -167,7 +167,10 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="robustness"):
         if result.error is not None:
-            raise ValueError(f"{items.names[result.index]}: {result.error} (test images were readable when embedded)")
+            source = sources[result.index]
+            where = items.names[result.index] + (f" ({source})" if isinstance(source, Path) else "")
+            raise InputError(where, result.error, "test images were readable when embedded: this one has changed "
+                             "since; restore it, or rerun the stages from clusters on")
         embedded[:, result.index] = result.embeddings
     sets, ids, cluster_ids = np.asarray(sets), np.asarray(ids), np.asarray(cluster_ids)
     labels = np.where(sets == PARENTS, REAL, FAKE)

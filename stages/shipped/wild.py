@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from PIL import Image
 
 from stages.contracts.device import resolve_device
 from stages.contracts.errors import InputError, Skips
-from stages.imaging.load import MAX_PIXELS, load_rgb
+from stages.imaging.load import MAX_PIXELS, load_rgb, special_kind
 from stages.imaging.transforms import Transform, apply_transform
 
 
@@ -88,7 +87,7 @@ def expand_inputs(arguments: Sequence[str], skips: Skips | None = None) -> list[
             for file in files:
                 add_walked(file)
         elif os.path.lexists(path) and not glob.has_magic(argument):
-            kind = _special_kind(path)
+            kind = special_kind(path)
             if kind:
                 inputs.append(Input(argument, f"not a regular file ({kind}); not read"))
             else:
@@ -119,24 +118,9 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _special_kind(path: Path) -> str | None:
-    """None for a regular file (or a link to one); else what it is, without opening it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return "a link that loops or points nowhere" if path.is_symlink() else None
-    if stat.S_ISREG(mode):
-        return None
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "a special file"
-
-
 def _leave_out(path: Path, extensions: frozenset[str]) -> str | None:
     """The skip reason of a file met in a walk, or None to score it."""
-    kind = _special_kind(path)
+    kind = special_kind(path)
     if kind:
         return "broken_link" if "link" in kind else "special_file"
     return None if path.suffix.lower() in extensions else "not_an_image"

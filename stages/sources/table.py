@@ -14,7 +14,7 @@ import numpy as np
 from stages.contracts.clusters import natural_key
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.labels import SPLITS
-from stages.imaging.load import ImageInfo, inspect_image
+from stages.imaging.load import ImageInfo, inspect_image, special_kind
 from stages.sources.readers import Record
 
 SKIP_REASONS = ("missing_file", "unreadable_image", "duplicate_id", "too_few_captions", "empty_caption",
@@ -66,6 +66,10 @@ def check_images(records: Sequence[Record], skips: Skips, *, workers: int = 8,
 
     def probe(record: Record) -> ImageInfo | tuple[InputError, str]:
         """The image's description, or the error and its skip reason."""
+        kind = special_kind(record.image_path)
+        if kind:  # never opened: a FIFO would block the read
+            return InputError(record.where, f"image file {record.image_path} is {kind}, not a file"), \
+                "unreadable_image"
         if not record.image_path.is_file():
             return InputError(record.where, f"image file {record.image_path} does not exist"), "missing_file"
         try:
