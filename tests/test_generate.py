@@ -293,7 +293,7 @@ def test_missing_paper_model_says_what_to_download_and_which_param(tmp_path, ali
         load_pipeline(spec, tmp_path / "models")
     message = str(error.value)
     assert f"hf download {spec.model_id} --local-dir {tmp_path / 'models' / alias}" in message
-    assert "generate.models_root" in message and "nothing is downloaded (generate.hub is offline)" in message
+    assert "generate.models_root" in message and "nothing is downloaded (generate --hub is offline)" in message
 
 
 def test_a_missing_model_reaches_for_the_hub_only_when_allowed(tmp_path, monkeypatch):
@@ -315,7 +315,7 @@ def test_a_missing_model_reaches_for_the_hub_only_when_allowed(tmp_path, monkeyp
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", from_pretrained)
     monkeypatch.setattr(DiffusionPipeline, "load_config", from_pretrained)
     spec = get_generator("sd14")
-    with pytest.raises(InputError, match="generate.hub is offline"):
+    with pytest.raises(InputError, match="generate --hub is offline"):
         load_pipeline(spec, tmp_path / "models")
     assert asked == []
     with pytest.raises(InputError, match="not on disk and not reachable"):

@@ -1,5 +1,5 @@
 """The model hub only when asked: every command that loads a model runs offline unless a param allows the
-Hugging Face hub (``generate.hub``, the only one that can fetch weights by id).
+Hugging Face hub (``generate --hub``, the only one that can fetch weights by id).
 
 Offline is enforced in the process itself, not left to the caller's environment: the hub libraries read
 ``HF_HUB_OFFLINE`` when imported, so the commands call `stay_offline` before importing any of them (their

@@ -310,8 +310,8 @@ def load_pipeline(spec: GeneratorSpec, models_root: Path, device: str = "cpu", h
         source, where = str(local), str(local)
     elif spec.model_id and hub is Hub.offline:
         raise InputError(str(local), f"generator {spec.alias!r} is not on disk and nothing is downloaded "
-                         "(generate.hub is offline)",
-                         _missing_message(spec, local) + ", or allow the hub with generate.hub=download")
+                         "(generate --hub is offline)",
+                         _missing_message(spec, local) + ", or allow the hub with generate --hub download")
     elif spec.model_id:
         source, where = spec.model_id, f"{spec.model_id} (hub id, as {local} does not exist)"
     else:
@@ -354,7 +354,7 @@ def load_generator(spec: GeneratorSpec, models_root: Path, device: str = "cpu", 
             source, where = str(local), str(local)
         elif hub is Hub.offline:
             raise InputError(str(local), f"cascade stage {k} of {spec.alias!r} is not on disk and nothing is "
-                             "downloaded (generate.hub is offline)", hint + ", or allow the hub with --hub download")
+                             "downloaded (generate --hub is offline)", hint + ", or allow the hub with --hub download")
         else:
             source, where = stage.model_id, f"{stage.model_id} (hub id, as {local} does not exist)"
         shared = {name: component for name, component in first.components.items()
@@ -451,9 +451,9 @@ def add_safety_checker(pipeline, spec: GeneratorSpec, models_root: Path, hub: Hu
     local = safety_checker_dir(spec, models_root)
     if not local.exists() and hub is Hub.offline:
         raise InputError(str(local), f"the safety checker of {spec.alias!r} is not on disk and nothing is "
-                         "downloaded (generate.hub is offline)",
+                         "downloaded (generate --hub is offline)",
                          f"download it: `hf download {spec.safety_checker_id} --local-dir {local}`, or allow the "
-                         "hub with generate.hub=download")
+                         "hub with generate --hub download")
     source = str(local) if local.exists() else spec.safety_checker_id
     try:
         checker = StableDiffusionSafetyChecker.from_pretrained(source, dtype=getattr(torch, spec.dtype))
