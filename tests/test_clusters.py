@@ -32,15 +32,19 @@ def five(tag: str, n: int = N) -> list[str]:
     return [f"{tag} caption {k}" for k in range(n)]
 
 
-@pytest.fixture
-def coco_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "coco"
+def write_coco(root: Path) -> Path:
+    """A COCO folder at `root`: ten photographs in val2017/ with five captions each."""
     (root / "val2017").mkdir(parents=True)
     for i in range(1, 11):
         photo(i).save(root / "val2017" / f"{i:012d}.jpg")
     coco_json(root / "annotations" / "captions_val2017.json",
               [(i, f"{i:012d}.jpg") for i in range(1, 11)], {i: five(str(i)) for i in range(1, 11)})
     return root
+
+
+@pytest.fixture
+def coco_dir(tmp_path: Path) -> Path:
+    return write_coco(tmp_path / "coco")
 
 
 # the values of params.yaml's clusters section, which the stage receives from dvc.yaml

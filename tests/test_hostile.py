@@ -21,7 +21,7 @@ from stages.clusters import Source
 from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import inspect_image, load_rgb
 from tests.images import photo, write_truncated
-from tests.test_clusters import coco_json, five, run, run_coco
+from tests.test_clusters import five, run, run_coco, write_coco
 from tests.wild_files import write_png_bomb
 
 
@@ -136,13 +136,7 @@ def _catch(errors: list[BaseException], function, *args, **kwargs) -> None:
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
     """Ten photographs with five captions each, as tests.test_clusters builds them."""
-    root = tmp_path / "coco"
-    (root / "val2017").mkdir(parents=True)
-    for i in range(1, 11):
-        photo(i).save(root / "val2017" / f"{i:012d}.jpg")
-    coco_json(root / "annotations" / "captions_val2017.json",
-              [(i, f"{i:012d}.jpg") for i in range(1, 11)], {i: five(str(i)) for i in range(1, 11)})
-    return root
+    return write_coco(tmp_path / "coco")
 
 
 @pytest.mark.parametrize("caption", [None, float("nan"), True, 7, ["a"]])

@@ -28,16 +28,10 @@ RECORDED_COLUMNS = ("truncated",)
 
 def read_manifest(folder: Path | str):
     """The manifest as a pandas DataFrame; raises naming the folder if it is missing or malformed."""
-    import pandas as pd
+    from stages.contracts.io import read_parquet_checked
 
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no children here; the generate stage writes them (dvc repro)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: not a children manifest, missing columns {missing}")
-    return frame
+    return read_parquet_checked(Path(folder) / MANIFEST, MANIFEST_COLUMNS, what="children manifest",
+                                made_by="generate")
 
 
 def read_settings(folder: Path | str) -> dict:

@@ -22,15 +22,9 @@ def natural_key(source_id: str) -> tuple[int, int | str]:
 
 def read_clusters(path: Path | str):
     """Read ``clusters.parquet`` as a pandas DataFrame, checking the columns and the N-captions rule."""
-    import pandas as pd
+    from stages.contracts.io import read_parquet_checked
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no clusters table here; the clusters stage writes it (dvc repro)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: not a clusters table, missing columns {missing}")
+    frame = read_parquet_checked(path, COLUMNS, what="clusters table", made_by="clusters")
     lengths = frame["captions"].map(len)
     if lengths.nunique() > 1:
         raise ValueError(f"{path}: parents have different numbers of captions {sorted(lengths.unique())}")

@@ -159,6 +159,21 @@ def _checked(obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+def read_parquet_checked(path: Path | str, columns: tuple[str, ...], *, what: str, made_by: str):
+    """A contract's Parquet file as a pandas DataFrame: FileNotFoundError naming the stage that writes it when
+    it is missing, ValueError naming the missing columns when it is not that contract's file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {what} here; the {made_by} stage writes it (dvc repro)")
+    frame = pd.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: not a {what}, missing columns {missing}")
+    return frame
+
+
 def safetensors_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
     """Metadata for `safetensors.save_file` that keeps the file's bytes reproducible.
 
