@@ -25,6 +25,8 @@ COMMANDS = [
     ("detector", "stages.detector"),
     ("detect", "stages.detect"),
     ("check", "stages.check"),
+    ("benchmark_demo", "stages.benchmark_demo"),
+    ("benchmark", "stages.benchmark"),
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -280,6 +280,11 @@ INVALID: dict[str, dict[str, str]] = {
         "seed": "-1", "batch_size": "0", "workers": "-1", "device": "tpu9"},
     "detect": {"paths": BODY, "detector": BODY, "registry": BODY, "out": BODY, "format": "nope", "batch_size": "0",
         "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG},
+    "benchmark_demo": {"clusters": BODY, "children": BODY, "generators": BODY, "out": BODY},
+    "benchmark": {"layout": "nope", "root": BODY, "manifest": BODY, "split": BODY, "transforms": "nope",
+        "detector": BODY, "registry": BODY, "code_model": BODY, "code_setting": BODY, "clusters": BODY,
+        "children_root": BODY, "code_threshold": "nope", "seed": "-1", "scores": BODY, "metrics": BODY, "grid": BODY,
+        "roc": BODY, "batch_size": "0", "workers": "-1", "device": "tpu9"},
 }
 
 

@@ -36,6 +36,8 @@ RUNTIME_KNOBS = {
                          "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
     "stages.detector": {"batch_size": "PARENTAGE_DETECTOR_BATCH_SIZE", "workers": "PARENTAGE_DETECTOR_WORKERS",
                         "device": "PARENTAGE_DETECTOR_DEVICE"},
+    "stages.benchmark": {"batch_size": "PARENTAGE_BENCHMARK_BATCH_SIZE", "workers": "PARENTAGE_BENCHMARK_WORKERS",
+                         "device": "PARENTAGE_BENCHMARK_DEVICE"},
 }
 # the launcher generate runs under is the command's first word, a shell default in dvc.yaml
 LAUNCHER = "PARENTAGE_GENERATE_LAUNCHER"
@@ -118,7 +120,8 @@ def test_only_repeated_options_may_default_to_the_empty_list():
     items, is still reported."""
     modules = {module for module, _ in COMMANDS.values()}
     excepted = {(m, p.name) for m in modules for p in command_of(m).params if empty_list_default(p)}
-    assert excepted == {("stages.check", "embed_backbones")}
+    # benchmark's transforms: an empty list asks for the clean images only
+    assert excepted == {("stages.check", "embed_backbones"), ("stages.benchmark", "transforms")}
     module, args = COMMANDS["check@setting0"]
     at = args.index("--embed-backbones")  # the demo lists one backbone, so it is passed ...
     without = args[:at] + args[at + 2:]  # ... and an empty embed.backbones renders no option: still a valid command

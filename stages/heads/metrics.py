@@ -37,13 +37,16 @@ def class_accuracy(predicted: np.ndarray, label: np.ndarray, cls: int) -> float 
     return float((predicted[mask] == cls).mean()) if mask.any() else None
 
 
-METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "auc", "ap")
+# the low false-positive-rate operating points (key -> the FPR): `tpr_at_fpr`, reported on external benchmarks
+TPR_AT_FPR = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
+METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "auc", "ap", *TPR_AT_FPR)
 
 
 def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: float = 0.0,
-                           cluster_id: np.ndarray | None = None) -> dict[str, float | None]:
+                           cluster_id: np.ndarray | None = None, low_fpr: bool = False) -> dict[str, float | None]:
     """The one key set (`METRICS`): real, fake and overall accuracy at `threshold`, full-cluster accuracy
-    when `cluster_id` is given (left out otherwise), and the AUC and AP of the scores (FAKE positive).
+    when `cluster_id` is given (left out otherwise), the AUC and AP of the scores (FAKE positive), and with
+    `low_fpr` the TPR at each false positive rate of `TPR_AT_FPR` (`tpr_at_fpr`; left out otherwise).
 
     `score` is a decision value, higher = more likely FAKE (a linear head's logit, never its probability:
     probabilities saturate to 1.0 and tie, stages.heads.linear); a row is FAKE where score >= threshold
@@ -70,7 +73,44 @@ def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: f
         metrics["full_cluster_accuracy"] = full_cluster_accuracy(predicted, label, cluster_id)
     metrics["auc"] = float(roc_auc_score(label == FAKE, score)) if both else None
     metrics["ap"] = float(average_precision_score(label == FAKE, score)) if both else None
+    if low_fpr:
+        metrics.update({key: tpr_at_fpr(score, label, fpr) if both else None for key, fpr in TPR_AT_FPR.items()})
     return metrics
+
+
+def allowed_false_positives(n_real: int, fpr: float) -> int:
+    """How many of `n_real` reals may score at or above the threshold of `tpr_at_fpr`: floor(fpr * n_real)."""
+    return int(np.floor(fpr * n_real + 1e-9))  # 1e-9: in floats 0.29 * 100 is 28.999999999999996, not 29
+
+
+def tpr_at_fpr(score: np.ndarray, label: np.ndarray, fpr: float) -> float:
+    """The share of fakes detected at the strictest threshold that still keeps the reals' false positive rate
+    at or under `fpr` (a fraction: 0.01 for 1 %).
+
+    The threshold is taken on the reals' scores, so that at most k = floor(fpr * n_real) reals score at or above
+    it (FAKE where score >= threshold, stages.heads.threshold): with the reals' scores sorted from the highest,
+    r(1) >= r(2) >= ..., it lies just above r(k + 1), and the TPR is the share of fakes scoring strictly above
+    r(k + 1). Reals tied with r(k + 1) all stay below it, so the FPR reached may be lower than `fpr`, never
+    higher; no value is interpolated between ROC points.
+
+    Few reals: with fewer than 1 / fpr reals (100 for 1 %, 20 for 5 %) k is 0, no real may score at or above
+    the threshold, and the figure is the TPR at 0 % FPR: stricter than its name, and decided by the single
+    highest real. A report prints the number of reals beside it. With every real allowed (k = n_real, only for
+    fpr = 1) every fake counts. Raises ValueError when either class is absent or a score is not finite."""
+    score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel()
+    if score.shape != label.shape:
+        raise ValueError(f"scores {score.shape} and labels {label.shape} must match")
+    if not 0 <= fpr <= 1:
+        raise ValueError(f"false positive rate {fpr} is not a fraction in [0, 1]")
+    if not np.isfinite(score).all():
+        raise ValueError(f"{int((~np.isfinite(score)).sum())} scores are not finite")
+    reals, fakes = np.sort(score[label == REAL])[::-1], score[label == FAKE]
+    if len(reals) == 0 or len(fakes) == 0:
+        raise ValueError("the TPR at a false positive rate needs both real and fake scores")
+    k = allowed_false_positives(len(reals), fpr)
+    if k >= len(reals):
+        return 1.0
+    return float((fakes > reals[k]).mean())
 
 
 def roc_points(score: np.ndarray, label: np.ndarray) -> list[dict[str, float]]:

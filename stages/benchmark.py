@@ -1,0 +1,175 @@
+"""benchmark: an external labelled image set -> the shipped detector's and CoDE's heads' figures on it, per
+generator and overall (metrics/benchmark/<name>.json), the detector x generator x transform grid and the ROC
+points (plot data), and every image's scores (data/benchmark/<name>.csv).
+
+    python -m stages.benchmark --layout forensynths --root /data/cnn_synth_test --manifest '' --split '' \\
+        --transforms jpeg75 --transforms half --detector data/detector --registry stages/embedding/backbones.yaml \\
+        --code-model data/code/model.pt --code-setting data/code/setting.json --clusters data/clusters.parquet \\
+        --children-root data/children --code-threshold val --seed 0 --scores data/benchmark/cnn_synth.csv \\
+        --metrics metrics/benchmark/cnn_synth.json --grid metrics/plots/benchmark/cnn_synth.csv \\
+        --roc metrics/plots/benchmark_roc/cnn_synth
+
+The set (stages.external.sets): --layout forensynths (<generator>/0_real|1_fake), genimage
+(<generator>/[<split>/]nature|ai), real_fake (real/ and fake/[<generator>/]) or manifest (a CSV, TSV or JSON-lines
+file under --root naming each image's path, label and generator). Each --transforms is one of the robustness
+grid's (stages.imaging.transforms); repeat it; none gives the clean images only.
+
+Detectors (stages.external.scoring): `shipped`, the shipped detector (its backbone from the registry, its logit,
+its threshold); `code_logreg`, `code_knn`, `code_ocsvm`, CoDE's heads as code_eval fits them (stages.code.fitted)
+on the train / val images of the generators CoDE was trained on (--code-setting), thresholds by
+--code-threshold. Figures (stages.heads.metrics): real, fake and overall accuracy at each detector's threshold,
+AUC, AP, and the TPR at 1 % and 5 % FPR (`tpr_at_fpr`, a threshold on the reals' scores), per generator (its
+images and the shared reals) and overall, on the clean images; the transformed ones are plot data.
+Bad files (missing, empty, truncated, not an image, special files, broken links) are counted in the metrics
+(`skipped`), listed in the scores file's error column and on stderr, and never stop the run; a set, layout or
+option that is wrong stops it with exit code 2 and a message naming it. Runs offline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from stages.code.heads import ThresholdRule
+from stages.contracts.device import device_option
+from stages.contracts.errors import user_errors
+from stages.contracts.hub import stay_offline
+from stages.external.sets import Layout
+from stages.imaging.transforms import Transform
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_root: Path, rule: ThresholdRule, *,
+                 device: str, batch_size: int, workers: int, progress: bool = True) -> list:
+    """A Scorer per CoDE head, fitted as code_eval fits them on the generators of CoDE's setting."""
+    from stages.code.fitted import CodeBackbone, fit_heads
+    from stages.code.net import load_model
+    from stages.code.setting import read_setting
+    from stages.contracts.device import resolve_device
+    from stages.contracts.errors import InputError
+    from stages.external.scoring import Scorer
+
+    setting = read_setting(setting_path)
+    if setting is None:
+        raise InputError(str(setting_path), "not found", "code_train writes it beside its model (dvc repro code_train)")
+    model, config, _ = load_model(model_path, device=resolve_device(device))
+    fitted = fit_heads(model, config.image_size, clusters, children_root, setting.generators, rule=rule,
+                       batch_size=batch_size, num_workers=workers, progress=progress)
+    backbone = CodeBackbone(model, config.image_size)
+    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head]) for head in fitted.scorers]
+
+
+def shipped_scorer(detector_path: Path, registry: Path, device: str):
+    """The shipped detector as a Scorer: its backbone (checked against the registry's), logit and threshold."""
+    from stages.contracts.errors import InputError
+    from stages.external.scoring import SHIPPED, Scorer
+    from stages.shipped.artifact import check_backbone, load_detector
+    from stages.shipped.wild import load_registry_backbone
+
+    try:
+        detector = load_detector(detector_path)
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error)) from error
+    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
+    try:
+        check_backbone(detector, backbone.spec, where="the registry's backbone")
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error),
+                         f"{registry} changed since this detector was trained: retrain it") from error
+    return Scorer(SHIPPED, backbone, detector.decision, detector.threshold), detector
+
+
+def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[Transform],
+        load_scorers: Callable[[], list], *, scores: Path, metrics: Path, grid: Path, roc: Path, seed: int,
+        batch_size: int = 32, workers: int = 0, progress: bool = True) -> dict:
+    """Read the set (before `load_scorers` loads any model, so a wrong set is reported in seconds), score it with
+    every scorer, write every output; return the metrics."""
+    from stages.contracts.errors import InputError, Skips
+    from stages.contracts.io import write_metrics
+    from stages.external.scoring import counts, results, score_entries, write_grid, write_roc, write_scores
+    from stages.external.sets import read_set
+    from stages.shipped.wild import SKIP_REASONS as WALK_REASONS
+
+    if len(set(transforms)) != len(transforms) or Transform.clean in transforms:
+        raise InputError("--transforms", f"{[t.value for t in transforms]}: each at most once, and not clean "
+                         "(always scored)")
+    skips = Skips(skip=True)
+    entries = read_set(layout, root, manifest=manifest, split=split, skips=skips)
+    scored = score_entries(entries, load_scorers(), transforms, seed=seed, batch_size=batch_size, workers=workers,
+                           progress=progress)
+    if scored.good.sum() == 0:
+        raise InputError(str(root), f"not one of its {len(entries)} images could be read: "
+                         + "; ".join(f"{entries[i].path}: {e}" for i, e in sorted(scored.errors.items())[:3]))
+    by_detector, rows = results(scored)
+    figures = {**counts(scored, skips.as_metrics(WALK_REASONS)), **by_detector}
+    write_scores(scores, scored)
+    write_grid(grid, rows)
+    write_roc(roc, scored)
+    write_metrics(metrics, figures)
+    for reason, examples in skips.examples.items():
+        for example in examples:
+            print(f"skipped ({reason.replace('_', ' ')}) {example}", file=sys.stderr)
+    for index, error in sorted(scored.errors.items())[:20]:
+        print(f"unreadable {entries[index].path}: {error}", file=sys.stderr)
+    if len(scored.errors) > 20:
+        print(f"unreadable: {len(scored.errors) - 20} more (the error column of {scores})", file=sys.stderr)
+    return figures
+
+
+@app.command()
+def main(
+    layout: Layout = typer.Option(..., help="How the set is laid out: forensynths, genimage, real_fake, manifest."),
+    root: Path = typer.Option(..., help="The folder holding the set (and its manifest)."),
+    manifest: str = typer.Option(..., help="layout manifest: the manifest file, relative to --root; else ''."),
+    split: str = typer.Option(..., help="Folder layouts: keep only class folders with a folder of this name on "
+                                        "their path (GenImage's val); '' keeps all."),
+    transforms: list[Transform] = typer.Option([], help="Transforms of the robustness grid also scored (repeat); "
+                                                        "none: clean images only."),
+    detector: Path = typer.Option(..., help="The shipped detector's folder (the detector stage's data/detector)."),
+    registry: Path = typer.Option(..., help="Backbone registry: the detector's backbone is loaded from it."),
+    code_model: Path = typer.Option(..., help="CoDE's model (code_train's data/code/model.pt)."),
+    code_setting: Path = typer.Option(..., help="CoDE's setting (data/code/setting.json): its generators' train "
+                                                "and val children fit the heads."),
+    clusters: Path = typer.Option(..., help="The clusters table (the train / val parents CoDE's heads fit on)."),
+    children_root: Path = typer.Option(..., help="Folder of the children folders, one per generator."),
+    code_threshold: ThresholdRule = typer.Option(..., help="CoDE heads' thresholds: val (code_eval's rule) or "
+                                                           "natural (0)."),
+    seed: int = typer.Option(..., min=0, help="Seed of the random transforms (the crop), per image."),
+    scores: Path = typer.Option(..., help="Output CSV: every image's clean scores and errors."),
+    metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    grid: Path = typer.Option(..., help="Output plot data: detector x generator x transform figures (CSV)."),
+    roc: Path = typer.Option(..., help="Output folder of plot data: <detector>.json ROC points."),
+    batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_BENCHMARK_BATCH_SIZE",
+                                   help="Images per forward pass."),
+    workers: int = typer.Option(2, min=0, envvar="PARENTAGE_BENCHMARK_WORKERS",
+                                help="DataLoader worker processes reading images."),
+    device: str = typer.Option("cpu", callback=device_option, envvar="PARENTAGE_BENCHMARK_DEVICE",
+                               help="torch device of the models: auto, cpu, cuda, cuda:1, mps."),
+) -> None:
+    """Score an external labelled image set with the shipped detector and CoDE's heads."""
+    stay_offline()  # no command downloads a model: weights come from disk or the local caches
+
+    def load_scorers() -> list:
+        shipped, loaded = shipped_scorer(detector, registry, device)
+        if loaded.caveat:
+            print(f"warning: detector {loaded.id} was {loaded.caveat}: its figures on real generators' images "
+                  "say nothing about real detection", file=sys.stderr)
+        return [shipped, *code_scorers(code_model, code_setting, clusters, children_root, code_threshold,
+                                       device=device, batch_size=batch_size, workers=workers)]
+
+    with user_errors():
+        figures = run(layout, root, manifest, split, list(transforms), load_scorers, scores=scores, metrics=metrics,
+                      grid=grid, roc=roc, seed=seed, batch_size=batch_size, workers=workers)
+    images, skipped = figures["images"], figures["skipped"]
+    overall = ", ".join(f"{name} {figures[name]['overall']['overall_accuracy']:.3f}"
+                        for name in figures if name not in ("images", "skipped"))
+    typer.echo(f"{metrics}: {images['real']} real and {images['fake']} fake images scored, "
+               f"{sum(skipped.values())} left out; overall accuracy {overall}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,231 @@
+"""Scoring a benchmark's entries (stages.external.sets) with several detectors, and its results: metrics per
+detector and generator, the detector x generator x transform grid, the ROC points and the per-image scores.
+
+A *detector* here is a name with a backbone (stages.shipped.wild.Backbone: preprocess and embed), a function
+from (M, D) embeddings to (M,) scores (higher = more likely generated) and a threshold on those scores (FAKE
+where score >= threshold, stages.heads.threshold): the shipped detector (its logit and threshold) and each of
+CoDE's heads. Every image is read once per backbone by detect's reader (stages.shipped.wild.ImageItems), after
+each transform of the robustness grid (stages.imaging.transforms, seeded per image); an image that cannot be read
+(missing, empty, truncated, not an image, a decompression bomb, a special file) is counted and listed, never
+scored and never a crash. An image one backbone reads and another cannot is left out of every detector's
+figures, so all of them are measured on the same images.
+
+Groups: each generator's images with the shared reals (stages.external.sets.SHARED), and OVERALL (every image).
+Metrics (stages.heads.metrics, with the TPR at 1 % and 5 % FPR): clean images only; the transformed ones are
+plot data (the grid), as in code_eval.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.contracts.errors import InputError
+from stages.contracts.labels import FAKE, REAL
+from stages.external.sets import SHARED, Entry
+from stages.heads.metrics import classification_metrics, roc_points
+from stages.imaging.load import MAX_PIXELS
+from stages.imaging.transforms import Transform
+from stages.shipped.wild import Backbone
+
+OVERALL = "overall"
+SHIPPED = "shipped"
+# why an image was not scored; the folder walk's reasons (stages.shipped.wild.SKIP_REASONS) and `unreadable`
+SKIP_REASONS = ("not_an_image", "special_file", "broken_link", "unreadable")
+GRID_COLUMNS = ("detector", "generator", "transform", "real_accuracy", "fake_accuracy", "overall_accuracy", "auc",
+                "ap", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "n_real", "n_fake", "threshold")
+# chunk of images whose embeddings are scored together (CoDE's 1-NN head is slow one image at a time)
+SCORE_CHUNK = 1024
+
+
+@dataclass
+class Scorer:
+    """One detector: its scores come from `backbone` embeddings through `score`; FAKE where score >= threshold."""
+
+    name: str
+    backbone: Backbone
+    score: Callable[[np.ndarray], np.ndarray]  # (M, D) -> (M,)
+    threshold: float
+
+
+@dataclass
+class Scored:
+    """Every entry's scores: detector -> (T, N) (NaN where the entry was not read), and the entries' errors."""
+
+    entries: list[Entry]
+    transforms: list[Transform]
+    scores: dict[str, np.ndarray]
+    thresholds: dict[str, float]
+    errors: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def good(self) -> np.ndarray:
+        return np.array([i not in self.errors for i in range(len(self.entries))], dtype=bool)
+
+
+def image_seed(path: str, seed: int) -> int:
+    """A stable per-image seed of the random transforms (Python's hash() is salted per process)."""
+    return zlib.crc32(f"{seed}:{path}".encode())
+
+
+def score_entries(entries: Sequence[Entry], scorers: Sequence[Scorer], transforms: Sequence[Transform], *,
+                  seed: int = 0, batch_size: int = 32, workers: int = 0, max_pixels: int = MAX_PIXELS,
+                  progress: bool = True) -> Scored:
+    """Score every entry with every detector, clean and after each transform (module docstring)."""
+    from stages.shipped.wild import ImageItems, embed_items
+
+    entries = list(entries)
+    transforms = list(dict.fromkeys([Transform.clean, *transforms]))
+    errors = {i: e.problem for i, e in enumerate(entries) if e.problem}
+    scores = {s.name: np.full((len(transforms), len(entries)), np.nan) for s in scorers}
+    by_backbone: dict[int, list[Scorer]] = {}
+    for scorer in scorers:
+        by_backbone.setdefault(id(scorer.backbone), []).append(scorer)
+    for group in by_backbone.values():
+        backbone = group[0].backbone
+        todo = [i for i in range(len(entries)) if i not in errors]
+        items = ImageItems([Path(entries[i].path) for i in todo], [entries[i].path for i in todo],
+                           backbone.preprocess, transforms=transforms,
+                           seeds=[image_seed(entries[i].path, seed) for i in todo], max_pixels=max_pixels)
+        chunk: list[tuple[int, np.ndarray]] = []
+        for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
+                                  description=f"benchmark {backbone.spec.get('alias', '')}"):
+            entry = todo[result.index]
+            if result.error is not None:
+                errors[entry] = result.error
+            else:
+                chunk.append((entry, result.embeddings))
+                if len(chunk) >= SCORE_CHUNK:
+                    _score_chunk(chunk, group, scores)
+        _score_chunk(chunk, group, scores)
+    for name, array in scores.items():
+        array[:, sorted(errors)] = np.nan  # read by one backbone, not the other: left out of every figure
+        if not np.isfinite(array[:, [i for i in range(len(entries)) if i not in errors]]).all():
+            raise InputError(name, "gave a score that is not a finite number", "the model's weights are broken")
+    return Scored(entries, transforms, scores, {s.name: s.threshold for s in scorers}, errors)
+
+
+def _score_chunk(chunk: list[tuple[int, np.ndarray]], scorers: Sequence[Scorer], scores: dict[str, np.ndarray]) -> None:
+    """Score a chunk of (entry index, (T, D) embeddings) with every scorer of their backbone; empty the chunk."""
+    if not chunk:
+        return
+    index = [i for i, _ in chunk]
+    stacked = np.stack([e for _, e in chunk], axis=1)  # (T, M, D)
+    for scorer in scorers:
+        for t in range(stacked.shape[0]):
+            scores[scorer.name][t, index] = scorer.score(stacked[t])
+    chunk.clear()
+
+
+def generators_of(entries: Sequence[Entry]) -> list[str]:
+    """The generators of a set, sorted (the shared reals' SHARED is none)."""
+    return sorted({e.generator for e in entries} - {SHARED})
+
+
+def groups_of(entries: Sequence[Entry]) -> dict[str, np.ndarray]:
+    """Group -> mask over the entries: each generator's own images and the shared reals, then OVERALL."""
+    generator = np.array([e.generator for e in entries], dtype=object)
+    shared = generator == SHARED
+    return {**{g: (generator == g) | shared for g in generators_of(entries)},
+            OVERALL: np.ones(len(entries), dtype=bool)}
+
+
+def measure(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The toolkit's metrics with the TPR at low FPR, and the group's counts; every metric None for no image."""
+    n_real, n_fake = int((labels == REAL).sum()), int((labels == FAKE).sum())
+    if n_real + n_fake == 0:
+        metrics: dict[str, Any] = dict.fromkeys(GRID_COLUMNS[3:-3])
+    else:
+        metrics = classification_metrics(scores, labels, threshold=threshold, low_fpr=True)
+    return {**metrics, "n_real": n_real, "n_fake": n_fake}
+
+
+def results(scored: Scored) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics: detector -> group -> figures on clean images; grid rows: detector x group x transform)."""
+    labels = np.array([e.label for e in scored.entries])
+    good = scored.good
+    groups = groups_of(scored.entries)
+    metrics: dict[str, Any] = {}
+    rows = []
+    for name, array in scored.scores.items():
+        metrics[name] = {}
+        for t, transform in enumerate(scored.transforms):
+            for group, mask in groups.items():
+                chosen = mask & good
+                figures = measure(array[t, chosen], labels[chosen], scored.thresholds[name])
+                rows.append({"detector": name, "generator": group, "transform": transform.value, **figures,
+                             "threshold": scored.thresholds[name]})
+                if transform is Transform.clean:
+                    metrics[name][group] = figures
+    return metrics, rows
+
+
+def counts(scored: Scored, skipped: dict[str, int]) -> dict[str, Any]:
+    """How many images were scored (real, fake, per generator) and left out (by reason)."""
+    good = scored.good
+    labels = np.array([e.label for e in scored.entries])
+    generator = np.array([e.generator for e in scored.entries], dtype=object)
+    return {"images": {"real": int((good & (labels == REAL)).sum()), "fake": int((good & (labels == FAKE)).sum()),
+                       "shared_real": int((good & (generator == SHARED)).sum())},
+            "skipped": {**skipped, "unreadable": len(scored.errors)}}
+
+
+def roc_rows(scored: Scored, name: str) -> list[dict[str, float]]:
+    """The ROC of one detector over every clean image read (plot data), or [] without both classes."""
+    labels = np.array([e.label for e in scored.entries])
+    good = scored.good
+    if len(set(labels[good].tolist())) < 2:
+        return []
+    return roc_points(scored.scores[name][0, good], labels[good])
+
+
+def write_grid(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    from stages.contracts.io import atomic_path
+
+    with atomic_path(path, kind="file") as tmp, tmp.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=GRID_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
+                             for k in GRID_COLUMNS})
+
+
+def write_scores(path: Path, scored: Scored) -> None:
+    """One row per image: path, generator ('' for a shared real), label, error, then each detector's clean score
+    (empty where the image was not read). Paths that are not UTF-8 are written with backslash escapes."""
+    import csv
+
+    from stages.contracts.io import atomic_path
+
+    names = list(scored.scores)
+    with atomic_path(path, kind="file") as tmp, tmp.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["path", "generator", "label", "error", *names])
+        for i, entry in enumerate(scored.entries):
+            error = scored.errors.get(i)
+            writer.writerow([_printable(entry.path), _printable(entry.generator), "real" if entry.label == REAL
+                             else "fake", _printable(error or ""),
+                             *("" if error else f"{scored.scores[n][0, i]:.6g}" for n in names)])
+
+
+def write_roc(folder: Path, scored: Scored) -> None:
+    """<folder>/<detector>.json: the ROC points of every detector (DVC plot data)."""
+    import json
+
+    from stages.contracts.io import atomic_path
+
+    with atomic_path(folder, kind="dir") as tmp:
+        tmp.mkdir()
+        for name in scored.scores:
+            (tmp / f"{name}.json").write_text(json.dumps(roc_rows(scored, name), indent=2, sort_keys=True) + "\n")
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
