@@ -1,8 +1,8 @@
 """report: the metrics -> metrics/report.md. The study's tables laid out like the paper (rows backbones,
 columns val and test, a block per generator), with the paper's number beside ours wherever the backbone
 and the generator are the paper's, and the cross-generator grid of the probes; then CoDE laid out like the
-CoDE paper's tables (per head and generator; the robustness grid) and the shipped detector (what it is, val
-and test per generator, robustness on test).
+CoDE paper's tables (per head and generator; the robustness grid), the shipped detector (what it is, val
+and test per generator, robustness on test) and the external benchmarks (each detector per generator).
 
     python -m stages.report --study metrics/distances --study metrics/probe --study metrics/retrieval \\
         --study metrics/disentangle --cross metrics/plots/cross_generator \\
@@ -10,7 +10,8 @@ and test per generator, robustness on test).
         --code-setting data/code/setting.json --code-train metrics/code_train.json \\
         --code-eval metrics/code_eval.json --code-grid metrics/plots/code_eval.csv --detector data/detector \\
         --detector-metrics metrics/detector.json \\
-        --robustness metrics/plots/detector_robustness.csv --source demo --captions-per-parent 5 \\
+        --robustness metrics/plots/detector_robustness.csv --benchmarks metrics/benchmark \\
+        --benchmark-grids metrics/plots/benchmark --source demo --captions-per-parent 5 \\
         --clusters-metrics metrics/clusters.json --generator-registry stages/generation/generators.yaml \\
         --backbone-registry stages/embedding/backbones.yaml --params params.yaml --roc metrics/plots/roc \\
         --tsne metrics/plots/tsne --model-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
@@ -50,6 +51,8 @@ def main(
     detector: Path = typer.Option(..., help="The shipped detector's artifact folder."),
     detector_metrics: Path = typer.Option(..., help="The shipped detector's metrics."),
     robustness: Path = typer.Option(..., help="The shipped detector's robustness grid (CSV)."),
+    benchmarks: Path = typer.Option(..., help="Folder of the external benchmarks' metrics (<name>.json)."),
+    benchmark_grids: Path = typer.Option(..., help="Folder of the external benchmarks' grids (<name>.csv)."),
     source: str = typer.Option(..., help="clusters.source: where the parents come from (demo, coco, manifest)."),
     captions_per_parent: int = typer.Option(..., help="clusters.captions_per_parent: N."),
     clusters_metrics: Path = typer.Option(..., help="The clusters stage's metrics (parents per split)."),
@@ -73,7 +76,7 @@ def main(
     with user_errors():
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
-                              robustness=robustness)
+                              robustness=robustness, benchmarks=benchmarks, benchmark_grids=benchmark_grids)
         setting = SettingFiles(source=source, captions_per_parent=captions_per_parent,
                                clusters_metrics=clusters_metrics, generators=generator_registry,
                                backbones=backbone_registry, params=params)

@@ -437,3 +437,25 @@ def test_wild_generated_beside_coco_mini_photographs_per_generator(wild_generate
     # its own MANIFEST.tsv is a valid manifest as it is
     own = read_set(Layout.manifest, wild_generated, manifest="MANIFEST.tsv")
     assert len(own) == len(wild) and sum(e.label == FAKE for e in own) == len(fakes)
+
+
+# ------------------------------------------------------------------------------------------------- report
+def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
+    from stages.reporting.detectors import render_benchmarks
+
+    root = bad_real_fake(tmp_path / "set")
+    benchmark.run(Layout.real_fake, root, "", "", [Transform.half], lambda: [shipped()],
+                  scores=tmp_path / "data" / "mine.csv", metrics=tmp_path / "metrics" / "mine.json",
+                  grid=tmp_path / "grids" / "mine.csv", roc=tmp_path / "roc" / "mine", seed=0, progress=False)
+    text = "\n".join(render_benchmarks(tmp_path / "metrics", tmp_path / "grids"))
+    assert "## Benchmark `mine`" in text
+    assert "Images scored: 4 real (4 shared by every generator), 5 fake; left out: 1 not images, 0 special files, " \
+           "1 broken links, 2 unreadable" in text
+    metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
+    g1 = metrics[SHIPPED]["g1"]
+    row = next(line for line in text.splitlines() if line.startswith("| `g1` |"))
+    # k/n beside each share; 4 reals are under 20 and 100: both TPRs are marked as at 0 % FPR
+    assert f"({round(g1['real_accuracy'] * 4)}/4)" in row and f"({round(g1['overall_accuracy'] * 7)}/7)" in row
+    assert row.count(" *") == 2
+    assert "| Detector | Clean | Resize 1/2 |" in text
+    assert "No benchmark results" in "\n".join(render_benchmarks(tmp_path / "none", tmp_path / "none"))

@@ -37,7 +37,8 @@ def header_args(folder, *, params=REPO / "params.yaml"):
             "--backbone-registry", str(REPO / "stages/embedding/backbones.yaml"), "--params", str(params),
             "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
             "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
-            "--figures", str(m / "figures")]
+            "--figures", str(m / "figures"), "--benchmarks", str(m / "benchmark"),
+            "--benchmark-grids", str(m / "plots" / "benchmark")]
 
 
 def study_args(m, *, stages=STUDY, layout=LAYOUT):
@@ -243,7 +244,8 @@ def test_every_option_is_required_and_dvc_yaml_passes_them_all():
     # stages the layout's tables read
     study = {words[i + 1] for i, w in enumerate(words) if w == "--study"}
     folders = {d for d in stage["deps"] if d.startswith("metrics/") and not d.endswith((".json", ".csv"))}
-    assert folders == study | {"metrics/plots/cross_generator", "metrics/plots/roc", "metrics/plots/tsne"}
+    assert folders == study | {"metrics/plots/cross_generator", "metrics/plots/roc", "metrics/plots/tsne",
+                               "metrics/benchmark", "metrics/plots/benchmark"}
     assert {f.split("/")[-1] for f in study} == {t["stage"] for t in yaml.safe_load(LAYOUT.read_text())["tables"]}
     assert {"stages/reporting/layout.yaml", "stages/reporting/cocofake.json", "data/code/setting.json"} <= set(
         stage["deps"])

@@ -1,6 +1,8 @@
 """The report's detector sections: CoDE (metrics/code_train.json, metrics/code_eval.json) laid out like the
-CoDE paper's tables, and the shipped detector (data/detector/detector.json, metrics/detector.json, the
-robustness plot data). Each section renders from whatever of its files exist and says which are missing.
+CoDE paper's tables, the shipped detector (data/detector/detector.json, metrics/detector.json, the
+robustness plot data), and the external benchmarks both were scored on (metrics/benchmark/<name>.json and the
+grids metrics/plots/benchmark/<name>.csv). Each section renders from whatever of its files exist and says
+which are missing.
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting).
 
 No CoDE paper figure is transcribed (Baraldi et al., ECCV 2024, arXiv 2407.20337), and the paper's
@@ -56,7 +58,7 @@ def read_csv(path: Path) -> list[dict[str, Any]] | None:
     with path.open(newline="") as stream:
         rows = list(csv.DictReader(stream))
     try:
-        return [{k: (None if v == "" else v if k in ("transform", "generator", "head") else float(v))
+        return [{k: (None if v == "" else v if k in ("transform", "generator", "head", "detector") else float(v))
                  for k, v in row.items()}
                 for row in rows]
     except ValueError as error:
@@ -260,3 +262,78 @@ def _detector_cell(scores: dict, metric: str) -> str:
     """A detector metric; overall accuracy with its count of images when the set is small."""
     count = scores.get("count")
     return counted(scores.get(metric), None if count is None or metric != "overall_accuracy" else int(count))
+
+
+# --------------------------------------------------------------------------------------- external benchmarks
+BENCHMARK_DETECTORS = {"shipped": "Shipped detector", "code_logreg": "CoDE linear", "code_knn": "CoDE 1-NN",
+                       "code_ocsvm": "CoDE one-class SVM"}
+BENCHMARK_METRICS = (*DETECTOR_METRICS, "tpr_at_fpr_1pct", "tpr_at_fpr_5pct")
+BENCHMARK_NAMES = (*METRIC_NAMES, "TPR @ 1 % FPR", "TPR @ 5 % FPR")
+BENCHMARK_OVERALL = "overall"  # stages.external.scoring.OVERALL
+# reals below which no real may pass the TPR's threshold (1 / FPR): the cell is then the TPR at 0 % FPR
+LOW_FPR_REALS = {"tpr_at_fpr_1pct": 100, "tpr_at_fpr_5pct": 20}
+SKIPPED_NAMES = {"not_an_image": "not images", "special_file": "special files", "broken_link": "broken links",
+                 "unreadable": "unreadable"}
+
+
+def render_benchmarks(folder: Path, grids: Path) -> list[str]:
+    """The external benchmarks section: per benchmark (<folder>/<name>.json, its grid <grids>/<name>.csv), what was
+    scored and left out, every detector per generator, and the robustness of each detector on the whole set."""
+    lines = ["# External benchmarks", ""]
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return [*lines, f"No benchmark results in `{folder}` (params.yaml `benchmark.sets`; dvc repro benchmark).",
+                ""]
+    lines += ["Each set of params.yaml's `benchmark.sets`, scored by the shipped detector and by CoDE's heads (fitted "
+              "as code_eval fits them), each at its own threshold. Percentages. A generator's rows score its images "
+              "with the set's shared reals; *All* scores every image. `k/n` counts the images behind a figure when "
+              "the set is small: reals for real accuracy, fakes for fake accuracy and the TPRs, both for overall "
+              "accuracy. TPR @ x % FPR: the share of fakes above the threshold that lets at most x % of the reals "
+              "through (taken on the reals' scores); a `*` marks fewer than 1 / x reals (100 for 1 %, 20 for 5 %), "
+              "where no real may pass and the figure is the TPR at 0 % FPR.", ""]
+    for path in files:
+        lines += _render_benchmark(path.stem, read_json(path) or {}, read_csv(grids / f"{path.stem}.csv"),
+                                   grids / f"{path.stem}.csv")
+    return lines
+
+
+def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_path: Path) -> list[str]:
+    images, skipped = metrics.get("images", {}), metrics.get("skipped", {})
+    shared = int(images.get("shared_real", 0))
+    left = ", ".join(f"{int(skipped.get(k, 0))} {text}" for k, text in SKIPPED_NAMES.items())
+    lines = [f"## Benchmark `{name}`", "",
+             f"Images scored: {int(images.get('real', 0))} real ({shared} shared by every generator), "
+             f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
+             f"`data/benchmark/{name}.csv`).", ""]
+    lines += header(["Detector / generator", *BENCHMARK_NAMES])
+    for detector, title in BENCHMARK_DETECTORS.items():
+        groups = metrics.get(detector)
+        if not groups:
+            continue
+        lines.append(row([f"**{title}**"] + [""] * len(BENCHMARK_METRICS)))
+        generators = sorted(set(groups) - {BENCHMARK_OVERALL})
+        for key, text in [*((g, f"`{g}`") for g in generators), (BENCHMARK_OVERALL, "All generators")]:
+            lines.append(row([text] + [_benchmark_cell(groups.get(key, {}), m) for m in BENCHMARK_METRICS]))
+    lines.append("")
+    transforms = sorted({r["transform"] for r in grid or []} - {"clean"}, key=list(TRANSFORMS).index)
+    if grid and transforms:
+        lines += [f"Robustness: overall accuracy on every image after each transform (per generator, with AUC, AP "
+                  f"and the TPRs: `{grid_path}`).", ""]
+        overall = {(r["detector"], r["transform"]): r for r in grid if r["generator"] == BENCHMARK_OVERALL}
+        columns = ["clean", *transforms]
+        lines += header(["Detector", *(TRANSFORMS[t] for t in columns)])
+        for detector, title in BENCHMARK_DETECTORS.items():
+            if any((detector, t) in overall for t in columns):
+                cells = [overall.get((detector, t), {}) for t in columns]
+                lines.append(row([title] + [_benchmark_cell(c, "overall_accuracy") for c in cells]))
+        lines.append("")
+    return lines
+
+
+def _benchmark_cell(figures: dict, metric: str) -> str:
+    n_real, n_fake = figures.get("n_real"), figures.get("n_fake")
+    n = {"real_accuracy": n_real, "fake_accuracy": n_fake, "tpr_at_fpr_1pct": n_fake, "tpr_at_fpr_5pct": n_fake,
+         "overall_accuracy": None if n_real is None or n_fake is None else n_real + n_fake}.get(metric)
+    text = counted(figures.get(metric), None if n is None else int(n))
+    few = metric in LOW_FPR_REALS and n_real is not None and n_real < LOW_FPR_REALS[metric]
+    return f"{text} *" if few and figures.get(metric) is not None else text

@@ -1,7 +1,7 @@
 """metrics/report.md as one text: the setting header (stages.reporting.setting), the key figures
 (stages.reporting.key_figures), the study's tables as the layout file lays them out, the cross-generator grid,
-then CoDE and the shipped detector (stages.reporting.detectors). `build` reads every input and returns the
-text and the figures; the report command writes them.
+then CoDE, the shipped detector and the external benchmarks (stages.reporting.detectors). `build` reads every
+input and returns the text and the figures; the report command writes them.
 
 The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``, ``<backbone>`` ``model``
 for model.backbone); a folder's name is
@@ -37,6 +37,8 @@ class DetectorFiles:
     detector: Path  # the shipped detector's artifact folder (its detector.json is read, nothing else)
     detector_metrics: Path  # metrics/detector.json
     robustness: Path  # metrics/plots/detector_robustness.csv
+    benchmarks: Path | None = None  # metrics/benchmark: one <name>.json per external benchmark (None: no section)
+    benchmark_grids: Path | None = None  # metrics/plots/benchmark: <name>.csv, detector x generator x transform
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def render_figures(figures: dict[str, str], link: str) -> list[str]:
 def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco") -> list[str]:
     """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
     from stages.code.setting import read_setting
-    from stages.reporting.detectors import read_csv, read_json, render_code, render_detector
+    from stages.reporting.detectors import read_csv, read_json, render_benchmarks, render_code, render_detector
     from stages.shipped.artifact import SPEC_FILE
 
     def label(generator: str) -> str:
@@ -84,7 +86,9 @@ def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco") ->
                          source=source),
             *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
                              read_csv(files.robustness), label,
-                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness))]
+                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness)),
+            *(render_benchmarks(files.benchmarks, files.benchmark_grids or files.benchmarks)
+              if files.benchmarks is not None else [])]
 
 
 def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Results, paper: dict,
@@ -92,7 +96,7 @@ def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Re
     """The report's text from what was read. `header`: the setting and key figures, under the introduction."""
     lines = list(INTRO)
     if detectors:
-        lines += ["After the study's tables: CoDE, then the shipped detector.", ""]
+        lines += ["After the study's tables: CoDE, then the shipped detector, then the external benchmarks.", ""]
     lines += header
     for table in tables:
         lines += render_table(table, stage_results[table.stage], paper)
