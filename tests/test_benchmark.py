@@ -459,3 +459,84 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     assert row.count(" *") == 2
     assert "| Detector | Clean | Resize 1/2 |" in text
     assert "No benchmark results" in "\n".join(render_benchmarks(tmp_path / "none", tmp_path / "none"))
+
+
+# ---------------------------------------------------------------------------------------------- DVC wiring
+SETS = {"mine": {"layout": "real_fake", "root": "sets/mine", "manifest": "", "split": "", "transforms": []},
+        "listed": {"layout": "manifest", "root": "sets/listed", "manifest": "list.csv", "split": "",
+                   "transforms": ["jpeg75", "crop"]}}
+
+
+def with_sets(params: Path, sets: dict, **model) -> None:
+    import yaml
+
+    values = yaml.safe_load(params.read_text())
+    values["benchmark"]["sets"] = sets
+    values["model"].update(model)
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def test_each_configured_set_renders_its_own_instance(tmp_path):
+    """DVC's resolver turns every entry of benchmark.sets into benchmark@<name> with the entry's keys as options
+    (an empty transforms list: no option) and outputs named after it; the command parses each."""
+    import shutil
+
+    from tests.imports import REPO
+    from tests.test_params import parse, render
+
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    with_sets(tmp_path / "params.yaml", SETS)
+    commands = {k: v for k, v in render(tmp_path).items() if k.startswith("benchmark@")}
+    assert sorted(commands) == ["benchmark@listed", "benchmark@mine"]
+    mine, listed = (parse(*commands[f"benchmark@{n}"]).params for n in ("mine", "listed"))
+    assert (mine["layout"], str(mine["root"]), mine["manifest"], mine["transforms"]) == \
+        (Layout.real_fake, "sets/mine", "", [])
+    assert (listed["layout"], listed["manifest"], listed["transforms"]) == \
+        (Layout.manifest, "list.csv", [Transform.jpeg75, Transform.crop])
+    assert str(listed["metrics"]) == "metrics/benchmark/listed.json" and str(listed["roc"]).endswith("listed")
+
+
+@pytest.mark.slow
+def test_under_dvc_each_set_runs_and_reruns_alone(dvc_repo, pipeline, tmp_path):
+    """In a copy of the pipeline with its upstream products in place (a tiny detector on a registry entry, a tiny
+    CoDE model): `dvc repro` of two configured sets writes their outputs, and editing one set's entry reruns
+    that instance only."""
+    import shutil
+
+    import yaml
+
+    from tests.test_detector import TINY_CLIP
+
+    repo = dvc_repo.path
+    root, clusters = pipeline
+    registry = repo / "stages" / "embedding" / "backbones.yaml"
+    entries = yaml.safe_load(registry.read_text())
+    entries["tiny_bench"] = {"library": "open_clip", "architecture": "tiny", "weights": "random", "seed": 0,
+                             "model_cfg": TINY_CLIP}
+    registry.write_text(yaml.safe_dump(entries, sort_keys=False))
+    (repo / "data" / "code").mkdir(parents=True)
+    shutil.copytree(root / "detector", repo / "data" / "detector")
+    shutil.copytree(root / "children", repo / "data" / "children")
+    for name in ("model.pt", "setting.json"):
+        shutil.copy(root / name, repo / "data" / "code" / name)
+    shutil.copy(clusters, repo / "data" / "clusters.parquet")
+    images(repo / "sets" / "mine" / "real", 3)
+    images(repo / "sets" / "mine" / "fake" / "sdx", 3, seed=10)
+    listed = images(repo / "sets" / "listed", 4, seed=20)
+    write_manifest(repo / "sets" / "listed" / "list.csv", [{"path": p.name, "label": i % 2, "generator": "g"}
+                                                           for i, p in enumerate(listed)])
+    with_sets(repo / "params.yaml", SETS, backbone="tiny_bench")
+    dvc_repo("dvc", "repro", "--single-item", "benchmark@mine", "benchmark@listed")
+    for name in ("mine", "listed"):
+        metrics = json.loads((repo / "metrics" / "benchmark" / f"{name}.json").read_text())
+        assert set(metrics["shipped"]) >= {OVERALL}
+        assert (repo / "data" / "benchmark" / f"{name}.csv").is_file()
+    assert json.loads((repo / "metrics" / "benchmark" / "mine.json").read_text())["images"] == {
+        "real": 3, "fake": 3, "shared_real": 3}
+    sets = json.loads(json.dumps(SETS))
+    sets["listed"]["transforms"] = ["half"]
+    with_sets(repo / "params.yaml", sets)
+    status = json.loads(dvc_repo("dvc", "status", "--json", "benchmark@mine", "benchmark@listed"))
+    assert set(status) == {"benchmark@listed"}, status
