@@ -312,7 +312,10 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
             continue
         lines.append(row([f"**{title}**"] + [""] * len(BENCHMARK_METRICS)))
         generators = sorted(set(groups) - {BENCHMARK_OVERALL})
-        for key, text in [*((g, f"`{g}`") for g in generators), (BENCHMARK_OVERALL, "All generators")]:
+        # one generator: its rows hold every image (its own and the shared reals), the overall row, so show it once
+        rows = [(g, f"`{g}`") for g in generators] if len(generators) == 1 else \
+            [*((g, f"`{g}`") for g in generators), (BENCHMARK_OVERALL, "All generators")]
+        for key, text in rows:
             lines.append(row([text] + [_benchmark_cell(groups.get(key, {}), m) for m in BENCHMARK_METRICS]))
     lines.append("")
     transforms = sorted({r["transform"] for r in grid or []} - {"clean"}, key=list(TRANSFORMS).index)
