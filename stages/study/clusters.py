@@ -146,8 +146,8 @@ def stack_clusters(parents: EmbeddingTable, children: EmbeddingTable, *, where: 
 
 def load_clusters(parents_path: Path | str, children_path: Path | str) -> Clusters:
     """Read the parents cache and one generator's children cache and stack them (see `stack_clusters`)."""
-    parents, children = read_embeddings(parents_path), read_embeddings(children_path)
-    try:
+    try:  # a malformed cache (e.g. duplicate ids) is bad input naming the files, not a traceback
+        parents, children = read_embeddings(parents_path), read_embeddings(children_path)
         return stack_clusters(parents, children, where=f"{parents_path} + {children_path}")
     except ValueError as error:
         if isinstance(error, InputError):
