@@ -82,8 +82,8 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) 
     for split in EVAL_SPLITS:
         queries = children.split == split
         keys = np.flatnonzero(captions.split == split)
-        if not queries.any():
-            result[split] = not_applicable()[split]
+        if not queries.any():  # no child in this split (a partial set): nothing to retrieve, and 0 says why
+            result[split] = not_applicable()[split] | {"queries": 0, "exact_pair_queries": 0}
             continue
         # the generating caption's position among this split's captions
         local = np.full(len(captions) + 1, -1)  # the last entry: row -1, a child of unknown caption index
@@ -109,7 +109,7 @@ def main(
     for split in EVAL_SPLITS:
         exact, intra = result[split]["exact_pair"], result[split]["intra_cluster"]
         if intra["r1"] is None:
-            typer.echo(f"{split}: not applicable (no text tower)")
+            typer.echo(f"{split}: not applicable ({'no child' if result[split]['queries'] == 0 else 'no text tower'})")
             continue
         known, queries = result[split]["exact_pair_queries"], result[split]["queries"]
         exact_text = ("exact n/a (no caption index known)" if exact["r1"] is None else

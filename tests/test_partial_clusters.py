@@ -14,6 +14,7 @@ from stages.contracts.embeddings import EmbeddingTable, read_embeddings, write_e
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead
+from stages.reporting.study import distances_scope, retrieval_scope
 from stages.study.clusters import PADDING, Clusters, load_clusters, stack_clusters
 from stages.study.distances import distance_accuracy
 from stages.study.probe import all_rows, balanced_rows, evaluate
@@ -165,6 +166,13 @@ def test_the_probe_counts_clusters_as_they_are():
     assert cluster.tolist() == [7, 8, 8, 8, 9, 9] and y.tolist() == [REAL, REAL, FAKE, FAKE, REAL, FAKE]
 
 
+def test_a_probe_without_a_training_child_is_an_error_naming_the_caches(tmp_path):
+    folder = write_partial_caches(tmp_path, {c: "" for c in range(12, 30)}, n_clusters=30)  # train: 12..29
+    with pytest.raises(InputError, match=r"parents\.h5\): no training cluster has a child"):
+        probe.run(folder, "g1", ["g1"], tmp_path / "m.json", tmp_path / "r.json", tmp_path / "c.json", grid=[1.0],
+                  seed=0, max_iter=100, protocol=probe.Protocol.standardised)
+
+
 def test_balanced_rows_draw_an_existing_child_and_skip_clusters_without_one():
     parents, _, partial = tables()
     clusters = stack_clusters(parents, partial, where="x")
@@ -211,6 +219,12 @@ def test_retrieval_stage_on_unknown_and_mixed_caption_indices(tmp_path):
     # test (clusters 0..5): 0 + 1 + 2 + 3 + 7 + 5 children, of which 3 (cluster 3) and 2 (of 4) of unknown index
     assert got["test"]["queries"] == 18 and got["test"]["exact_pair_queries"] == 13
     assert got["val"]["queries"] == got["val"]["exact_pair_queries"] == 30
+    # a split without children: n/a, and the counts say why
+    no_val = write_partial_caches(tmp_path / "v", {c: "" for c in range(6, 12)}, n_clusters=30, dim=32)
+    empty = retrieval.run(no_val / "g1.h5", no_val / "captions.h5", tmp_path / "v.json", chunk=5)["val"]
+    assert empty["queries"] == empty["exact_pair_queries"] == 0 and empty["intra_cluster"]["r1"] is None
+    assert retrieval_scope({"g1": {"bb": {"val": empty}}}) == ["- `g1` / `bb`, val: n/a: the split has no children.",
+                                                               ""]
     # an unknown-index child needs a caption of its cluster (in its split) for the intra-cluster recall
     captions = read_embeddings(mixed / "captions.h5")
     write_embeddings(mixed / "captions.h5", captions.select(captions.cluster_id != 3))
@@ -297,8 +311,6 @@ def test_every_study_command_and_the_report_on_a_partial_set(tmp_path):
 
 
 def test_the_reports_lines_say_why_a_figure_is_not_applicable():
-    from stages.reporting.study import distances_scope, retrieval_scope
-
     distances_metrics = {"val": {"min_distance_accuracy": None, "clusters": 0, "unranked": 4},
                          "test": {"min_distance_accuracy": 0.5, "clusters": 6, "unranked": 0}}
     assert distances_scope({"imp": {"bb": distances_metrics}}) == [

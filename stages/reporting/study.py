@@ -149,6 +149,8 @@ def retrieval_scope(results: Results) -> list[str]:
             line = f"- `{generator}` / `{backbone}`: n/a: the backbone has no text tower."
             if line not in lines:  # once for both splits
                 lines.append(line)
+        elif queries == 0:
+            lines.append(f"- {where} n/a: the split has no children.")
         elif isinstance(known, int) and isinstance(queries, int) and known < queries:
             lines.append(f"- {where} " + ("exact pair n/a: no child's caption index is known" if known == 0 else
                                           f"exact pair on the {known} of {queries} children whose caption index "

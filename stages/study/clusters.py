@@ -7,6 +7,7 @@ child's caption index may be unknown (negative: the k-th unknown child of a clus
 padded: M is 1 + the most children any cluster has, ``children[k]`` says how many cluster k holds (they fill
 positions 1..children[k]; the rest is zeros, never read: `present` masks it). Generated sets fill every
 cluster with captions 0..N-1, so M = N+1 and nothing is padded (the arrays are those of a dense stack).
+Memory is K x M x D: a set with a few very large clusters pads every cluster to their size.
 
 Rows are matched by cluster id and caption index, never by file order, and any real disagreement (a child
 whose cluster has no parent row, two parent rows for a cluster, a child in another split than its parent,
