@@ -6,8 +6,15 @@ distance accuracy on val and test.
         --metrics metrics/distances/efficientnet_lite0/tiny_random.json
 
 In each cluster every element's mean cosine distance to the others is computed; "min" scores a hit when
-the parent has the strictly smallest mean, "max" when it has the strictly largest (chance: 1/(N+1)).
-No training: the numbers say how the raw backbone space places a real photograph among its children.
+the parent has the strictly smallest mean, "max" when it has the strictly largest (chance: 1/(n+1) for a
+cluster of n children, 1/(N+1) for a generated set). No training: the numbers say how the raw backbone space
+places a real photograph among its children.
+
+Partial clusters (an imported set, stages.study.clusters): each cluster is ranked at its own size; clusters
+with fewer than 2 children are left out. Per split the metrics hold both accuracies, `chance` (the mean chance
+level of the ranked clusters), `clusters` (ranked) and `unranked` (left out); the accuracies and chance are
+null when no cluster of the split could be ranked. The top-level `chance` is the mean chance level of the
+ranked clusters of val and test together (1/(N+1) for a generated set).
 """
 
 from __future__ import annotations
@@ -24,16 +31,18 @@ EVAL_SPLITS = ("val", "test")
 
 def run(parents: Path, children: Path, metrics: Path) -> dict:
     """Compute and write the metrics; return them."""
+    import numpy as np
+
     from stages.contracts.io import write_metrics
     from stages.study.clusters import load_clusters
-    from stages.study.distances import distance_accuracy
+    from stages.study.distances import chance_level, distance_accuracy
 
     clusters = load_clusters(parents, children)
-    result: dict = {"chance": 1.0 / clusters.size}
+    evaluated = np.isin(clusters.split, EVAL_SPLITS)
+    result: dict = {"chance": chance_level(clusters.children[evaluated])}
     for split in EVAL_SPLITS:
         part = clusters.select(split)
-        result[split] = {**distance_accuracy(part.embeddings), "clusters": len(part.cluster_id)} if len(
-            part.cluster_id) else {"min_distance_accuracy": None, "max_distance_accuracy": None, "clusters": 0.0}
+        result[split] = distance_accuracy(part.embeddings, part.children)
     write_metrics(metrics, result)
     return result
 
@@ -51,7 +60,10 @@ def main(
         values = result[split]
         if values["min_distance_accuracy"] is not None:
             typer.echo(f"{split}: min {values['min_distance_accuracy']:.4f}  max {values['max_distance_accuracy']:.4f}"
-                       f"  ({values['clusters']:.0f} clusters, chance {result['chance']:.4f})")
+                       f"  ({values['clusters']} clusters, chance {values['chance']:.4f}"
+                       f"{f', {u} left out: fewer than 2 children' if (u := values['unranked']) else ''})")
+        else:
+            typer.echo(f"{split}: n/a ({values['unranked']} clusters, none with 2 children or more)")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
         raise InputError("--generators", f"{generators} must include the training generator {generator!r}")
     parents = embeddings / "parents.h5"
     clusters = load_clusters(parents, child_cache(embeddings, generator))
-    fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter,
-                    protocol=protocol)
+    try:
+        fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=seed, max_iter=max_iter,
+                        protocol=protocol)
+    except ValueError as error:  # no train or val clusters, or (a partial set) no training cluster with a child
+        raise InputError(f"probe ({parents})", str(error)) from error
     result: dict = {
         "c": fit.c,
         "train_rows": int(fit.train_rows),

@@ -9,6 +9,10 @@ Each child ranks every caption of its split by cosine similarity. Exact pair: a 
 that generated it is in the top k; intra-cluster: when any caption of its cluster is. Similarities are
 computed --chunk children at a time (memory O(chunk x captions)). A backbone without a text tower (its
 captions cache has 0 rows, attribute text_tower=False) records every value as null: not applicable.
+
+Children whose caption index is unknown (an imported set: caption_index < 0, stages.contracts.children) are
+queries of the intra-cluster recall only; exact-pair recall is computed on the children whose caption index
+is known, `exact_pair_queries` of the split's `queries`, and is null (not applicable) when there are none.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ KS = (1, 3, 5)
 
 def not_applicable() -> dict:
     return {split: {kind: {f"r{k}": None for k in KS} for kind in ("exact_pair", "intra_cluster")}
-            | {"queries": None} for split in EVAL_SPLITS}
+            | {"queries": None, "exact_pair_queries": None} for split in EVAL_SPLITS}
 
 
 def has_text_tower(captions) -> bool:
@@ -35,20 +39,27 @@ def has_text_tower(captions) -> bool:
 
 
 def caption_rows(children, captions, *, where: str):
-    """Row of `captions` that generated each child (matched by cluster id and caption index)."""
+    """Row of `captions` that generated each child (matched by cluster id and caption index); -1 for a child
+    whose caption index is unknown, which must still have a caption of its cluster in its split."""
     import numpy as np
 
     key = captions.cluster_id * 65536 + captions.caption_index
     order = np.argsort(key, kind="stable")
+    known = children.caption_index >= 0
     wanted = children.cluster_id * 65536 + children.caption_index
     position = np.clip(np.searchsorted(key[order], wanted), 0, len(key) - 1)
-    rows = order[position]
-    missing = key[rows] != wanted
+    rows = np.where(known, order[position], -1)
+    missing = known & (key[rows] != wanted)
     if missing.any():
         raise InputError(where, f"{int(missing.sum())} children have no caption embedding "
                                 f"(e.g. {children.id[missing][0]}); rerun the embed stage: dvc repro")
-    if (captions.split[rows] != children.split).any():
+    if (captions.split[rows[known]] != children.split[known]).any():
         raise InputError(where, "a child and the caption that generated it are in different splits")
+    pairs = set(zip(captions.cluster_id.tolist(), captions.split.tolist(), strict=True))
+    lost = [i for i in np.flatnonzero(~known) if (int(children.cluster_id[i]), children.split[i]) not in pairs]
+    if lost:
+        raise InputError(where, f"{len(lost)} children have no caption of their cluster in their split "
+                                f"(e.g. {children.id[lost[0]]}); rerun the embed stage: dvc repro")
     return rows
 
 
@@ -71,15 +82,16 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) 
     for split in EVAL_SPLITS:
         queries = children.split == split
         keys = np.flatnonzero(captions.split == split)
-        if not queries.any():
-            result[split] = not_applicable()[split]
+        if not queries.any():  # no child in this split (a partial set): nothing to retrieve, and 0 says why
+            result[split] = not_applicable()[split] | {"queries": 0, "exact_pair_queries": 0}
             continue
         # the generating caption's position among this split's captions
-        local = np.full(len(captions), -1)
+        local = np.full(len(captions) + 1, -1)  # the last entry: row -1, a child of unknown caption index
         local[keys] = np.arange(len(keys))
         result[split] = recall_at_k(children.embeddings[queries], captions.embeddings[keys], local[rows[queries]],
                                     children.cluster_id[queries], captions.cluster_id[keys], ks=KS, chunk=chunk)
         result[split]["queries"] = int(queries.sum())
+        result[split]["exact_pair_queries"] = int((rows[queries] >= 0).sum())
     write_metrics(metrics, result)
     return result
 
@@ -96,11 +108,14 @@ def main(
         result = run(children, captions, metrics, chunk=chunk)
     for split in EVAL_SPLITS:
         exact, intra = result[split]["exact_pair"], result[split]["intra_cluster"]
-        if exact["r1"] is None:
-            typer.echo(f"{split}: not applicable (no text tower)")
-        else:
-            typer.echo(f"{split}: exact R@1/3/5 {exact['r1']:.4f} {exact['r3']:.4f} {exact['r5']:.4f}  "
-                       f"intra-cluster {intra['r1']:.4f} {intra['r3']:.4f} {intra['r5']:.4f}")
+        if intra["r1"] is None:
+            typer.echo(f"{split}: not applicable ({'no child' if result[split]['queries'] == 0 else 'no text tower'})")
+            continue
+        known, queries = result[split]["exact_pair_queries"], result[split]["queries"]
+        exact_text = ("exact n/a (no caption index known)" if exact["r1"] is None else
+                      f"exact R@1/3/5 {exact['r1']:.4f} {exact['r3']:.4f} {exact['r5']:.4f}"
+                      + (f" ({known} of {queries} children)" if known < queries else ""))
+        typer.echo(f"{split}: {exact_text}  intra-cluster {intra['r1']:.4f} {intra['r3']:.4f} {intra['r5']:.4f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 
 Writes original.csv, style_T.csv and semantic_S.csv (columns x, y, label real|fake, cluster_id) into --out.
 A separate stage from disentangle so that changing model.backbone recomputes only these coordinates.
-At most --max-clusters whole validation clusters (a seeded draw) are embedded: t-SNE is quadratic-ish.
+At most --max-clusters whole validation clusters (a seeded draw) are embedded: t-SNE is quadratic-ish. A
+partial cluster (an imported set) gives its parent and the children it has.
 """
 
 from __future__ import annotations
@@ -47,18 +48,18 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     if len(val.cluster_id) < 2:
         raise InputError(str(parents), f"{len(val.cluster_id)} validation clusters; t-SNE needs at least 2")
     keep = np.sort(np.random.default_rng(seed).permutation(len(val.cluster_id))[:max_clusters])
-    chosen = val.embeddings[keep]  # (k, M, D)
-    k, m, d = chosen.shape
-    semantic, style = project(load_projections(projections), chosen)
-    labels = np.where(val.labels()[keep].ravel() == REAL, "real", "fake")
-    cluster = np.repeat(val.cluster_id[keep], m)
+    drawn = val.take(keep)
+    semantic, style = project(load_projections(projections), drawn.embeddings)  # (k, M, D) each
+    points, label, cluster = drawn.elements()  # a partial cluster's parent and the children it has
+    labels = np.where(label == REAL, "real", "fake")
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        for space, features in zip(SPACES, (chosen, style, semantic), strict=True):
-            xy = tsne_2d(features.reshape(k * m, -1), perplexity=perplexity, seed=seed)
+        for space, features in zip(SPACES, (points, drawn.elements(style)[0], drawn.elements(semantic)[0]),
+                                   strict=True):
+            xy = tsne_2d(features, perplexity=perplexity, seed=seed)
             pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": labels, "cluster_id": cluster}).to_csv(
                 tmp / f"{space}.csv", index=False, float_format="%.4f")
-    return {"clusters": k, "points": k * m}
+    return {"clusters": len(keep), "points": len(labels)}
 
 
 @app.command()

@@ -33,11 +33,11 @@ def test_cli_and_caches_out_of_step(tmp_path):
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m.json")])
     assert done.exit_code == 0, done.output
     assert "val: min" in done.output
-    children = read_embeddings(folder / "g1.h5")
-    write_embeddings(folder / "g1.h5", children.select(np.arange(len(children)) != 3))
+    parents = read_embeddings(folder / "parents.h5")
+    write_embeddings(folder / "parents.h5", parents.select(np.arange(len(parents)) != 3))
     done = runner.invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children",
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m2.json")])
-    assert done.exit_code == 2 and "g1.h5" in done.output and "N per parent" in done.output
+    assert done.exit_code == 2 and "g1.h5" in done.output and "have no parent row" in done.output
     assert not (tmp_path / "m2.json").exists()
     done = runner.invoke(distances.app, ["--parents", str(tmp_path / "none.h5"), "--children",
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m2.json")])

@@ -59,8 +59,8 @@ def render(tmp_path, *, stages=STUDY, layout=LAYOUT):
 def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     m = tmp_path / "metrics"
     write(m / "distances" / "clip_rn50_openai" / "sd14.json",
-          {"val": {"min_distance_accuracy": 0.05, "max_distance_accuracy": 0.4},
-           "test": {"min_distance_accuracy": 0.04, "max_distance_accuracy": 0.41}})
+          {"val": {"min_distance_accuracy": 0.05, "max_distance_accuracy": 0.4, "chance": 1 / 6},
+           "test": {"min_distance_accuracy": 0.04, "max_distance_accuracy": 0.41, "chance": 1 / 6}})
     write(m / "distances" / "openclip_vitb32_random" / "tiny_random.json",
           {"val": {"min_distance_accuracy": 0.1, "max_distance_accuracy": 0.2},
            "test": {"min_distance_accuracy": 0.3, "max_distance_accuracy": 0.1}})
@@ -71,10 +71,10 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
            {"train_generator": "sd14", "test_generator": "sd21", "overall_accuracy": 0.9, "auc": 0.95}])
     code, output, text = render(tmp_path)
     assert code == 0, output
-    # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24
-    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 (paper 3.72) | 40.00 (paper 38.48) | " \
-           "4.00 (paper 3.60) | 41.00 (paper 41.24) |" in text
-    assert "`openclip_vitb32_random`† (not in the paper) | 10.00 | 20.00 | 30.00 | 10.00 |" in text
+    # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24; the chance level beside (the paper has none)
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 (paper 3.72) | 40.00 (paper 38.48) | 16.67 | " \
+           "4.00 (paper 3.60) | 41.00 (paper 41.24) | 16.67 |" in text
+    assert "`openclip_vitb32_random`† (not in the paper) | 10.00 | 20.00 | n/a | 30.00 | 10.00 | n/a |" in text
     assert "`tiny_random`† (not in the paper)" in text and "Stable Diffusion v1.4 (`sd14`)" in text
     # the random-weights caveat is said once, in the setting header, which names every alias's provenance
     assert text.count("random weights") == text.count("random weights, built offline") + 2

@@ -29,20 +29,25 @@ def clusters_with_parent(k: int, n: int, d: int, *, parent_scale: float, seed: i
     return np.concatenate([parent[:, None], children], axis=1)
 
 
+def accuracies(result: dict) -> dict:
+    return {key: result[key] for key in ("min_distance_accuracy", "max_distance_accuracy")}
+
+
 def test_distance_accuracy_known_answers():
     far = clusters_with_parent(40, 5, 16, parent_scale=3.0)
-    assert distance_accuracy(far) == {"min_distance_accuracy": 0.0, "max_distance_accuracy": 1.0}
+    assert distance_accuracy(far) == {"min_distance_accuracy": 0.0, "max_distance_accuracy": 1.0,
+                                      "chance": 1 / 6, "clusters": 40, "unranked": 0}
     # the parent at the children's mean is the element nearest to all the others
     near = far.copy()
     near[:, 0] = near[:, 1:].mean(axis=1)
-    assert distance_accuracy(near) == {"min_distance_accuracy": 1.0, "max_distance_accuracy": 0.0}
+    assert accuracies(distance_accuracy(near)) == {"min_distance_accuracy": 1.0, "max_distance_accuracy": 0.0}
     # all elements equal: a tie is no hit either way (argmin would have credited the parent)
     tied = np.ones((4, 6, 8), dtype=np.float32)
-    assert distance_accuracy(tied) == {"min_distance_accuracy": 0.0, "max_distance_accuracy": 0.0}
+    assert accuracies(distance_accuracy(tied)) == {"min_distance_accuracy": 0.0, "max_distance_accuracy": 0.0}
     # chunking changes nothing
     mixed = np.concatenate([far[:20], near[20:]])
-    assert distance_accuracy(mixed, chunk=7) == distance_accuracy(mixed) == {
-        "min_distance_accuracy": 0.5, "max_distance_accuracy": 0.5}
+    assert distance_accuracy(mixed, chunk=7) == distance_accuracy(mixed)
+    assert accuracies(distance_accuracy(mixed)) == {"min_distance_accuracy": 0.5, "max_distance_accuracy": 0.5}
 
 
 def test_distance_accuracy_matches_a_plain_loop():
@@ -170,8 +175,13 @@ def test_stack_clusters_realigns_shuffled_rows():
 
 
 @pytest.mark.parametrize("break_it, message", [
-    (lambda p, c: (p, c.select(np.arange(len(c)) != 7)), "N per parent"),
-    (lambda p, c: (p.select(np.arange(len(p)) != 2), c), "N per parent"),
+    # a missing child is a partial cluster (tests/test_partial_clusters.py); a missing parent is an error
+    (lambda p, c: (p.select(np.arange(len(p)) != 2), c), r"out of step: 5 children of 1 clusters have no parent "
+                                                         r"row \(e.g. cluster 2\)"),
+    (lambda p, c: (p, c.select(np.arange(len(c)) < 0)), "children cache has no rows"),
+    (lambda p, c: (EmbeddingTable(np.concatenate([p.embeddings, p.embeddings[:1]]), [*p.id, "p-twin"],
+                                  [*p.cluster_id, 0], [*p.label, REAL], [*p.caption_index, -1], [*p.split, "test"],
+                                  p.attrs), c), "out of step with their source"),
     (lambda p, c: (p, EmbeddingTable(c.embeddings, c.id, np.where(c.cluster_id == 3, 99, c.cluster_id), c.label,
                                      c.caption_index, c.split, c.attrs)), "out of step"),
     (lambda p, c: (p, EmbeddingTable(c.embeddings, c.id, c.cluster_id, c.label, c.caption_index,

@@ -21,7 +21,8 @@ from stages.reporting.study import FOOTNOTES, Results, collect, generator_label,
 
 INTRO = ["# COCOFake study: our numbers beside the paper's", "",
          "Percentages. A cell reads `ours (paper P)` where the backbone and the generator are the paper's; "
-         "`n/a` is not applicable (e.g. retrieval for a backbone without a text tower); `k/n` beside a "
+         "`n/a` is not applicable (e.g. retrieval for a backbone without a text tower; the lines under a table "
+         "say why); `k/n` beside a "
          "percentage counts the images of a small set. Built by the `report` stage from `metrics/`; do not edit "
          "by hand.", ""]
 

@@ -102,10 +102,65 @@ def cell(ours: float | None, theirs: float | None) -> str:
     return text if theirs is None else f"{text} (paper {theirs:.2f})"
 
 
+SPLITS = ("val", "test")
+
+
+def _each(results: Results):
+    """(generator, backbone, split, that split's metrics) of every metrics file, in a stable order."""
+    for generator in sorted(results):
+        for backbone in sorted(results[generator]):
+            for split in SPLITS:
+                values = results[generator][backbone].get(split)
+                if isinstance(values, dict):
+                    yield generator, backbone, split, values
+
+
+def _footnote(lines: list[str]) -> list[str]:
+    return [*lines, ""] if lines else []
+
+
+def distances_scope(results: Results) -> list[str]:
+    """Why a distance accuracy is n/a, and how many clusters a partial set left out (distances stage keys
+    `clusters` ranked, `unranked` left out: fewer than 2 children)."""
+    lines = []
+    for generator, backbone, split, values in _each(results):
+        ranked, unranked = values.get("clusters"), values.get("unranked")
+        if not isinstance(ranked, int) or not isinstance(unranked, int):
+            continue  # an older metrics file: no counts to say anything from
+        where = f"`{generator}` / `{backbone}`, {split}:"
+        if ranked == 0 and unranked == 0:
+            lines.append(f"- {where} n/a: the split has no clusters.")
+        elif ranked == 0:
+            lines.append(f"- {where} n/a: none of its {unranked} clusters has 2 children or more (too few to rank).")
+        elif unranked:
+            lines.append(f"- {where} {ranked} clusters ranked, {unranked} left out (fewer than 2 children); the "
+                         "chance level is the ranked clusters' mean 1/(n+1).")
+    return _footnote(lines)
+
+
+def retrieval_scope(results: Results) -> list[str]:
+    """Why a retrieval figure is n/a (no text tower; no caption index known), and on how many children
+    exact-pair recall was computed when only some caption indices are known (an imported set)."""
+    lines = []
+    for generator, backbone, split, values in _each(results):
+        where = f"`{generator}` / `{backbone}`, {split}:"
+        queries, known = values.get("queries", 0), values.get("exact_pair_queries")
+        if queries is None:
+            line = f"- `{generator}` / `{backbone}`: n/a: the backbone has no text tower."
+            if line not in lines:  # once for both splits
+                lines.append(line)
+        elif queries == 0:
+            lines.append(f"- {where} n/a: the split has no children.")
+        elif isinstance(known, int) and isinstance(queries, int) and known < queries:
+            lines.append(f"- {where} " + ("exact pair n/a: no child's caption index is known" if known == 0 else
+                                          f"exact pair on the {known} of {queries} children whose caption index "
+                                          "is known") + f"; intra-cluster on all {queries}.")
+    return _footnote(lines)
+
+
 # the footnotes a layout table may name: lines under the table, from the table's results (shown when any)
-# (none today: the disentanglement's settings are params, not metrics; the setting header's params digest and
-# table4's note in layout.yaml cover them)
-FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {}
+FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {"distances_scope": distances_scope,
+                                                         "retrieval_scope": retrieval_scope}
 
 
 def render_table(table: Table, results: Results, paper: dict) -> list[str]:

@@ -8,8 +8,10 @@ T (style), trained with supervised contrastive losses.
 
 Inputs are l2-normalised backbone features (their scale differs across backbones); outputs are normalised
 before the loss. A batch is made of whole clusters (batch_size // (N+1) of them, drawn in a seeded order
-each epoch), otherwise L_c has no positives. S and T share nothing, so one AdamW step on L_T + L_S is two
-independent optimisations.
+each epoch), otherwise L_c has no positives. Partial clusters (an imported set, stages.study.clusters) come
+padded to M elements with a (K, M) mask of the elements present: a batch holds batch_size // M clusters and
+only their present elements; clusters without children are left out of training (they have no L_c positive).
+S and T share nothing, so one AdamW step on L_T + L_S is two independent optimisations.
 """
 
 from __future__ import annotations
@@ -79,11 +81,18 @@ def batch_labels(n_clusters: int, size: int) -> tuple[torch.Tensor, torch.Tensor
     return cluster, real_fake.reshape(-1)
 
 
-def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress: bool = True
-                      ) -> tuple[Projections, list[dict[str, float]]]:
-    """Train S and T on (K, M, D) training clusters; returns the model and per-epoch mean losses."""
+def train_projections(train: np.ndarray, config: DisentangleConfig, *, present: np.ndarray | None = None,
+                      progress: bool = True) -> tuple[Projections, list[dict[str, float]]]:
+    """Train S and T on (K, M, D) training clusters; returns the model and per-epoch mean losses.
+
+    `present` (K, M) marks the elements of partial clusters (None: every position is one)."""
     from tqdm.auto import tqdm
 
+    if present is not None and present.all():
+        present = None  # full clusters: the plain batches
+    if present is not None:
+        with_children = present[:, PARENT + 1:].any(axis=1)
+        train, present = train[with_children], present[with_children]
     k, m, d = train.shape
     per_batch = config.batch_size // m
     if per_batch < 2:
@@ -103,8 +112,13 @@ def train_projections(train: np.ndarray, config: DisentangleConfig, *, progress:
         sums = dict.fromkeys(("loss_T", "loss_S", "l_fr_T", "l_c_T", "l_c_S", "l_fr_S"), 0.0)
         batches = 0
         for index in cluster_batches(k, per_batch, generator):
-            x = data[index].reshape(-1, d).to(device, non_blocking=True)  # (k*M, D)
-            cluster, real_fake = (labels.to(device) for labels in batch_labels(len(index), m))
+            x = data[index].reshape(-1, d)  # (k*M, D)
+            cluster, real_fake = batch_labels(len(index), m)
+            if present is not None:  # the elements there are, padding left out
+                keep = torch.from_numpy(present[index.numpy()].reshape(-1))
+                x, cluster, real_fake = x[keep], cluster[keep], real_fake[keep]
+            x = x.to(device, non_blocking=True)
+            cluster, real_fake = cluster.to(device), real_fake.to(device)
             semantic, style = model(x)
             l_fr_t, l_c_t = supcon_losses(style, [real_fake, cluster], config.temperature)
             l_c_s, l_fr_s = supcon_losses(semantic, [cluster, real_fake], config.temperature)

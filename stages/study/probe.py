@@ -10,6 +10,10 @@ c_steps 96, as CLIP's 96 log-spaced steps). In both the grid is fitted from the 
 warm-started from the previous one. C is the grid value
 with the best overall accuracy on every validation element (ties go to the smaller C, the stronger
 regularisation); the decision threshold is logit 0 (probability 0.5).
+
+Partial clusters (an imported set, stages.study.clusters) are counted as they are: training draws one child of
+each cluster that has one (a cluster without children gives no training row), evaluation scores every parent
+and every child there is, and a cluster is fully right when its parent and all of its existing children are.
 """
 
 from __future__ import annotations
@@ -43,20 +47,23 @@ class ProbeFit:
 
 
 def balanced_rows(clusters: Clusters, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each cluster's parent and one of its children drawn with `seed`: (2K, D) features, (2K,) labels."""
-    k, m = clusters.embeddings.shape[:2]
-    child = np.random.default_rng(seed).integers(PARENT + 1, m, size=k)  # (K,) one child position each
-    rows = np.arange(k)
+    """Each cluster's parent and one of its children drawn with `seed`: (2K, D) features, (2K,) labels.
+
+    A cluster without children (a partial set) gives no row, so real and fake stay balanced."""
+    usable = clusters.children > 0
+    k = int(usable.sum())
+    # one child position each, in 1..n (the same draw as a single upper bound when every cluster holds M-1)
+    child = np.random.default_rng(seed).integers(PARENT + 1, clusters.children[usable] + 1, size=k)  # (K,)
+    rows = np.flatnonzero(usable)
     x = np.concatenate([clusters.embeddings[rows, PARENT], clusters.embeddings[rows, child]])
     y = np.concatenate([np.full(k, REAL), np.full(k, FAKE)]).astype(np.int8)
     return x, y
 
 
 def all_rows(clusters: Clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every element of the clusters: (K*M, D) features, (K*M,) labels and cluster ids."""
-    k, m, d = clusters.embeddings.shape
-    return (clusters.embeddings.reshape(k * m, d), clusters.labels().ravel(),
-            np.repeat(clusters.cluster_id, m))
+    """Every element of the clusters (a partial cluster's parent and the children it has): (E, D) features,
+    (E,) labels and cluster ids."""
+    return clusters.elements()
 
 
 def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: int = 0,
@@ -68,6 +75,8 @@ def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: 
         raise ValueError(f"the probe needs train and val clusters; got {len(train.cluster_id)} train, "
                          f"{len(val.cluster_id)} val")
     x, y = balanced_rows(train, seed)
+    if len(y) == 0:
+        raise ValueError("no training cluster has a child; the probe needs at least one")
     val_x, val_y, _ = all_rows(val)
     heads = fit_logistic(x, y, c_grid, max_iter=max_iter, standardise=protocol == Protocol.standardised)
     accuracy = {c: overall_accuracy(head.predict(val_x), val_y) for c, head in heads.items()}
@@ -84,7 +93,8 @@ def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
 
 
 def evaluate(probe: LinearHead, clusters: Clusters) -> dict[str, float | None]:
-    """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters."""
+    """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters, as
+    they are: a cluster is fully right when its parent and every child it has are right."""
     x, y, cluster = all_rows(clusters)
     return classification_metrics(probe.decision(x), y, cluster_id=cluster)
 

@@ -1,4 +1,8 @@
-"""Caption retrieval from generated images (paper §4.2, Table 3): exact-pair and intra-cluster recall@k."""
+"""Caption retrieval from generated images (paper §4.2, Table 3): exact-pair and intra-cluster recall@k.
+
+A child whose generating caption is unknown (an imported set without caption indices) is a query of the
+intra-cluster recall only: exact-pair recall is over the queries with a known target, and not applicable
+(None) when no query has one."""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from stages.study.distances import _unit
 
 def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray, query_group: np.ndarray,
                 key_group: np.ndarray, *, ks: Sequence[int] = (1, 3, 5), chunk: int = 2048
-                ) -> dict[str, dict[str, float]]:
+                ) -> dict[str, dict[str, float | None]]:
     """Exact-pair and intra-cluster recall@k of cosine retrieval, computed `chunk` queries at a time.
 
     queries (Q, D) retrieve among keys (C, D). Exact pair: a hit at k when key `query_target[q]` ranks in the
-    top k. Intra-cluster: a hit when the most similar key whose group equals `query_group[q]` ranks in the top
-    k. Ties count against the hit: the rank of the target is the number of OTHER keys at least as similar
-    (so a caption tied with another, e.g. a duplicated text, is never a sure exact hit), and the rank of the
-    best key of the group the number of keys of OTHER groups at least as similar. Memory is O(chunk * C),
-    never O(Q * C)."""
+    top k, over the queries whose target is known (`query_target[q]` >= 0; None when none is). Intra-cluster:
+    a hit when the most similar key whose group equals `query_group[q]` ranks in the top k. Ties count
+    against the hit: the rank of the target is the number of OTHER keys at least as similar (so a caption
+    tied with another, e.g. a duplicated text, is never a sure exact hit), and the rank of the best key of the
+    group the number of keys of OTHER groups at least as similar. Memory is O(chunk * C), never O(Q * C)."""
     queries, keys = _unit(np.asarray(queries, dtype=np.float32)), _unit(np.asarray(keys, dtype=np.float32))
     query_target, query_group, key_group = map(np.asarray, (query_target, query_group, key_group))
     if len(queries) == 0 or len(keys) == 0:
@@ -32,14 +36,17 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray,
         stop = min(start + chunk, len(queries))
         similarity = queries[start:stop] @ keys.T  # (c, C)
         rows = np.arange(stop - start)
-        target = similarity[rows, query_target[start:stop]]  # (c,)
+        target = similarity[rows, np.maximum(query_target[start:stop], 0)]  # (c,); unknown targets unused
         # minus 1: the target itself is at least as similar as itself
         exact_rank[start:stop] = (similarity >= target[:, None]).sum(axis=1) - 1
         in_group = key_group[None, :] == query_group[start:stop, None]  # (c, C)
         best = np.where(in_group, similarity, -np.inf).max(axis=1)  # (c,)
         group_rank[start:stop] = (~in_group & (similarity >= best[:, None])).sum(axis=1)
+    known = query_target >= 0
+    if not known.all():  # a partial set: exact pairs of the known targets only
+        exact_rank = exact_rank[known]
     return {
-        "exact_pair": {f"r{k}": float((exact_rank < k).mean()) for k in ks},
+        "exact_pair": {f"r{k}": float((exact_rank < k).mean()) if len(exact_rank) else None for k in ks},
         "intra_cluster": {f"r{k}": float((group_rank < k).mean()) for k in ks},
     }
 
