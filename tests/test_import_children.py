@@ -320,3 +320,38 @@ def test_missing_root_and_wrong_generator_are_named(tmp_path, clusters):
     shutil.rmtree(root / "train2014")
     with pytest.raises(InputError, match="no child"):
         import_set(tmp_path, clusters, "cocofake", root)
+
+
+# ------------------------------------------------------------------------------------------- DVC wiring
+def test_dvc_renders_one_import_per_set_with_every_option_required_and_studies_it(tmp_path):
+    """An entry of import_children.sets renders its own instance, whose command passes every option (each required),
+    and a name in children.sets gets the same downstream instances as a generated set; the check receives it."""
+    import yaml
+
+    from tests.imports import REPO
+    from tests.test_params import examples, parse, passed_and_defaulted, render
+
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["import_children"]["sets"] = {"cocofake_sd14": {"layout": "cocofake", "root": "downloads/cocofake",
+                                                           "generator": ""}}
+    params["children"]["sets"] = ["tiny_random", "cocofake_sd14"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    commands = render(tmp_path)
+    module, args = commands["import_children@cocofake_sd14"]
+    assert passed_and_defaulted(module, args) == (set(), set())
+    assert parse(module, args).params["root"].as_posix() == "downloads/cocofake"
+    for stage in ("embed_children@openclip_vitb32_random-cocofake_sd14", "embed_model_children@cocofake_sd14",
+                  "distances@openclip_vitb32_random-cocofake_sd14", "probe_model@model-cocofake_sd14-cross0",
+                  "tsne@cocofake_sd14", "disentangle_model@model-cocofake_sd14"):
+        assert stage in commands, (stage, sorted(commands))
+    _, check = commands["check@setting0"]
+    assert check[check.index("--imports.cocofake_sd14.layout") + 1] == "cocofake"
+    assert "generate@cocofake_sd14" not in commands
+    _, probe = commands["probe@openclip_vitb32_random-tiny_random-cross0"]
+    assert [probe[i + 1] for i, w in enumerate(probe) if w == "--generators"] == ["tiny_random", "cocofake_sd14"]
+    docstring = __import__("stages.import_children", fromlist=["app"]).__doc__
+    [(name, example)] = [e for e in examples(docstring) if e[0] == "stages.import_children"]
+    assert parse(name, example).params["layout"] is Layout.cocofake
