@@ -111,6 +111,7 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
 
 IMPORT_KEYS = ("layout", "root", "generator")
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
+RESERVED = ("parents", "captions")  # data/embeddings/<backbone>/{parents,captions}.h5 (the embed stage refuses them)
 
 
 def import_problems(setting: Setting) -> list[str]:
@@ -131,6 +132,8 @@ def import_problems(setting: Setting) -> list[str]:
         where = f"import_children.sets.{name}"
         if not NAME.match(name):
             found.append(f"{where}: the name may hold only letters, digits and _ (it names a folder and options)")
+        if name in RESERVED:
+            found.append(f"{where}: {name!r} is the name of the parents' or captions' embedding cache; rename it")
         missing, unknown = [k for k in IMPORT_KEYS if k not in entry], sorted(set(entry) - set(IMPORT_KEYS))
         if missing or unknown:
             found.append(f"{where}: expected the keys {list(IMPORT_KEYS)}"

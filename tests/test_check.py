@@ -113,7 +113,8 @@ def test_every_children_set_is_made_by_exactly_one_stage_and_each_import_is_chec
                          "drct_sdxl": {"layout": "per_parnet", "root": str(tmp_path / "missing"), "generator": "sdxl"},
                          "tiny_random": {"layout": "manifest", "root": "params.yaml", "generator": ""},
                          # a missing key DVC itself refuses ("Could not find 'item.generator'"); an extra one passes
-                         "bad-name": {"layout": "cocofake", "root": "stages", "generator": "", "reencode": "png"}},
+                         "bad-name": {"layout": "cocofake", "root": "stages", "generator": "", "reencode": "png"},
+                         "captions": {"layout": "cocofake", "root": "stages", "generator": ""}},
                      code_train__data={"generators": ["tiny_random", "sd14"]})
     assert done.exit_code == 2
     text = done.output
@@ -124,7 +125,8 @@ def test_every_children_set_is_made_by_exactly_one_stage_and_each_import_is_chec
                   "import_children.sets.bad-name: the name may hold only",
                   "import_children.sets.bad-name: expected the keys ['layout', 'root', 'generator']; unknown "
                   "['reencode']",
-                  "code_train.data.generators: children set 'sd14' is not in children.sets"):
+                  "code_train.data.generators: children set 'sd14' is not in children.sets",
+                  "import_children.sets.captions: 'captions' is the name of the parents' or captions' embedding"):
         assert piece in text, (piece, text)
     assert "Traceback" not in text and not (tmp_path / "check.txt").exists()
 
