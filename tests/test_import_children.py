@@ -419,3 +419,27 @@ def test_the_study_runs_on_an_imported_set_under_dvc(dvc_repo):
     dvc_repo("git", "commit", "-qm", "repro")
     again = dvc_repo("dvc", "repro", "report", "tsne@cocofake_demo")
     assert "Running stage" not in again
+
+
+def test_the_detector_trains_on_a_set_without_a_registry_entry(tmp_path, repo_root):
+    """An imported set is named like a generator but has no entry in generators.yaml: the detector trains on it
+    (it is not counted as random-weight) instead of stopping at the unknown alias."""
+    import yaml
+
+    from stages.embedding.backbones import BackboneSpec, _registered, register
+    from stages.shipped.artifact import load_detector
+    from tests import test_detector as shipped
+
+    register(BackboneSpec(alias=shipped.BACKBONE, library="open_clip", architecture="tiny", weights="random",
+                          model_cfg=shipped.TINY_CLIP))
+    try:
+        root, clusters = shipped.make_pipeline(tmp_path / "pipeline", repo_root / "stages/embedding/backbones.yaml")
+        registry = yaml.safe_load((root / "generators.yaml").read_text())
+        del registry["gen_b"]  # gen_b stands for an imported set
+        (root / "generators.yaml").write_text(yaml.safe_dump(registry))
+        result = shipped.run_stage(root, clusters, repo_root, transforms=("jpeg95",))
+    finally:
+        _registered.pop(shipped.BACKBONE)
+    assert result.exit_code == 0, result.output
+    trained = load_detector(root / "detector").trained_on
+    assert trained["generators"] == ["gen_a", "gen_b"] and trained["random_weight_generators"] == ["gen_a"]
