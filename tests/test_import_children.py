@@ -199,6 +199,8 @@ def test_parent_ids_match_source_id_stem_or_coco_integer(tmp_path, clusters):
     index = ParentIndex(read_clusters(clusters))
     assert index.find("3") == index.find("000000000003") == index.find("COCO_train2014_000000000003") == 3
     assert "not in the clusters table" in index.find("99")
+    assert (child_id(42, -1), child_id(42, -3), child_id(42, 0)) == ("c000000000042_u0", "c000000000042_u2",
+                                                                     "c000000000042_0")
     assert [named_index(s) for s in ("x_3", "x-4", "2", "COCO_train2014_000000000009", "abc")] == [3, 4, 2, None, None]
 
 
