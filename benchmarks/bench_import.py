@@ -4,8 +4,8 @@ A generated children folder of N children is written the way generate writes one
 plan, shards of encoded JPEGs, manifest), from smooth random images of one size, so no diffusion model runs.
 Its images are then exported as files with a CSV manifest and imported by import_children (manifest layout,
 bytes copied): the two folders hold the same image bytes in the same shard sizes. Each is embedded by the embed
-protocol (stages.embedding.runner.embed_rows, as the embed stage calls it), alternately after one untimed warm-up
-run, and the median throughput
+protocol (stages.embedding.runner.embed_rows, as the embed stage calls it), alternately after an untimed warm-up
+on a few children, and the median throughput
 of each and the median of the per-repeat ratios are printed beside the goal.
 
     python benchmarks/bench_import.py [--children 1000] [--size 256] [--backbone efficientnet_lite0]
@@ -93,12 +93,13 @@ def imported_folder(work: Path, generated: Path, clusters: Path, shard_size: int
     return out
 
 
-def embed_seconds(children: Path, clusters: Path, backbone, config, state, out: Path) -> float:
+def embed_seconds(children: Path, clusters: Path, backbone, config, state, out: Path, *,
+                  limit: int | None = None) -> float:
     from stages.contracts.clusters import read_clusters
     from stages.embedding import runner as embedding
 
     start = time.perf_counter()
-    rows = embedding.child_rows(children, read_clusters(clusters))
+    rows = embedding.child_rows(children, read_clusters(clusters))[:limit]
     embedding.embed_rows(rows, backbone, out, kind="images", attrs={**backbone.attrs(), "image_set": children.name},
                          config=config, state=state, children=children)
     return time.perf_counter() - start
@@ -133,7 +134,8 @@ def main() -> None:
         config = embedding.RunConfig(batch_size=args.batch_size, chunk_size=4 * args.batch_size, workers=args.workers,
                                      precision=embedding.Precision.auto, skip_bad=False, progress=False)
         state = PartialState(cpu=True)
-        embed_seconds(generated, clusters, backbone, config, state, work / "warm-up.h5")  # first-call costs, untimed
+        # first-call costs (allocator, kernels, worker start-up), untimed
+        embed_seconds(generated, clusters, backbone, config, state, work / "warm-up.h5", limit=2 * args.batch_size)
         rates: dict[str, list[float]] = {"generated": [], "imported": []}
         for repeat in range(args.repeats):
             # alternate which goes first, so a warming cache or a busy neighbour favours neither
