@@ -445,3 +445,17 @@ def test_the_detector_trains_on_a_set_without_a_registry_entry(tmp_path, repo_ro
     assert result.exit_code == 0, result.output
     trained = load_detector(root / "detector").trained_on
     assert trained["generators"] == ["gen_a", "gen_b"] and trained["random_weight_generators"] == ["gen_a"]
+
+
+def test_a_manifest_row_with_a_fractional_caption_index_is_named(tmp_path, clusters):
+    from stages.contracts.errors import InputError
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(child_bytes(0))
+    pd.DataFrame({"path": ["a.jpg"], "parent": ["1"], "caption_index": ["2.5"]}).to_csv(folder / "m.csv", index=False)
+    with pytest.raises(InputError, match=r"m.csv row 0: caption_index is '2.5'; expected an integer or empty"):
+        import_set(tmp_path, clusters, "manifest", folder / "m.csv")
+    pd.DataFrame({"path": ["a.jpg"], "parent": ["1"], "caption_index": ["-1"]}).to_csv(folder / "m.csv", index=False)
+    out, _ = import_set(tmp_path, clusters, "manifest", folder / "m.csv")
+    assert list(read_manifest(out)["child_id"]) == [child_id(1, -1)]

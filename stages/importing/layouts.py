@@ -9,7 +9,7 @@ here: stages.importing.children checks and copies the images.
                 one child per parent, caption index unknown
     manifest    a CSV, JSONL or Parquet file, one row per child: `path` (relative to the manifest's folder) or
                 `image` (Parquet: the bytes, or a struct<bytes, path>), `parent`, and optionally
-                `caption_index`, `caption`, `generator`
+                `caption_index` (empty or negative: unknown), `caption`, `generator`
     hf_parquet  a local Hugging Face dataset: a folder of Parquet files, or a `save_to_disk` folder of Arrow
                 files, with an Image column (struct<bytes, path>; `image` or the first such column), a parent
                 column and optionally the manifest's other columns
@@ -23,6 +23,7 @@ in manifest and hf_parquet; empty: the whole set.
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,12 +137,12 @@ def _table_rows(frame, where: str, generator: str, *, file: Path, folder: Path, 
             index = None
         else:
             try:
-                index = int(float(index)) if float(index) == int(float(index)) else None
-            except (TypeError, ValueError) as error:
-                raise InputError(f"{where} row {row}", f"caption_index is {index!r}; expected an integer or "
-                                                       "empty") from error
-            if index is not None and index < 0:
-                index = None
+                number = float(index)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not number.is_integer():
+                raise InputError(f"{where} row {row}", f"caption_index is {index!r}; expected an integer or empty")
+            index = int(number) if number >= 0 else None  # negative: unknown, as the children contract has it
         caption = record.get("caption")
         caption = None if caption is None or (not isinstance(caption, str) and pd.isna(caption)) else str(caption)
         parent = record[parent_column]
