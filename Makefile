@@ -32,7 +32,7 @@ GPUS ?= 1
 LAUNCHER := $(if $(filter 1,$(GPUS)),python,accelerate launch --multi_gpu --num_processes $(GPUS))
 PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_captions=annotations/captions_*2014.json' \
 	-S clusters.karpathy_split=$(COCO)/dataset_coco.json \
-	-S clusters.images=$(COCO) -S 'generate.generators=[sd14,sd21]' -S generate.shard_size=256 \
+	-S clusters.images=$(COCO) -S 'generate.generators=[sd14,sd21]' -S 'children.sets=[sd14,sd21]' -S generate.shard_size=256 \
 	-S model.backbone=clip_vitb32_openai -S 'model.generators=[sd14,sd21]' \
 	-S 'embed.backbones=[resnet50_imagenet,vitb32_imagenet,clip_rn50_openai,openclip_vitb32_laion400m,openclip_vitb32_laion2b]' \
 	-S probe.protocol=raw -S probe.c_min=0.000001 -S probe.c_max=1000000.0 -S probe.c_steps=96 \

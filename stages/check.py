@@ -1,16 +1,23 @@
 """check: the pipeline's setting (its params, passed as options) and the two registries -> data/check.txt, or one
 message listing everything that would stop the pipeline later: unknown generator or backbone aliases (with the
-nearest known ones), a generator the detector or CoDE uses that generate does not make, missing COCO images,
-caption files or split file, and the missing weights of every generator and backbone, each with how to get it.
+nearest known ones), a children set the study, the detector or CoDE uses that neither generate nor
+import_children makes (or that both make), an import with an unknown layout or a missing root, missing COCO
+images, caption files or split file, and the missing weights of every generator and backbone, each with how to
+get it.
 Every other stage runs after it (clusters and tiny_generator depend on its output), so a typo or a missing
 download fails in seconds, before hours of generation.
 
     python -m stages.check --model-backbone efficientnet_lite0 --model-generators tiny_random \\
-        --embed-backbones openclip_vitb32_random --generate-generators tiny_random --models-root models \\
+        --embed-backbones openclip_vitb32_random --generate-generators tiny_random --children-sets tiny_random \\
+        --imports.cocofake_sd14.layout cocofake --imports.cocofake_sd14.root stages/sources/demo \\
+        --imports.cocofake_sd14.generator '' --models-root models \\
         --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
         --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --out data/check.txt
+
+import_children.sets (a dict: name -> layout, root, generator) arrives as DVC renders a dict, one
+`--imports.<name>.<key> <value>` pair per entry and key; nothing else may follow the declared options.
 
 Its output is the same text whenever the check passes: stages after it never rerun because it did. A warning
 (model.backbone also listed in embed.backbones: embedded twice) goes to stderr and does not fail the check.
@@ -18,6 +25,7 @@ Its output is the same text whenever the check passes: stages after it never rer
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,8 @@ class Setting:
     model_generators: list[str]
     embed_backbones: list[str]
     generate_generators: list[str]
+    children_sets: list[str]
+    imports: dict[str, dict[str, str]]
     models_root: Path
     code_train_generators: list[str]
     code_eval_generators: list[str]
@@ -73,12 +83,15 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
     for param, aliases in wanted_backbones.items():
         found += [_unknown("backbone", a, param, set(backbones), backbone_registry)
                   for a in aliases if a not in backbones]
+    found += import_problems(setting)
+    sets = setting.children_sets
     for param, aliases in {"model.generators": setting.model_generators,
                            "code_train.data.generators": setting.code_train_generators,
                            "code_eval.data.generators": setting.code_eval_generators,
                            "code_eval.data.fit": setting.code_eval_fit}.items():
-        found += [f"{param}: generator {a!r} is not made by this pipeline; add it to generate.generators "
-                  f"(now {made})" for a in aliases if a not in made]
+        found += [f"{param}: children set {a!r} is not in children.sets (now {sets}), the sets the pipeline makes "
+                  "and embeds; add it there (and to generate.generators or import_children.sets)"
+                  for a in aliases if a not in sets]
 
     if setting.source == "coco":
         found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
@@ -96,6 +109,59 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
     return found
 
 
+IMPORT_KEYS = ("layout", "root", "generator")
+NAME = re.compile(r"^[A-Za-z0-9_]+$")
+RESERVED = ("parents", "captions")  # data/embeddings/<backbone>/{parents,captions}.h5 (the embed stage refuses them)
+
+
+def import_problems(setting: Setting) -> list[str]:
+    """children.sets against what generate and import_children make, and each import's entry."""
+    from stages.importing.layouts import Layout
+
+    found = []
+    made, imported = set(setting.generate_generators), setting.imports
+    for name in dict.fromkeys(setting.children_sets):
+        if name not in made and name not in imported:
+            found.append(f"children.sets: {name!r} is made by neither generate.generators (now "
+                         f"{setting.generate_generators}) nor import_children.sets (now {sorted(imported)}); add "
+                         "it to one of them, or drop it from children.sets")
+    for name in sorted(made & set(imported)):
+        found.append(f"{name!r} is in both generate.generators and import_children.sets: two stages would write "
+                     f"data/children/{name}; keep it in one (or rename the import)")
+    for name, entry in imported.items():
+        where = f"import_children.sets.{name}"
+        if not NAME.match(name):
+            found.append(f"{where}: the name may hold only letters, digits and _ (it names a folder and options)")
+        if name in RESERVED:
+            found.append(f"{where}: {name!r} is the name of the parents' or captions' embedding cache; rename it")
+        missing, unknown = [k for k in IMPORT_KEYS if k not in entry], sorted(set(entry) - set(IMPORT_KEYS))
+        if missing or unknown:
+            found.append(f"{where}: expected the keys {list(IMPORT_KEYS)}"
+                         + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+        layout = entry.get("layout")
+        if layout is not None and layout not in Layout.__members__:
+            found.append(f"{where}.layout: {layout!r} is not a layout; expected one of {list(Layout.__members__)}")
+        root = entry.get("root")
+        if root is not None and not Path(root).exists():
+            found.append(f"{where}.root: {root} does not exist; download the set there or point root at it "
+                         "(README \"Imported children\")")
+    return found
+
+
+def parse_imports(extra: list[str]) -> dict[str, dict[str, str]]:
+    """import_children.sets from DVC's rendering of a dict (`--imports.<name>.<key> <value>` pairs)."""
+    imports: dict[str, dict[str, str]] = {}
+    words = list(extra)
+    while words:
+        option = words.pop(0)
+        parts = option.split(".")
+        if len(parts) != 3 or parts[0] != "--imports" or not words or words[0].startswith("--imports."):
+            raise InputError(option, "no such option; the check takes `--imports.<name>.<key> <value>` pairs "
+                                     "(import_children.sets) after its declared options")
+        imports.setdefault(parts[1], {})[parts[2]] = words.pop(0)
+    return imports
+
+
 def warnings(setting: Setting) -> list[str]:
     """What is allowed but probably not meant."""
     if setting.model_backbone in setting.embed_backbones:
@@ -105,14 +171,24 @@ def warnings(setting: Setting) -> list[str]:
     return []
 
 
-@app.command()
+# import_children.sets is a dict DVC renders as `--imports.<name>.<key> value` (see the docstring); click
+# collects those words in ctx.args and parse_imports accepts nothing else.
+CONTEXT_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+@app.command(context_settings=CONTEXT_SETTINGS)
 def main(
+    ctx: typer.Context,
     model_backbone: str = typer.Option(..., help="model.backbone: a backbone registry alias."),
     model_generators: list[str] = typer.Option(..., help="model.generators (repeat)."),
     embed_backbones: list[str] = typer.Option(
         [], help="embed.backbones (repeat). Empty by default because DVC renders an empty YAML list as no option "
                  "at all: only model.backbone is studied."),
-    generate_generators: list[str] = typer.Option(..., help="generate.generators (repeat)."),
+    generate_generators: list[str] = typer.Option(
+        [], help="generate.generators (repeat). Empty by default because DVC renders an empty YAML list as no "
+                 "option: every set imported."),
+    children_sets: list[str] = typer.Option(..., help="children.sets (repeat): every set the stages after "
+                                                      "generate and import_children read."),
     models_root: Path = typer.Option(..., help="generate.models_root: <models_root>/<alias> holds each generator."),
     code_train_generators: list[str] = typer.Option(..., help="code_train.data.generators (repeat)."),
     code_eval_generators: list[str] = typer.Option(..., help="code_eval.data.generators (repeat)."),
@@ -131,8 +207,11 @@ def main(
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
     from stages.contracts.io import atomic_path
 
+    with user_errors():
+        imports = parse_imports(ctx.args)
     setting = Setting(model_backbone=model_backbone, model_generators=model_generators,
                       embed_backbones=embed_backbones, generate_generators=generate_generators,
+                      children_sets=children_sets, imports=imports,
                       models_root=models_root, code_train_generators=code_train_generators,
                       code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
                       input_path=input_path, coco_captions=coco_captions,

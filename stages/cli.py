@@ -13,6 +13,7 @@ COMMANDS = [
     ("clusters", "stages.clusters"),
     ("tiny_generator", "stages.tiny_generator"),
     ("generate", "stages.generate"),
+    ("import_children", "stages.import_children"),
     ("embed", "stages.embed"),
     ("distances", "stages.distances"),
     ("probe", "stages.probe"),
@@ -32,7 +33,9 @@ COMMANDS = [
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="parentage: real photographs versus the images a diffusion model makes from their captions.")
 for name, module in COMMANDS:
-    app.command(name)(importlib.import_module(module).main)
+    loaded = importlib.import_module(module)
+    # a command that takes more than its declared options (check: import_children.sets) says so
+    app.command(name, context_settings=getattr(loaded, "CONTEXT_SETTINGS", None))(loaded.main)
 
 
 def _version(show: bool) -> None:

@@ -66,14 +66,16 @@ def main(
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.contracts.io import write_metrics
-    from stages.generation.registry import random_weight_generators
+    from stages.generation.registry import random_weight_generators, read_registry
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
     from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
+        # an imported set (import_children) has no registry entry: its children come from a real generator
+        registered = [g for g in generators if g in read_registry(generator_registry)]
         detector, tables = train(embeddings, generators, head=head.value, seed=seed,
-                                 random_weight_generators=random_weight_generators(generators, generator_registry))
+                                 random_weight_generators=random_weight_generators(registered, generator_registry))
         encoder = load_registry_backbone(backbone, registry, device)
         try:
             check_backbone(detector, encoder.spec, where=f"{registry}'s")

@@ -82,12 +82,62 @@ def test_the_papers_setting_lists_everything_missing_at_once(repo_root, tmp_path
     done = run_check(repo_root, tmp_path, clusters__source="coco", clusters__input=str(coco),
                      clusters__coco_captions="annotations/captions_*2014.json",
                      clusters__karpathy_split=str(coco / "dataset_coco.json"),
-                     generate__generators=["sd14", "sd21"], model__backbone="clip_vitb32_openai",
+                     generate__generators=["sd14", "sd21"], children__sets=["sd14", "sd21"],
+                     model__backbone="clip_vitb32_openai",
                      model__generators=["sd14", "sd21"], embed__backbones=["resnet50_imagenet", "tiny_randomm"])
     assert done.exit_code == 2
     text = done.output
     for piece in ("caption files", "train2014", "val2014", "dataset_coco.json", "hf download CompVis/stable-",
                   "hf download stabilityai/stable-diffusion-2-1", "safety checker", "clip_vitb32_openai",
                   "resnet50-0676ba61.pth", "unknown backbone 'tiny_randomm'",
-                  "code_train.data.generators: generator 'tiny_random' is not made"):
+                  "code_train.data.generators: children set 'tiny_random' is not in children.sets"):
         assert piece in text, (piece, text)
+
+
+# ------------------------------------------------------------------ imported children sets (import_children)
+def test_an_imported_set_in_children_sets_passes(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    (tmp_path / "cocofake").mkdir()
+    done = run_check(repo_root, tmp_path, children__sets=["tiny_random", "cocofake_sd14"],
+                     import_children__sets={"cocofake_sd14": {"layout": "cocofake", "root": str(tmp_path / "cocofake"),
+                                                              "generator": ""}},
+                     model__generators=["tiny_random", "cocofake_sd14"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "check.txt").read_text() == PASSED
+
+
+def test_every_children_set_is_made_by_exactly_one_stage_and_each_import_is_checked(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, children__sets=["tiny_random", "drct_sdxl", "nowhere"],
+                     import_children__sets={
+                         "drct_sdxl": {"layout": "per_parnet", "root": str(tmp_path / "missing"), "generator": "sdxl"},
+                         "tiny_random": {"layout": "manifest", "root": "params.yaml", "generator": ""},
+                         # a missing key DVC itself refuses ("Could not find 'item.generator'"); an extra one passes
+                         "bad-name": {"layout": "cocofake", "root": "stages", "generator": "", "reencode": "png"},
+                         "captions": {"layout": "cocofake", "root": "stages", "generator": ""}},
+                     code_train__data={"generators": ["tiny_random", "sd14"]})
+    assert done.exit_code == 2
+    text = done.output
+    for piece in ("children.sets: 'nowhere' is made by neither generate.generators",
+                  "'tiny_random' is in both generate.generators and import_children.sets",
+                  "import_children.sets.drct_sdxl.layout: 'per_parnet' is not a layout",
+                  f"import_children.sets.drct_sdxl.root: {tmp_path / 'missing'} does not exist",
+                  "import_children.sets.bad-name: the name may hold only",
+                  "import_children.sets.bad-name: expected the keys ['layout', 'root', 'generator']; unknown "
+                  "['reencode']",
+                  "code_train.data.generators: children set 'sd14' is not in children.sets",
+                  "import_children.sets.captions: 'captions' is the name of the parents' or captions' embedding"):
+        assert piece in text, (piece, text)
+    assert "Traceback" not in text and not (tmp_path / "check.txt").exists()
+
+
+def test_an_option_the_check_does_not_know_is_refused(repo_root, tmp_path, monkeypatch):
+    from tests.test_params import render
+
+    monkeypatch.chdir(repo_root)
+    _, args = render(repo_root)["check@setting0"]
+    args[args.index("--out") + 1] = str(tmp_path / "check.txt")
+    for extra in (["--bogus", "x"], ["--imports.a.layout"], ["--imports.a", "cocofake"]):
+        done = CliRunner().invoke(app, [*args, *extra])
+        assert done.exit_code == 2 and f"{extra[0]}: no such option" in done.output, (extra, done.output)
+        assert "Traceback" not in done.output

@@ -694,6 +694,7 @@ def test_editing_one_registry_entry_reruns_only_its_generator(dvc_repo, models):
     params["generate"].update(generators=["tiny_a", "tiny_b"])
     # the check stage, first in every repro, wants every generator the pipeline reads to be generated
     params["model"]["generators"] = params["code_train"]["data"]["generators"] = ["tiny_a"]
+    params["children"]["sets"] = ["tiny_a"]
     params["code_eval"]["data"].update(generators=["tiny_a"], fit=["tiny_a"])
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     first = dvc_repo("dvc", "repro", "generate")

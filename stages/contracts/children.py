@@ -1,5 +1,5 @@
-"""The children of one generator (``data/children/<gen>/``), as the generate stage writes them and every
-image-reading stage reads them.
+"""The children of one generator (``data/children/<gen>/``), as the generate stage (or import_children, for a
+published set) writes them and every image-reading stage reads them.
 
     manifest.parquet        one row per child, sorted by (cluster_id, caption_index):
         child_id str (stages.contracts.ids.child_id), cluster_id int64, caption_index int16, caption str,
@@ -7,7 +7,14 @@ image-reading stage reads them.
         nsfw bool (the safety checker's verdict; null: not checked, as when it is off or the pipeline has
         none), generator str (the alias), truncated bool (a text encoder cut the caption, as the pipeline
         does when it has more tokens than the encoder takes)
-        file metadata b"settings": the generator's settings as JSON
+        file metadata b"settings": the generator's settings as JSON (an import's: its layout and options)
+        An imported set (import_children) also has `original` str (the path below the import's root, or
+        "<file>#<row>", the child came from); its seed is -1, nsfw null and truncated false.
+    caption_index < 0 means "unknown": the set does not say which caption made the child. The k-th (0-based,
+    in order of `original`) such child of a cluster has caption_index -(k+1) and the id child_id(cluster,
+    -(k+1)) == ``c{cluster:012d}_u{k}``. The caption column holds the set's own caption when it has one, else
+    the cluster's caption at a known index, else "". A parent may have any number of children (0 included)
+    when the set is imported; generate makes exactly N.
     shards/<shard>.parquet  child_id str, image struct<bytes: binary, path: str>   (Hugging Face
                             `datasets` reads this struct as an Image feature)
 """

@@ -10,7 +10,13 @@ def parent_id(cluster_id: int) -> str:
 def child_id(cluster_id: int, caption_index: int) -> str:
     """The id of the child generated from caption ``caption_index`` of a cluster: ``c000000000042_3``.
 
-    Unique within one generator's children; the generator's alias qualifies it across generators."""
+    A negative index means the caption is unknown (an imported child whose set does not say which caption
+    made it): the k-th such child of a cluster (0-based, in the import's stable order) has caption_index
+    -(k+1) and the id ``c000000000042_u{k}``, so ids stay unique and derivable from (cluster_id,
+    caption_index). Unique within one generator's children; the generator's alias qualifies it across
+    generators."""
+    if caption_index < 0:
+        return f"c{cluster_id:012d}_u{-caption_index - 1}"
     return f"c{cluster_id:012d}_{caption_index}"
 
 

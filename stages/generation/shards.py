@@ -214,19 +214,21 @@ def call_pipeline(pipeline, spec, children: Sequence[Child]) -> tuple[list, list
 
 
 def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequence[bool | None], *,
-                fingerprint: str, extension: str, truncated: Sequence[bool] | None = None) -> None:
+                fingerprint: str, extension: str | Sequence[str], truncated: Sequence[bool] | None = None) -> None:
     """Write one shard atomically: columns child_id, image struct<bytes, path>; metadata: fingerprint, nsfw
-    (true, false or null: not checked) and truncated (whether a text encoder cut the prompt)."""
+    (true, false or null: not checked) and truncated (whether a text encoder cut the prompt). `extension` is
+    one for every image, or one per image (an imported set may mix formats)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from stages.contracts.io import atomic_path
 
     ids = [c.child_id for c in shard.children]
+    extensions = [extension] * len(ids) if isinstance(extension, str) else list(extension)
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     table = pa.table({
         "child_id": pa.array(ids, pa.string()),
-        "image": pa.array([{"bytes": b, "path": f"{i}.{extension}"} for i, b in zip(ids, images, strict=True)],
+        "image": pa.array([{"bytes": b, "path": f"{i}.{e}"} for i, b, e in zip(ids, images, extensions, strict=True)],
                           image_type),
     }).replace_schema_metadata({"huggingface": HF_FEATURES, "fingerprint": fingerprint,
                                 "nsfw": json.dumps([None if n is None else bool(n) for n in nsfw]),
@@ -296,9 +298,11 @@ def generate_shards(pipeline, spec, shards: Sequence[Shard], folder: Path, *, fi
     return generated
 
 
-def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, settings: dict[str, Any]):
+def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, settings: dict[str, Any],
+                   extra: dict[str, Sequence[str]] | None = None):
     """Write manifest.parquet (stages.contracts.children's contract) from the finished shards; return it
-    as a pandas DataFrame."""
+    as a pandas DataFrame. `extra`: string columns appended after the contract's, one value per child in
+    shard order (an import's `original`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -323,6 +327,7 @@ def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, setting
         "nsfw": pa.array([n for *_, n, _ in rows], pa.bool_()),
         "generator": pa.array([alias] * len(rows), pa.string()),
         "truncated": pa.array([t for *_, t in rows], pa.bool_()),
+        **{name: pa.array(list(values), pa.string()) for name, values in (extra or {}).items()},
     }).replace_schema_metadata({"settings": json.dumps(settings, sort_keys=True)})
     with atomic_path(folder / MANIFEST) as tmp:
         pq.write_table(table, tmp)
