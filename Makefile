@@ -35,6 +35,7 @@ PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_cap
 	-S clusters.images=$(COCO) -S 'generate.generators=[sd14,sd21]' -S generate.shard_size=256 \
 	-S model.backbone=clip_vitb32_openai -S 'model.generators=[sd14,sd21]' \
 	-S 'embed.backbones=[resnet50_imagenet,vitb32_imagenet,clip_rn50_openai,openclip_vitb32_laion400m,openclip_vitb32_laion2b]' \
+	-S embed.jpeg_decode=full \
 	-S probe.protocol=raw -S probe.c_min=0.000001 -S probe.c_max=1000000.0 -S probe.c_steps=96 \
 	-S disentangle.epochs=25 \
 	-S 'code_train.data.generators=[sd14,sd21]' -S code_train.image_size=224 -S code_train.local_size=96 \

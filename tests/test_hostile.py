@@ -247,7 +247,7 @@ INVALID: dict[str, dict[str, str]] = {
         "device": "tpu9"},
     "embed": {"backbone": BODY, "registry": BODY, "clusters": BODY, "children": BODY, "out": BODY,
         "captions_out": BODY, "metrics": BODY, "batch_size": BODY, "chunk_size": BODY, "workers": "-1", "threads": "-1",
-        "precision": "nope", "device": "nope", "on_bad": "nope"},
+        "precision": "nope", "device": "nope", "on_bad": "nope", "jpeg_decode": "nope"},
     "distances": {"parents": BODY, "children": BODY, "metrics": BODY},
     "probe": {"embeddings": BODY, "generator": BODY, "generators": BODY, "c_min": "abc", "c_max": "abc",
         "c_steps": "0", "seed": "-1", "max_iter": "0", "metrics": BODY, "roc": BODY, "cross": BODY,
@@ -279,7 +279,7 @@ INVALID: dict[str, dict[str, str]] = {
         "clusters": BODY, "children": BODY, "out": BODY, "metrics": BODY, "robustness": BODY, "transforms": "nope",
         "seed": "-1", "batch_size": "0", "workers": "-1", "device": "tpu9"},
     "detect": {"paths": BODY, "detector": BODY, "registry": BODY, "out": BODY, "format": "nope", "batch_size": "0",
-        "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG},
+        "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG, "jpeg_decode": "nope"},
 }
 
 

@@ -39,7 +39,7 @@ from stages.contracts.embeddings import CAPTION_LABEL, ROW_FIELDS, write_embeddi
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
-from stages.embedding.backbones import Backbone
+from stages.embedding.backbones import Backbone, resize_side
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
 # where a row's input is (image path / shard file + row / caption text) and what it holds: the image's sha256 from
@@ -66,6 +66,7 @@ class RunConfig:
     precision: Precision
     skip_bad: bool
     progress: bool = True
+    jpeg_draft: bool = False  # embed.jpeg_decode=draft: JPEGs decoded reduced (stages.imaging.load, "draft")
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -152,15 +153,16 @@ def _batches(n: int, chunk_size: int, batch_size: int, chunks: Sequence[int]) ->
 class BatchSource:
     """Map-style dataset whose item b is batch b, read and preprocessed in a DataLoader worker.
 
-    Returns {"ids", "inputs" (B, 3, H, W) images or (B, L) tokens, "bad": [(id, where, problem, reason)]}."""
+    Returns {"ids", "inputs" (B, 3, H, W) images or (B, L) tokens, "bad": [(id, where, problem, reason)]}.
+    `draft`: the shorter side the transform resizes to, for draft decoding of JPEGs (None: full decode)."""
 
     def __init__(self, rows, batches: Sequence[tuple[int, int, int]], *, transform=None, tokenizer=None,
-                 children: Path | None = None) -> None:
+                 children: Path | None = None, draft: int | None = None) -> None:
         self.ids = rows["id"].tolist()
         self.source = rows["source"].tolist()
         self.row = rows["row"].tolist()
         self.batches = list(batches)
-        self.transform, self.tokenizer, self.children = transform, tokenizer, children
+        self.transform, self.tokenizer, self.children, self.draft = transform, tokenizer, children, draft
         self._shard: tuple[str, list[str], Any] | None = None  # one shard's ids and image column, per worker
 
     def __len__(self) -> int:
@@ -189,9 +191,10 @@ class BatchSource:
 
         row_id, source = self.ids[position], self.source[position]
         if self.children is None:
-            return load_rgb(Path(source), where=f"{row_id} ({source})")
+            return load_rgb(Path(source), where=f"{row_id} ({source})", draft=self.draft)
         shard = self.children / "shards" / source
-        return load_rgb(self._child_bytes(shard, self.row[position], row_id), where=f"{row_id} ({shard})")
+        return load_rgb(self._child_bytes(shard, self.row[position], row_id), where=f"{row_id} ({shard})",
+                        draft=self.draft)
 
     def _child_bytes(self, shard: Path, row: int, child: str) -> bytes:
         import pyarrow.parquet as pq
@@ -216,9 +219,12 @@ class BatchSource:
 def fingerprint(backbone: Backbone, rows, *, kind: str, config: RunConfig, device: str) -> str:
     """What a part depends on: a part made under another fingerprint is never reused."""
     content = hashlib.sha256(rows.to_csv(index=False).encode())
-    content.update(json.dumps({"kind": kind, "backbone": backbone.spec.as_dict(), "attrs": backbone.attrs(),
-                               "batch": config.batch_size, "chunk": config.chunk_size, "skip": config.skip_bad,
-                               "precision": config.precision.value, "device": device}, sort_keys=True).encode())
+    settings = {"kind": kind, "backbone": backbone.spec.as_dict(), "attrs": backbone.attrs(),
+                "batch": config.batch_size, "chunk": config.chunk_size, "skip": config.skip_bad,
+                "precision": config.precision.value, "device": device}
+    if config.jpeg_draft:  # only when on: caches made before the option keep their fingerprint
+        settings["jpeg_draft"] = True
+    content.update(json.dumps(settings, sort_keys=True).encode())
     return content.hexdigest()[:16]
 
 
@@ -266,6 +272,8 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from stages.contracts.device import single_threaded_worker
+
     n = len(rows)
     batches = _batches(n, config.chunk_size, config.batch_size, chunks)
     if not batches:
@@ -275,9 +283,11 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     channels_last = backbone.spec.channels_last and not text
     encoder = encoder.to(device, memory_format=torch.channels_last) if channels_last else encoder.to(device)
     source = BatchSource(rows, batches, transform=None if text else backbone.transform,
-                         tokenizer=backbone.tokenizer if text else None, children=children)
+                         tokenizer=backbone.tokenizer if text else None, children=children,
+                         draft=resize_side(backbone.transform) if config.jpeg_draft and not text else None)
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        worker_init_fn=single_threaded_worker if config.workers else None)
     unit = "caption" if text else "img"
     total = sum(end - start for _, start, end in batches)
     chunk_of = [chunk for chunk, _, _ in batches]
