@@ -218,6 +218,7 @@ def test_the_embed_fingerprint_changes_only_with_draft_on():
     rows = pd.DataFrame({"id": ["a"]})
     base = dict(batch_size=2, chunk_size=4, workers=0, precision=Precision.fp32, skip_bad=False)
     off = fingerprint(backbone, rows, kind="images", config=RunConfig(**base), device="cpu")
+    assert off == "0aba52e022e0d3a4"  # what the code gave before the option existed
     # the value made before the option existed: caches embedded without draft stay valid
     assert off == fingerprint(backbone, rows, kind="images", config=RunConfig(**base, jpeg_draft=False), device="cpu")
     assert off != fingerprint(backbone, rows, kind="images", config=RunConfig(**base, jpeg_draft=True), device="cpu")

@@ -65,11 +65,3 @@ def device_option(value):
         raise typer.BadParameter(error.problem) from error
     return value
 
-
-def single_threaded_worker(_: int) -> None:
-    """DataLoader `worker_init_fn`: one torch thread per loader worker. A worker inherits its parent's thread
-    count, so each worker's tensor ops (ToTensor, Normalize, stacking a batch) would spread over every core and
-    fight the forward pass, and each other, for them: the workers' parallelism is the processes themselves."""
-    import torch
-
-    torch.set_num_threads(1)

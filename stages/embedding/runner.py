@@ -272,8 +272,6 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from stages.contracts.device import single_threaded_worker
-
     n = len(rows)
     batches = _batches(n, config.chunk_size, config.batch_size, chunks)
     if not batches:
@@ -286,8 +284,7 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
                          tokenizer=backbone.tokenizer if text else None, children=children,
                          draft=resize_side(backbone.transform) if config.jpeg_draft and not text else None)
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        worker_init_fn=single_threaded_worker if config.workers else None)
+                        pin_memory=device.type == "cuda", persistent_workers=False)
     unit = "caption" if text else "img"
     total = sum(end - start for _, start, end in batches)
     chunk_of = [chunk for chunk, _, _ in batches]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from stages.contracts.device import resolve_device, single_threaded_worker
+from stages.contracts.device import resolve_device
 from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import MAX_PIXELS, JpegDecode, load_rgb, special_kind
 from stages.imaging.transforms import Transform, apply_transform
@@ -259,7 +259,6 @@ def embed_items(backbone: Backbone, items: ImageItems, *, batch_size: int = 32, 
 
     loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         persistent_workers=False, prefetch_factor=4 if workers else None,
-                        worker_init_fn=single_threaded_worker if workers else None,
                         pin_memory=getattr(backbone, "device", None) is not None and backbone.device.type == "cuda")
     with tqdm(total=len(items), desc=description, unit="img", disable=not progress) as bar, torch.inference_mode():
         for indices, pixels, good, errors in loader:
