@@ -94,7 +94,7 @@ def peak_memory_mb(clusters: Path, work: Path, args) -> float:
              "--children", "", "--out", str(work / f"{clusters.stem}.h5"), "--captions-out", "",
              "--metrics", str(work / f"{clusters.stem}.json"), "--batch-size", str(args.batch_size),
              "--chunk-size", str(2 * args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads),
-             "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+             "--precision", "auto", "--device", "cpu", "--on-bad", "error", "--jpeg-decode", "full"]
     wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
                "sys.exit(done.stderr) if done.returncode else "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")

@@ -562,7 +562,7 @@ def _embed_args(root: Path, clusters: Path, out: Path, children: str = "") -> li
     return ["--backbone", "tiny_a", "--registry", str(root / "backbones.yaml"), "--clusters", str(clusters),
             "--children", children, "--out", str(out / "e.h5"), "--captions-out", "" if children else str(out / "c.h5"),
             "--metrics", str(out / "m.json"), "--batch-size", "4", "--chunk-size", "5", "--workers", "0",
-            "--threads", "1", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+            "--threads", "1", "--precision", "auto", "--device", "cpu", "--on-bad", "error", "--jpeg-decode", "full"]
 
 
 @pytest.mark.parametrize("name", HOSTILE_FILES)
