@@ -133,8 +133,7 @@ def check_generate(sizes: Sizes, sync) -> None:
 
 def time_generate(name: str, pipeline, side: int, n: int, batch: int, sizes: Sizes, sync) -> None:
     import torch
-    from bench_generate import demo_children
-    from bench_generate_peers import peers_loop, stage_loop
+    from bench_generate import demo_children, peers_loop, stage_loop
 
     from stages.generation import shards as gen
     from stages.generation.registry import GeneratorSpec
