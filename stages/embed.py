@@ -66,8 +66,8 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     state = PartialState(cpu=device is Device.cpu)
     backbone = load_backbone(spec)
     attrs = {**backbone.attrs(), "image_set": image_set}
-    if config.jpeg_draft:  # recorded only when on, so a cache made without it is the same bytes as before
-        attrs["jpeg_decode"] = JpegDecode.draft.value
+    if config.jpeg_draft or config.device_decode:  # recorded only when not full: such caches keep their bytes
+        attrs["jpeg_decode"] = (JpegDecode.draft if config.jpeg_draft else JpegDecode.gpu).value
     summary = embedding.embed_rows(rows, backbone, out, kind="images", attrs=attrs, config=config, state=state,
                                    children=children)
     captions = None
@@ -121,13 +121,16 @@ def main(
                                            "id and file; skip: leave it out, count it, list its id."),
     jpeg_decode: JpegDecode = typer.Option(..., help="full: decode every JPEG whole; draft: decode a JPEG at least "
                                                      "twice the backbone's resize reduced (1/2, 1/4, 1/8) in the "
-                                                     "DCT domain, faster, pixels slightly different (README)."),
+                                                     "DCT domain; gpu: decode and preprocess JPEGs on the run's "
+                                                     "device (nvjpeg on a GPU). Both faster, pixels slightly "
+                                                     "different (README)."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         config = RunConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, precision=precision,
-                           skip_bad=on_bad is OnBad.skip, jpeg_draft=jpeg_decode is JpegDecode.draft)
+                           skip_bad=on_bad is OnBad.skip, jpeg_draft=jpeg_decode is JpegDecode.draft,
+                           device_decode=jpeg_decode is JpegDecode.gpu)
         result = run(backbone, registry, clusters, out, metrics, children=Path(children) if children else None,
                      captions_out=Path(captions_out) if captions_out else None, config=config, device=device,
                      threads=threads)

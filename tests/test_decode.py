@@ -229,3 +229,95 @@ def test_a_path_and_its_bytes_draft_alike(tmp_path):
     path = Path(tmp_path / "x.jpg")
     path.write_bytes(data)
     np.testing.assert_array_equal(np.asarray(load_rgb(path, draft=224)), np.asarray(load_rgb(data, draft=224)))
+
+
+# -- decoding on the device (embed.jpeg_decode=gpu), run here with torchvision's CPU decoder ----------------
+def test_gpu_decodable_takes_rgb_and_grey_jpegs_only(tmp_path):
+    from stages.imaging.gpu import gpu_decodable
+
+    assert gpu_decodable(jpeg_bytes((64, 48))) and gpu_decodable(jpeg_bytes((64, 48), mode="L"))
+    assert not gpu_decodable(jpeg_bytes((64, 48), mode="CMYK"))
+    png = io.BytesIO()
+    photo(1, (64, 48)).save(png, format="PNG")
+    assert not gpu_decodable(png.getvalue()) and not gpu_decodable(b"not an image")
+    assert not gpu_decodable(jpeg_bytes((64, 48)), max_pixels=100)  # the pixel limit holds here too
+
+
+def test_decode_batch_matches_the_cpu_reader_and_turns_by_exif():
+    import torch
+
+    from stages.imaging.gpu import decode_batch
+
+    datas = [jpeg_bytes((64, 48)), jpeg_bytes((64, 48), orientation=6), jpeg_bytes((40, 40), mode="L")]
+    decoded = decode_batch(datas, torch.device("cpu"))
+    for data, pixels in zip(datas, decoded, strict=True):
+        expected = torch.from_numpy(np.array(load_rgb(data))).permute(2, 0, 1)
+        assert pixels.shape == expected.shape and pixels.dtype == torch.uint8
+        assert (pixels.int() - expected.int()).abs().max() <= 2
+    assert decode_batch([b"\xff\xd8 truncated"], torch.device("cpu")) == [None]
+
+
+def test_tensor_preprocess_is_the_pil_transform_on_tensors():
+    import torch
+    from torchvision import transforms as T
+
+    from stages.imaging.gpu import tensor_preprocess
+
+    transform = T.Compose([T.Resize(40, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                           T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    image = load_rgb(jpeg_bytes((96, 72)))
+    on_tensors = tensor_preprocess(transform)(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+    assert on_tensors.shape == (3, 32, 32)
+    assert (on_tensors - transform(image)).abs().mean() < 0.02  # rounding of two resize implementations
+    assert tensor_preprocess(T.Compose([T.RandomHorizontalFlip(), T.ToTensor()])) is None
+
+
+def test_embed_decodes_on_the_device_with_a_cpu_fallback(tmp_path, monkeypatch):
+    """The embed loop with device decoding (here the CPU device): JPEGs take the device path, a PNG and a
+    CMYK JPEG the CPU reader, a truncated JPEG fails on both and is a bad row; embeddings match full decoding
+    to rounding and the rows stay in order."""
+    import pandas as pd
+    import torch
+    from accelerate import PartialState
+    from torchvision import transforms as T
+
+    import stages.imaging.gpu as gpu
+    from stages.contracts.embeddings import read_embeddings
+    from stages.embedding import runner
+    from stages.embedding.backbones import Backbone, BackboneSpec
+    from tests.images import write_truncated
+
+    on_device: list[int] = []
+    decode_batch = gpu.decode_batch
+    monkeypatch.setattr(gpu, "decode_batch", lambda datas, device: on_device.append(len(datas)) or
+                        decode_batch(datas, device))
+    files = []
+    for k, (name, data) in enumerate([("a.jpg", jpeg_bytes((96, 72), seed=1)),
+                                      ("b.jpg", jpeg_bytes((80, 80), mode="CMYK")),
+                                      ("c.jpg", jpeg_bytes((72, 96), orientation=8, seed=2))]):
+        (tmp_path / name).write_bytes(data)
+        files.append(tmp_path / name)
+        if k == 0:
+            photo(5, (70, 50)).save(tmp_path / "d.png")
+            files.append(tmp_path / "d.png")
+    files.append(write_truncated(tmp_path / "e.jpg"))
+    rows = pd.DataFrame({"id": [f"p{k}" for k in range(len(files))], "cluster_id": range(len(files)), "label": 0,
+                         "caption_index": -1, "split": "train", "source": [str(f) for f in files], "row": -1,
+                         "content": ""})
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    transform = T.Compose([T.Resize(40, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                           T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    backbone = Backbone(BackboneSpec("tiny_device", "timm", "conv", "random"), encoder.eval(), transform, 4)
+    out = {}
+    for device_decode in (False, True):
+        config = runner.RunConfig(batch_size=4, chunk_size=8, workers=0, precision=runner.Precision.fp32,
+                                  skip_bad=True, progress=False, device_decode=device_decode)
+        out[device_decode] = runner.embed_rows(rows, backbone, tmp_path / f"{device_decode}.h5", kind="images",
+                                               attrs={**backbone.attrs(), "image_set": "parents"}, config=config,
+                                               state=PartialState(cpu=True))
+    assert on_device == [2, 1]  # batch 1: a.jpg and c.jpg (b is CMYK, d a PNG); batch 2: the truncated e.jpg
+    assert out[True]["skipped_ids"] == out[False]["skipped_ids"] == ["p4"]
+    full, device = read_embeddings(tmp_path / "False.h5"), read_embeddings(tmp_path / "True.h5")
+    assert list(device.id) == list(full.id) == ["p0", "p1", "p2", "p3"]
+    np.testing.assert_allclose(device.embeddings, full.embeddings, atol=0.02)

@@ -40,11 +40,14 @@ class ImageInfo:
 
 
 class JpegDecode(StrEnum):
-    """How embed, the detector and detect decode JPEGs (param embed.jpeg_decode): full, or draft (reduced in
-    the DCT domain where the preprocessing allows, see the module docstring)."""
+    """How embed, the detector and detect decode JPEGs (param embed.jpeg_decode): full; draft (reduced in the
+    DCT domain where the preprocessing allows, see the module docstring); gpu (embed only: decoded and
+    preprocessed on the run's device by torchvision, stages.imaging.gpu; detect reads such a detector's
+    inputs as full, its nearest CPU equivalent)."""
 
     full = "full"
     draft = "draft"
+    gpu = "gpu"
 
 
 # Formats decoded by libjpeg, whose scaled IDCT `Image.draft` uses (MPO: a camera's multi-picture JPEG).
