@@ -185,8 +185,9 @@ def main(
                                                            "(decompression bombs)."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
     jpeg_decode: JpegDecode | None = typer.Option(None, help="full or draft (a JPEG at least twice the backbone's "
-                                                            "resize decoded reduced, faster); default: as the "
-                                                            "detector's training images were."),
+                                                            "resize decoded reduced, faster; gpu reads as full "
+                                                            "here); default: as the detector's training images "
+                                                            "were."),
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
     skips = Skips(skip=True)
