@@ -9,7 +9,9 @@
    prompts, "peers" the published loop (one prompt per call, one shared generator, a PNG per image).
 2. embed: open_clip ViT-B/32 (random weights) at batch 256 on 2,000 real JPEGs (../shared/data/coco-mini,
    repeated): the embed stage (decoding in DataLoader workers, bf16 autocast, part files, HDF5) against a bare
-   forward on tensors already on the GPU; and JPEG decoding on the GPU (torchvision.io.decode_jpeg) alone.
+   forward on tensors already on the GPU; the embed stage with embed.jpeg_decode=gpu (JPEGs decoded and
+   preprocessed on the GPU, stages.imaging.gpu) and the cosine between its embeddings and the CPU-decoded
+   ones; and JPEG decoding on the GPU (torchvision.io.decode_jpeg) alone.
 3. CoDE: 50 training steps at 224 px (vit_tiny_patch16_224, 32 pairs a step) of the code_train loop against
    a bare loop (forward, backward, step on tensors made once).
 
@@ -133,8 +135,7 @@ def check_generate(sizes: Sizes, sync) -> None:
 
 def time_generate(name: str, pipeline, side: int, n: int, batch: int, sizes: Sizes, sync) -> None:
     import torch
-    from bench_generate import demo_children
-    from bench_generate_peers import peers_loop, stage_loop
+    from bench_generate import demo_children, peers_loop, stage_loop
 
     from stages.generation import shards as gen
     from stages.generation.registry import GeneratorSpec
@@ -179,6 +180,7 @@ def coco_images(folder: Path, coco: Path) -> Path:
 
 
 def check_embed(sizes: Sizes, sync, work: Path, coco: Path) -> None:
+    import numpy as np
     import torch
     from accelerate import PartialState
     from bench_embed import clusters_table
@@ -208,14 +210,27 @@ def check_embed(sizes: Sizes, sync, work: Path, coco: Path) -> None:
 
     bare()  # warm-up
     runs = iter(range(100))
-    times = {"stage": timed(lambda: embedding.embed_rows(
-        rows, backbone, work / f"embed-{next(runs)}.h5", kind="images", attrs={**backbone.attrs(),
-                                                                                 "image_set": "parents"},
-        config=config, state=state), sync), "bare": timed(bare, sync)}
+    device_config = embedding.RunConfig(**{**config.__dict__, "device_decode": True})
+    outs = {"stage": work / "embed-full.h5", "stage-device-decode": work / "embed-device.h5"}
+
+    def stage(which: str, run_config) -> None:
+        out = work / f"embed-{next(runs)}.h5"
+        embedding.embed_rows(rows, backbone, out, kind="images", attrs={**backbone.attrs(), "image_set": "parents"},
+                             config=run_config, state=state)
+        out.replace(outs[which])
+
+    times = {"stage": timed(lambda: stage("stage", config), sync), "bare": timed(bare, sync),
+             "stage-device-decode": timed(lambda: stage("stage-device-decode", device_config), sync)}
     rates = {k: len(rows) / t for k, t in times.items()}
     if cuda:
         rates["gpu-decode"] = len(rows) / timed(lambda: gpu_decode(rows, sizes), sync)
     line(f"embed ViT-B/32 batch {sizes.embed_batch}, {len(rows)} JPEGs, {sizes.workers} workers", rates)
+    from stages.contracts.embeddings import read_embeddings
+
+    full, device = (read_embeddings(outs[k]).embeddings for k in ("stage", "stage-device-decode"))
+    cosine = (full * device).sum(1) / (np.linalg.norm(full, axis=1) * np.linalg.norm(device, axis=1))
+    print(f"embed jpeg_decode=gpu vs full: cosine median {np.median(cosine):.4f}, min {cosine.min():.4f}",
+          flush=True)
 
 
 def gpu_decode(rows, sizes: Sizes) -> None:

@@ -80,7 +80,9 @@ def shipped_scorer(detector_path: Path, registry: Path, device: str):
     except ValueError as error:
         raise InputError(str(detector_path), str(error),
                          f"{registry} changed since this detector was trained: retrain it") from error
-    return Scorer(SHIPPED, backbone, detector.decision, detector.threshold), detector
+    # JPEGs decoded as the detector's training images were (embed.jpeg_decode, recorded in it), as detect does
+    draft = backbone.draft_side(detector.jpeg_decode) if hasattr(backbone, "draft_side") else None
+    return Scorer(SHIPPED, backbone, detector.decision, detector.threshold, draft), detector
 
 
 def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[Transform],

@@ -33,7 +33,7 @@ import typer
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, Skips, user_errors
 from stages.contracts.hub import stay_offline
-from stages.imaging.load import MAX_PIXELS
+from stages.imaging.load import MAX_PIXELS, JpegDecode
 
 if TYPE_CHECKING:
     from stages.shipped.artifact import Detector
@@ -66,16 +66,20 @@ class Row:
 
 
 def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
-                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True) -> Iterator[Row]:
+                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True,
+                 jpeg_decode: JpegDecode | None = None) -> Iterator[Row]:
     """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
-    for each other input."""
+    for each other input. JPEGs are decoded as `jpeg_decode` says, by default as the detector's training
+    images were (Detector.jpeg_decode)."""
     from stages.heads.linear import sigmoid
     from stages.shipped.wild import ImageItems, embed_items
 
     detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
     caveat = detector.caveat or None
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
-    items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels)
+    decode = JpegDecode(jpeg_decode or detector.jpeg_decode)
+    draft = backbone.draft_side(decode) if hasattr(backbone, "draft_side") else None
+    items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels, draft=draft)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="detect"):
         path = inputs[result.index].path
@@ -144,7 +148,7 @@ def load_checked(detector_path: Path, registry: Path, device: str):
 
 def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,
            batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
-           progress: bool = True, skips: Skips | None = None) -> tuple[int, int]:
+           progress: bool = True, skips: Skips | None = None, jpeg_decode: JpegDecode | None = None) -> tuple[int, int]:
     """Score every input and write the rows; return (scored, failed). Files left out of folders and globs
     (not images, special files, broken links) are counted in `skips`."""
     from stages.shipped.wild import expand_inputs
@@ -158,7 +162,7 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
     inputs = expand_inputs(paths, skips)
     with output(out) as stream:
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
-                            max_pixels=max_pixels, progress=progress)
+                            max_pixels=max_pixels, progress=progress, jpeg_decode=jpeg_decode)
         return write_rows(rows, stream, fmt)
 
 
@@ -180,13 +184,18 @@ def main(
     max_pixels: int = typer.Option(MAX_PIXELS, min=1, help="Files declaring more pixels are refused unread "
                                                            "(decompression bombs)."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),
+    jpeg_decode: JpegDecode | None = typer.Option(None, help="full or draft (a JPEG at least twice the backbone's "
+                                                            "resize decoded reduced, faster; gpu reads as full "
+                                                            "here); default: as the detector's training images "
+                                                            "were."),
 ) -> None:
     """Score images with a trained detector: one row per input file, errors included."""
     skips = Skips(skip=True)
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
-                                device=device, max_pixels=max_pixels, progress=progress, skips=skips)
+                                device=device, max_pixels=max_pixels, progress=progress, skips=skips,
+                                jpeg_decode=jpeg_decode)
     for reason, examples in skips.examples.items():
         more = skips.counts[reason] - len(examples)
         for example in examples:

@@ -6,7 +6,7 @@ Parents (and, for image-text backbones, their captions):
         --clusters data/clusters.parquet --children '' --out data/embeddings/efficientnet_lite0/parents.h5 \\
         --captions-out data/embeddings/efficientnet_lite0/captions.h5 \\
         --metrics metrics/embed/efficientnet_lite0/parents.json --batch-size 32 --chunk-size 512 --workers 2 \\
-        --threads 0 --precision auto --device auto --on-bad error
+        --threads 0 --precision auto --device auto --on-bad error --jpeg-decode full
 
 One generator's children: ``--children data/children/tiny_random --captions-out ''``, writing
 ``data/embeddings/<backbone>/tiny_random.h5``. Several GPUs (or CPU processes) split the work with the same
@@ -24,6 +24,7 @@ import typer
 from stages.contracts.errors import InputError, OnBad, user_errors
 from stages.contracts.hub import stay_offline
 from stages.embedding.runner import Precision, RunConfig
+from stages.imaging.load import JpegDecode
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
@@ -65,6 +66,8 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     state = PartialState(cpu=device is Device.cpu)
     backbone = load_backbone(spec)
     attrs = {**backbone.attrs(), "image_set": image_set}
+    if config.jpeg_draft or config.device_decode:  # recorded only when not full: such caches keep their bytes
+        attrs["jpeg_decode"] = (JpegDecode.draft if config.jpeg_draft else JpegDecode.gpu).value
     summary = embedding.embed_rows(rows, backbone, out, kind="images", attrs=attrs, config=config, state=state,
                                    children=children)
     captions = None
@@ -116,12 +119,18 @@ def main(
                                   help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first missing or corrupt image, naming its "
                                            "id and file; skip: leave it out, count it, list its id."),
+    jpeg_decode: JpegDecode = typer.Option(..., help="full: decode every JPEG whole; draft: decode a JPEG at least "
+                                                     "twice the backbone's resize reduced (1/2, 1/4, 1/8) in the "
+                                                     "DCT domain; gpu: decode and preprocess JPEGs on the run's "
+                                                     "device (nvjpeg on a GPU). Both faster, pixels slightly "
+                                                     "different (README)."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
         config = RunConfig(batch_size=batch_size, chunk_size=chunk_size, workers=workers, precision=precision,
-                           skip_bad=on_bad is OnBad.skip)
+                           skip_bad=on_bad is OnBad.skip, jpeg_draft=jpeg_decode is JpegDecode.draft,
+                           device_decode=jpeg_decode is JpegDecode.gpu)
         result = run(backbone, registry, clusters, out, metrics, children=Path(children) if children else None,
                      captions_out=Path(captions_out) if captions_out else None, config=config, device=device,
                      threads=threads)

@@ -74,7 +74,7 @@ def _args(inputs: dict[str, Path], *, backbone: str = "tiny_a", children: bool =
     args = ["--backbone", backbone, "--registry", str(registry or inputs["registry"]),
             "--clusters", str(inputs["clusters"]), "--out", str(out / f"{name}.h5"),
             "--metrics", str(out / f"{name}.json"), "--batch-size", "4", "--chunk-size", "5", "--workers", "0",
-            "--threads", "0", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+            "--threads", "0", "--precision", "auto", "--device", "cpu", "--on-bad", "error", "--jpeg-decode", "full"]
     args += (["--children", str(inputs["children"]), "--captions-out", ""] if children
              else ["--children", "", "--captions-out", str(out / "captions.h5")])
     return args
@@ -252,7 +252,7 @@ def _command(inputs: dict[str, Path], out: Path, backbone: str = "tiny_a", regis
             "--clusters", str(inputs["clusters"]), "--children", "", "--out", str(out / "parents.h5"), "--captions-out",
             str(out / "captions.h5"), "--metrics", str(out / "parents.json"), "--batch-size", str(batch),
             "--chunk-size", str(chunk), "--workers", "0", "--threads", "1", "--precision", "auto", "--device", "cpu",
-            "--on-bad", "error"]
+            "--on-bad", "error", "--jpeg-decode", "full"]
 
 
 def _env() -> dict[str, str]:

@@ -22,3 +22,4 @@ def test_gpu_check_runs_in_its_small_cpu_mode(capsys):
     assert re.search(rf"generate SDXL-shaped .*stage/bare {number}, stage/peers {number}", out), out
     assert re.search(rf"embed ViT-B/32 .*stage/bare {number}", out), out
     assert re.search(rf"CoDE train 2 steps.*stage/bare {number}", out), out
+    assert re.search(rf"embed jpeg_decode=gpu vs full: cosine median {number}", out), out

@@ -250,7 +250,7 @@ INVALID: dict[str, dict[str, str]] = {
         "on_bad": "nope", "shard_size": "0", "clusters": BODY, "out": BODY, "metrics": BODY},
     "embed": {"backbone": BODY, "registry": BODY, "clusters": BODY, "children": BODY, "out": BODY,
         "captions_out": BODY, "metrics": BODY, "batch_size": BODY, "chunk_size": BODY, "workers": "-1", "threads": "-1",
-        "precision": "nope", "device": "nope", "on_bad": "nope"},
+        "precision": "nope", "device": "nope", "on_bad": "nope", "jpeg_decode": "nope"},
     "distances": {"parents": BODY, "children": BODY, "metrics": BODY},
     "probe": {"embeddings": BODY, "generator": BODY, "generators": BODY, "c_min": "abc", "c_max": "abc",
         "c_steps": "0", "seed": "-1", "max_iter": "0", "metrics": BODY, "roc": BODY, "cross": BODY,
@@ -282,7 +282,7 @@ INVALID: dict[str, dict[str, str]] = {
         "clusters": BODY, "children": BODY, "out": BODY, "metrics": BODY, "robustness": BODY, "transforms": "nope",
         "seed": "-1", "batch_size": "0", "workers": "-1", "device": "tpu9"},
     "detect": {"paths": BODY, "detector": BODY, "registry": BODY, "out": BODY, "format": "nope", "batch_size": "0",
-        "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG},
+        "workers": "-1", "device": "tpu9", "max_pixels": "0", "progress": FLAG, "jpeg_decode": "nope"},
     "benchmark_demo": {"clusters": BODY, "children": BODY, "generators": BODY, "out": BODY},
     "benchmark": {"layout": "nope", "root": BODY, "manifest": BODY, "split": BODY, "transforms": "nope",
         "detector": BODY, "registry": BODY, "code_model": BODY, "code_setting": BODY, "clusters": BODY,
@@ -570,7 +570,7 @@ def _embed_args(root: Path, clusters: Path, out: Path, children: str = "") -> li
     return ["--backbone", "tiny_a", "--registry", str(root / "backbones.yaml"), "--clusters", str(clusters),
             "--children", children, "--out", str(out / "e.h5"), "--captions-out", "" if children else str(out / "c.h5"),
             "--metrics", str(out / "m.json"), "--batch-size", "4", "--chunk-size", "5", "--workers", "0",
-            "--threads", "1", "--precision", "auto", "--device", "cpu", "--on-bad", "error"]
+            "--threads", "1", "--precision", "auto", "--device", "cpu", "--on-bad", "error", "--jpeg-decode", "full"]
 
 
 @pytest.mark.parametrize("name", HOSTILE_FILES)

@@ -194,12 +194,27 @@ def crop_at(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Imag
 
 def to_tensor(img: Image.Image):
     """(H, W, 3) uint8 -> (3, H, W) float32, normalised with the recipe's ImageNet mean and std."""
+    return normalize(to_uint8(img))
+
+
+def to_uint8(img: Image.Image):
+    """(H, W, 3) uint8 image -> (3, H, W) uint8 tensor: a view as the loader ships it (a quarter of float32's
+    bytes through the workers' shared memory and the host-to-device copy); `normalize` finishes it."""
+    import torch
+
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
+
+
+def normalize(pixels):
+    """(..., 3, H, W) uint8 -> float32 in [0, 1], normalised with the recipe's ImageNet mean and std, on the
+    tensor's own device. The same float32 operations as before the split, so the same values to the bit."""
     import torch
 
     from stages.code.net import MEAN, STD
 
-    array = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, H, W)
-    return (array - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    mean = torch.tensor(MEAN, device=pixels.device)[:, None, None]
+    std = torch.tensor(STD, device=pixels.device)[:, None, None]
+    return (pixels.to(torch.float32) / 255.0 - mean) / std
 
 
 CLEAN = "clean"  # the untransformed test images (stages.imaging.transforms.Transform.clean)

@@ -112,17 +112,18 @@ class ViewConfig:
 
 
 def make_views(img, rng: np.random.Generator, config: ViewConfig) -> dict[str, object]:
-    """The four views of one image: plain, augmented, global crop and local crop, as (3, S, S) tensors
-    ((3, L, L) for the local crop). Each augmented view draws its own augmentations."""
+    """The four views of one decoded image: plain, augmented, global crop and local crop, as (3, S, S) uint8
+    tensors ((3, L, L) for the local crop; `aug.normalize` makes them the network's input, in the training
+    process). Each augmented view draws its own augmentations, all from the same decoded image."""
     size, local = config.image_size, config.local_size
     finish = aug.resize_center_crop
     return {
-        "plain": aug.to_tensor(finish(img, size, config.crop_pct)),
-        "aug": aug.to_tensor(finish(aug.augment(img, rng, config.num_transform), size, config.crop_pct)),
-        "global": aug.to_tensor(finish(aug.augment(aug.random_resized_crop(img, size, config.global_scale, rng),
-                                                   rng, config.num_transform), size, config.crop_pct)),
-        "local": aug.to_tensor(finish(aug.augment(aug.random_resized_crop(img, local, config.local_scale, rng),
-                                                  rng, config.num_transform), local, config.crop_pct)),
+        "plain": aug.to_uint8(finish(img, size, config.crop_pct)),
+        "aug": aug.to_uint8(finish(aug.augment(img, rng, config.num_transform), size, config.crop_pct)),
+        "global": aug.to_uint8(finish(aug.augment(aug.random_resized_crop(img, size, config.global_scale, rng),
+                                                  rng, config.num_transform), size, config.crop_pct)),
+        "local": aug.to_uint8(finish(aug.augment(aug.random_resized_crop(img, local, config.local_scale, rng),
+                                                 rng, config.num_transform), local, config.crop_pct)),
     }
 
 
@@ -131,7 +132,12 @@ class PairViews:
     so every view is reproducible whatever the worker count, and a resumed run sees the same data.
 
     Each epoch visits every parent once in a seeded order, with one of its children drawn at random (the
-    released recipe pairs each real image with one of its generated images at random)."""
+    released recipe pairs each real image with one of its generated images at random). Each image of a pair
+    is decoded once and its four views made from that decode.
+
+    An index is i (of the epoch set by `use_epoch`) or (epoch, i): `EpochIndices` hands loader workers the
+    epoch with each index, so persistent workers (started once per run, holding a copy of the dataset made
+    at their start) make every epoch's views right."""
 
     def __init__(self, pairs: Sequence[tuple[ImageRef, list[ImageRef]]], config: ViewConfig, *, seed: int,
                  stream: int = 0, shuffle: bool = True) -> None:
@@ -148,14 +154,35 @@ class PairViews:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, object]:
-        rng = np.random.default_rng([self.seed, self.stream, self.epoch, index])
-        parent, children = self.pairs[self.order[index]]
+    def order_of(self, epoch: int) -> np.ndarray:
+        if epoch != self.epoch:  # a worker's copy meets a later epoch: move it there (one permutation an epoch)
+            self.use_epoch(epoch)
+        return self.order
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, object]:
+        epoch, index = (int(index[0]), int(index[1])) if isinstance(index, tuple | list) else (self.epoch, index)
+        rng = np.random.default_rng([self.seed, self.stream, epoch, index])
+        parent, children = self.pairs[self.order_of(epoch)[index]]
         child = children[int(rng.integers(len(children)))]
         real, fake = make_views(parent.load(), rng, self.config), make_views(child.load(), rng, self.config)
         return {"real": real["plain"], "fake": fake["plain"], "aug_real": real["aug"], "aug_fake": fake["aug"],
                 "global_real": real["global"], "local_real": real["local"], "global_fake": fake["global"],
                 "local_fake": fake["local"]}
+
+
+class EpochIndices:
+    """The sampler of a `PairViews` loader: (epoch, i) for i in order, with the dataset's epoch when iteration
+    starts (in the training process, where `use_epoch` was called)."""
+
+    def __init__(self, dataset: PairViews) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        epoch = self.dataset.epoch
+        return iter([(epoch, i) for i in range(len(self.dataset))])
 
 
 class EvalImages:

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.code.data import EvalImages, ImageRef, PairViews, ViewConfig, extract_features, make_pairs
+from stages.code.augment import normalize
+from stages.code.data import EpochIndices, EvalImages, ImageRef, PairViews, ViewConfig, extract_features, make_pairs
 from stages.code.loss import VIEWS, LossVariant, code_loss, derangement
 from stages.code.net import CodeNetConfig, build_model, save_model
 from stages.contracts.errors import InputError
@@ -137,7 +138,10 @@ def embed_views(model, batch: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for names in (size_views, other):
         if names:
-            z = model(torch.cat([batch[name] for name in names]))  # (len(names) * B, 3, s, s) -> (len * B, D)
+            pixels = torch.cat([batch[name] for name in names])  # (len(names) * B, 3, s, s)
+            if pixels.dtype == torch.uint8:  # the loader's views (stages.code.data.make_views)
+                pixels = normalize(pixels)
+            z = model(pixels)  # (len * B, D)
             out.update(zip(names, z.chunk(len(names)), strict=True))
     return out
 
@@ -264,8 +268,11 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     model = build_model(net, seed=config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     dataset = PairViews(pairs, views, seed=config.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
-                                         num_workers=num_workers)
+    # persistent workers: started once, not at every epoch (EpochIndices hands them the epoch); pinned
+    # batches on CUDA so the host-to-device copy runs beside the step
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=EpochIndices(dataset),
+                                         num_workers=num_workers, persistent_workers=num_workers > 0,
+                                         pin_memory=torch.cuda.is_available() and accelerator.device.type == "cuda")
     steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch=steps_per_epoch, config=config))

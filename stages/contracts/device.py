@@ -64,3 +64,4 @@ def device_option(value):
     except InputError as error:
         raise typer.BadParameter(error.problem) from error
     return value
+

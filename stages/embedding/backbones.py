@@ -9,7 +9,7 @@ download and where to put it. Random weights come from the entry's seed, and `ra
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +72,30 @@ class Backbone:
                 "weights": spec.weights_file or spec.weights, "random_weights": spec.random_weights,
                 "seed": spec.seed if spec.random_weights else -1, "preprocessing": self.preprocessing,
                 "dim": self.dim, "text_tower": self.text_tower, "versions": self.versions}
+
+
+def resize_side(transform: Any) -> int | None:
+    """The shorter side (pixels) a preprocessing resizes every image to before anything else, or None when it
+    cannot be told (no leading resize, a resize that keeps no aspect ratio we can read, an unknown transform).
+
+    Read from torchvision's `Compose` of a `Resize` (int: the shorter side; (h, w): the larger of the two, so
+    both sides still fit) and from torchvision's weights presets (`resize_size`). This is the `draft` side of
+    `stages.imaging.load.load_rgb`: None means "decode in full"."""
+    from torchvision import transforms as T
+
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    first = steps[0] if steps else None
+    if isinstance(first, T.Resize):
+        size = first.size
+    elif hasattr(first, "resize_size") and hasattr(first, "crop_size"):  # torchvision's ImageClassification
+        size = first.resize_size
+    else:
+        return None
+    if isinstance(size, int):
+        return size
+    if isinstance(size, Sequence) and len(size) in (1, 2) and all(isinstance(s, int) for s in size):
+        return max(size)
+    return None
 
 
 # ------------------------------------------------------------------------------------------ registry

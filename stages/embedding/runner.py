@@ -39,7 +39,7 @@ from stages.contracts.embeddings import CAPTION_LABEL, ROW_FIELDS, write_embeddi
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
-from stages.embedding.backbones import Backbone
+from stages.embedding.backbones import Backbone, resize_side
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
 # where a row's input is (image path / shard file + row / caption text) and what it holds: the image's sha256 from
@@ -66,6 +66,8 @@ class RunConfig:
     precision: Precision
     skip_bad: bool
     progress: bool = True
+    jpeg_draft: bool = False  # embed.jpeg_decode=draft: JPEGs decoded reduced (stages.imaging.load, "draft")
+    device_decode: bool = False  # embed.jpeg_decode=gpu: JPEGs decoded on the run's device (stages.imaging.gpu)
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -152,15 +154,20 @@ def _batches(n: int, chunk_size: int, batch_size: int, chunks: Sequence[int]) ->
 class BatchSource:
     """Map-style dataset whose item b is batch b, read and preprocessed in a DataLoader worker.
 
-    Returns {"ids", "inputs" (B, 3, H, W) images or (B, L) tokens, "bad": [(id, where, problem, reason)]}."""
+    Returns {"ids", "inputs" (B, 3, H, W) images or (B, L) tokens, "bad": [(id, where, problem, reason)]}.
+    `draft`: the shorter side the transform resizes to, for draft decoding of JPEGs (None: full decode).
+    `encoded` (embed.jpeg_decode=gpu): the JPEGs the device can decode are not decoded here but returned as
+    their bytes, "encoded": [(position in ids, where, bytes)], and "inputs" holds the other images only, in
+    order ("cpu": their positions in ids); `decode_on_device` finishes the batch in the training process."""
 
     def __init__(self, rows, batches: Sequence[tuple[int, int, int]], *, transform=None, tokenizer=None,
-                 children: Path | None = None) -> None:
+                 children: Path | None = None, draft: int | None = None, encoded: bool = False) -> None:
         self.ids = rows["id"].tolist()
         self.source = rows["source"].tolist()
         self.row = rows["row"].tolist()
         self.batches = list(batches)
-        self.transform, self.tokenizer, self.children = transform, tokenizer, children
+        self.transform, self.tokenizer, self.children, self.draft = transform, tokenizer, children, draft
+        self.encoded = encoded
         self._shard: tuple[str, list[str], Any] | None = None  # one shard's ids and image column, per worker
 
     def __len__(self) -> int:
@@ -173,25 +180,54 @@ class BatchSource:
         ids = self.ids[start:end]
         if self.tokenizer is not None:
             return {"ids": ids, "inputs": self.tokenizer(self.source[start:end]), "bad": []}
-        good, tensors, bad = [], [], []
+        good, tensors, bad, cpu, encoded = [], [], [], [], []
         for position in range(start, end):
             try:
-                tensors.append(self.transform(self._image(position)))
+                data = self._encoded(position) if self.encoded else None
+                if data is not None:
+                    encoded.append((len(good), self._where(position), data))
+                else:
+                    tensors.append(self.transform(self._image(position)))
+                    cpu.append(len(good))
                 good.append(self.ids[position])
             except InputError as error:
-                reason = "missing_file" if error.problem == "file not found" else "unreadable_image"
-                bad.append((self.ids[position], error.where, error.problem, reason))
+                bad.append((self.ids[position], error.where, error.problem, bad_reason(error)))
         inputs = torch.stack(tensors) if tensors else torch.zeros(0)
+        if self.encoded:
+            return {"ids": good, "inputs": inputs, "bad": bad, "cpu": cpu, "encoded": encoded}
         return {"ids": good, "inputs": inputs, "bad": bad}
+
+    def _where(self, position: int) -> str:
+        row_id, source = self.ids[position], self.source[position]
+        return f"{row_id} ({source})" if self.children is None else f"{row_id} ({self.children / 'shards' / source})"
+
+    def _encoded(self, position: int) -> bytes | None:
+        """The file's bytes when the device can decode it, else None (then it is read here, on the CPU)."""
+        from stages.imaging.gpu import gpu_decodable
+        from stages.imaging.load import special_kind
+
+        row_id, source = self.ids[position], self.source[position]
+        if self.children is not None:
+            data = self._child_bytes(self.children / "shards" / source, self.row[position], row_id)
+        else:
+            path = Path(source)
+            if special_kind(path) or not path.is_file():
+                return None  # the CPU reader names what it is
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return None
+        return data if gpu_decodable(data) else None
 
     def _image(self, position: int):
         from stages.imaging.load import load_rgb
 
         row_id, source = self.ids[position], self.source[position]
         if self.children is None:
-            return load_rgb(Path(source), where=f"{row_id} ({source})")
+            return load_rgb(Path(source), where=f"{row_id} ({source})", draft=self.draft)
         shard = self.children / "shards" / source
-        return load_rgb(self._child_bytes(shard, self.row[position], row_id), where=f"{row_id} ({shard})")
+        return load_rgb(self._child_bytes(shard, self.row[position], row_id), where=f"{row_id} ({shard})",
+                        draft=self.draft)
 
     def _child_bytes(self, shard: Path, row: int, child: str) -> bytes:
         import pyarrow.parquet as pq
@@ -212,13 +248,49 @@ class BatchSource:
         return data
 
 
+def bad_reason(error: InputError) -> str:
+    return "missing_file" if error.problem == "file not found" else "unreadable_image"
+
+
+def decode_on_device(batch: dict[str, Any], device, transform, tensor_transform) -> tuple[Any, list[str], list]:
+    """A `BatchSource(encoded=True)` batch made whole: its JPEGs decoded on `device` in one call
+    (stages.imaging.gpu) and preprocessed there, merged in order with the images the workers read. A file
+    the device cannot decode is read on the CPU (load_rgb), as without the option; one that fails there too
+    becomes a bad row. Returns ((B, 3, H, W) inputs on `device`, their ids, the new bad rows)."""
+    import torch
+
+    from stages.imaging.gpu import decode_batch
+    from stages.imaging.load import load_rgb
+
+    ids, encoded = batch["ids"], batch["encoded"]
+    slots: list[Any] = [None] * len(ids)
+    cpu_inputs = batch["inputs"].to(device, non_blocking=True) if batch["cpu"] else None
+    for k, slot in enumerate(batch["cpu"]):
+        slots[slot] = cpu_inputs[k]
+    bad = []
+    for (slot, where, data), pixels in zip(encoded, decode_batch([e[2] for e in encoded], device), strict=True):
+        try:
+            slots[slot] = (tensor_transform(pixels) if pixels is not None
+                           else transform(load_rgb(data, where=where)).to(device))
+        except InputError as error:
+            bad.append((ids[slot], error.where, error.problem, bad_reason(error)))
+    kept = [k for k, s in enumerate(slots) if s is not None]
+    inputs = torch.stack([slots[k] for k in kept]) if kept else torch.zeros(0, device=device)
+    return inputs, [ids[k] for k in kept], bad
+
+
 # ----------------------------------------------------------------------------------------------- parts
 def fingerprint(backbone: Backbone, rows, *, kind: str, config: RunConfig, device: str) -> str:
     """What a part depends on: a part made under another fingerprint is never reused."""
     content = hashlib.sha256(rows.to_csv(index=False).encode())
-    content.update(json.dumps({"kind": kind, "backbone": backbone.spec.as_dict(), "attrs": backbone.attrs(),
-                               "batch": config.batch_size, "chunk": config.chunk_size, "skip": config.skip_bad,
-                               "precision": config.precision.value, "device": device}, sort_keys=True).encode())
+    settings = {"kind": kind, "backbone": backbone.spec.as_dict(), "attrs": backbone.attrs(),
+                "batch": config.batch_size, "chunk": config.chunk_size, "skip": config.skip_bad,
+                "precision": config.precision.value, "device": device}
+    if config.jpeg_draft:  # only when on: caches made before the option keep their fingerprint
+        settings["jpeg_draft"] = True
+    if config.device_decode:
+        settings["device_decode"] = True
+    content.update(json.dumps(settings, sort_keys=True).encode())
     return content.hexdigest()[:16]
 
 
@@ -274,8 +346,15 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     encoder = backbone.text_encoder if text else backbone.image_encoder
     channels_last = backbone.spec.channels_last and not text
     encoder = encoder.to(device, memory_format=torch.channels_last) if channels_last else encoder.to(device)
+    tensor_transform = None
+    if config.device_decode and not text:
+        from stages.imaging.gpu import tensor_preprocess
+
+        tensor_transform = tensor_preprocess(backbone.transform)  # None: a transform with no tensor form
     source = BatchSource(rows, batches, transform=None if text else backbone.transform,
-                         tokenizer=backbone.tokenizer if text else None, children=children)
+                         tokenizer=backbone.tokenizer if text else None, children=children,
+                         draft=resize_side(backbone.transform) if config.jpeg_draft and not text else None,
+                         encoded=tensor_transform is not None)
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=config.workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     unit = "caption" if text else "img"
@@ -291,8 +370,16 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
             for row_id, where, problem, reason in batch["bad"]:
                 skips.handle(InputError(where, problem), reason)
                 pending_bad.append((row_id, where, problem, reason))
+            if "encoded" in batch:
+                inputs, batch["ids"], late = decode_on_device(batch, device, backbone.transform, tensor_transform)
+                for row_id, where, problem, reason in late:
+                    skips.handle(InputError(where, problem), reason)
+                    pending_bad.append((row_id, where, problem, reason))
+                batch["bad"] = batch["bad"] + late
+            else:
+                inputs = batch["inputs"]
             if len(batch["ids"]):
-                inputs = batch["inputs"].to(device, non_blocking=True)
+                inputs = inputs.to(device, non_blocking=True)
                 if channels_last:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with _autocast(device, config.precision):

@@ -51,6 +51,7 @@ class Scorer:
     backbone: Backbone
     score: Callable[[np.ndarray], np.ndarray]  # (M, D) -> (M,)
     threshold: float
+    draft: int | None = None  # draft decoding of JPEGs as the detector's training images were (ImageItems)
 
 
 @dataclass
@@ -83,15 +84,16 @@ def score_entries(entries: Sequence[Entry], scorers: Sequence[Scorer], transform
     transforms = list(dict.fromkeys([Transform.clean, *transforms]))
     errors = {i: e.problem for i, e in enumerate(entries) if e.problem}
     scores = {s.name: np.full((len(transforms), len(entries)), np.nan) for s in scorers}
-    by_backbone: dict[int, list[Scorer]] = {}
+    by_backbone: dict[tuple[int, int | None], list[Scorer]] = {}
     for scorer in scorers:
-        by_backbone.setdefault(id(scorer.backbone), []).append(scorer)
+        by_backbone.setdefault((id(scorer.backbone), scorer.draft), []).append(scorer)
     for group in by_backbone.values():
         backbone = group[0].backbone
         todo = [i for i in range(len(entries)) if i not in errors]
         items = ImageItems([Path(entries[i].path) for i in todo], [entries[i].path for i in todo],
                            backbone.preprocess, transforms=transforms,
-                           seeds=[image_seed(entries[i].path, seed) for i in todo], max_pixels=max_pixels)
+                           seeds=[image_seed(entries[i].path, seed) for i in todo], max_pixels=max_pixels,
+                           draft=group[0].draft)
         chunk: list[tuple[int, np.ndarray]] = []
         for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                                   description=f"benchmark {backbone.spec.get('alias', '')}"):

@@ -1,5 +1,13 @@
 """Reading images from the wild: one place that opens a file or bytes, applies EXIF orientation, refuses
-decompression bombs before decoding, and turns every failure into an `InputError` naming the file."""
+decompression bombs before decoding, and turns every failure into an `InputError` naming the file.
+
+Draft decoding (`load_rgb(..., draft=side)`): a caller whose preprocessing resizes the shorter side down to
+`side` pixels may let a JPEG be decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled
+IDCT, Pillow's `Image.draft`), which costs a fraction of a full decode. It is used only when the stored image's
+shorter side is at least twice `side`, and the decoded shorter side is never below `side`, so the preprocessing
+still only downsizes; the pixels differ slightly from a full decode followed by the same resize (the scaled
+IDCT is a box-like filter before the preprocessing's own antialiased one). Every other format, and every JPEG
+under twice the size, is decoded exactly as without it."""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import io
 import math
 import stat
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -29,6 +38,20 @@ class ImageInfo:
     exif_rotated: bool
     sha256: str = ""  # the file's bytes, set by the clusters stage (inspect_image sees only the pixels)
 
+
+class JpegDecode(StrEnum):
+    """How embed, the detector and detect decode JPEGs (param embed.jpeg_decode): full; draft (reduced in the
+    DCT domain where the preprocessing allows, see the module docstring); gpu (embed only: decoded and
+    preprocessed on the run's device by torchvision, stages.imaging.gpu; detect reads such a detector's
+    inputs as full, its nearest CPU equivalent)."""
+
+    full = "full"
+    draft = "draft"
+    gpu = "gpu"
+
+
+# Formats decoded by libjpeg, whose scaled IDCT `Image.draft` uses (MPO: a camera's multi-picture JPEG).
+DRAFT_FORMATS = ("JPEG", "MPO")
 
 # EXIF orientations that ask for a transpose (ImageOps.exif_transpose applies exactly these); 1 is upright
 # and anything else (0, 9, 65535 in broken files) is ignored, so the image is not turned.
@@ -103,6 +126,26 @@ def _decode(image: Image.Image, where: str, max_pixels: int) -> None:
     _check_size(image, where, max_pixels)
 
 
+def _draft(image: Image.Image, side: int | None) -> bool:
+    """Ask the JPEG decoder for a reduced decode whose shorter side stays at least `side`; True if it will.
+
+    Only for JPEG whose shorter side is at least 2 * side (below that no reduction keeps `side`). The
+    orientation does not matter: a transpose keeps the shorter side. The mode is kept (a CMYK JPEG stays
+    CMYK and is converted as without draft)."""
+    if not side or image.format not in DRAFT_FORMATS:
+        return False
+    width, height = image.size
+    if min(width, height) < 2 * side:
+        return False
+    scale = side / min(width, height)
+    try:
+        # Pillow picks the largest reduction (8, 4, 2) keeping both sides at least the requested ones
+        reduced = image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+    except (OSError, ValueError):  # a JPEG the decoder cannot reduce is decoded whole, as without draft
+        return False
+    return reduced is not None and image.size != (width, height)
+
+
 def _orientation(image: Image.Image) -> object:
     try:
         return image.getexif().get(0x0112, 1)
@@ -143,8 +186,12 @@ def _pixel_range(image: Image.Image, where: str) -> tuple[float, float] | None:
     return low, high
 
 
-def load_rgb(source: Path | bytes, *, where: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_rgb(source: Path | bytes, *, where: str | None = None, max_pixels: int = MAX_PIXELS,
+             draft: int | None = None) -> Image.Image:
     """Decode an image to 8-bit RGB, upright by its EXIF orientation. Raises `InputError`.
+
+    `draft`: the shorter side (pixels) the caller's preprocessing resizes to; a JPEG at least twice that is
+    decoded reduced in the DCT domain, never below it (module docstring). None (the default): full decode.
 
     Grey, palette, CMYK, 16-bit and alpha images are converted (alpha is composited on white, the way a
     viewer shows it); the first frame of an animation is used. 16-bit grey is scaled to 8 bits, float grey
@@ -152,6 +199,7 @@ def load_rgb(source: Path | bytes, *, where: str | None = None, max_pixels: int 
     (converting them would clip to white or black)."""
     where = where or str(source)
     with _open(source, where, max_pixels) as image:
+        _draft(image, draft)
         _decode(image, where, max_pixels)
         _pixel_range(image, where)
         try:

@@ -78,6 +78,12 @@ class Detector:
         return f"trained on {' and '.join(parts)}" if parts else ""
 
     @property
+    def jpeg_decode(self) -> str:
+        """How the images of its training embeddings were decoded (embed.jpeg_decode): "full" or "draft";
+        detect decodes the same way unless told otherwise. Recorded in `backbone` only when not full."""
+        return str(self.backbone.get("jpeg_decode", "full"))
+
+    @property
     def id(self) -> str:
         """`<backbone>-<head>-<12 hex>`: a hash of every field of detector.json (what decides a label, and also
         what it was trained on and with which library versions) and of the head's tensors."""
@@ -127,6 +133,8 @@ def describe_backbone(attrs: dict[str, Any]) -> dict[str, Any]:
     described.update(dim=int(described["dim"]), seed=int(described["seed"]))
     if "random_weights" in attrs:
         described["random_weights"] = bool(attrs["random_weights"])
+    if attrs.get("jpeg_decode", "full") != "full":  # only when not full: detectors of full decoding keep their id
+        described["jpeg_decode"] = str(attrs["jpeg_decode"])
     return described
 
 

@@ -161,8 +161,10 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
 
     transforms = list(dict.fromkeys([Transform.clean, *transforms]))
     sets, ids, cluster_ids, sources = zip(*_test_sources(clusters, children, generators), strict=True)
+    # the clean images decoded the way the training caches were (embed.jpeg_decode, recorded in the detector)
+    draft = backbone.draft_side(detector.jpeg_decode) if hasattr(backbone, "draft_side") else None
     items = ImageItems(list(sources), [f"{s}:{i}" for s, i in zip(sets, ids, strict=True)], backbone.preprocess,
-                       transforms=transforms, seeds=[_seed(i, seed) for i in ids])
+                       transforms=transforms, seeds=[_seed(i, seed) for i in ids], draft=draft)
     embedded = np.zeros((len(transforms), len(items), detector.head.dim), dtype=np.float32)  # (T, N, D)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="robustness"):

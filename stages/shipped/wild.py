@@ -19,7 +19,7 @@ from PIL import Image
 
 from stages.contracts.device import resolve_device
 from stages.contracts.errors import InputError, Skips
-from stages.imaging.load import MAX_PIXELS, load_rgb, special_kind
+from stages.imaging.load import MAX_PIXELS, JpegDecode, load_rgb, special_kind
 from stages.imaging.transforms import Transform, apply_transform
 
 
@@ -190,13 +190,18 @@ class ImageItems:
     """A map-style dataset: item i -> (i, (T, 3, H, W) tensor of its T transformed versions, or None; error).
 
     Each item is read alone, inside the DataLoader worker: any failure to read, decode or preprocess it is
-    returned as its error message, so one bad file never stops a batch."""
+    returned as its error message, so one bad file never stops a batch.
+
+    `draft`: the shorter side the preprocessing resizes to, for draft decoding of JPEGs (stages.imaging.load;
+    None: full decode). Only the clean version is made from the draft decode: the other transforms (crops,
+    half size, re-compression) change the scale or the pixels before the preprocessing, so they start from
+    the full decode, as without draft (a second decode, only when both are asked for)."""
 
     def __init__(self, sources: Sequence[Path | bytes | InputError], names: Sequence[str],
                  preprocess: Callable[[Any], Any], *, transforms: Sequence[Transform] = (Transform.clean,),
-                 seeds: Sequence[int] | None = None, max_pixels: int = MAX_PIXELS) -> None:
+                 seeds: Sequence[int] | None = None, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> None:
         self.sources, self.names, self.preprocess = sources, names, preprocess
-        self.transforms, self.max_pixels = tuple(transforms), max_pixels
+        self.transforms, self.max_pixels, self.draft = tuple(transforms), max_pixels, draft
         self.seeds = seeds if seeds is not None else range(len(sources))
 
     def __len__(self) -> int:
@@ -211,8 +216,13 @@ class ImageItems:
                 raise source
             if isinstance(source, Path) and source.is_file() and source.stat().st_size == 0:
                 raise InputError(self.names[index], "empty file")
-            image = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels)
-            views = [self.preprocess(apply_transform(t, image, seed=int(self.seeds[index])))
+            full = drafted = None
+            if self.draft and Transform.clean in self.transforms:
+                drafted = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels, draft=self.draft)
+            if drafted is None or any(t != Transform.clean for t in self.transforms):
+                full = load_rgb(source, where=self.names[index], max_pixels=self.max_pixels)
+            views = [self.preprocess(drafted if t == Transform.clean and drafted is not None else
+                                     apply_transform(t, full, seed=int(self.seeds[index])))
                      for t in self.transforms]
             return index, torch.stack(views), None  # (T, 3, H, W)
         except InputError as error:
@@ -248,7 +258,8 @@ def embed_items(backbone: Backbone, items: ImageItems, *, batch_size: int = 32, 
     from tqdm import tqdm
 
     loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+                        persistent_workers=False, prefetch_factor=4 if workers else None,
+                        pin_memory=getattr(backbone, "device", None) is not None and backbone.device.type == "cuda")
     with tqdm(total=len(items), desc=description, unit="img", disable=not progress) as bar, torch.inference_mode():
         for indices, pixels, good, errors in loader:
             features = {}
@@ -277,14 +288,20 @@ class RegistryBackbone:
         self.memory_format = torch.channels_last if loaded.spec.channels_last else torch.contiguous_format
         self.encoder = loaded.image_encoder.to(self.device, memory_format=self.memory_format).eval()
 
+    def draft_side(self, decode: str) -> int | None:
+        """The `draft` side of `load_rgb` under a JpegDecode value: the preprocessing's resize, or None."""
+        from stages.embedding.backbones import resize_side
+
+        return resize_side(self.loaded.transform) if decode == JpegDecode.draft else None
+
     def preprocess(self, image: Any) -> Any:
         return self.loaded.transform(image)  # PIL -> (3, H, W)
 
     def embed(self, pixels: Any) -> Any:
         import torch
 
-        with torch.inference_mode():
-            return self.encoder(pixels.to(self.device, memory_format=self.memory_format))  # (B, D)
+        with torch.inference_mode():  # non_blocking: a pinned batch (pin_memory on CUDA) copies while we queue
+            return self.encoder(pixels.to(self.device, memory_format=self.memory_format, non_blocking=True))
 
 
 def load_registry_backbone(alias: str, registry: Path, device: str = "cpu") -> RegistryBackbone:
