@@ -45,6 +45,23 @@ def run_stage(module: str, args: list[str]) -> tuple[float, float, str]:
     return wall, peak / 1024, done.stdout.strip()
 
 
+def dvc_args(stage: str) -> list[str]:
+    """The arguments dvc.yaml passes to the first instance of `stage`, as DVC renders it with params.yaml."""
+    from tests.test_params import render
+
+    return next(args for name, (_, args) in render(REPO).items() if name.split("@")[0] == stage)
+
+
+def with_options(args: list[str], overrides: dict) -> list[str]:
+    """`args` (``--option value`` pairs) with each option of `overrides` (snake_case; a list: repeated) given
+    only its new value(s)."""
+    options = {f"--{key.replace('_', '-')}": value if isinstance(value, list) else [value]
+               for key, value in overrides.items()}
+    pairs = [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+    kept = [a for option, value in pairs if option not in options for a in (option, value)]
+    return kept + [str(a) for option, values in options.items() for value in values for a in (option, value)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of COCOFake's clusters per split")
@@ -72,30 +89,25 @@ def main() -> None:
               f"({sum(p.stat().st_size for p in folder.iterdir()) / 2**30:.2f} GiB)")
         parents, children, captions = folder / "parents.h5", folder / "gen.h5", folder / "captions.h5"
         m = root / "metrics"
+        # every option as dvc.yaml passes it (rendered by DVC with params.yaml), the files replaced by the
+        # synthetic ones: a new option of a stage reaches this benchmark without an edit here
         stages = [
-            ("distances", ["--parents", parents, "--children", children, "--metrics", m / "distances/bench/gen.json"]),
-            # the other values are params.yaml's
-            ("probe", ["--embeddings", folder, "--generator", "gen", "--generators", "gen", "--c-min", 0.001,
-                       "--c-max", 1000, "--c-steps", options.c_steps, "--seed", 0, "--max-iter", 1000,
-                       "--metrics", m / "probe/bench/gen.json", "--roc", m / "roc.json",
-                       "--cross", m / "plots/cross_generator/bench/gen.json"]),
-            ("retrieval", ["--children", children, "--captions", captions, "--chunk", 2048, "--metrics",
-                           m / "retrieval/bench/gen.json"]),
-            ("disentangle", ["--parents", parents, "--children", children, "--epochs", options.epochs,
-                             "--batch-size", 1024, "--lr", 0.001, "--weight-decay", 0.01, "--temperature", 0.07,
-                             "--seed", 0, "--device", "auto", "--c-min", 0.001, "--c-max", 1000,
-                             "--c-steps", options.c_steps, "--max-iter", 1000, "--out", root / "proj.safetensors",
-                             "--metrics", m / "disentangle/bench/gen.json", "--history", m / "history.json"]),
-            ("tsne", ["--parents", parents, "--children", children, "--projections", root / "proj.safetensors",
-                      "--max-clusters", options.tsne_clusters, "--perplexity", 30.0, "--seed", 0,
-                      "--out", m / "tsne"]),
-            ("report", [*(a for stage in ("distances", "probe", "retrieval", "disentangle")
-                          for a in ("--study", m / stage)), "--cross", m / "plots/cross_generator",
-                        "--layout", REPO / "stages/reporting/layout.yaml",
-                        "--paper", REPO / "stages/reporting/cocofake.json",
-                        *(a for option in ("--code-setting", "--code-train", "--code-eval", "--detector",
-                                           "--detector-metrics", "--robustness") for a in (option, root / "none")),
-                        "--out", m / "report.md"]),
+            ("distances", {"parents": parents, "children": children, "metrics": m / "distances/bench/gen.json"}),
+            ("probe", {"embeddings": folder, "generator": "gen", "generators": "gen", "c_steps": options.c_steps,
+                       "metrics": m / "probe/bench/gen.json", "roc": m / "roc.json",
+                       "cross": m / "plots/cross_generator/bench/gen.json", "c_search": m / "c_search.json"}),
+            ("retrieval", {"children": children, "captions": captions, "metrics": m / "retrieval/bench/gen.json"}),
+            ("disentangle", {"parents": parents, "children": children, "epochs": options.epochs,
+                             "c_steps": options.c_steps, "out": root / "proj.safetensors",
+                             "metrics": m / "disentangle/bench/gen.json", "history": m / "history.json"}),
+            ("tsne", {"parents": parents, "children": children, "projections": root / "proj.safetensors",
+                      "max_clusters": options.tsne_clusters, "out": m / "tsne"}),
+            ("report", {"study": [m / s for s in ("distances", "probe", "retrieval", "disentangle")],
+                        "cross": m / "plots/cross_generator", "out": m / "report.md", "figures": m / "figures",
+                        **{o: root / "none" for o in ("code_setting", "code_train", "code_eval", "code_grid",
+                                                      "detector", "detector_metrics", "robustness", "benchmarks",
+                                                      "benchmark_grids", "clusters_metrics", "roc", "tsne",
+                                                      "code_curve")}}),
         ]
         print(f"{'stage':<12} {'wall s':>8} {'peak MiB':>9}")
         results = {}
@@ -103,7 +115,7 @@ def main() -> None:
         for name, args in stages:
             if name not in chosen:
                 continue
-            wall, peak, _ = run_stage(f"stages.{name}", [str(a) for a in args])
+            wall, peak, _ = run_stage(f"stages.{name}", with_options(dvc_args(name), args))
             results[name] = {"wall_s": wall, "peak_mib": peak}
             print(f"{name:<12} {wall:8.1f} {peak:9.0f}", flush=True)
         print(f"total wall: {sum(r['wall_s'] for r in results.values()):.1f} s (disentangle: {options.epochs} "
