@@ -58,10 +58,11 @@ lint: install
 	$(BIN)/ruff check stages tests benchmarks
 
 # every benchmark, each figure printed beside its goal, in under 10 minutes on 2 CPU cores (sizes trimmed to fit:
-# medians of 3 throughout; the study at 2% of COCOFake). The draft-decoding cosine: benchmarks/draft_cosine.py.
+# medians of 3 throughout; 2 images of the SD-shaped generator, the study at 2% of COCOFake, the import at 128
+# children); each benchmark's wall time is printed after it. The draft-decoding cosine (a figure, not a timing,
+# about a minute): benchmarks/draft_cosine.py
+BENCHES := bench_embed.py bench_detect.py bench_code_train.py "bench_generate.py --sd-images 2" \
+	"bench_study.py --scale 0.02" "bench_import.py --children 128"
 bench: install
-	$(BIN)/python benchmarks/bench_embed.py
-	$(BIN)/python benchmarks/bench_detect.py
-	$(BIN)/python benchmarks/bench_code_train.py
-	$(BIN)/python benchmarks/bench_generate.py
-	$(BIN)/python benchmarks/bench_study.py --scale 0.02
+	@for b in $(BENCHES); do start=$$(date +%s); $(BIN)/python benchmarks/$$b || exit 1; \
+		echo "-- $$b: $$(( $$(date +%s) - start )) s"; done
