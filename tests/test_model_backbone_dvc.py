@@ -57,13 +57,15 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
     entries = {alias: {"library": "open_clip", "architecture": "tiny", "weights": "random", "seed": seed,
                        "model_cfg": TINY_CLIP} for alias, seed in (("tiny_clip_study", 0), ("tiny_clip_new", 1))}
     registry.write_text(registry.read_text() + "\n" + yaml.safe_dump(entries, sort_keys=False))
-    # the demo without CoDE (the report says its metrics are missing), shorter where the figures do not matter
+    # the demo without CoDE and the external benchmark that scores CoDE too (the report says their metrics are
+    # missing), shorter where the figures do not matter
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    for name in ("code_train", "code_eval"):
+    for name in ("code_train", "code_eval", "benchmark_demo", "benchmark"):
         del pipeline["stages"][name]
     report = pipeline["stages"]["report"]
     report["deps"] = [dep for dep in report["deps"]
-                      if not dep.startswith(("metrics/code_", "data/code", "metrics/plots/code_"))]
+                      if not dep.startswith(("metrics/code_", "data/code", "metrics/plots/code_", "metrics/benchmark",
+                                             "metrics/plots/benchmark"))]
     (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["embed"]["backbones"] = ["tiny_clip_study"]
