@@ -65,23 +65,12 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
 
 def shipped_scorer(detector_path: Path, registry: Path, device: str):
     """The shipped detector as a Scorer: its backbone (checked against the registry's), logit and threshold."""
-    from stages.contracts.errors import InputError
     from stages.external.scoring import SHIPPED, Scorer
-    from stages.shipped.artifact import check_backbone, load_detector
-    from stages.shipped.wild import load_registry_backbone
+    from stages.shipped.wild import draft_for, load_checked
 
-    try:
-        detector = load_detector(detector_path)
-    except ValueError as error:
-        raise InputError(str(detector_path), str(error)) from error
-    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
-    try:
-        check_backbone(detector, backbone.spec, where="the registry's backbone")
-    except ValueError as error:
-        raise InputError(str(detector_path), str(error),
-                         f"{registry} changed since this detector was trained: retrain it") from error
+    detector, backbone = load_checked(detector_path, registry, device)
     # JPEGs decoded as the detector's training images were (embed.jpeg_decode, recorded in it), as detect does
-    draft = backbone.draft_side(detector.jpeg_decode) if hasattr(backbone, "draft_side") else None
+    draft = draft_for(backbone, detector.jpeg_decode)
     return Scorer(SHIPPED, backbone, detector.decision, detector.threshold, draft), detector
 
 

@@ -34,6 +34,7 @@ from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, Skips, user_errors
 from stages.contracts.hub import stay_offline
 from stages.imaging.load import MAX_PIXELS, JpegDecode
+from stages.shipped.wild import draft_for, load_checked
 
 if TYPE_CHECKING:
     from stages.shipped.artifact import Detector
@@ -78,7 +79,7 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
     caveat = detector.caveat or None
     sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
     decode = JpegDecode(jpeg_decode or detector.jpeg_decode)
-    draft = backbone.draft_side(decode) if hasattr(backbone, "draft_side") else None
+    draft = draft_for(backbone, decode)
     items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels, draft=draft)
     for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
                               description="detect"):
@@ -126,24 +127,6 @@ def output(out: Path):
 
     with atomic_path(out, kind="file") as tmp, tmp.open("w", newline="") as stream:
         yield stream
-
-
-def load_checked(detector_path: Path, registry: Path, device: str):
-    """The detector and the registry's backbone for it, or an InputError if they do not belong together."""
-    from stages.shipped.artifact import check_backbone, load_detector
-    from stages.shipped.wild import load_registry_backbone
-
-    try:
-        detector = load_detector(detector_path)
-    except ValueError as error:
-        raise InputError(str(detector_path), str(error)) from error
-    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
-    try:
-        check_backbone(detector, backbone.spec, where="the registry's backbone")
-    except ValueError as error:
-        raise InputError(str(detector_path), str(error),
-                         f"{registry} changed since this detector was trained: retrain it") from error
-    return detector, backbone
 
 
 def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,

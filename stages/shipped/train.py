@@ -157,12 +157,12 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
                     transforms: Sequence[Transform], *, tables: dict[str, EmbeddingTable], seed: int = 0,
                     batch_size: int = 32, workers: int = 2, progress: bool = True) -> Robustness:
     """Embed every test image after each transform and score it; one row per (transform, generator | all)."""
-    from stages.shipped.wild import ImageItems, embed_items
+    from stages.shipped.wild import ImageItems, draft_for, embed_items
 
     transforms = list(dict.fromkeys([Transform.clean, *transforms]))
     sets, ids, cluster_ids, sources = zip(*_test_sources(clusters, children, generators), strict=True)
     # the clean images decoded the way the training caches were (embed.jpeg_decode, recorded in the detector)
-    draft = backbone.draft_side(detector.jpeg_decode) if hasattr(backbone, "draft_side") else None
+    draft = draft_for(backbone, detector.jpeg_decode)
     items = ImageItems(list(sources), [f"{s}:{i}" for s, i in zip(sets, ids, strict=True)], backbone.preprocess,
                        transforms=transforms, seeds=[_seed(i, seed) for i in ids], draft=draft)
     embedded = np.zeros((len(transforms), len(items), detector.head.dim), dtype=np.float32)  # (T, N, D)

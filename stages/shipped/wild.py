@@ -313,3 +313,26 @@ def load_registry_backbone(alias: str, registry: Path, device: str = "cpu") -> R
     except KeyError as error:
         raise InputError(str(registry), str(error.args[0])) from error
     return RegistryBackbone(load_backbone(spec), device)
+
+
+def load_checked(detector_path: Path, registry: Path, device: str = "cpu"):
+    """The detector and the registry's backbone for it, or an InputError if they do not belong together."""
+    from stages.shipped.artifact import check_backbone, load_detector
+
+    try:
+        detector = load_detector(detector_path)
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error)) from error
+    backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
+    try:
+        check_backbone(detector, backbone.spec, where="the registry's backbone")
+    except ValueError as error:
+        raise InputError(str(detector_path), str(error),
+                         f"{registry} changed since this detector was trained: retrain it") from error
+    return detector, backbone
+
+
+def draft_for(backbone: Backbone, decode: str) -> int | None:
+    """The `draft` side of `load_rgb` for `backbone` under a JpegDecode value (None: full decoding, or a backbone
+    that cannot tell its preprocessing's resize)."""
+    return backbone.draft_side(decode) if hasattr(backbone, "draft_side") else None
