@@ -21,6 +21,7 @@ COMMANDS = [
     ("disentangle", "stages.disentangle"),
     ("tsne", "stages.tsne"),
     ("report", "stages.report"),
+    ("select", "stages.select"),
     ("code_train", "stages.code_train"),
     ("code_eval", "stages.code_eval"),
     ("detector", "stages.detector"),

@@ -2,7 +2,7 @@
 metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robustness.csv).
 
     python -m stages.detector --backbone efficientnet_lite0 --generators tiny_random --head logreg \\
-        --registry stages/embedding/backbones.yaml --generator-registry stages/generation/generators.yaml \\
+        --registry stages/embedding/backbones.yaml --selection data/selections/model.json \\
         --embeddings data/embeddings/model --clusters data/clusters.parquet \\
         --children data/children --transforms jpeg95 --transforms jpeg75 --transforms jpeg50 --transforms half \\
         --transforms blur1 --transforms crop --seed 0 --batch-size 32 --workers 2 --device cpu \\
@@ -45,8 +45,9 @@ def main(
     head: Head = typer.Option(..., help="Head on the embeddings: logreg (C chosen on val)."),
     registry: Path = typer.Option(..., help="Backbone registry (robustness re-embeds the test images with the "
                                             "backbone)."),
-    generator_registry: Path = typer.Option(..., help="Generator registry: which --generators have random "
-                                                      "weights (recorded in the detector, which then says so)."),
+    selection: Path = typer.Option(..., help="The select stage's file of the --generators sets: their registry "
+                                             "entries say which have random weights (recorded in the detector, "
+                                             "which then says so)."),
     embeddings: Path = typer.Option(..., help="The backbone's folder of embedding caches: parents.h5, <gen>.h5 "
                                               "(the pipeline's data/embeddings/model/)."),
     clusters: Path = typer.Option(..., help="Clusters table (test parents' images)."),
@@ -66,16 +67,16 @@ def main(
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     from stages.contracts.io import write_metrics
-    from stages.generation.registry import random_weight_generators, read_registry
+    from stages.contracts.selection import read_selection, selection_random_weights
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
     from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
         # an imported set (import_children) has no registry entry: its children come from a real generator
-        registered = [g for g in generators if g in read_registry(generator_registry)]
+        random_weights = selection_random_weights(read_selection(selection), generators, where=str(selection))
         detector, tables = train(embeddings, generators, head=head.value, seed=seed,
-                                 random_weight_generators=random_weight_generators(registered, generator_registry))
+                                 random_weight_generators=random_weights)
         encoder = load_registry_backbone(backbone, registry, device)
         try:
             check_backbone(detector, encoder.spec, where=f"{registry}'s")

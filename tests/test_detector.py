@@ -53,8 +53,8 @@ def embed_set(backbone, sources: list, ids: list[str], frame, attrs: dict, path:
 
 
 def make_pipeline(root: Path, registry: Path, alias: str = BACKBONE) -> tuple[Path, Path]:
-    """clusters (9 parents, 3 captions), two generators' children, their embedding caches and the generators'
-    registry (generators.yaml)."""
+    """clusters (9 parents, 3 captions), two generators' children, their embedding caches, the generators'
+    registry (generators.yaml) and the select stage's file of the two sets (selection.json)."""
     import pandas as pd
     import yaml
 
@@ -77,6 +77,9 @@ def make_pipeline(root: Path, registry: Path, alias: str = BACKBONE) -> tuple[Pa
         rows = manifest.assign(label=FAKE)
         embed_set(backbone, [data[c] for c in manifest["child_id"]], manifest["child_id"].tolist(), rows,
                   {**attrs, "image_set": gen}, folder / f"{gen}.h5")
+    from stages.select import run as select
+
+    select(root / "children", list(GENERATORS), root / "generators.yaml", root / "selection.json", progress=False)
     return root, clusters
 
 
@@ -90,7 +93,7 @@ def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: s
     args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)], "--head", "logreg",
             *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", "--batch-size", "32",
             "--device", "cpu", "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
-            "--generator-registry", str(root / "generators.yaml"), "--embeddings", str(root / "embeddings" / alias),
+            "--selection", str(root / "selection.json"), "--embeddings", str(root / "embeddings" / alias),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),
             "--metrics", str(root / "metrics.json"), "--robustness", str(root / "robustness.csv"),
             "--workers", "0", *extra]
@@ -133,7 +136,7 @@ def test_stage_is_deterministic(pipeline, trained, repo_root, tmp_path):
     first = json.loads((trained / "detector" / SPEC_FILE).read_text())
     again = tmp_path / "again"
     again.mkdir()
-    for name in ("embeddings", "children", "generators.yaml"):
+    for name in ("embeddings", "children", "selection.json"):
         (again / name).symlink_to(root / name)
     result = run_stage(again, clusters, repo_root)
     assert result.exit_code == 0, result.output
@@ -141,13 +144,21 @@ def test_stage_is_deterministic(pipeline, trained, repo_root, tmp_path):
     assert (again / "robustness.csv").read_text() == (trained / "robustness.csv").read_text()
 
 
-def test_stage_errors_name_the_missing_cache(pipeline, repo_root):
+def test_stage_errors_name_the_missing_cache(pipeline, repo_root, tmp_path):
     root, clusters = pipeline
+    # a set the selection does not hold: the consumer's list and its select instance's disagree
     result = run_stage(root, clusters, repo_root, "--generators", "gen_c")
+    assert result.exit_code == 2 and "does not select ['gen_c']" in result.output
+    fake = {"bytes": 1, "files": 1, "sha256": "0" * 64}
+    selection = tmp_path / "selection.json"
+    names = [*GENERATORS, "gen_c", "nope"]  # run_stage passes GENERATORS, the extra option adds one
+    selection.write_text(json.dumps({"registry": {name: None for name in names},
+                                     "sets": {name: fake for name in names}}))
+    result = run_stage(root, clusters, repo_root, "--generators", "gen_c", "--selection", str(selection))
     assert result.exit_code == 2 and "gen_c.h5" in result.output
     # a name without a registry entry may be an imported set (import_children): its missing cache is named (the
     # check stage names a typo in model.generators before anything runs)
-    result = run_stage(root, clusters, repo_root, "--generators", "nope")
+    result = run_stage(root, clusters, repo_root, "--generators", "nope", "--selection", str(selection))
     assert result.exit_code == 2 and "nope.h5: no embedding cache here" in result.output
 
 

@@ -121,9 +121,9 @@ def test_only_repeated_options_may_default_to_the_empty_list():
     modules = {module for module, _ in COMMANDS.values()}
     excepted = {(m, p.name) for m in modules for p in command_of(m).params if empty_list_default(p)}
     # embed.backbones empty: only model.backbone studied; generate.generators empty: every children set imported;
-    # benchmark's transforms empty: the clean images only
+    # benchmark's transforms empty: the clean images only; select's fit: only code_eval's selection has a fit list
     assert excepted == {("stages.check", "embed_backbones"), ("stages.check", "generate_generators"),
-                        ("stages.benchmark", "transforms")}
+                        ("stages.benchmark", "transforms"), ("stages.select", "fit")}
     module, args = COMMANDS["check@setting0"]
     at = args.index("--embed-backbones")  # the demo lists one backbone, so it is passed ...
     without = args[:at] + args[at + 2:]  # ... and an empty embed.backbones renders no option: still a valid command
