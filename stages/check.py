@@ -14,13 +14,18 @@ download fails in seconds, before hours of generation.
         --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
         --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
-        --generator-registry stages/generation/generators.yaml --built tiny_random --out data/check.txt
+        --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
+        --layout stages/reporting/layout.yaml --out data/check.txt \\
+        --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
 
-import_children.sets (a dict: name -> layout, root, generator) arrives as DVC renders a dict, one
-`--imports.<name>.<key> <value>` pair per entry and key; nothing else may follow the declared options.
+import_children.sets (a dict: name -> layout, root, generator) and benchmark.sets arrive as DVC renders a dict,
+one `--imports.<name>.<key> <value>` (`--benchmarks...`) pair per entry and key; nothing else may follow the
+declared options.
 
-Its output is the same text whenever the check passes: stages after it never rerun because it did. A warning
-(model.backbone also listed in embed.backbones: embedded twice) goes to stderr and does not fail the check.
+Its output is the same text whenever the check passes: stages after it never rerun because it did. Warnings go
+to stderr and do not fail the check: model.backbone also listed in embed.backbones (embedded twice), and files
+under metrics/ that no stage of the current params writes (stages.contracts.instances: left behind by a removed
+backbone, set or benchmark; the report never reads them).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Setting:
     input_path: Path
     coco_captions: str
     karpathy_split: Path | None
+    benchmarks: tuple[str, ...] = ()  # benchmark.sets' names
 
 
 def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
@@ -148,18 +154,39 @@ def import_problems(setting: Setting) -> list[str]:
     return found
 
 
-def parse_imports(extra: list[str]) -> dict[str, dict[str, str]]:
-    """import_children.sets from DVC's rendering of a dict (`--imports.<name>.<key> <value>` pairs)."""
-    imports: dict[str, dict[str, str]] = {}
+def parse_dicts(extra: list[str], names: tuple[str, ...] = ("imports", "benchmarks")) -> dict[str, dict]:
+    """The dict params DVC renders as `--<dict>.<name>.<key> <value>` pairs (import_children.sets as --imports,
+    benchmark.sets as --benchmarks): {dict: {name: {key: value}}}, a key given twice (a list) keeping its last
+    value (the check reads names, layouts and roots only). Anything else is an error naming it."""
+    found: dict[str, dict] = {name: {} for name in names}
     words = list(extra)
     while words:
         option = words.pop(0)
         parts = option.split(".")
-        if len(parts) != 3 or parts[0] != "--imports" or not words or words[0].startswith("--imports."):
-            raise InputError(option, "no such option; the check takes `--imports.<name>.<key> <value>` pairs "
-                                     "(import_children.sets) after its declared options")
-        imports.setdefault(parts[1], {})[parts[2]] = words.pop(0)
-    return imports
+        if len(parts) != 3 or parts[0][2:] not in names or not option.startswith("--") or not words \
+                or words[0].startswith(tuple(f"--{name}." for name in names)):
+            pairs = " or ".join(f"`--{name}.<name>.<key> <value>`" for name in names)
+            raise InputError(option, f"no such option; the check takes {pairs} pairs (import_children.sets, "
+                                     "benchmark.sets) after its declared options")
+        found[parts[0][2:]].setdefault(parts[1], {})[parts[2]] = words.pop(0)
+    return found
+
+
+def parse_imports(extra: list[str]) -> dict[str, dict[str, str]]:
+    """import_children.sets from DVC's rendering of a dict (`--imports.<name>.<key> <value>` pairs)."""
+    return parse_dicts(extra, ("imports",))["imports"]
+
+
+def stale_metrics(setting: Setting, metrics: Path, layout: Path) -> list[str]:
+    """Metrics and plot files under `metrics` that no stage of this setting writes: left by a backbone, set or
+    benchmark taken out of the params. The report never reads them; git still holds them until removed."""
+    from stages.contracts.instances import Instances, unowned
+    from stages.reporting.layout import study_stages
+
+    instances = Instances(backbones=tuple(setting.embed_backbones), sets=tuple(setting.children_sets),
+                          generated=tuple(setting.generate_generators), imported=tuple(setting.imports),
+                          benchmarks=tuple(setting.benchmarks))
+    return unowned(metrics.parent, instances, study_stages(layout))
 
 
 def warnings(setting: Setting) -> list[str]:
@@ -171,8 +198,8 @@ def warnings(setting: Setting) -> list[str]:
     return []
 
 
-# import_children.sets is a dict DVC renders as `--imports.<name>.<key> value` (see the docstring); click
-# collects those words in ctx.args and parse_imports accepts nothing else.
+# import_children.sets and benchmark.sets are dicts DVC renders as `--imports.<name>.<key> value` (see the
+# docstring); click collects those words in ctx.args and parse_dicts accepts nothing else.
 CONTEXT_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
@@ -202,20 +229,25 @@ def main(
     generator_registry: Path = typer.Option(..., help="Generator registry (stages/generation/generators.yaml)."),
     built: list[str] = typer.Option(..., help="Generators a stage of the pipeline builds (their weights are "
                                               "not looked for; repeat)."),
+    metrics: Path = typer.Option(..., help="The metrics folder: files in it that no stage of this setting writes "
+                                           "any more are listed (a warning; the report never reads them)."),
+    layout: Path = typer.Option(..., help="The report's layout: its tables name the study stages."),
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
     from stages.contracts.io import atomic_path
 
     with user_errors():
-        imports = parse_imports(ctx.args)
+        dicts = parse_dicts(ctx.args)
+    imports = dicts["imports"]
     setting = Setting(model_backbone=model_backbone, model_generators=model_generators,
                       embed_backbones=embed_backbones, generate_generators=generate_generators,
                       children_sets=children_sets, imports=imports,
                       models_root=models_root, code_train_generators=code_train_generators,
                       code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
                       input_path=input_path, coco_captions=coco_captions,
-                      karpathy_split=Path(karpathy_split) if karpathy_split else None)
+                      karpathy_split=Path(karpathy_split) if karpathy_split else None,
+                      benchmarks=tuple(dicts["benchmarks"]))
     with user_errors():
         found = problems(setting, backbone_registry, generator_registry, set(built))
         if found:
@@ -225,6 +257,12 @@ def main(
             raise InputError("params.yaml", f"{things} missing or wrong; nothing has run:\n{listing}\n")
         for warning in warnings(setting):
             print(f"warning: {warning}", file=sys.stderr)
+        stale = stale_metrics(setting, metrics, layout)
+        if stale:
+            listing = "".join(f"\n  {name}" for name in stale)
+            print(f"warning: {len(stale)} files under {metrics} are written by no stage of these params (a backbone, "
+                  f"children set or benchmark taken out); the report does not read them. Remove them from git: "
+                  f"git rm {' '.join(stale)}{listing}", file=sys.stderr)
         with atomic_path(out) as tmp:
             tmp.write_text(PASSED)
     typer.echo(f"{out}: {PASSED.strip()}")

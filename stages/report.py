@@ -4,8 +4,7 @@ and the generator are the paper's, and the cross-generator grid of the probes; t
 CoDE paper's tables (per head and generator; the robustness grid), the shipped detector (what it is, val
 and test per generator, robustness on test) and the external benchmarks (each detector per generator).
 
-    python -m stages.report --study metrics/distances --study metrics/probe --study metrics/retrieval \\
-        --study metrics/disentangle --cross metrics/plots/cross_generator \\
+    python -m stages.report --study-root metrics --cross metrics/plots/cross_generator \\
         --layout stages/reporting/layout.yaml --paper stages/reporting/cocofake.json \\
         --code-setting data/code/setting.json --code-train metrics/code_train.json \\
         --code-eval metrics/code_eval.json --code-grid metrics/plots/code_eval.csv --detector data/detector \\
@@ -18,7 +17,8 @@ and test per generator, robustness on test) and the external benchmarks (each de
         --out metrics/report.md --figures metrics/figures
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
-file (stages.reporting.layout). The paper's numbers: one hand-transcribed file (stages.reporting.study).
+file (stages.reporting.layout); its tables' stages are the study stages. Only the files of the instances params.yaml
+defines are read (stages.contracts.instances): a removed backbone, set or benchmark leaves no row. The paper's numbers: one hand-transcribed file (stages.reporting.study).
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting). A missing metrics file is
 reported as missing. The setting header (stages.reporting.setting) states the parents, N, the generators and
 backbones with their provenance, the code's git revision and a digest of params.yaml. The key figures
@@ -39,8 +39,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def main(
-    study: list[Path] = typer.Option(..., help="A study stage's metrics folder (<folder>/<backbone>/<gen>.json); "
-                                               "its name is the stage a layout table reads. Once per stage."),
+    study_root: Path = typer.Option(..., help="The folder of the study stages' metrics folders: each layout table "
+                                              "reads <study-root>/<its stage>/<backbone>/<gen>.json."),
     cross: Path = typer.Option(..., help="Folder of cross-generator rows."),
     layout: Path = typer.Option(..., help="The study tables' layout (YAML)."),
     paper: Path = typer.Option(..., help="The paper's transcribed numbers (JSON)."),
@@ -58,7 +58,9 @@ def main(
     clusters_metrics: Path = typer.Option(..., help="The clusters stage's metrics (parents per split)."),
     generator_registry: Path = typer.Option(..., help="The generator registry (provenance of each generator)."),
     backbone_registry: Path = typer.Option(..., help="The backbone registry (provenance of each backbone)."),
-    params: Path = typer.Option(..., help="params.yaml: hashed for the header's digest (its values are not read)."),
+    params: Path = typer.Option(..., help="params.yaml: hashed for the header's digest, and the instances it defines "
+                                          "(embed.backbones, children.sets, benchmark.sets' names: only their files "
+                                          "are read)."),
     roc: Path = typer.Option(..., help="Folder of the probes' ROC plot data (<backbone>/<generator>.json)."),
     tsne: Path = typer.Option(..., help="Folder of the t-SNE plot data (<generator>/<space>.csv)."),
     model_backbone: str = typer.Option(..., help="model.backbone: the alias whose metrics are in each folder's "
@@ -81,7 +83,7 @@ def main(
                                clusters_metrics=clusters_metrics, generators=generator_registry,
                                backbones=backbone_registry, params=params)
         drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures)
-        text, svgs = build(study, cross, layout, paper, files, setting, drawn, report=out)
+        text, svgs = build(study_root, cross, layout, paper, files, setting, drawn, report=out)
         with atomic_path(figures) as folder:
             folder.mkdir()
             for name, svg in svgs.items():

@@ -447,7 +447,7 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     benchmark.run(Layout.real_fake, root, "", "", [Transform.half], lambda: [shipped()],
                   scores=tmp_path / "data" / "mine.csv", metrics=tmp_path / "metrics" / "mine.json",
                   grid=tmp_path / "grids" / "mine.csv", roc=tmp_path / "roc" / "mine", seed=0, progress=False)
-    text = "\n".join(render_benchmarks(tmp_path / "metrics", tmp_path / "grids"))
+    text = "\n".join(render_benchmarks(tmp_path / "metrics", tmp_path / "grids", ["mine"]))
     assert "## Benchmark `mine`" in text
     assert "Images scored: 4 real (4 shared by every generator), 5 fake; left out: 1 not images, 0 special files, " \
            "1 broken links, 2 unreadable" in text
@@ -458,7 +458,7 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     assert f"({round(g1['real_accuracy'] * 4)}/4)" in row and f"({round(g1['overall_accuracy'] * 7)}/7)" in row
     assert row.count(" *") == 2
     assert "| Detector | Clean | Resize 1/2 |" in text
-    assert "No benchmark results" in "\n".join(render_benchmarks(tmp_path / "none", tmp_path / "none"))
+    assert "No benchmark results" in "\n".join(render_benchmarks(tmp_path / "none", tmp_path / "none", ["wild"]))
 
 
 # ---------------------------------------------------------------------------------------------- DVC wiring

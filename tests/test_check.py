@@ -141,3 +141,46 @@ def test_an_option_the_check_does_not_know_is_refused(repo_root, tmp_path, monke
         done = CliRunner().invoke(app, [*args, *extra])
         assert done.exit_code == 2 and f"{extra[0]}: no such option" in done.output, (extra, done.output)
         assert "Traceback" not in done.output
+
+
+def test_metrics_files_no_stage_owns_any_more_are_listed_and_the_check_passes(repo_root, tmp_path, monkeypatch):
+    """A backbone taken out of embed.backbones (here: the demo's openclip_vitb32_random) leaves its metrics files
+    in the workspace and in git; the check lists each for removal and still passes (they are never read)."""
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, embed__backbones=[])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "check.txt").read_text() == PASSED
+    stale = [line.strip() for line in done.output.splitlines() if line.startswith("  metrics/")]
+    assert "metrics/distances/openclip_vitb32_random/tiny_random.json" in stale
+    assert "metrics/embed/openclip_vitb32_random/parents.json" in stale
+    assert all("openclip_vitb32_random" in name for name in stale), stale
+    assert f"warning: {len(stale)} files under metrics are written by no stage of these params" in done.output
+
+
+def test_the_owned_files_are_those_dvc_renders(tmp_path):
+    """stages.contracts.instances names every file under metrics/ a stage writes: for the demo and for a setting
+    with two backbones, two sets (one imported) and two benchmarks, exactly the outputs DVC renders from
+    dvc.yaml (folders of plot data as one entry), so the check's list and the report's reads cannot drift."""
+    from dvc.repo import Repo
+
+    from stages.contracts.instances import from_params, owned
+    from stages.reporting.layout import study_stages
+    from tests.imports import REPO
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    wider = yaml.safe_load((REPO / "params.yaml").read_text())
+    wider["embed"]["backbones"] = ["openclip_vitb32_random", "resnet50_imagenet"]
+    wider["import_children"]["sets"] = {"wild": {"layout": "manifest", "root": "wild.csv", "generator": ""}}
+    wider["children"]["sets"] = ["tiny_random", "wild"]
+    wider["benchmark"]["sets"]["second"] = dict(wider["benchmark"]["sets"]["demo"])
+    for case, values in (("demo", params), ("wider", wider)):
+        root = tmp_path / case
+        (root / ".dvc").mkdir(parents=True)
+        for name in ("dvc.yaml", ".dvc/config"):
+            shutil.copy(REPO / name, root / name)
+        (root / "params.yaml").write_text(yaml.safe_dump(values))
+        with Repo.init(root, no_scm=True, force=True) as repo:
+            rendered = {str(out.def_path) + ("/" if not out.def_path.endswith((".json", ".csv", ".md")) else "")
+                        for stage in repo.index.stages for out in stage.outs
+                        if str(out.def_path).startswith("metrics/")}
+        assert owned(from_params(values), study_stages(REPO / "stages/reporting/layout.yaml")) == rendered, case

@@ -79,11 +79,13 @@ def test_key_figures_are_titled_svg_with_every_series(tmp_path):
 
     (tmp_path / "roc" / "bb").mkdir(parents=True)
     (tmp_path / "roc" / "bb" / "g1.json").write_text(json.dumps([{"fpr": 0, "tpr": 0}, {"fpr": 1, "tpr": 1}]))
-    roc = roc_figures(tmp_path / "roc", "focus")["roc_bb.svg"]
+    from stages.contracts.instances import Instances
+
+    roc = roc_figures(tmp_path / "roc", "focus", Instances(backbones=("bb",), sets=("g1",)))["roc_bb.svg"]
     assert "backbone bb" in roc and ">g1</text>" in roc and 'stroke-dasharray="4 3"' in roc  # the chance line
     (tmp_path / "tsne" / "g1").mkdir(parents=True)
     (tmp_path / "tsne" / "g1" / "semantic_S.csv").write_text("x,y,label,cluster_id\n0,1,real,4\n2,3,fake,4\n")
-    tsne = tsne_figures(tmp_path / "tsne", "bb")["tsne_g1.svg"]
+    tsne = tsne_figures(tmp_path / "tsne", "bb", ["g1"])["tsne_g1.svg"]
     assert "backbone bb, children of g1" in tsne and "semantic space S" in tsne
     assert ">real (parent)</text>" in tsne and ">generated (child)</text>" in tsne
     (tmp_path / "r.csv").write_text("transform,generator,overall_accuracy\nclean,g1,1.0\njpeg95,g1,0.5\n"

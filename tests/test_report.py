@@ -11,7 +11,9 @@ from tests.imports import REPO
 
 LAYOUT = REPO / "stages" / "reporting" / "layout.yaml"
 PAPER = REPO / "stages" / "reporting" / "cocofake.json"
-STUDY = ("distances", "probe", "retrieval", "disentangle")
+# the instances the tests' params define: every backbone and set the tests below write metrics for
+BACKBONES = ("clip_rn50_openai", "openclip_vitb32_random", "efficientnet_lite0")
+SETS = ("sd14", "sd21", "tiny_random")
 
 
 def write(path, obj):
@@ -28,30 +30,44 @@ def absent_detector_files(folder):
             "--code-grid", str(none / "code_eval.csv"), *header_args(folder)]
 
 
-def header_args(folder, *, params=REPO / "params.yaml"):
+def params_file(folder, *, backbones=BACKBONES, sets=SETS, benchmarks=("demo",)):
+    """The repository's params.yaml with the instance lists replaced (embed.backbones, children.sets and the names
+    of benchmark.sets): the report reads only their files."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["embed"]["backbones"], params["children"]["sets"] = list(backbones), list(sets)
+    demo = params["benchmark"]["sets"]["demo"]
+    params["benchmark"]["sets"] = {name: demo for name in benchmarks}
+    path = folder / "params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def header_args(folder, *, params=None):
     """The setting header's and the key figures' options: the repository's registries and params.yaml, plot
     data under `folder`/metrics/plots (absent unless a test writes it)."""
     m = folder / "metrics"
     return ["--source", "demo", "--captions-per-parent", "5", "--clusters-metrics", str(m / "clusters.json"),
             "--generator-registry", str(REPO / "stages/generation/generators.yaml"),
-            "--backbone-registry", str(REPO / "stages/embedding/backbones.yaml"), "--params", str(params),
+            "--backbone-registry", str(REPO / "stages/embedding/backbones.yaml"),
+            "--params", str(params or params_file(folder)),
             "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
             "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
             "--figures", str(m / "figures"), "--benchmarks", str(m / "benchmark"),
             "--benchmark-grids", str(m / "plots" / "benchmark")]
 
 
-def study_args(m, *, stages=STUDY, layout=LAYOUT):
-    """The study's options: a metrics folder per stage under `m`, the cross grid, the layout, the paper."""
-    return [*(a for stage in stages for a in ("--study", str(m / stage))),
-            "--cross", str(m / "plots" / "cross_generator"), "--layout", str(layout), "--paper", str(PAPER)]
+def study_args(m, *, layout=LAYOUT):
+    """The study's options: the folder of the stages' metrics folders, the cross grid, the layout, the paper."""
+    return ["--study-root", str(m), "--cross", str(m / "plots" / "cross_generator"), "--layout", str(layout),
+            "--paper", str(PAPER)]
 
 
-def render(tmp_path, *, stages=STUDY, layout=LAYOUT):
+def render(tmp_path, *, layout=LAYOUT, extra=()):
     """Run the command on the metrics under tmp_path/metrics; (exit code, output, report text or None)."""
     m = tmp_path / "metrics"
-    done = CliRunner().invoke(report.app, [*study_args(m, stages=stages, layout=layout),
-                                           *absent_detector_files(tmp_path), "--out", str(m / "report.md")])
+    done = CliRunner().invoke(report.app, [*study_args(m, layout=layout), *absent_detector_files(tmp_path),
+                                           "--out", str(m / "report.md"), *extra])
     text = (m / "report.md").read_text() if (m / "report.md").is_file() else None
     return done.exit_code, done.output, text
 
@@ -151,9 +167,11 @@ def test_a_new_column_is_one_edit_of_the_layout(tmp_path):
            "50.00 (paper 99.17) | 12.50 (paper 95.30) |" in table
 
 
-def test_a_new_table_is_the_layout_plus_its_metrics_folder(tmp_path):
-    """A table over a stage the report did not read: an entry in the layout and the stage's folder given to the
-    report (in dvc.yaml, its --study option and dep). Without the folder the layout entry is refused."""
+def test_a_new_table_is_one_entry_of_the_layout(tmp_path):
+    """A table over a stage the report did not read: an entry in the layout (and, in dvc.yaml, the stage's metrics
+    folder as a dep of the report: tests/test_report.py checks it); the layout's tables are the study stages."""
+    from stages.reporting.layout import study_stages
+
     m = tmp_path / "metrics"
     write(m / "calibration" / "efficientnet_lite0" / "tiny_random.json", {"test": {"ece": 0.0625}})
 
@@ -162,22 +180,33 @@ def test_a_new_table_is_the_layout_plus_its_metrics_folder(tmp_path):
                        "stage": "calibration", "columns": [{"key": "test.ece", "label": "test ECE"}]})
 
     layout = edited_layout(tmp_path, add)
-    code, output, text = render(tmp_path, layout=layout, stages=(*STUDY, "calibration"))
+    assert study_stages(layout) == ("distances", "probe", "retrieval", "disentangle", "calibration")
+    code, output, text = render(tmp_path, layout=layout)
     assert code == 0, output
     section = text[text.index("## Calibration of the probe"):text.index("## Cross-generator")]
     assert "*Not in the paper.*" in section and "| Backbone | test ECE |" in section
     assert "| `efficientnet_lite0` (not in the paper) | 6.25 |" in section
     assert text.index("## Table 4") < text.index("## Calibration")
 
-    code, output, _ = render(tmp_path, layout=layout)
-    assert code == 2
-    assert f"{layout}, tables[4] (calibration): stage 'calibration' is not among the metrics folders" in output
 
-
-def test_a_study_folder_no_table_reads_is_refused(tmp_path):
-    code, output, text = render(tmp_path, stages=(*STUDY, "tsne"))
-    assert code == 2 and text is None
-    assert "--study: no table of" in output and "reads tsne" in output
+def test_the_report_reads_only_the_instances_the_params_define(tmp_path):
+    """A backbone, set or benchmark taken out of params.yaml leaves its files in metrics/ (git holds them): the
+    report shows none of their rows, figures or sections (on the last main it kept a removed backbone's rows)."""
+    m = tmp_path / "metrics"
+    for backbone in ("openclip_vitb32_random", "removed_backbone"):
+        for stage in ("distances", "probe"):
+            write(m / stage / backbone / "tiny_random.json", {"val": {"overall_accuracy": 0.5}})
+        write(m / "plots" / "roc" / backbone / "tiny_random.json", [{"fpr": 0, "tpr": 0}, {"fpr": 1, "tpr": 1}])
+    write(m / "probe" / "openclip_vitb32_random" / "removed_set.json", {"val": {"overall_accuracy": 0.5}})
+    for name in ("demo", "removed_bench"):
+        write(m / "benchmark" / f"{name}.json", {})
+    (tmp_path / "p").mkdir()
+    params = params_file(tmp_path / "p", backbones=("openclip_vitb32_random",), sets=("tiny_random",))
+    code, output, text = render(tmp_path, extra=("--params", str(params)))
+    assert code == 0, output
+    assert "openclip_vitb32_random" in text and "tiny_random" in text
+    assert "removed_backbone" not in text and "removed_set" not in text and "removed_bench" not in text
+    assert not (m / "figures" / "roc_removed_backbone.svg").exists() and (m / "figures" / "roc_openclip_vitb32_random.svg").exists()
 
 
 def _set(index, field, value):
@@ -193,8 +222,7 @@ def _drop(index, field):
 
 
 @pytest.mark.parametrize(("edit", "entry", "message"), [
-    (_set(1, "stage", "probes"), "tables[1] (table2)", "stage 'probes' is not among the metrics folders the report "
-                                                       "was given (disentangle, distances, probe, retrieval)"),
+    (_set(1, "stage", "Probes!"), "tables[1] (table2)", "stage 'Probes!' is not a stage name"),
     (_drop(0, "stage"), "tables[0] (table1)", "missing ['stage'] / unknown [] fields"),
     (_set(2, "colums", []), "tables[2] (table3)", "missing [] / unknown ['colums'] fields"),
     (_set(3, "columns", "val.S.overall_accuracy"), "tables[3] (table4)", "columns must be a non-empty list"),
@@ -240,13 +268,15 @@ def test_every_option_is_required_and_dvc_yaml_passes_them_all():
     assert passed == options
     # params reach the report only through its options (the setting header's source, N and focus backbone)
     assert {f"${{{p}}}" for p in stage["params"]} == {w for w in words if w.startswith("${")}
-    # each --study folder is a dep, every metrics-folder dep is a --study or the cross grid, and they are the
-    # stages the layout's tables read
-    study = {words[i + 1] for i, w in enumerate(words) if w == "--study"}
+    # the metrics folder of each study stage (the layout's tables name them) is a dep, and every metrics-folder
+    # dep is one of them or a folder of plot data the report reads
+    from stages.reporting.layout import study_stages
+
+    root = words[words.index("--study-root") + 1]
+    study = {f"{root}/{name}" for name in study_stages(LAYOUT)}
     folders = {d for d in stage["deps"] if d.startswith("metrics/") and not d.endswith((".json", ".csv"))}
     assert folders == study | {"metrics/plots/cross_generator", "metrics/plots/roc", "metrics/plots/tsne",
                                "metrics/benchmark", "metrics/plots/benchmark"}
-    assert {f.split("/")[-1] for f in study} == {t["stage"] for t in yaml.safe_load(LAYOUT.read_text())["tables"]}
     assert {"stages/reporting/layout.yaml", "stages/reporting/cocofake.json", "data/code/setting.json"} <= set(
         stage["deps"])
     # code_train writes the setting file the report reads
@@ -401,5 +431,8 @@ def test_the_model_folder_is_named_by_model_backbone(tmp_path):
     for backbone, value in (("model", 0.9), ("openclip_vitb32_random", 0.5), ("efficientnet_lite0", 0.1)):
         (tmp_path / backbone).mkdir()
         (tmp_path / backbone / "tiny_random.json").write_text(json.dumps({"x": value}))
-    results = collect(tmp_path, "efficientnet_lite0")
+    from stages.contracts.instances import Instances
+
+    results = collect(tmp_path, "efficientnet_lite0",
+                      Instances(backbones=("openclip_vitb32_random", "efficientnet_lite0"), sets=("tiny_random",)))
     assert results == {"tiny_random": {"efficientnet_lite0": {"x": 0.9}, "openclip_vitb32_random": {"x": 0.5}}}

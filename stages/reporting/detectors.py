@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +276,12 @@ SKIPPED_NAMES = {"not_an_image": "not images", "special_file": "special files", 
                  "unreadable": "unreadable"}
 
 
-def render_benchmarks(folder: Path, grids: Path) -> list[str]:
-    """The external benchmarks section: per benchmark (<folder>/<name>.json, its grid <grids>/<name>.csv), what was
-    scored and left out, every detector per generator, and the robustness of each detector on the whole set."""
+def render_benchmarks(folder: Path, grids: Path, names: Iterable[str]) -> list[str]:
+    """The external benchmarks section: per benchmark of `names` (benchmark.sets; <folder>/<name>.json, its grid
+    <grids>/<name>.csv), what was scored and left out, every detector per generator, and the robustness of each
+    detector on the whole set. A file of a benchmark no longer in `names` is never read."""
     lines = ["# External benchmarks", ""]
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    files = [path for name in sorted(names) if (path := folder / f"{name}.json").is_file()]
     if not files:
         return [*lines, f"No benchmark results in `{folder}` (params.yaml `benchmark.sets`; dvc repro benchmark).",
                 ""]

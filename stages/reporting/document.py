@@ -3,10 +3,10 @@
 then CoDE, the shipped detector and the external benchmarks (stages.reporting.detectors). `build` reads every
 input and returns the text and the figures; the report command writes them.
 
-The study reads one metrics folder per stage (``<folder>/<backbone>/<generator>.json``, ``<backbone>`` ``model``
-for model.backbone); a folder's name is
-the stage a layout table names. Every table's stage must be among the folders, and every folder must be read
-by a table, so the report's dvc.yaml deps are exactly what it reads."""
+The study reads, for each stage a layout table names, ``metrics/<stage>/<backbone>/<generator>.json`` of exactly
+the instances params.yaml defines (stages.contracts.instances: ``<backbone>`` each of embed.backbones and
+``model`` for model.backbone, ``<generator>`` each of children.sets); a file of an instance the params no longer
+define (a removed backbone, set or benchmark) is never read, and the check stage lists it for removal."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.contracts.errors import InputError
-from stages.reporting.layout import Table, read_layout
+from stages.contracts.instances import Instances
+from stages.reporting.layout import Table, read_layout, study_stages
 from stages.reporting.setting import SettingFiles, render_setting
 from stages.reporting.study import FOOTNOTES, Results, collect, generator_label, read_paper, render_cross, render_table
 
@@ -53,11 +54,12 @@ class FigureFiles:
     out: Path  # metrics/figures
 
 
-def build_figures(files: FigureFiles, detectors: DetectorFiles) -> dict[str, str]:
-    """File name -> SVG text of every key figure whose plot data exists."""
+def build_figures(files: FigureFiles, detectors: DetectorFiles, instances: Instances) -> dict[str, str]:
+    """File name -> SVG text of every key figure of the current instances whose plot data exists."""
     from stages.reporting import key_figures as kf
 
-    return {**kf.tsne_figures(files.tsne, files.focus_backbone), **kf.roc_figures(files.roc, files.focus_backbone),
+    return {**kf.tsne_figures(files.tsne, files.focus_backbone, instances.sets),
+            **kf.roc_figures(files.roc, files.focus_backbone, instances),
             **kf.code_train_figure(files.code_curve), **kf.code_robustness_figure(detectors.code_grid),
             **kf.detector_robustness_figure(detectors.robustness, files.focus_backbone)}
 
@@ -72,7 +74,8 @@ def render_figures(figures: dict[str, str], link: str) -> list[str]:
     return lines
 
 
-def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco") -> list[str]:
+def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco", benchmarks: Sequence[str] = ()
+                     ) -> list[str]:
     """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
     from stages.code.setting import read_setting
     from stages.reporting.detectors import read_csv, read_json, render_benchmarks, render_code, render_detector
@@ -88,7 +91,7 @@ def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco") ->
             *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
                              read_csv(files.robustness), label,
                              paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness)),
-            *(render_benchmarks(files.benchmarks, files.benchmark_grids or files.benchmarks)
+            *(render_benchmarks(files.benchmarks, files.benchmark_grids or files.benchmarks, benchmarks)
               if files.benchmarks is not None else [])]
 
 
@@ -106,35 +109,28 @@ def render(tables: Sequence[Table], stage_results: dict[str, Results], cross: Re
     return "\n".join(lines).rstrip() + "\n"
 
 
-def build(study: Sequence[Path], cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles,
+def build(study_root: Path, cross: Path, layout: Path, paper_path: Path, detectors: DetectorFiles,
           setting: SettingFiles, figures: FigureFiles, *, report: Path) -> tuple[str, dict[str, str]]:
-    """Read the layout, the paper's numbers, every metrics file and plot data; return the text of `report` and
-    its figures (file name -> SVG). The rows of each folder's ``model`` subfolder are model.backbone's
+    """Read the layout, the paper's numbers, the metrics files and plot data of the instances params.yaml defines
+    (`setting.params`); return the text of `report` and its figures (file name -> SVG). Each table reads
+    ``<study_root>/<its stage>/<backbone>/<generator>.json``; the rows of the ``model`` folders are model.backbone's
     (`figures.focus_backbone`)."""
     import os
 
+    from stages.contracts.instances import read_instances
     from stages.reporting.detectors import read_json
 
-    folders: dict[str, Path] = {}
-    for folder in study:
-        if folder.name in folders:
-            raise InputError("--study", f"two metrics folders of stage {folder.name!r}: {folders[folder.name]} "
-                                        f"and {folder}")
-        folders[folder.name] = folder
     paper = read_paper(paper_path)
-    tables = read_layout(layout, stages=folders, paper_tables=paper["tables"], footnotes=FOOTNOTES)
-    unread = sorted(set(folders) - {t.stage for t in tables})
-    if unread:
-        raise InputError("--study", f"no table of {layout} reads {', '.join(unread)}",
-                         "drop the folder from the report's --study options and deps, or add a table")
+    tables = read_layout(layout, paper_tables=paper["tables"], footnotes=FOOTNOTES)
+    instances = read_instances(setting.params)
     model_backbone = figures.focus_backbone
-    results = {stage: collect(folder, model_backbone) for stage, folder in folders.items()}
+    results = {stage: collect(study_root / stage, model_backbone, instances) for stage in study_stages(layout)}
     generators = sorted({g for r in results.values() for g in r})
     backbones = sorted({b for r in results.values() for gens in r.values() for b in gens})
-    drawn = build_figures(figures, detectors)
+    drawn = build_figures(figures, detectors, instances)
     link = Path(os.path.relpath(figures.out, report.parent)).as_posix()
     header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones,
                               root=setting.params.parent), *render_figures(drawn, link)]
-    text = render(tables, results, collect(cross, model_backbone), paper,
-                  render_detectors(detectors, paper, setting.source), header)
+    text = render(tables, results, collect(cross, model_backbone, instances), paper,
+                  render_detectors(detectors, paper, setting.source, instances.benchmarks), header)
     return text, drawn

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from stages.contracts.errors import InputError
+from stages.contracts.instances import MODEL, Instances
 from stages.reporting.figures import Panel, render_svg
 
 TSNE_SPACES = {"original": "original space", "semantic_S": "semantic space S", "style_T": "style space T"}
@@ -41,14 +43,15 @@ def _num(value) -> float | None:
     return None if value in (None, "") else float(value)
 
 
-def roc_figures(folder: Path, model_backbone: str) -> dict[str, str]:
-    """One figure per backbone: a curve per generator (``folder/<backbone>/<generator>.json``); the ``model``
-    folder holds model.backbone's curves and is named by its alias."""
+def roc_figures(folder: Path, model_backbone: str, instances: Instances) -> dict[str, str]:
+    """One figure per backbone of the study: a curve per children set (``folder/<backbone>/<set>.json``, those of
+    the current instances that exist); the ``model`` folder holds model.backbone's curves, named by its alias."""
     figures = {}
-    for backbone in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-        name = model_backbone if backbone.name == "model" else backbone.name
-        lines = {path.stem: [(float(r["fpr"]), float(r["tpr"])) for r in _rows(path)]
-                 for path in sorted(backbone.glob("*.json"))}
+    for backbone in sorted(instances.studied):
+        name = model_backbone if backbone == MODEL else backbone
+        lines = {generator: [(float(r["fpr"]), float(r["tpr"])) for r in _rows(path)]
+                 for generator in sorted(instances.sets)
+                 if (path := folder / backbone / f"{generator}.json").is_file()}
         if lines:
             panel = Panel(f"backbone {name}", "false positive rate (real called generated)",
                           "true positive rate", lines=lines, diagonal=True, x_range=(0, 1), y_range=(0, 1))
@@ -57,10 +60,10 @@ def roc_figures(folder: Path, model_backbone: str) -> dict[str, str]:
     return figures
 
 
-def tsne_figures(folder: Path, backbone: str) -> dict[str, str]:
-    """One figure per generator (``folder/<generator>/<space>.csv``): a panel per space."""
+def tsne_figures(folder: Path, backbone: str, sets: Iterable[str]) -> dict[str, str]:
+    """One figure per children set of `sets` (``folder/<set>/<space>.csv``): a panel per space."""
     figures = {}
-    for generator in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+    for generator in (folder / name for name in sorted(sets)):
         panels = []
         for space, name in TSNE_SPACES.items():
             path = generator / f"{space}.csv"

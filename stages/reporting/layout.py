@@ -5,7 +5,8 @@ The file holds one list, ``tables``, in the order the report shows them. Each en
     - name: table2                      # unique; errors and tests name the table by it
       title: Table 2. Linear probe ...  # the section heading
       note: ...                         # optional: a line in italics under the heading
-      stage: probe                      # whose metrics it reads: <metrics folder of that stage>/<backbone>/<gen>.json
+      stage: probe                      # whose metrics it reads: metrics/<stage>/<backbone>/<gen>.json; the tables'
+                                        # stages are the study stages (study_stages: the one list of them)
       paper: table2                     # optional: the table of the paper's numbers file beside ours
       footnote: <name>                  # optional: a named footnote under the table (FOOTNOTES in study.py)
       columns:                          # in order; key: a dotted path into the metrics JSON
@@ -13,11 +14,12 @@ The file holds one list, ``tables``, in the order the report shows them. Each en
 
 A column finds its paper number by its key (the paper file lists each transcribed value's key), so adding a
 column is one edit here. Reading checks every entry: a missing or unknown field, a wrong type, a duplicate
-name or key, a stage the report was not given a metrics folder for, a paper table or footnote that does not
-exist; the error names the file and the entry."""
+name or key, a stage that is not a stage name, a paper table or footnote that does not exist; the error names the
+file and the entry."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +62,7 @@ def _column(entry: object, where: str) -> Column:
     return Column(key=key, label=_text(entry["label"], where, "label"))
 
 
-def _table(entry: object, where: str, *, stages: Collection[str], paper_tables: Collection[str],
-           footnotes: Collection[str]) -> Table:
+def _table(entry: object, where: str, *, paper_tables: Collection[str], footnotes: Collection[str]) -> Table:
     if not isinstance(entry, dict):
         raise InputError(where, f"expected a mapping with {', '.join(REQUIRED)}, got {entry!r}")
     missing = [f for f in REQUIRED if f not in entry]
@@ -70,10 +71,8 @@ def _table(entry: object, where: str, *, stages: Collection[str], paper_tables: 
         raise InputError(where, f"missing {missing} / unknown {unknown} fields",
                          f"fields: {', '.join(REQUIRED)}; optional {', '.join(OPTIONAL)}")
     fields = {f: _text(entry[f], where, f) for f in (*REQUIRED, *OPTIONAL) if f in entry and f != "columns"}
-    if fields["stage"] not in stages:
-        raise InputError(where, f"stage {fields['stage']!r} is not among the metrics folders the report was given "
-                                f"({', '.join(sorted(stages)) or 'none'})",
-                         "add the stage's folder to the report's --study options and deps in dvc.yaml")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", fields["stage"]):
+        raise InputError(where, f"stage {fields['stage']!r} is not a stage name (lower-case letters, digits, _)")
     if "paper" in fields and fields["paper"] not in paper_tables:
         raise InputError(where, f"paper table {fields['paper']!r} is not in the paper's numbers file; "
                                 f"known: {', '.join(sorted(paper_tables))}")
@@ -89,10 +88,32 @@ def _table(entry: object, where: str, *, stages: Collection[str], paper_tables: 
     return Table(columns=parsed, **fields)
 
 
-def read_layout(path: Path, *, stages: Collection[str], paper_tables: Collection[str],
-                footnotes: Collection[str]) -> tuple[Table, ...]:
-    """The tables of the layout file, checked against the stages whose metrics the report reads, the tables of
-    the paper's numbers file and the known footnotes."""
+def read_layout(path: Path, *, paper_tables: Collection[str], footnotes: Collection[str]) -> tuple[Table, ...]:
+    """The tables of the layout file, checked against the tables of the paper's numbers file and the known
+    footnotes."""
+    data = _load(path)
+    tables = []
+    for i, entry in enumerate(data["tables"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"{path}, tables[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+        tables.append(_table(entry, where, paper_tables=paper_tables, footnotes=footnotes))
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise InputError(str(path), f"a table name appears twice: {sorted({n for n in names if names.count(n) > 1})}")
+    return tuple(tables)
+
+
+def study_stages(path: Path) -> tuple[str, ...]:
+    """The study stages, in the order of the tables that read them: the one list of them (the report, the check,
+    the tests and the study benchmark derive theirs from it)."""
+    data = _load(path)
+    stages = [entry.get("stage") for entry in data["tables"] if isinstance(entry, dict)]
+    if not all(isinstance(stage, str) for stage in stages):
+        raise InputError(str(path), "every table names its stage (stage: <name>)")
+    return tuple(dict.fromkeys(stages))
+
+
+def _load(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
@@ -103,12 +124,4 @@ def read_layout(path: Path, *, stages: Collection[str], paper_tables: Collection
         raise InputError(str(path), f"not valid YAML ({error})") from error
     if not isinstance(data, dict) or set(data) != {"tables"} or not isinstance(data["tables"], list):
         raise InputError(str(path), "expected one key, `tables`, holding a list of tables")
-    tables = []
-    for i, entry in enumerate(data["tables"]):
-        name = entry.get("name") if isinstance(entry, dict) else None
-        where = f"{path}, tables[{i}]" + (f" ({name})" if isinstance(name, str) else "")
-        tables.append(_table(entry, where, stages=stages, paper_tables=paper_tables, footnotes=footnotes))
-    names = [t.name for t in tables]
-    if len(set(names)) != len(names):
-        raise InputError(str(path), f"a table name appears twice: {sorted({n for n in names if names.count(n) > 1})}")
-    return tuple(tables)
+    return data

@@ -17,25 +17,30 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.reporting.layout import Table
+from stages.contracts.instances import MODEL, Instances
 from stages.reporting.setting import RANDOM
 
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
 # the folder of model.backbone's metrics (dvc.yaml's *_model stages): its rows are named by the alias
-MODEL_FOLDER = "model"
+MODEL_FOLDER = MODEL
 
 
-def collect(folder: Path, model_backbone: str) -> Results:
-    """Read ``folder/<backbone>/<generator>.json`` into {generator: {backbone: metrics}}; none when absent.
-    The ``model`` folder holds `model_backbone`'s metrics and wins over a folder of the same alias (the same
-    backbone, listed in embed.backbones as well)."""
+def collect(folder: Path, model_backbone: str, instances: Instances) -> Results:
+    """Read ``folder/<backbone>/<generator>.json`` of the current instances (each backbone folder of the study
+    and each children set) into {generator: {backbone: metrics}}; a file not there yet gives no row, and a file
+    of an instance the params no longer define is never read. The ``model`` folder holds `model_backbone`'s
+    metrics and wins over a folder of the same alias (the same backbone, listed in embed.backbones as well)."""
     results: Results = {}
-    paths = sorted(folder.glob("*/*.json")) if folder.is_dir() else []
-    for path in sorted(paths, key=lambda p: p.parent.name == MODEL_FOLDER):  # the model folder last: it wins
-        backbone = model_backbone if path.parent.name == MODEL_FOLDER else path.parent.name
-        try:
-            results.setdefault(path.stem, {})[backbone] = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(str(path), f"not valid JSON ({error})") from error
+    for folder_name in instances.studied:  # the model folder last: it wins
+        backbone = model_backbone if folder_name == MODEL_FOLDER else folder_name
+        for generator in instances.sets:
+            path = folder / folder_name / f"{generator}.json"
+            if not path.is_file():
+                continue
+            try:
+                results.setdefault(generator, {})[backbone] = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise InputError(str(path), f"not valid JSON ({error})") from error
     return results
 
 
