@@ -17,8 +17,9 @@ and test per generator, robustness on test) and the external benchmarks (each de
         --out metrics/report.md --figures metrics/figures
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
-file (stages.reporting.layout); its tables' stages are the study stages. Only the files of the instances params.yaml
-defines are read (stages.contracts.instances): a removed backbone, set or benchmark leaves no row. The paper's numbers: one hand-transcribed file (stages.reporting.study).
+file (stages.reporting.layout); its tables' stages are the study stages. Only the files of the instances
+params.yaml defines are read (stages.contracts.instances): a removed backbone, set or benchmark leaves no row.
+The paper's numbers: one hand-transcribed file (stages.reporting.study).
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting). A missing metrics file is
 reported as missing. The setting header (stages.reporting.setting) states the parents, N, the generators and
 backbones with their provenance, the code's git revision and a digest of params.yaml. The key figures

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.contracts.errors import InputError
 from stages.contracts.instances import Instances
 from stages.reporting.layout import Table, read_layout, study_stages
 from stages.reporting.setting import SettingFiles, render_setting

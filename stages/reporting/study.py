@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from stages.contracts.errors import InputError
-from stages.reporting.layout import Table
 from stages.contracts.instances import MODEL, Instances
+from stages.reporting.layout import Table
 from stages.reporting.setting import RANDOM
 
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
