@@ -10,7 +10,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.imports import PACKAGE, REPO, closure, module_file, stage_deps, stage_modules
+from tests.imports import PACKAGE, REPO, closure, import_cycles, import_graph, module_file, stage_deps, stage_modules
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 COMMANDS = sorted(p.stem for p in (REPO / PACKAGE).glob("*.py") if p.name != "__init__.py")
@@ -71,6 +71,30 @@ def test_closure_follows_lazy_and_indirect_imports(tmp_path):
     (root / PACKAGE / "sub" / "unused.py").write_text("x = 2\n")
     assert closure("stages.cmd", root) == {"stages/cmd.py", "stages/sub/a.py", "stages/sub/b.py", "stages/sub/c.py"}
     assert module_file("stages.sub.unused", root) is not None
+
+
+def test_the_package_has_no_import_cycles():
+    """No module of the package imports itself through others, lazily or not: what two modules share lives in
+    a third that both import (STYLE.md 16)."""
+    cycles = import_cycles(import_graph())
+    assert not cycles, "import cycles in the package:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_import_cycles_are_found_and_named(tmp_path):
+    """Known answer on a throwaway package: a cycle through a lazy import and a longer one are each named,
+    from their first module round to it; a module that is merely imported twice is not a cycle."""
+    root = tmp_path
+    (root / PACKAGE / "sub").mkdir(parents=True)
+    (root / PACKAGE / "__init__.py").write_text('"""pkg"""\n')
+    (root / PACKAGE / "sub" / "__init__.py").write_text('"""sub"""\n')
+    (root / PACKAGE / "sub" / "a.py").write_text("from stages.sub.b import g\n")
+    (root / PACKAGE / "sub" / "b.py").write_text("def g():\n    from stages.sub import a\n    return a\n")
+    (root / PACKAGE / "sub" / "c.py").write_text("import stages.sub.d\nimport stages.sub.a\n")
+    (root / PACKAGE / "sub" / "d.py").write_text("from stages.sub.e import x\n")
+    (root / PACKAGE / "sub" / "e.py").write_text("import stages.sub.c\nx = 1\n")
+    (root / PACKAGE / "sub" / "f.py").write_text("import stages.sub.e\nimport stages.sub.d\n")
+    assert import_cycles(import_graph(root)) == [["stages.sub.a", "stages.sub.b", "stages.sub.a"],
+                                                 ["stages.sub.c", "stages.sub.d", "stages.sub.e", "stages.sub.c"]]
 
 
 # --------------------------------------------------------------------------- the parentage command
