@@ -138,8 +138,7 @@ def main(
                                    help="Images per forward pass."),
     workers: int = typer.Option(2, min=0, envvar="PARENTAGE_BENCHMARK_WORKERS",
                                 help="DataLoader worker processes reading images."),
-    device: str = typer.Option("cpu", callback=device_option, envvar="PARENTAGE_BENCHMARK_DEVICE",
-                               help="torch device of the models: auto, cpu, cuda, cuda:1, mps."),
+    device: str = device_option("cpu", envvar="PARENTAGE_BENCHMARK_DEVICE", what="the models"),
 ) -> None:
     """Score an external labelled image set with the shipped detector and CoDE's heads."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches

@@ -26,7 +26,6 @@ Protocol (the released evaluation, plus AUC and AP):
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -39,12 +38,6 @@ from stages.imaging.transforms import Transform
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 OVERALL = "overall"
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def evaluate(model, image_size: int, refs, generators: list[str], fit_generators: list[str],
@@ -120,7 +113,7 @@ def write_grid(path: Path, rows: list[dict]) -> None:
 
 def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],
         transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule, seed: int,
-        batch_size: int, num_workers: int, device: Device = Device.auto, threads: int, progress: bool = True) -> dict:
+        batch_size: int, num_workers: int, device: str = "auto", threads: int, progress: bool = True) -> dict:
     import torch
 
     from stages.code.data import TEST_TRANSFORMS, read_images
@@ -133,7 +126,7 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
         raise InputError("code_eval.transforms", f"unknown {unknown}; known: {list(TEST_TRANSFORMS)}")
     if threads:
         torch.set_num_threads(threads)
-    model, config, _ = load_model(model_path, device=resolve_device(device.value))
+    model, config, _ = load_model(model_path, device=resolve_device(device))
     refs = read_images(clusters, children_root, sorted(set(generators) | set(fit_generators)),
                        ("train", "val", "test"))
     try:
@@ -168,8 +161,8 @@ def main(
     workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
     threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_EVAL_THREADS",
                                 help="torch CPU threads (0: torch's default)."),
-    device: Device = typer.Option(Device.auto, callback=device_option, envvar="PARENTAGE_CODE_EVAL_DEVICE",
-                                  help="auto: CUDA when available (where it runs, not a param)."),
+    device: str = device_option("auto", envvar="PARENTAGE_CODE_EVAL_DEVICE", what="the CoDE model",
+                                note="auto: the GPU when one is visible, else MPS, else the CPU."),
 ) -> None:
     """Evaluate CoDE's frozen features with the released heads on clean and transformed test images."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches

@@ -162,8 +162,7 @@ def main(
     batch_size: int = typer.Option(32, min=1, help="Images per backbone forward."),
     workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0,
                                 help="DataLoader worker processes reading and preprocessing images."),
-    device: str = typer.Option("cpu", callback=device_option,
-                               help="torch device of the backbone: auto, cpu, cuda, cuda:1, mps."),
+    device: str = device_option("cpu", what="the backbone"),
     max_pixels: int = typer.Option(MAX_PIXELS, min=1, help="Files declaring more pixels are refused unread "
                                                            "(decompression bombs)."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),

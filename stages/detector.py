@@ -61,8 +61,7 @@ def main(
                                    help="Images per backbone forward (robustness)."),
     workers: int = typer.Option(2, envvar="PARENTAGE_DETECTOR_WORKERS", min=0,
                                 help="DataLoader workers reading images (robustness)."),
-    device: str = typer.Option("cpu", envvar="PARENTAGE_DETECTOR_DEVICE", callback=device_option,
-                               help="torch device of the backbone (robustness): auto, cpu, cuda, cuda:1, mps."),
+    device: str = device_option("cpu", envvar="PARENTAGE_DETECTOR_DEVICE", what="the backbone (robustness)"),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches

@@ -3,7 +3,7 @@
 
     python -m stages.disentangle --parents data/embeddings/efficientnet_lite0/parents.h5 \\
         --children data/embeddings/efficientnet_lite0/tiny_random.h5 --epochs 25 --batch-size 1024 \\
-        --lr 0.001 --weight-decay 0.01 --temperature 0.07 --seed 0 --device auto \\
+        --lr 0.001 --weight-decay 0.01 --temperature 0.07 --seed 0 \\
         --c-min 0.001 --c-max 1000 --c-steps 7 --max-iter 1000 --protocol standardised \\
         --out data/disentangle/efficientnet_lite0/tiny_random.safetensors \\
         --metrics metrics/disentangle/efficientnet_lite0/tiny_random.json \\
@@ -14,11 +14,11 @@ by the linear probe of the probe stage fitted on S features (overall and full-cl
 min / max intra-cluster distance accuracy. Partial clusters (an imported set) are handled as the probe and
 distances stages handle them: T's accuracies are over the clusters with 2 children or more, at the chance
 level the distances stage reports for the same clusters. The weights (safetensors, no pickle) feed the tsne stage.
+Where S and T train is a runtime setting, not a param: --device or PARENTAGE_DISENTANGLE_DEVICE (default auto).
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -28,12 +28,6 @@ from stages.contracts.errors import InputError, user_errors
 from stages.study.probe import Protocol
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-class Device(StrEnum):
-    auto = "auto"  # the GPU when one is visible (the paper-scale setting), else the CPU
-    cpu = "cpu"
-    cuda = "cuda"
 EVAL_SPLITS = ("val", "test")
 
 
@@ -87,9 +81,9 @@ def main(
     temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
     seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the batch order and the probe's child "
                                               "draw."),
-    device: Device = typer.Option(..., callback=device_option,
-                                  help="Where S and T train (results match across devices only up to "
-                                       "floating-point rounding)."),
+    device: str = device_option("auto", envvar="PARENTAGE_DISENTANGLE_DEVICE", what="S and T's training",
+                                note="auto: the GPU when one is visible, else MPS, else the CPU. Results match "
+                                     "across devices only up to floating-point rounding."),
     c_min: float = typer.Option(..., help="Smallest C of the S probe's grid (the probe stage's grid)."),
     c_max: float = typer.Option(..., help="Largest C of the grid."),
     c_steps: int = typer.Option(..., min=1, help="Number of C values."),
@@ -105,7 +99,7 @@ def main(
 
     with user_errors():
         config = DisentangleConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                   temperature=temperature, seed=seed, device=device.value)
+                                   temperature=temperature, seed=seed, device=device)
         result = run(parents, children, out, metrics, history, config, grid=c_grid(c_min, c_max, c_steps),
                      max_iter=max_iter, protocol=protocol)
     for split in EVAL_SPLITS:

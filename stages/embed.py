@@ -16,11 +16,11 @@ its finished chunks (stages/embedding/runner.py describes the protocol).
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
+from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, OnBad, user_errors
 from stages.contracts.hub import stay_offline
 from stages.embedding.runner import Precision, RunConfig
@@ -30,13 +30,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
 
 
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-
-
 def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, metrics: Path, *,
-        children: Path | None, captions_out: Path | None, config: RunConfig, device: Device,
+        children: Path | None, captions_out: Path | None, config: RunConfig, device: str,
         threads: int) -> dict | None:
     """Embed one set (and the captions, for parents); write the caches and, on the main process, the metrics."""
     import torch
@@ -63,7 +58,7 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     clusters = read_clusters(clusters_path)
     rows = embedding.child_rows(children, clusters) if children is not None else embedding.parent_rows(clusters)
 
-    state = PartialState(cpu=device is Device.cpu)
+    state = PartialState(cpu=device == "cpu")
     backbone = load_backbone(spec)
     attrs = {**backbone.attrs(), "image_set": image_set}
     if config.jpeg_draft or config.device_decode:  # recorded only when not full: such caches keep their bytes
@@ -115,8 +110,8 @@ def main(
     threads: int = typer.Option(0, min=0, envvar="PARENTAGE_EMBED_THREADS",
                                 help="Torch CPU threads per process (0: torch's default)."),
     precision: Precision = typer.Option(..., help="auto: bf16 autocast on GPU, fp32 on CPU."),
-    device: Device = typer.Option(Device.auto, envvar="PARENTAGE_EMBED_DEVICE",
-                                  help="auto: the GPU accelerate assigns, else CPU; cpu: force CPU."),
+    device: str = device_option("auto", envvar="PARENTAGE_EMBED_DEVICE", what="the backbone", allowed=("auto", "cpu"),
+                                note="auto: the GPU accelerate assigns, else the CPU; cpu: force the CPU."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first missing or corrupt image, naming its "
                                            "id and file; skip: leave it out, count it, list its id."),
     jpeg_decode: JpegDecode = typer.Option(..., help="full: decode every JPEG whole; draft: decode a JPEG at least "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-from stages.contracts.device import device_option
+from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import InputError, user_errors
 from stages.contracts.hub import Hub, stay_offline
 from stages.generation.shards import Encoding
@@ -74,7 +74,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     children = gen.plan_children(read_clusters(clusters), spec.base_seed)
     shards = gen.plan_shards(children, shard_size)
 
-    pipeline = load_generator(spec, models_root, device=str(state.device) if device == "auto" else device, hub=hub)
+    pipeline = load_generator(spec, models_root, device=resolve_device(device, state=state), hub=hub)
     applied = speed.apply(pipeline, knobs, batch_size=spec.batch_size, height=spec.height, width=spec.width)
     if applied and state.is_main_process:
         print(f"generate {generator}: {', '.join(applied)}", flush=True)
@@ -130,9 +130,8 @@ def main(
     # checked in run(), whose message names the environment variable as well as the option
     batch_size: int = typer.Option(0, envvar="PARENTAGE_GENERATE_BATCH_SIZE",
                                    help="Prompts per pipeline call; 0 = the registry's batch size."),
-    device: str = typer.Option("auto", envvar="PARENTAGE_GENERATE_DEVICE", callback=device_option,
-                               help="auto (accelerate's choice: this process's GPU, else CPU), cpu, "
-                                    "cuda, cuda:1, mps."),
+    device: str = device_option("auto", envvar="PARENTAGE_GENERATE_DEVICE", what="the pipeline",
+                                note="auto: accelerate's choice (this process's GPU, else the CPU)."),
 ) -> None:
     """Generate the children of every parent with one generator: child i from caption i, seeded per child."""
     stay_offline(hub)

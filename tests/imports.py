@@ -65,6 +65,65 @@ def closure(module: str, root: Path = REPO) -> frozenset[str]:
     return frozenset(p.relative_to(root).as_posix() for p in files if p is not None and p.name != "__init__.py")
 
 
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """{module: the package modules it imports, lazily or not} for every module of the package (a package's
+    ``__init__`` is named by the package)."""
+    graph = {}
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = {m for m in imported_modules(path, root) if module_file(m, root) is not None} - {name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per group of modules that import each other, directly or through others, each as the path
+    ``[a, b, ..., a]`` starting at the group's first module; [] when the graph has none."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                connect(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                other = stack.pop()
+                group.add(other)
+                if other == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    cycles = []
+    for group in groups:  # the shortest way round from the group's first module back to it
+        start = min(group)
+        paths = {start: [start]}
+        todo = [start]
+        while todo:
+            node = todo.pop(0)
+            for other in sorted(graph[node] & group):
+                if other == start:
+                    cycles.append([*paths[node], start])
+                    todo = []
+                    break
+                if other not in paths:
+                    paths[other] = [*paths[node], other]
+                    todo.append(other)
+    return sorted(cycles)
+
+
 def stage_modules(dvc_yaml: dict) -> dict[str, str]:
     """{stage name: the command module its cmd runs} for every stage of a parsed dvc.yaml."""
     modules = {}

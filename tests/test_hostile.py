@@ -424,6 +424,36 @@ def test_auto_resolves_to_a_device_this_machine_has():
             check_device("cuda")
 
 
+def test_under_accelerate_auto_is_the_process_device():
+    from types import SimpleNamespace
+
+    from stages.contracts.device import resolve_device
+
+    state = SimpleNamespace(device="cuda:1")  # what accelerate's PartialState gives the second process
+    assert resolve_device("auto", state=state) == "cuda:1" and resolve_device("cpu", state=state) == "cpu"
+
+
+def test_every_device_option_is_the_one_option():
+    """Every command with a device takes it from `stages.contracts.device.device_option`, as a string: one
+    check, one message, one list of what is allowed."""
+    import importlib
+    import typing
+
+    from stages.cli import COMMANDS
+
+    with_device = set()
+    for name, module in COMMANDS:
+        for param in command_params(module):
+            if param.name == "device" or "--device" in param.opts:
+                check = getattr(param.callback, "__wrapped__", None)
+                assert getattr(check, "__qualname__", "") == "device_option.<locals>.check", (
+                    f"{name}'s --device is not stages.contracts.device.device_option")
+                kind = typing.get_type_hints(importlib.import_module(module).main)[param.name]
+                assert kind is str, f"{name}'s --device is a {kind}, not a string"
+                with_device.add(name)
+    assert with_device == {"generate", "embed", "disentangle", "code_eval", "detector", "detect", "benchmark"}
+
+
 def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
     from typer.testing import CliRunner
 

@@ -31,6 +31,7 @@ RUNTIME_KNOBS = {
     # model folder is a dependency, so it exists and the stage runs offline
     "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE",
                         "hub": None},
+    "stages.disentangle": {"device": "PARENTAGE_DISENTANGLE_DEVICE"},
     "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS"},
     "stages.code_eval": {"batch_size": "PARENTAGE_CODE_EVAL_BATCH_SIZE", "workers": "PARENTAGE_CODE_EVAL_WORKERS",
                          "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
@@ -248,6 +249,20 @@ def test_runtime_knobs_are_environment_variables_dvc_never_sees(module, option, 
     instance = next(name for name, (m, _) in COMMANDS.items() if m == module)
     context = parse(module, COMMANDS[instance][1])
     assert str(context.params[option]) == value and context.get_parameter_source(option).name == "ENVIRONMENT"
+
+
+@pytest.mark.parametrize("module, variable, value, allowed", [
+    ("stages.disentangle", "PARENTAGE_DISENTANGLE_DEVICE", "tpu9", "auto, cpu, cuda, cuda:<index>, mps"),
+    ("stages.embed", "PARENTAGE_EMBED_DEVICE", "cuda", "auto, cpu")])
+def test_a_bad_device_from_the_environment_is_refused_naming_it(module, variable, value, allowed, monkeypatch):
+    """A device set in the environment is checked as the option is: a usage error naming the option, the
+    variable it came from, the value and what is allowed, before any work starts."""
+    monkeypatch.setenv(variable, value)
+    instance = next(name for name, (m, _) in COMMANDS.items() if m == module)
+    with pytest.raises(UsageError) as error:
+        parse(module, COMMANDS[instance][1])
+    text = error.value.format_message()
+    assert "'--device'" in text and variable in text and repr(value) in text and f"allowed: {allowed}" in text, text
 
 
 def _stages() -> dict:

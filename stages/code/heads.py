@@ -22,7 +22,8 @@ from enum import StrEnum
 import numpy as np
 
 from stages.contracts.labels import FAKE, REAL
-from stages.heads.linear import fit_logistic, need_both_classes
+from stages.heads.classes import need_both_classes
+from stages.heads.linear import fit_logistic
 
 HEADS = ("logreg", "knn", "ocsvm")
 LOGREG_C = 0.316

@@ -1,9 +1,13 @@
-"""Where torch runs: one resolver for every command's ``--device`` (and any other place a device is chosen).
+"""Where torch runs: one ``--device`` option (`device_option`) and one resolver (`resolve_device`) for every
+command that has a device, and any other place a device is chosen.
 
-Allowed values: ``auto`` (the GPU when one is visible, else Apple's MPS when present, else the CPU), ``cpu``,
-``cuda``, ``cuda:<index>`` and ``mps``. A value outside these, or a device this machine does not have, is an
-`InputError` naming where the value came from, the value and what is allowed; nothing here imports torch
-unless the value names an accelerator, so ``--help`` and argument errors stay cheap."""
+Allowed values: ``auto`` (the GPU when one is visible, else Apple's MPS when present, else the CPU; under
+accelerate, the device accelerate gives the process), ``cpu``, ``cuda``, ``cuda:<index>`` and ``mps``. A value
+outside these, or a device this machine does not have, is an `InputError` naming where the value came from, the
+value and what is allowed; nothing here imports torch unless the value names an accelerator, so ``--help`` and
+argument errors stay cheap. A device decides speed, not results, so it is never a param (STYLE.md 18): each
+command reads it from its option or its environment variable (README "Runtime settings").
+"""
 
 from __future__ import annotations
 
@@ -39,12 +43,15 @@ def check_device(value: str, where: str = "--device") -> str:
     return value
 
 
-def resolve_device(value: str, where: str = "--device") -> str:
-    """The torch device to use for `value`: ``auto`` becomes cuda, mps or cpu, whichever this machine has
-    first; anything else is checked (`check_device`) and returned."""
+def resolve_device(value: str, where: str = "--device", *, state=None) -> str:
+    """The torch device to use for `value`: ``auto`` becomes the device of `state` (an accelerate
+    ``PartialState``: this process's GPU under ``accelerate launch``) when given, else cuda, mps or cpu,
+    whichever this machine has first; anything else is checked (`check_device`) and returned."""
     value = check_device(value, where)
     if value != "auto":
         return value
+    if state is not None:
+        return str(state.device)
     import torch
 
     if torch.cuda.is_available():
@@ -54,14 +61,27 @@ def resolve_device(value: str, where: str = "--device") -> str:
     return "cpu"
 
 
-def device_option(value):
-    """A Typer callback for ``--device`` options: a bad or unavailable device is a usage error (exit 2) that
-    names the option, before any work starts. Returns the value unchanged (a string or a choice enum)."""
+def device_option(default: str = "auto", *, envvar: str | None = None, what: str = "the models",
+                  allowed: tuple[str, ...] | None = None, note: str = ""):
+    """The ``--device`` option of a command: ``device: str = device_option(...)``, a string.
+
+    `default` and `envvar` (``PARENTAGE_<STAGE>_DEVICE``: the runtime knob) are the command's; `what` says what
+    runs there, `note` adds what ``auto`` means for the command, `allowed` narrows the values for a command that
+    runs on fewer devices (embed: auto or cpu, accelerate places the GPU). A bad or unavailable value is a usage
+    error (exit 2) naming the option (and the environment variable, when the value came from it), the value and
+    what is allowed, before any work starts."""
     import typer
 
-    try:
-        check_device(getattr(value, "value", value))
-    except InputError as error:
-        raise typer.BadParameter(error.problem) from error
-    return value
+    choices = ", ".join(allowed) if allowed else ALLOWED
 
+    def check(value: str) -> str:  # Typer's message names the option, and the variable when the value came from it
+        try:
+            if allowed and str(value).strip() not in allowed:
+                raise InputError("--device", f"{value!r} is not a device this command runs on; allowed: {choices}")
+            check_device(value)
+        except InputError as error:
+            raise typer.BadParameter(error.problem) from error
+        return value
+
+    text = f"torch device of {what}: {choices}." + (f" {note}" if note else "")
+    return typer.Option(default, "--device", envvar=envvar, callback=check, help=text)

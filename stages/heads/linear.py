@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.contracts.labels import FAKE, REAL
+from stages.contracts.labels import FAKE
+from stages.heads.classes import need_both_classes
 
 MIN_SCALE = 1e-6
 TENSORS = ("mean", "scale", "coef", "intercept")
@@ -132,13 +133,3 @@ def best_c(heads: dict[float, LinearHead], rank: Callable[[LinearHead], Any]) ->
     if not heads:
         raise ValueError("no fitted heads to choose from")
     return max(sorted(heads), key=lambda c: (rank(heads[c]), -c))
-
-
-def need_both_classes(y: np.ndarray, where: str) -> None:
-    """Raise ValueError naming `where` unless `y` holds real and fake labels (and nothing else)."""
-    present = set(np.unique(np.asarray(y)).tolist())
-    if present - {REAL, FAKE}:
-        raise ValueError(f"{where} hold labels {sorted(present)}; expected real ({REAL}) and fake ({FAKE}) only")
-    if present != {REAL, FAKE}:
-        raise ValueError(f"{where} hold labels {sorted(present)}; a classifier needs both real ({REAL}) and "
-                         f"fake ({FAKE}) rows")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.contracts.labels import FAKE, REAL
+from stages.heads.classes import need_both_classes
 
 
 def predict(score: np.ndarray, threshold: float = 0.0) -> np.ndarray:
@@ -30,8 +31,6 @@ def choose_threshold(score: np.ndarray, label: np.ndarray) -> float:
     """The threshold on these (val) scores with the best balanced accuracy; ties: nearest 0 (module docstring).
 
     Raises ValueError when a class is missing (balanced accuracy needs both) or a score is not finite."""
-    from stages.heads.linear import need_both_classes
-
     score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel()
     if score.shape != label.shape:
         raise ValueError(f"scores {score.shape} and labels {label.shape} must match")

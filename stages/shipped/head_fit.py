@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.contracts.labels import FAKE
-from stages.heads.linear import LinearHead, best_c, fit_logistic, need_both_classes
+from stages.heads.classes import need_both_classes
+from stages.heads.linear import LinearHead, best_c, fit_logistic
 
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
