@@ -12,6 +12,8 @@ import importlib
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -348,6 +350,48 @@ def test_exp_run_set_param_changes_only_the_lines_of_its_key(dvc_repo):
              "-S", "code_eval.robustness.transforms=[crop,half]", "check")
     after = path.read_text()
     assert after == "".join(expected), "".join(difflib.unified_diff(lines, after.splitlines(keepends=True), n=0))
+
+
+# ---------------------------------------------------------------------------- make paper when it fails
+def paper_repo(dvc_repo) -> Path:
+    """dvc_repo with the Makefile and its scripts committed."""
+    shutil.copy(REPO / "Makefile", dvc_repo.path / "Makefile")
+    shutil.copytree(REPO / "scripts", dvc_repo.path / "scripts")
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "make")
+    return dvc_repo.path
+
+
+@pytest.mark.slow
+def test_a_make_paper_that_fails_before_any_stage_leaves_the_workspace_as_it_was(dvc_repo, tmp_path):
+    """With COCO missing the check stage stops the run: make fails, the check's message says what is missing, and
+    every tracked file (params.yaml above all: DVC wrote the paper's values into it) is as it was, so `make demo`
+    still runs the demo. The Makefile runs with this interpreter's environment (`-o` its install stamp: no pip)."""
+    repo = paper_repo(dvc_repo)
+    before = (repo / "params.yaml").read_bytes()
+    venv = Path(sys.prefix)
+    done = subprocess.run(["make", "-o", f"{venv}/.installed", "paper", f"VENV={venv}", f"COCO={tmp_path / 'no_coco'}"],
+                          cwd=repo, env=dvc_repo.env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "nothing has run" in output and "no_coco" in output, output  # the check stage's message
+    assert dvc_repo("git", "status", "--porcelain", "--untracked-files=no") == ""
+    assert (repo / "params.yaml").read_bytes() == before
+    assert "params.yaml is back as it was" in output, output
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_after_a_stage_ran_keeps_its_setting(dvc_repo):
+    """Once DVC has recorded a stage (here check and demo_parents, before clusters refuses the fraction), the -S
+    values stay in params.yaml, so running the same command again resumes instead of starting over."""
+    repo = paper_repo(dvc_repo)
+    done = subprocess.run(["scripts/exp_run.sh", "-S", "clusters.val_fraction=0.9", "clusters"], cwd=repo,
+                          env=dvc_repo.env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "keeps the run's setting" in output, output
+    diff = dvc_repo("git", "diff", "-U0", "params.yaml")
+    assert [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
+        "-  val_fraction: 0.2", "+  val_fraction: 0.9"]
 
 
 @pytest.mark.parametrize("module, option, variable",
