@@ -25,7 +25,9 @@ demo: install
 
 # The papers' setting in one command: `make paper COCO=/data/coco` (COCO 2014 + Karpathy's dataset_coco.json in
 # that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: README "The paper's setting in
-# one command"). The pipeline's first stage, check, lists everything missing in one message before anything long runs.
+# one command"). The pipeline's first stage, check, lists everything missing in one message before anything long runs;
+# a run that fails before any stage ran leaves the workspace as it was, one that fails later keeps params.yaml in the
+# paper's setting so that `make paper` again resumes (scripts/exp_run.sh).
 # GPUS=4 runs generate and code_train under `accelerate launch` on 4 GPUs.
 COCO ?= coco
 GPUS ?= 1
@@ -46,7 +48,7 @@ PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_cap
 # runtime settings (speed, not results) are environment variables, not params: README "Runtime settings"
 paper: install
 	PATH=$(BIN):$$PATH PARENTAGE_GENERATE_LAUNCHER='$(LAUNCHER)' PARENTAGE_CODE_TRAIN_LAUNCHER='$(LAUNCHER)' \
-	PARENTAGE_CODE_TRAIN_WORKERS=8 PARENTAGE_CODE_TRAIN_THREADS=0 dvc exp run $(PAPER)
+	PARENTAGE_CODE_TRAIN_WORKERS=8 PARENTAGE_CODE_TRAIN_THREADS=0 scripts/exp_run.sh $(PAPER)
 
 test: install
 	$(BIN)/python -m pytest

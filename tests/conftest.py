@@ -48,7 +48,8 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 @pytest.fixture
 def dvc_repo(tmp_path: Path):
-    """A throwaway git + DVC repository holding this project's pipeline; returns a runner for commands in it.
+    """A throwaway git + DVC repository holding this project's pipeline; returns a runner for commands in it, whose
+    `path` and `env` are the repository and the environment the commands run in.
 
     Commands run with this interpreter's bin folder first on PATH, so `dvc` and the stages' `python` are
     the ones the tests run under."""
@@ -75,4 +76,5 @@ def dvc_repo(tmp_path: Path):
     run("git", "add", "-A")
     run("git", "commit", "-qm", "pipeline")
     run.path = repo  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
     return run

@@ -6,10 +6,14 @@ Commands are rendered by DVC's own resolver (dvc.parsing, with the repository's 
 settings) and parsed by the commands' own click interface, without running them."""
 
 import ast
+import copy
+import difflib
 import importlib
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -227,6 +231,168 @@ def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
     context = parse(module, args)
     assert context.params["generators"] == ["tiny_random", "sd14"]
     assert [t.value for t in context.params["transforms"]] == ["crop"]
+
+
+# ------------------------------------------------------------ params.yaml as `dvc exp run -S` rewrites it
+# DVC writes each -S value back through ruamel's round-trip writer (dvc.utils.hydra.apply_overrides) after replacing
+# every list in the file with a plain one: a flow list `[a, b]` comes back in block style, and a comment or blank line
+# after a block list's last item (ruamel keeps it on that item) is dropped. So params.yaml writes lists in block
+# style, their comments above the key, and never ends a section with a list; then a -S touches the lines of its key.
+def owned_lines(text: str) -> list[tuple[str, object, int, int]]:
+    """(dotted key, value, first line, last line) of each value `-S` can set (scalars, lists, empty mappings), 0-based:
+    the key's line, its end-of-line comment's continuation lines and its list items (not the comments above it)."""
+    from ruamel.yaml import YAML
+
+    lines = text.splitlines()
+    found = []
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(value, f"{name}.")
+                continue
+            start, column = node.lc.key(key)
+            end = value.lc.item(len(value) - 1)[0] if isinstance(value, list) and value else start
+            while end + 1 < len(lines) and lines[end + 1].lstrip().startswith("#") and (
+                    lines[end + 1].index("#") > column):
+                end += 1
+            found.append((name, value, start, end))
+
+    walk(YAML().load(text), "")
+    return found
+
+
+def new_values(value) -> list[tuple[str, object]]:
+    """(what -S is given, the value params.yaml must then hold) for a few changes of `value`."""
+    if isinstance(value, list):
+        return [("[changed,other]", ["changed", "other"]), ("[]", [])]
+    if isinstance(value, dict):  # an empty mapping (import_children.sets): an entry is added with Hydra's +
+        return [("+x={layout: cocofake, root: r}", {"x": {"layout": "cocofake", "root": "r"}})]
+    if isinstance(value, bool):
+        return [(str(not value).lower(), not value)]
+    if isinstance(value, int | float):
+        return [(repr(value + 1), value + 1)]
+    return [("changed", "changed")]
+
+
+def test_params_yaml_has_no_flow_style_collections():
+    """A flow list `[a, b]` comes back from any `dvc exp run -S` in block style (a 43-line diff for one value); an
+    empty `{}` or `[]` has no block form and DVC keeps it."""
+    from ruamel.yaml import YAML
+
+    flow = []
+
+    def walk(node, name: str) -> None:
+        if isinstance(node, dict | list):
+            if node and node.fa.flow_style():
+                flow.append(f"{name} (line {node.lc.line + 1})")
+            for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+                walk(value, f"{name}.{key}" if name else str(key))
+
+    walk(YAML().load((REPO / "params.yaml").read_text()), "")
+    assert not flow, f"params.yaml writes these in flow style; write them in block style (- item): {flow}"
+
+
+def test_dvc_set_param_rewrites_only_the_lines_of_its_key(tmp_path):
+    """Every value params.yaml holds, set through DVC's own -S writer: the file still parses, holds the new value,
+    and only the lines its key owns change (a scalar: its one line)."""
+    from dvc.utils.hydra import apply_overrides
+    from ruamel.yaml import YAML
+
+    text = (REPO / "params.yaml").read_text()
+    original, path, wrong = YAML(typ="safe").load(text), tmp_path / "params.yaml", []
+    for name, value, start, end in owned_lines(text):
+        for given, expected in new_values(value):
+            path.write_text(text)
+            override = f"+{name}.{given[1:]}" if given.startswith("+") else f"{name}={given}"
+            apply_overrides(path, [override])
+            after = path.read_text()
+            try:
+                data = YAML(typ="safe").load(after)
+            except Exception as error:  # noqa: BLE001 (ruamel raises several kinds; any of them is the finding)
+                wrong.append(f"-S {override}: params.yaml no longer parses ({type(error).__name__})")
+                continue
+            *parents, last = name.split(".")
+            want = copy.deepcopy(original)
+            node = want
+            for key in parents:
+                node = node[key]
+            node[last] = expected
+            if data != want:
+                wrong.append(f"-S {override}: params.yaml holds other values than the one set")
+            matcher = difflib.SequenceMatcher(None, text.splitlines(), after.splitlines(), autojunk=False)
+            edits = [(i1, i2) for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal"]
+            outside = [f"{i1 + 1}-{i2}" if i2 > i1 else f"after {i1}" for i1, i2 in edits if i1 < start or i2 > end + 1]
+            if outside:
+                wrong.append(f"-S {override} rewrites lines {outside} (its key owns {start + 1}-{end + 1})")
+            elif not isinstance(value, list | dict) and edits != [(start, start + 1)]:
+                wrong.append(f"-S {override} changes lines {edits} instead of its one line {start + 1}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.slow
+def test_exp_run_set_param_changes_only_the_lines_of_its_key(dvc_repo):
+    """The same through `dvc exp run -S` itself (of the check stage, which runs in a second): a scalar changes its
+    one line, a list its items, every other line of params.yaml keeps its bytes."""
+    path = dvc_repo.path / "params.yaml"
+    before = path.read_text()
+    lines = before.splitlines(keepends=True)
+    owned = {name: (value, start, end) for name, value, start, end in owned_lines(before)}
+    steps, at, _ = owned["probe.c_steps"]
+    transforms, first, last = owned["code_eval.robustness.transforms"]
+    assert isinstance(transforms, list) and len(transforms) > 2
+    expected = list(lines)
+    indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+    expected[first + 1: last + 1] = [f"{indent}- crop\n", f"{indent}- half\n"]
+    expected[at] = lines[at].replace(f"c_steps: {steps}", f"c_steps: {steps + 1}", 1)
+    assert expected[at] != lines[at]
+    dvc_repo("dvc", "exp", "run", "-S", f"probe.c_steps={steps + 1}",
+             "-S", "code_eval.robustness.transforms=[crop,half]", "check")
+    after = path.read_text()
+    assert after == "".join(expected), "".join(difflib.unified_diff(lines, after.splitlines(keepends=True), n=0))
+
+
+# ---------------------------------------------------------------------------- make paper when it fails
+def paper_repo(dvc_repo) -> Path:
+    """dvc_repo with the Makefile and its scripts committed."""
+    shutil.copy(REPO / "Makefile", dvc_repo.path / "Makefile")
+    shutil.copytree(REPO / "scripts", dvc_repo.path / "scripts")
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "make")
+    return dvc_repo.path
+
+
+@pytest.mark.slow
+def test_a_make_paper_that_fails_before_any_stage_leaves_the_workspace_as_it_was(dvc_repo, tmp_path):
+    """With COCO missing the check stage stops the run: make fails, the check's message says what is missing, and
+    every tracked file (params.yaml above all: DVC wrote the paper's values into it) is as it was, so `make demo`
+    still runs the demo. The Makefile runs with this interpreter's environment (`-o` its install stamp: no pip)."""
+    repo = paper_repo(dvc_repo)
+    before = (repo / "params.yaml").read_bytes()
+    venv = Path(sys.prefix)
+    done = subprocess.run(["make", "-o", f"{venv}/.installed", "paper", f"VENV={venv}", f"COCO={tmp_path / 'no_coco'}"],
+                          cwd=repo, env=dvc_repo.env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "nothing has run" in output and "no_coco" in output, output  # the check stage's message
+    assert dvc_repo("git", "status", "--porcelain", "--untracked-files=no") == ""
+    assert (repo / "params.yaml").read_bytes() == before
+    assert "params.yaml is back as it was" in output, output
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_after_a_stage_ran_keeps_its_setting(dvc_repo):
+    """Once DVC has recorded a stage (here check and demo_parents, before clusters refuses the fraction), the -S
+    values stay in params.yaml, so running the same command again resumes instead of starting over."""
+    repo = paper_repo(dvc_repo)
+    done = subprocess.run(["scripts/exp_run.sh", "-S", "clusters.val_fraction=0.9", "clusters"], cwd=repo,
+                          env=dvc_repo.env, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "keeps the run's setting" in output, output
+    diff = dvc_repo("git", "diff", "-U0", "params.yaml")
+    assert [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
+        "-  val_fraction: 0.2", "+  val_fraction: 0.9"]
 
 
 @pytest.mark.parametrize("module, option, variable",
