@@ -5,7 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stages import disentangle, tsne
+from stages import disentangle, disentangle_train, tsne
 from stages.study.clusters import Clusters, stack_clusters
 from stages.study.disentangle import (
     DisentangleConfig,
@@ -66,16 +66,29 @@ def test_disentangle_separates_a_known_style_from_semantics():
     assert probe_accuracy(semantic) < probe_accuracy(clusters.embeddings) - 0.05
 
 
-def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
+def train_args(folder, tmp_path, *, temperature="0.2"):
+    return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
+            "--batch-size", "30", "--lr", "0.001", "--weight-decay", "0.01", "--seed", "0", "--device", "cpu",
+            "--temperature", temperature, "--out", str(tmp_path / "w.safetensors"),
+            "--history", str(tmp_path / "h.json")]
+
+
+def score_args(folder, tmp_path, *, c_steps="3", metrics="m.json"):
+    return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
+            "--projections", str(tmp_path / "w.safetensors"), "--seed", "0", "--c-min", "0.001", "--c-max", "1000",
+            "--c-steps", c_steps, "--max-iter", "1000", "--protocol", "standardised",
+            "--metrics", str(tmp_path / metrics)]
+
+
+def test_stages_write_weights_history_metrics_and_tsne(tmp_path):
     folder = write_study_caches(tmp_path, n_clusters=30, dim=8, style=1.0)
     runner = CliRunner()
-    common = ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
-              "--batch-size", "30", "--lr", "0.001", "--weight-decay", "0.01", "--seed", "0", "--device", "cpu",
-              "--c-min", "0.001", "--c-max", "1000", "--c-steps", "3", "--max-iter", "1000",
-              "--protocol", "standardised",
-              "--out", str(tmp_path / "w.safetensors"), "--metrics", str(tmp_path / "m.json"),
-              "--history", str(tmp_path / "h.json")]
-    done = runner.invoke(disentangle.app, [*common, "--temperature", "0.2"])
+    done = runner.invoke(disentangle_train.app, train_args(folder, tmp_path))
+    assert done.exit_code == 0, done.output
+    assert [row["epoch"] for row in json.loads((tmp_path / "h.json").read_text())] == [1, 2]
+    model = load_projections(tmp_path / "w.safetensors")
+    assert model.semantic.weight.shape == (8, 8)
+    done = runner.invoke(disentangle.app, score_args(folder, tmp_path))
     assert done.exit_code == 0, done.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     # params are not echoed, losses are plot data: the metrics are the figures and the S probe's C
@@ -83,9 +96,6 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
     for split in ("val", "test"):
         assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy"}
         assert set(metrics[split]["T"]) == {"min_distance_accuracy", "max_distance_accuracy"}
-    assert [row["epoch"] for row in json.loads((tmp_path / "h.json").read_text())] == [1, 2]
-    model = load_projections(tmp_path / "w.safetensors")
-    assert model.semantic.weight.shape == (8, 8)
 
     tsne.run(folder / "parents.h5", folder / "g1.h5", tmp_path / "w.safetensors", tmp_path / "tsne",
              max_clusters=4, perplexity=30.0, seed=0)
@@ -96,8 +106,35 @@ def test_stage_writes_weights_metrics_history_and_tsne(tmp_path):
         assert len(frame) == 4 * 6 and set(frame["label"]) == {"real", "fake"}
         assert list(frame.columns) == ["x", "y", "label", "cluster_id"] and np.isfinite(frame[["x", "y"]]).all().all()
 
-    done = runner.invoke(disentangle.app, [*common, "--temperature", "0"])
+    done = runner.invoke(disentangle_train.app, train_args(folder, tmp_path / "bad", temperature="0"))
     assert done.exit_code == 2 and "temperature" in done.output
+
+
+def test_scoring_apart_from_training_gives_the_one_process_figures(tmp_path):
+    """The split costs nothing in results: the projections saved and reloaded score exactly as the trained model
+    in memory (what the single stage did before), and a new C grid rescores without training again."""
+    from stages.study.clusters import load_clusters
+    from stages.study.probe import c_grid, evaluate
+
+    folder = write_study_caches(tmp_path, n_clusters=30, dim=8, style=1.0)
+    runner = CliRunner()
+    assert runner.invoke(disentangle_train.app, train_args(folder, tmp_path)).exit_code == 0
+    trained = (tmp_path / "w.safetensors").read_bytes()
+    assert runner.invoke(disentangle.app, score_args(folder, tmp_path)).exit_code == 0
+    clusters = load_clusters(folder / "parents.h5", folder / "g1.h5")
+    model, _ = train_projections(clusters.select("train").embeddings, config(epochs=2, batch_size=30,
+                                                                               temperature=0.2), progress=False,
+                                 present=clusters.select("train").present())
+    semantic, _ = project(model, clusters.embeddings)
+    in_s = clusters.with_embeddings(semantic)
+    fit = fit_probe(in_s.select("train"), in_s.select("val"), c_grid(0.001, 1000, 3), seed=0, max_iter=1000)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    from stages.contracts.io import metric_float
+
+    assert metrics["test"]["S"]["overall_accuracy"] == metric_float(
+        evaluate(fit.probe, in_s.select("test"))["overall_accuracy"])
+    assert runner.invoke(disentangle.app, score_args(folder, tmp_path, c_steps="5", metrics="m5.json")).exit_code == 0
+    assert (tmp_path / "w.safetensors").read_bytes() == trained  # scoring never writes the projections
 
 
 @pytest.mark.parametrize("seed", [3])

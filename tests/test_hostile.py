@@ -256,10 +256,10 @@ INVALID: dict[str, dict[str, str]] = {
         "c_steps": "0", "seed": "-1", "max_iter": "0", "metrics": BODY, "roc": BODY, "cross": BODY,
         "c_search": BODY, "protocol": "nope"},
     "retrieval": {"children": BODY, "captions": BODY, "chunk": "0", "metrics": BODY},
-    "disentangle": {"protocol": "nope", "parents": BODY, "children": BODY, "epochs": "0", "batch_size": "1",
-        "lr": "abc",
-        "weight_decay": "abc", "temperature": "abc", "seed": "-1", "device": "nope", "c_min": "abc", "c_max": "abc",
-        "c_steps": "0", "max_iter": "0", "out": BODY, "metrics": BODY, "history": BODY},
+    "disentangle_train": {"parents": BODY, "children": BODY, "epochs": "0", "batch_size": "1", "lr": "abc",
+        "weight_decay": "abc", "temperature": "abc", "seed": "-1", "device": "nope", "out": BODY, "history": BODY},
+    "disentangle": {"protocol": "nope", "parents": BODY, "children": BODY, "projections": BODY, "seed": "-1",
+        "c_min": "abc", "c_max": "abc", "c_steps": "0", "max_iter": "0", "metrics": BODY},
     "tsne": {"parents": BODY, "children": BODY, "projections": BODY, "max_clusters": "1", "perplexity": "abc",
         "seed": "-1", "out": BODY},
     "report": {"study_root": BODY, "cross": BODY, "layout": BODY, "paper": BODY, "code_setting": BODY,
@@ -451,7 +451,7 @@ def test_every_device_option_is_the_one_option():
                 kind = typing.get_type_hints(importlib.import_module(module).main)[param.name]
                 assert kind is str, f"{name}'s --device is a {kind}, not a string"
                 with_device.add(name)
-    assert with_device == {"generate", "embed", "disentangle", "code_eval", "detector", "detect", "benchmark"}
+    assert with_device == {"generate", "embed", "disentangle_train", "code_eval", "detector", "detect", "benchmark"}
 
 
 def test_a_folder_where_a_file_is_expected_says_so(tmp_path):

@@ -35,7 +35,7 @@ RUNTIME_KNOBS = {
     # model folder is a dependency, so it exists and the stage runs offline
     "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE",
                         "hub": None},
-    "stages.disentangle": {"device": "PARENTAGE_DISENTANGLE_DEVICE"},
+    "stages.disentangle_train": {"device": "PARENTAGE_DISENTANGLE_DEVICE"},
     "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS"},
     "stages.code_eval": {"batch_size": "PARENTAGE_CODE_EVAL_BATCH_SIZE", "workers": "PARENTAGE_CODE_EVAL_WORKERS",
                          "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
@@ -418,7 +418,7 @@ def test_runtime_knobs_are_environment_variables_dvc_never_sees(module, option, 
 
 
 @pytest.mark.parametrize("module, variable, value, allowed", [
-    ("stages.disentangle", "PARENTAGE_DISENTANGLE_DEVICE", "tpu9", "auto, cpu, cuda, cuda:<index>, mps"),
+    ("stages.disentangle_train", "PARENTAGE_DISENTANGLE_DEVICE", "tpu9", "auto, cpu, cuda, cuda:<index>, mps"),
     ("stages.embed", "PARENTAGE_EMBED_DEVICE", "cuda", "auto, cpu")])
 def test_a_bad_device_from_the_environment_is_refused_naming_it(module, variable, value, allowed, monkeypatch):
     """A device set in the environment is checked as the option is: a usage error naming the option, the

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from stages import disentangle, distances, probe, report, retrieval, tsne
+from stages import disentangle, disentangle_train, distances, probe, report, retrieval, tsne
 from stages.contracts.embeddings import EmbeddingTable, read_embeddings, write_embeddings
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead
+from stages.reporting.layout import study_stages
 from stages.reporting.study import distances_scope, retrieval_scope
 from stages.study.clusters import PADDING, Clusters, load_clusters, stack_clusters
 from stages.study.distances import distance_accuracy
@@ -21,7 +22,7 @@ from stages.study.probe import all_rows, balanced_rows, evaluate
 from stages.study.retrieval import recall_at_k
 from tests.study_caches import partial_children, write_partial_caches, write_study_caches
 from tests.synthetic import SyntheticSpec, synthetic_tables
-from tests.test_report import absent_detector_files, study_args
+from tests.test_report import LAYOUT, absent_detector_files, params_file, study_args
 
 # clusters 0..11 are test, 12..23 val, 24..59 train (tests.synthetic.splits_of, 60 clusters)
 PLAN = {0: "", 1: "2", 2: "4,1", 3: "u0,u1,u2", 4: "0,1,2,3,4,u0,u1", 12: "", 13: "3", 14: "u4,u2",
@@ -232,12 +233,17 @@ def test_retrieval_stage_on_unknown_and_mixed_caption_indices(tmp_path):
         retrieval.run(mixed / "g1.h5", mixed / "captions.h5", tmp_path / "x.json", chunk=5)
 
 
-def disentangle_args(folder, out):
+def disentangle_train_args(folder, out):
     return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"), "--epochs", "2",
             "--batch-size", "40", "--lr", "0.001", "--weight-decay", "0.01", "--temperature", "0.1", "--seed", "0",
-            "--device", "cpu", "--c-min", "0.01", "--c-max", "100", "--c-steps", "3", "--max-iter", "1000",
-            "--protocol", "standardised", "--out", str(out / "w.safetensors"),
-            "--metrics", str(out / "metrics" / "disentangle" / "bb" / "g1.json"), "--history", str(out / "h.json")]
+            "--device", "cpu", "--out", str(out / "w.safetensors"), "--history", str(out / "h.json")]
+
+
+def disentangle_args(folder, out):
+    return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
+            "--projections", str(out / "w.safetensors"), "--seed", "0", "--c-min", "0.01", "--c-max", "100",
+            "--c-steps", "3", "--max-iter", "1000", "--protocol", "standardised",
+            "--metrics", str(out / "metrics" / "disentangle" / "bb" / "g1.json")]
 
 
 def study_commands(folder, out):
@@ -257,13 +263,16 @@ def study_commands(folder, out):
     outputs["retrieval"] = runner.invoke(retrieval.app, [
         "--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", "16",
         "--metrics", str(m / "retrieval" / "bb" / "g1.json")])
+    outputs["disentangle_train"] = runner.invoke(disentangle_train.app, disentangle_train_args(folder, out))
     outputs["disentangle"] = runner.invoke(disentangle.app, disentangle_args(folder, out))
     outputs["tsne"] = runner.invoke(tsne.app, [
         "--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
         "--projections", str(out / "w.safetensors"), "--max-clusters", "30", "--perplexity", "5", "--seed", "0",
         "--out", str(out / "tsne")])
+    (out / "p").mkdir(parents=True, exist_ok=True)
+    params = params_file(out / "p", backbones=("bb",), sets=("g1", "g2"))
     outputs["report"] = runner.invoke(report.app, [*study_args(m), *absent_detector_files(out),
-                                                   "--out", str(m / "report.md")])
+                                                   "--out", str(m / "report.md"), "--params", str(params)])
     return outputs
 
 
@@ -283,7 +292,7 @@ def test_every_study_command_and_the_report_on_a_partial_set(tmp_path):
     whole = study_commands(write_study_caches(tmp_path / "w", style=3.0), tmp_path / "whole")
     assert all(done.exit_code == 0 for done in whole.values())
     m, w = tmp_path / "partial" / "metrics", tmp_path / "whole" / "metrics"
-    for stage in ("distances", "probe", "retrieval", "disentangle"):  # one key set per table
+    for stage in study_stages(LAYOUT):  # one key set per table
         ours = json.loads((m / stage / "bb" / "g1.json").read_text())
         assert key_set(ours) == key_set(json.loads((w / stage / "bb" / "g1.json").read_text())), stage
     found = json.loads((m / "distances" / "bb" / "g1.json").read_text())
