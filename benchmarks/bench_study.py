@@ -1,4 +1,5 @@
-"""Benchmark of the study stages (distances, probe, retrieval, disentangle, tsne, report) on synthetic
+"""Benchmark of the study stages (the layout's: distances, probe, retrieval, disentangle; with disentangle_train,
+tsne and the report) on synthetic
 embedding caches of COCOFake's shape: 123,287 clusters (113,287 train, 5,000 val, 5,000 test), 1 parent +
 5 children each (about 740k images), 512-d, plus 5 captions per cluster.
 
@@ -52,6 +53,39 @@ def dvc_args(stage: str) -> list[str]:
     return next(args for name, (_, args) in render(REPO).items() if name.split("@")[0] == stage)
 
 
+def study_stages() -> tuple[str, ...]:
+    from stages.reporting.layout import study_stages as read
+
+    return read(REPO / "stages" / "reporting" / "layout.yaml")
+
+
+def workspace_args(stage: str, root: Path, overrides: dict) -> list[str]:
+    """dvc.yaml's arguments of the first instance of `stage`, on the synthetic caches under `root`: its backbone
+    folder is `bench` and its set `gen`, its data/ and metrics/ paths are under `root`, params.yaml is a copy
+    (under `root`) whose instances are those, and `overrides` replace options the stage has."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    backbone, generator = params["embed"]["backbones"][0], params["children"]["sets"][0]
+    params["embed"]["backbones"], params["children"]["sets"] = ["bench"], ["gen"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+    def moved(word: str) -> str:
+        for old, new in ((f"/{backbone}/", "/bench/"), (f"/{generator}.", "/gen."), ("/model/", "/bench/")):
+            word = word.replace(old, new)
+        if word.endswith(f"/{backbone}"):
+            word = word[:-len(backbone)] + "bench"
+        if word == generator:
+            return "gen"
+        if word == "params.yaml" or word.startswith(("data/", "metrics")):
+            return str(root / word)
+        return word
+
+    args = [moved(word) for word in dvc_args(stage)]
+    return with_options(args, {key: value for key, value in overrides.items()
+                               if f"--{key.replace('_', '-')}" in args})
+
+
 def with_options(args: list[str], overrides: dict) -> list[str]:
     """`args` (``--option value`` pairs) with each option of `overrides` (snake_case; a list: repeated) given
     only its new value(s)."""
@@ -70,8 +104,9 @@ def main() -> None:
     parser.add_argument("--c-steps", type=int, default=7, help="probe C grid size")
     parser.add_argument("--tsne-clusters", type=int, default=500)
     parser.add_argument("--workdir", type=Path, default=None, help="where the caches go (default: a temp dir)")
-    parser.add_argument("--stages", default="distances,probe,retrieval,disentangle,tsne,report",
-                        help="comma-separated stages to run (tsne needs disentangle's weights)")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated stages to run (default: all; disentangle and tsne need "
+                             "disentangle_train's weights)")
     options = parser.parse_args()
 
     from tests.synthetic import SyntheticSpec, write_synthetic_caches
@@ -83,45 +118,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=options.workdir) as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        folder = write_synthetic_caches(root / "embeddings", "bench", spec, ("gen",))
+        folder = write_synthetic_caches(root / "data" / "embeddings", "bench", spec, ("gen",))
         print(f"synthetic caches: {total} clusters ({sizes}), {total * 6} images + {total * 5} captions, "
               f"{options.dim}-d, written in {time.perf_counter() - start:.1f} s "
               f"({sum(p.stat().st_size for p in folder.iterdir()) / 2**30:.2f} GiB)")
-        parents, children, captions = folder / "parents.h5", folder / "gen.h5", folder / "captions.h5"
-        m = root / "metrics"
-        # every option as dvc.yaml passes it (rendered by DVC with params.yaml), the files replaced by the
-        # synthetic ones: a new option of a stage reaches this benchmark without an edit here
-        stages = [
-            ("distances", {"parents": parents, "children": children, "metrics": m / "distances/bench/gen.json"}),
-            ("probe", {"embeddings": folder, "generator": "gen", "generators": "gen", "c_steps": options.c_steps,
-                       "metrics": m / "probe/bench/gen.json", "roc": m / "roc.json",
-                       "cross": m / "plots/cross_generator/bench/gen.json", "c_search": m / "c_search.json"}),
-            ("retrieval", {"children": children, "captions": captions, "metrics": m / "retrieval/bench/gen.json"}),
-            ("disentangle", {"parents": parents, "children": children, "epochs": options.epochs,
-                             "c_steps": options.c_steps, "out": root / "proj.safetensors",
-                             "metrics": m / "disentangle/bench/gen.json", "history": m / "history.json"}),
-            ("tsne", {"parents": parents, "children": children, "projections": root / "proj.safetensors",
-                      "max_clusters": options.tsne_clusters, "out": m / "tsne"}),
-            ("report", {"study": [m / s for s in ("distances", "probe", "retrieval", "disentangle")],
-                        "cross": m / "plots/cross_generator", "out": m / "report.md", "figures": m / "figures",
-                        **{o: root / "none" for o in ("code_setting", "code_train", "code_eval", "code_grid",
-                                                      "detector", "detector_metrics", "robustness", "benchmarks",
-                                                      "benchmark_grids", "clusters_metrics", "roc", "tsne",
-                                                      "code_curve")}}),
-        ]
+        parents, children = folder / "parents.h5", folder / "gen.h5"
+        # every option as dvc.yaml passes it to the first instance (rendered by DVC with params.yaml), its backbone
+        # and set renamed to the synthetic ones and its data/ and metrics/ paths moved under the work folder: the
+        # stages are the layout's study stages (stages.reporting.layout.study_stages) with what they need, so a
+        # new study stage or option reaches this benchmark without an edit here
+        stages = [(name, workspace_args(name, root, overrides))
+                  for name, overrides in (("disentangle_train", {"epochs": options.epochs}),
+                                          *((stage, {"c_steps": options.c_steps}) for stage in study_stages()),
+                                          ("tsne", {"max_clusters": options.tsne_clusters}), ("report", {}))]
         print(f"{'stage':<12} {'wall s':>8} {'peak MiB':>9}")
         results = {}
-        chosen = options.stages.split(",")
+        chosen = options.stages.split(",") if options.stages else [name for name, _ in stages]
         for name, args in stages:
             if name not in chosen:
                 continue
-            wall, peak, _ = run_stage(f"stages.{name}", with_options(dvc_args(name), args))
+            wall, peak, _ = run_stage(f"stages.{name}", args)
             results[name] = {"wall_s": wall, "peak_mib": peak}
             print(f"{name:<12} {wall:8.1f} {peak:9.0f}", flush=True)
         print(f"total wall: {sum(r['wall_s'] for r in results.values()):.1f} s (disentangle: {options.epochs} "
               "epoch(s), its S probe and projections)")
         epoch = None
-        if "disentangle" in chosen:
+        if "disentangle_train" in chosen:
             epoch = time_one_epoch(parents, children)
             print(f"disentangle training alone: {epoch:.1f} s per epoch of {sizes['train']} clusters -> "
                   f"{25 * epoch / 60:.1f} min for the paper's 25 epochs")

@@ -411,7 +411,9 @@ def test_the_study_runs_on_an_imported_set_under_dvc(dvc_repo):
     imported = json.loads((root / "metrics/import_children/cocofake_demo.json").read_text())
     assert imported["children"]["total"] == N_CAPTIONS * parents and imported["parents"]["full"] == parents
     assert imported["caption_index"]["unknown"] == 0
-    for stage in ("distances", "probe", "retrieval", "disentangle"):
+    from stages.reporting.layout import study_stages
+
+    for stage in study_stages(root / "stages/reporting/layout.yaml"):
         for backbone in ("model", "openclip_vitb32_random"):
             assert (root / "metrics" / stage / backbone / "cocofake_demo.json").is_file(), (stage, backbone)
     retrieval = json.loads((root / "metrics/retrieval/openclip_vitb32_random/cocofake_demo.json").read_text())

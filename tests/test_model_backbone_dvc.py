@@ -84,7 +84,8 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"check@setting0", "embed_model_parents", "embed_model_children@tiny_random",
                    "distances_model@model-tiny_random", "probe_model@model-tiny_random-cross0",
-                   "retrieval_model@model-tiny_random", "disentangle_model@model-tiny_random", "tsne@tiny_random",
+                   "retrieval_model@model-tiny_random", "disentangle_train_model@model-tiny_random",
+                   "disentangle_model@model-tiny_random", "tsne@tiny_random",
                    "detector", "report"}, out
     # its embeddings, in model.backbone's folder
     from stages.contracts.embeddings import read_embeddings

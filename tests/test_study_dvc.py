@@ -16,8 +16,12 @@ def test_study_under_dvc(dvc_repo):
     # The synthetic caches stand in for the embed stages' outputs: keep only the study's stages, so the caches
     # are plain inputs of this throwaway repository instead of outputs DVC would try to rebuild.
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
-    study = ("distances", "probe", "retrieval", "disentangle", "distances_model", "probe_model", "retrieval_model",
-             "disentangle_model", "tsne", "report")
+    from stages.reporting.layout import study_stages
+
+    stages = study_stages(root / "stages/reporting/layout.yaml")
+    # each study stage, its `model` twin, what trains their inputs (disentangle_train), the t-SNE and the report
+    study = {*stages, *(f"{s}_model" for s in stages), "disentangle_train", "disentangle_train_model", "tsne",
+             "report"}
     pipeline["stages"] = {name: stage for name, stage in pipeline["stages"].items() if name in study}
     # nor CoDE, the detector and the external benchmarks: the report says their metrics are missing
     report = pipeline["stages"]["report"]
@@ -37,7 +41,7 @@ def test_study_under_dvc(dvc_repo):
     dvc_repo("git", "commit", "-qm", "caches")
 
     out = dvc_repo("dvc", "repro", "report", "tsne@tiny_random")
-    for stage in ("distances", "probe", "retrieval", "disentangle"):
+    for stage in stages:
         for backbone in ("model", "openclip_vitb32_random"):
             assert (root / "metrics" / stage / backbone / "tiny_random.json").is_file(), (stage, backbone, out)
         assert not (root / "metrics" / stage / "efficientnet_lite0").exists()
