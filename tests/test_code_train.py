@@ -236,6 +236,44 @@ def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_bytes(data, tmp_path, monkeypatch):
+    """Killed in the middle of epoch 2 and started again, the command ends with the bytes of an uninterrupted
+    run: its outputs (what DVC hashes) and its checkpoints (a resumed run writes them again)."""
+    from stages.code import trainer
+
+    def command(folder):
+        return ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+                "--generators", "g1", *OPTIONS, "--batch-size", "2",  # 4 train pairs: 2 steps an epoch
+                "--out", str(folder / "model.pt"), "--checkpoints", str(folder / "ck"),
+                "--metrics", str(folder / "m.json"), "--plot", str(folder / "curve.csv"),
+                "--setting", str(folder / "setting.json")]
+
+    runner, whole, resumed = CliRunner(), tmp_path / "whole", tmp_path / "resumed"
+    assert runner.invoke(code_train.app, command(whole)).exit_code == 0
+    batch_loss = trainer.batch_loss
+
+    def killed_at_epoch_2_step_2(*args, epoch, step, **kwargs):
+        if (epoch, step) == (1, 1):
+            raise KeyboardInterrupt  # as Ctrl-C would, after epoch 1's checkpoint and one step of epoch 2
+        return batch_loss(*args, epoch=epoch, step=step, **kwargs)
+
+    monkeypatch.setattr(trainer, "batch_loss", killed_at_epoch_2_step_2)
+    assert runner.invoke(code_train.app, command(resumed)).exit_code != 0
+    assert [p.name for p in (resumed / "ck").glob("epoch-*.pt")] == ["epoch-0001.pt"]
+    assert not (resumed / "model.pt").exists()
+    monkeypatch.setattr(trainer, "batch_loss", batch_loss)
+    again = runner.invoke(code_train.app, command(resumed))
+    assert again.exit_code == 0 and "resuming from" in again.output, again.output
+
+    for name in ("model.pt", "setting.json", "m.json", "curve.csv"):
+        assert (whole / name).read_bytes() == (resumed / name).read_bytes(), name
+    kept = sorted(p.name for p in (whole / "ck").iterdir())
+    assert kept == sorted(p.name for p in (resumed / "ck").iterdir()) == ["best.pt", "epoch-0001.pt", "epoch-0002.pt"]
+    for name in kept:
+        assert (whole / "ck" / name).read_bytes() == (resumed / "ck" / name).read_bytes(), name
+
+
+@pytest.mark.slow
 def test_command_writes_model_metrics_and_curve(data, tmp_path):
     args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
             "--generators", "g1", "--generators", "g2", *OPTIONS, "--loss-variant", "released",

@@ -212,6 +212,25 @@ def stratified_subsample(refs: Sequence[ImageRef], limit: int, rng: np.random.Ge
     return [refs[i] for i in sorted(keep)]
 
 
+def canonical(value: Any) -> Any:
+    """`value` rebuilt with every string interned, so equal contents pickle to equal bytes.
+
+    pickle writes an object it has already written as a back-reference to the first copy, and tells objects
+    apart by identity: the history keys a resumed run loaded from its checkpoint are other string objects than
+    the same keys written by this module, so without this a resumed run's checkpoint held equal contents in
+    other bytes. Tensors are left as they are (torch writes each storage once, by its own identity)."""
+    if type(value) is str:
+        return sys.intern(value)
+    if isinstance(value, dict):
+        rebuilt = type(value)((canonical(key), canonical(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # a module's state_dict (an OrderedDict): its submodules' format versions
+            rebuilt._metadata = canonical(value._metadata)
+        return rebuilt
+    if isinstance(value, list | tuple):
+        return type(value)(canonical(item) for item in value)
+    return value
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("epoch-*.pt"))
     return found[-1] if found else None
@@ -355,8 +374,9 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             if better:
                 save_model(checkpoints / BEST, bare, net, {"epoch": epoch + 1, config.monitor.value: value})
             with atomic_path(checkpoints / f"epoch-{epoch + 1:04d}.pt") as tmp:
-                torch.save({"fingerprint": stamp, "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "state": asdict(state)}, tmp)
+                torch.save(canonical({"fingerprint": stamp, "model": bare.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                      "state": asdict(state)}), tmp)
             for old in sorted(checkpoints.glob("epoch-*.pt"))[:-keep_checkpoints]:
                 old.unlink()
         accelerator.wait_for_everyone()
