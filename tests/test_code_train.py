@@ -358,7 +358,7 @@ def test_keep_checkpoints_below_one_is_refused(data, tmp_path, keep):
             "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv"),
             "--setting", str(tmp_path / "setting.json")]
     result = CliRunner().invoke(code_train.app, args)
-    assert result.exit_code == 2 and "keep_checkpoints" in result.output and "at least 1" in result.output
+    assert result.exit_code == 2 and "--keep-checkpoints" in result.output and "at least 1" in result.output
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -272,8 +272,8 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     from tqdm.auto import tqdm
 
     if keep_checkpoints < 1:
-        raise InputError("code_train.keep_checkpoints", f"is {keep_checkpoints}; expected at least 1 (the newest "
-                         "checkpoint is what a killed run resumes from)")
+        raise InputError("--keep-checkpoints (PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS)", f"is {keep_checkpoints}; "
+                         "expected at least 1 (the newest checkpoint is what a killed run resumes from)")
     pairs, val_pairs = make_pairs(refs, "train"), make_pairs(refs, "val")
     if len(pairs) < 2:
         raise InputError("train split", f"has {len(pairs)} parents with children; CoDE needs at least 2 pairs")
