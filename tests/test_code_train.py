@@ -273,6 +273,35 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_bytes(data, tmp_p
         assert (whole / "ck" / name).read_bytes() == (resumed / "ck" / name).read_bytes(), name
 
 
+def test_the_fingerprint_covers_the_configuration_the_data_and_the_code(data, monkeypatch):
+    """A checkpoint is resumed only by a run of the same configuration on the same parents and children with the
+    same training code: a change to any of them changes the fingerprint."""
+    from stages.code import trainer
+    from tests.imports import closure
+
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train", "val"))
+    config = small_config()
+    base = trainer.fingerprint(NET, VIEWS, config, refs)
+    assert trainer.fingerprint(NET, VIEWS, config, list(refs)) == base
+    parent = next(i for i, r in enumerate(refs) if not r.generator)
+    child = next(i for i, r in enumerate(refs) if r.generator)
+    other_split = "train" if refs[child].split == "val" else "val"
+    changed = {
+        "config": (small_config(seed=1), refs),
+        # a parent replaced by another photo of the same path and size: its sha256 in the clusters table differs
+        "parent": (config, [*refs[:parent], dataclasses.replace(refs[parent], sha256="0" * 64), *refs[parent + 1:]]),
+        "child": (config, [*refs[:child], dataclasses.replace(refs[child], source=refs[child].source + b"\0"),
+                           *refs[child + 1:]]),
+        "split": (config, [*refs[:child], dataclasses.replace(refs[child], split=other_split), *refs[child + 1:]]),
+        "a child less": (config, [r for i, r in enumerate(refs) if i != child]),
+    }
+    for what, (other_config, other_refs) in changed.items():
+        assert trainer.fingerprint(NET, VIEWS, other_config, other_refs) != base, what
+    # the code: every module a training run executes, and each one's bytes count
+    assert {f"{name.replace('.', '/')}.py" for name in trainer.TRAINING_CODE} == closure("stages.code.trainer")
+    monkeypatch.setattr(trainer, "TRAINING_CODE", tuple(m for m in trainer.TRAINING_CODE if m != "stages.imaging.load"))
+    assert trainer.fingerprint(NET, VIEWS, config, refs) != base
+
 @pytest.mark.slow
 def test_command_writes_model_metrics_and_curve(data, tmp_path):
     args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
