@@ -1,5 +1,6 @@
 """code_train: the loss against a plain loop, the crops and views, training lowers the loss, resume
-reproduces the uninterrupted curve, the command and its errors."""
+reproduces the uninterrupted curve and, after a kill mid-epoch, its bytes; what the checkpoint fingerprint
+covers; the command and its errors; under DVC, checkpoints are resume state that no experiment reruns for."""
 
 import dataclasses
 import json
@@ -401,3 +402,45 @@ def test_same_params_give_the_same_checkpoint_bytes(data, tmp_path):
     saved = torch.load(tmp_path / "a" / "epoch-0001.pt", weights_only=True)
     assert all("images_per_s" not in record for record in saved["state"]["history"])
     assert written[0] == written[1], "a checkpoint's bytes depend on more than the params (time? speed?)"
+
+
+# -- under DVC: the checkpoints are resume state, not an output ---------------------------------------------------
+
+@pytest.mark.slow
+def test_temp_and_queued_experiments_do_not_rerun_code_train_for_its_absent_checkpoints(dvc_repo, repo_root):
+    """dvc.yaml's code_train stage alone, as the repository has it, on small inputs: `dvc repro` leaves its
+    checkpoints in the workspace (git-ignored), and a `dvc exp run --temp` or queued experiment of a change
+    code_train does not read skips it in a copy that lacks them. (The whole demo's rerun matrix is another test.)"""
+    import shutil
+
+    import yaml
+
+    root = dvc_repo.path
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["code_train"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"code_train": stage}}, sort_keys=False))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["code_train"].update(image_size=32, local_size=16, batch_size=4)  # seconds on a CPU
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for ignore in (".gitignore", "data/code/.gitignore"):  # what the repository keeps out of git
+        (root / ignore).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root / ignore, root / ignore)
+    clusters = write_clusters(root / "data", n_parents=12, size=(80, 60))
+    write_children(root / "data" / "children" / "tiny_random", read_clusters(clusters), generator="tiny_random",
+                   size=(48, 48), fmt="PNG")
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "code_train on small inputs")
+
+    assert "Running stage 'code_train'" in dvc_repo("dvc", "repro")
+    checkpoints = root / "data" / "code" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "epoch-0001.pt", "epoch-0002.pt"]
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "repro")
+    assert "checkpoints" not in dvc_repo("git", "ls-files")  # ignored: a git copy of the workspace lacks them
+    assert "up to date" in dvc_repo("dvc", "status")
+
+    done = dvc_repo("dvc", "exp", "run", "--temp", "-S", "probe.c_steps=5")
+    assert "Running stage 'code_train'" not in done and "'code_train' didn't change" in done, done
+    dvc_repo("dvc", "exp", "run", "--queue", "-S", "probe.c_steps=4")  # a queued run works in such a copy too
+    queued = dvc_repo("dvc", "exp", "run", "--run-all")  # runs the queue and follows its logs to the end
+    assert "Running stage 'code_train'" not in queued and "'code_train' didn't change" in queued, queued
+    assert "Success" in dvc_repo("dvc", "queue", "status")
