@@ -1,6 +1,7 @@
 """code_train: parents (data/clusters.parquet) + children (data/children/<gen>/) -> a CoDE ViT-Tiny trained
-from scratch (data/code/model.pt) and its setting (data/code/setting.json, read by the report), per-epoch
-checkpoints (data/code/checkpoints/), metrics/code_train.json and the loss curve (metrics/plots/code_train.csv).
+from scratch (data/code/model.pt) and its setting (data/code/setting.json, read by the report),
+metrics/code_train.json and the loss curve (metrics/plots/code_train.csv); per-epoch checkpoints in
+data/code/checkpoints/ are resume state (git-ignored, not a DVC output).
 
     python -m stages.code_train --clusters data/clusters.parquet --children-root data/children \\
         --generators tiny_random --arch vit_tiny_patch16_224 --image-size 64 --local-size 32 --num-transform 2 \\
@@ -16,8 +17,8 @@ checkpoints (data/code/checkpoints/), metrics/code_train.json and the loss curve
 `--generators sd14 --generators sd21`.
 
 Several GPUs: `accelerate launch --num_processes 4 -m stages.code_train ...` (--batch-size is per device).
-A killed run started again with the same options resumes from its last checkpoint. The method and the
-training protocol: stages.code.loss and stages.code.trainer.
+A killed run started again with the same options resumes from its last checkpoint and ends with the bytes of
+an uninterrupted run. The method and the training protocol: stages.code.loss and stages.code.trainer.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def main(
     generators: list[str] = typer.Option(..., help="Generator aliases whose children train CoDE (their "
                                                    "train-split children, paired with parents); repeat the option."),
     out: Path = typer.Option(..., help="Output: the best epoch's model."),
-    checkpoints: Path = typer.Option(..., help="Per-epoch checkpoints (resume)."),
+    checkpoints: Path = typer.Option(..., help="Folder of per-epoch checkpoints: resume state, not an output "
+                                               "(another configuration's or data's are discarded)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     plot: Path = typer.Option(..., help="Output per-epoch curve (CSV)."),
     setting: Path = typer.Option(..., help="Output: the CoDE setting (for the report)."),
@@ -134,8 +136,9 @@ def main(
     seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the data order, the views and the loss."),
     workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
                                 help="DataLoader worker processes (0: load in the training process)."),
-    keep_checkpoints: int = typer.Option(..., help="Per-epoch checkpoints kept (the newest); at least 1: "
-                                                          "a killed run resumes from the newest."),
+    keep_checkpoints: int = typer.Option(2, envvar="PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS",
+                                         help="Per-epoch checkpoints kept (the newest); at least 1: a killed "
+                                              "run resumes from the newest."),
     threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_TRAIN_THREADS",
                                 help="torch CPU threads (0: torch's default)."),
 ) -> None:

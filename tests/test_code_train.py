@@ -1,5 +1,6 @@
 """code_train: the loss against a plain loop, the crops and views, training lowers the loss, resume
-reproduces the uninterrupted curve, the command and its errors."""
+reproduces the uninterrupted curve and, after a kill mid-epoch, its bytes; what the checkpoint fingerprint
+covers; the command and its errors; under DVC, checkpoints are resume state that no experiment reruns for."""
 
 import dataclasses
 import json
@@ -236,6 +237,73 @@ def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_bytes(data, tmp_path, monkeypatch):
+    """Killed in the middle of epoch 2 and started again, the command ends with the bytes of an uninterrupted
+    run: its outputs (what DVC hashes) and its checkpoints (a resumed run writes them again)."""
+    from stages.code import trainer
+
+    def command(folder):
+        return ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
+                "--generators", "g1", *OPTIONS, "--batch-size", "2",  # 4 train pairs: 2 steps an epoch
+                "--out", str(folder / "model.pt"), "--checkpoints", str(folder / "ck"),
+                "--metrics", str(folder / "m.json"), "--plot", str(folder / "curve.csv"),
+                "--setting", str(folder / "setting.json")]
+
+    runner, whole, resumed = CliRunner(), tmp_path / "whole", tmp_path / "resumed"
+    assert runner.invoke(code_train.app, command(whole)).exit_code == 0
+    batch_loss = trainer.batch_loss
+
+    def killed_at_epoch_2_step_2(*args, epoch, step, **kwargs):
+        if (epoch, step) == (1, 1):
+            raise KeyboardInterrupt  # as Ctrl-C would, after epoch 1's checkpoint and one step of epoch 2
+        return batch_loss(*args, epoch=epoch, step=step, **kwargs)
+
+    monkeypatch.setattr(trainer, "batch_loss", killed_at_epoch_2_step_2)
+    assert runner.invoke(code_train.app, command(resumed)).exit_code != 0
+    assert [p.name for p in (resumed / "ck").glob("epoch-*.pt")] == ["epoch-0001.pt"]
+    assert not (resumed / "model.pt").exists()
+    monkeypatch.setattr(trainer, "batch_loss", batch_loss)
+    again = runner.invoke(code_train.app, command(resumed))
+    assert again.exit_code == 0 and "resuming from" in again.output, again.output
+
+    for name in ("model.pt", "setting.json", "m.json", "curve.csv"):
+        assert (whole / name).read_bytes() == (resumed / name).read_bytes(), name
+    kept = sorted(p.name for p in (whole / "ck").iterdir())
+    assert kept == sorted(p.name for p in (resumed / "ck").iterdir()) == ["best.pt", "epoch-0001.pt", "epoch-0002.pt"]
+    for name in kept:
+        assert (whole / "ck" / name).read_bytes() == (resumed / "ck" / name).read_bytes(), name
+
+
+def test_the_fingerprint_covers_the_configuration_the_data_and_the_code(data, monkeypatch):
+    """A checkpoint is resumed only by a run of the same configuration on the same parents and children with the
+    same training code: a change to any of them changes the fingerprint."""
+    from stages.code import trainer
+    from tests.imports import closure
+
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train", "val"))
+    config = small_config()
+    base = trainer.fingerprint(NET, VIEWS, config, refs)
+    assert trainer.fingerprint(NET, VIEWS, config, list(refs)) == base
+    parent = next(i for i, r in enumerate(refs) if not r.generator)
+    child = next(i for i, r in enumerate(refs) if r.generator)
+    other_split = "train" if refs[child].split == "val" else "val"
+    changed = {
+        "config": (small_config(seed=1), refs),
+        # a parent replaced by another photo of the same path and size: its sha256 in the clusters table differs
+        "parent": (config, [*refs[:parent], dataclasses.replace(refs[parent], sha256="0" * 64), *refs[parent + 1:]]),
+        "child": (config, [*refs[:child], dataclasses.replace(refs[child], source=refs[child].source + b"\0"),
+                           *refs[child + 1:]]),
+        "split": (config, [*refs[:child], dataclasses.replace(refs[child], split=other_split), *refs[child + 1:]]),
+        "a child less": (config, [r for i, r in enumerate(refs) if i != child]),
+    }
+    for what, (other_config, other_refs) in changed.items():
+        assert trainer.fingerprint(NET, VIEWS, other_config, other_refs) != base, what
+    # the code: every module a training run executes, and each one's bytes count
+    assert {f"{name.replace('.', '/')}.py" for name in trainer.TRAINING_CODE} == closure("stages.code.trainer")
+    monkeypatch.setattr(trainer, "TRAINING_CODE", tuple(m for m in trainer.TRAINING_CODE if m != "stages.imaging.load"))
+    assert trainer.fingerprint(NET, VIEWS, config, refs) != base
+
+@pytest.mark.slow
 def test_command_writes_model_metrics_and_curve(data, tmp_path):
     args = ["--clusters", str(data / "clusters.parquet"), "--children-root", str(data / "children"),
             "--generators", "g1", "--generators", "g2", *OPTIONS, "--loss-variant", "released",
@@ -320,7 +388,7 @@ def test_keep_checkpoints_below_one_is_refused(data, tmp_path, keep):
             "--metrics", str(tmp_path / "m.json"), "--plot", str(tmp_path / "curve.csv"),
             "--setting", str(tmp_path / "setting.json")]
     result = CliRunner().invoke(code_train.app, args)
-    assert result.exit_code == 2 and "keep_checkpoints" in result.output and "at least 1" in result.output
+    assert result.exit_code == 2 and "--keep-checkpoints" in result.output and "at least 1" in result.output
     assert not (tmp_path / "model.pt").exists()
 
 
@@ -334,3 +402,45 @@ def test_same_params_give_the_same_checkpoint_bytes(data, tmp_path):
     saved = torch.load(tmp_path / "a" / "epoch-0001.pt", weights_only=True)
     assert all("images_per_s" not in record for record in saved["state"]["history"])
     assert written[0] == written[1], "a checkpoint's bytes depend on more than the params (time? speed?)"
+
+
+# -- under DVC: the checkpoints are resume state, not an output ---------------------------------------------------
+
+@pytest.mark.slow
+def test_temp_and_queued_experiments_do_not_rerun_code_train_for_its_absent_checkpoints(dvc_repo, repo_root):
+    """dvc.yaml's code_train stage alone, as the repository has it, on small inputs: `dvc repro` leaves its
+    checkpoints in the workspace (git-ignored), and a `dvc exp run --temp` or queued experiment of a change
+    code_train does not read skips it in a copy that lacks them. (The whole demo's rerun matrix is another test.)"""
+    import shutil
+
+    import yaml
+
+    root = dvc_repo.path
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["code_train"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"code_train": stage}}, sort_keys=False))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["code_train"].update(image_size=32, local_size=16, batch_size=4)  # seconds on a CPU
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for ignore in (".gitignore", "data/code/.gitignore"):  # what the repository keeps out of git
+        (root / ignore).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root / ignore, root / ignore)
+    clusters = write_clusters(root / "data", n_parents=12, size=(80, 60))
+    write_children(root / "data" / "children" / "tiny_random", read_clusters(clusters), generator="tiny_random",
+                   size=(48, 48), fmt="PNG")
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "code_train on small inputs")
+
+    assert "Running stage 'code_train'" in dvc_repo("dvc", "repro")
+    checkpoints = root / "data" / "code" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "epoch-0001.pt", "epoch-0002.pt"]
+    dvc_repo("git", "add", "-A")
+    dvc_repo("git", "commit", "-qm", "repro")
+    assert "checkpoints" not in dvc_repo("git", "ls-files")  # ignored: a git copy of the workspace lacks them
+    assert "up to date" in dvc_repo("dvc", "status")
+
+    done = dvc_repo("dvc", "exp", "run", "--temp", "-S", "probe.c_steps=5")
+    assert "Running stage 'code_train'" not in done and "'code_train' didn't change" in done, done
+    dvc_repo("dvc", "exp", "run", "--queue", "-S", "probe.c_steps=4")  # a queued run works in such a copy too
+    queued = dvc_repo("dvc", "exp", "run", "--run-all")  # runs the queue and follows its logs to the end
+    assert "Running stage 'code_train'" not in queued and "'code_train' didn't change" in queued, queued
+    assert "Success" in dvc_repo("dvc", "queue", "status")

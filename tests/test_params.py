@@ -36,7 +36,9 @@ RUNTIME_KNOBS = {
     "stages.generate": {"batch_size": "PARENTAGE_GENERATE_BATCH_SIZE", "device": "PARENTAGE_GENERATE_DEVICE",
                         "hub": None},
     "stages.disentangle_train": {"device": "PARENTAGE_DISENTANGLE_DEVICE"},
-    "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS"},
+    # keep_checkpoints: disk, not results (the checkpoints are resume state, not an output)
+    "stages.code_train": {"workers": "PARENTAGE_CODE_TRAIN_WORKERS", "threads": "PARENTAGE_CODE_TRAIN_THREADS",
+                          "keep_checkpoints": "PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS"},
     "stages.code_eval": {"batch_size": "PARENTAGE_CODE_EVAL_BATCH_SIZE", "workers": "PARENTAGE_CODE_EVAL_WORKERS",
                          "threads": "PARENTAGE_CODE_EVAL_THREADS", "device": "PARENTAGE_CODE_EVAL_DEVICE"},
     "stages.detector": {"batch_size": "PARENTAGE_DETECTOR_BATCH_SIZE", "workers": "PARENTAGE_DETECTOR_WORKERS",

@@ -33,6 +33,7 @@ class ImageRef:
     split: str
     generator: str  # "" for parents
     source: str | bytes
+    sha256: str = ""  # parents: the clusters table's image_sha256 of the file; children: "" (source is the bytes)
 
     def load(self):
         from stages.imaging.load import load_rgb
@@ -53,8 +54,8 @@ def read_images(clusters_path: Path, children_root: Path, generators: Sequence[s
         raise InputError("--generators", f"names a generator twice: {list(generators)}")
     table = read_clusters(clusters_path)
     clusters = table[table["split"].isin(list(splits))].sort_values("cluster_id")
-    refs = [ImageRef(parent_id(int(row.cluster_id)), REAL, int(row.cluster_id), row.split, "", str(row.image_path))
-            for row in clusters.itertuples()]
+    refs = [ImageRef(parent_id(int(row.cluster_id)), REAL, int(row.cluster_id), row.split, "", str(row.image_path),
+                     str(row.image_sha256)) for row in clusters.itertuples()]
     split_of = dict(zip(clusters["cluster_id"].astype(int), clusters["split"], strict=True))
     for generator in generators:
         folder = children_root / generator

@@ -14,8 +14,9 @@ Protocol, per epoch e:
   4. checkpoint (model, optimizer, schedule, history, early-stopping state); the best epoch's weights kept.
 
 Everything random comes from the seed, so a run resumed from the checkpoint of epoch e reproduces the
-loss curve of an uninterrupted run. Checkpoints carry a fingerprint of the configuration and the data; a
-directory holding another run's checkpoints is cleared rather than resumed."""
+loss curve of an uninterrupted run, and its checkpoints and outputs have the same bytes. Checkpoints carry a
+fingerprint of the configuration, the data and the code that trains (TRAINING_CODE); a directory holding
+another run's checkpoints is cleared rather than resumed."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, REAL
 
 BEST = "best.pt"
+# Every module a training run executes: this module's import closure, which tests/test_code_train.py checks
+# against the import graph (tests/imports.py). DVC reruns code_train when one of them is edited; their bytes in
+# the fingerprint make that rerun train afresh instead of resuming checkpoints the old code wrote.
+TRAINING_CODE = ("stages.code.augment", "stages.code.data", "stages.code.heads", "stages.code.loss", "stages.code.net",
+                 "stages.code.trainer", "stages.contracts.children", "stages.contracts.clusters",
+                 "stages.contracts.errors", "stages.contracts.ids", "stages.contracts.io", "stages.contracts.labels",
+                 "stages.heads.linear", "stages.heads.metrics", "stages.heads.threshold", "stages.imaging.load",
+                 "stages.imaging.transforms")
 
 
 class Monitor(StrEnum):
@@ -90,21 +99,22 @@ class TrainState:
 
 
 def fingerprint(net: CodeNetConfig, views: ViewConfig, config: TrainConfig, refs: Sequence[ImageRef]) -> str:
-    """A hash of everything that changes the training curve: configs, the training data and the code of
-    the modules that train (so an edit to them, which makes DVC rerun the stage, also restarts training)."""
-    from stages.code import augment as code_augment
-    from stages.code import data as code_data
-    from stages.code import loss as code_loss
-    from stages.code import net as codenet
+    """A hash of everything that changes the training curve: configs, the training data (each image's id, split
+    and content) and the code that trains (TRAINING_CODE), so whatever makes DVC rerun the stage also restarts
+    training."""
+    from importlib.util import find_spec
 
     digest = hashlib.sha256(json.dumps([asdict(net), asdict(views), asdict(config)], sort_keys=True).encode())
-    for module in (code_augment, code_data, code_loss, codenet, sys.modules[__name__]):
-        digest.update(Path(module.__file__).read_bytes())
+    for name in TRAINING_CODE:
+        digest.update(Path(find_spec(name).origin).read_bytes())
     for ref in refs:
-        # children by their bytes; parents by path and size (hashing every photo would cost a full read)
-        content = ref.source if isinstance(ref.source, bytes) else f"{ref.source}:{Path(ref.source).stat().st_size}"
-        content = content if isinstance(content, bytes) else content.encode()
-        digest.update(f"{ref.key}|{ref.split}|{zlib.crc32(content)}\n".encode())
+        # parents by the sha256 of their file that the clusters table records (the clusters stage read it), or
+        # by the file itself; children by their bytes
+        if isinstance(ref.source, bytes):
+            content = hashlib.sha256(ref.source).hexdigest()
+        else:
+            content = ref.sha256 or hashlib.sha256(Path(ref.source).read_bytes()).hexdigest()
+        digest.update(f"{ref.key}|{ref.split}|{content}\n".encode())
     return digest.hexdigest()
 
 
@@ -212,6 +222,25 @@ def stratified_subsample(refs: Sequence[ImageRef], limit: int, rng: np.random.Ge
     return [refs[i] for i in sorted(keep)]
 
 
+def canonical(value: Any) -> Any:
+    """`value` rebuilt with every string interned, so equal contents pickle to equal bytes.
+
+    pickle writes an object it has already written as a back-reference to the first copy, and tells objects
+    apart by identity: the history keys a resumed run loaded from its checkpoint are other string objects than
+    the same keys written by this module, so without this a resumed run's checkpoint held equal contents in
+    other bytes. Tensors are left as they are (torch writes each storage once, by its own identity)."""
+    if type(value) is str:
+        return sys.intern(value)
+    if isinstance(value, dict):
+        rebuilt = type(value)((canonical(key), canonical(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # a module's state_dict (an OrderedDict): its submodules' format versions
+            rebuilt._metadata = canonical(value._metadata)
+        return rebuilt
+    if isinstance(value, list | tuple):
+        return type(value)(canonical(item) for item in value)
+    return value
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("epoch-*.pt"))
     return found[-1] if found else None
@@ -253,8 +282,8 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     from tqdm.auto import tqdm
 
     if keep_checkpoints < 1:
-        raise InputError("code_train.keep_checkpoints", f"is {keep_checkpoints}; expected at least 1 (the newest "
-                         "checkpoint is what a killed run resumes from)")
+        raise InputError("--keep-checkpoints (PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS)", f"is {keep_checkpoints}; "
+                         "expected at least 1 (the newest checkpoint is what a killed run resumes from)")
     pairs, val_pairs = make_pairs(refs, "train"), make_pairs(refs, "val")
     if len(pairs) < 2:
         raise InputError("train split", f"has {len(pairs)} parents with children; CoDE needs at least 2 pairs")
@@ -355,8 +384,9 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             if better:
                 save_model(checkpoints / BEST, bare, net, {"epoch": epoch + 1, config.monitor.value: value})
             with atomic_path(checkpoints / f"epoch-{epoch + 1:04d}.pt") as tmp:
-                torch.save({"fingerprint": stamp, "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "state": asdict(state)}, tmp)
+                torch.save(canonical({"fingerprint": stamp, "model": bare.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                      "state": asdict(state)}), tmp)
             for old in sorted(checkpoints.glob("epoch-*.pt"))[:-keep_checkpoints]:
                 old.unlink()
         accelerator.wait_for_everyone()
