@@ -152,7 +152,7 @@ def test_stage_errors_name_the_missing_cache(pipeline, repo_root, tmp_path):
     fake = {"bytes": 1, "files": 1, "sha256": "0" * 64}
     selection = tmp_path / "selection.json"
     names = [*GENERATORS, "gen_c", "nope"]  # run_stage passes GENERATORS, the extra option adds one
-    selection.write_text(json.dumps({"registry": {name: None for name in names},
+    selection.write_text(json.dumps({"caches": {}, "registry": {name: None for name in names},
                                      "sets": {name: fake for name in names}}))
     result = run_stage(root, clusters, repo_root, "--generators", "gen_c", "--selection", str(selection))
     assert result.exit_code == 2 and "gen_c.h5" in result.output

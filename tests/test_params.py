@@ -218,7 +218,7 @@ def test_readme_stage_commands_parse():
 def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
     """`dvc repro --dry` prints code_eval's command with one option per list item, and `dvc exp run -S` with
     a YAML list (the README's syntax) changes them."""
-    for dep in ("data/code/model.pt", "data/clusters.parquet", "data/children/tiny_random/manifest.parquet"):
+    for dep in ("data/code/model.pt", "data/clusters.parquet", "data/selections/code_eval.json"):
         (dvc_repo.path / dep).parent.mkdir(parents=True, exist_ok=True)
         (dvc_repo.path / dep).write_bytes(b"stand-in: a dry run only checks that the dependencies exist")
     dvc_repo("git", "add", "-A")  # committed, so the copy `dvc exp run` works in holds them

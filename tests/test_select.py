@@ -84,10 +84,10 @@ def test_the_command_unions_generators_and_fit(tmp_path):
     make_set(root, "b")
     out = tmp_path / "sel.json"
     result = CliRunner().invoke(select.app, ["--children-root", str(root), "--generators", "a", "--fit", "b",
-                                             "--fit", "a", "--registry", "", "--out", str(out)])
+                                             "--fit", "a", "--registry", "", "--embeddings", "", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert list(json.loads(out.read_text())["sets"]) == ["a", "b"]
-    assert json.loads(out.read_text())["registry"] == {}
+    assert json.loads(out.read_text())["registry"] == {} and json.loads(out.read_text())["caches"] == {}
 
 
 def test_a_missing_set_or_a_fifo_in_a_set_is_named_and_nothing_is_written(tmp_path):
@@ -95,18 +95,18 @@ def test_a_missing_set_or_a_fifo_in_a_set_is_named_and_nothing_is_written(tmp_pa
     folder = make_set(root, "a")
     out = tmp_path / "sel.json"
     result = CliRunner().invoke(select.app, ["--children-root", str(root), "--generators", "gone",
-                                             "--registry", "", "--out", str(out)])
+                                             "--registry", "", "--embeddings", "", "--out", str(out)])
     assert result.exit_code == 2 and "gone: children set not found" in result.output
     os.mkfifo(folder / "shards" / "pipe")
     result = CliRunner().invoke(select.app, ["--children-root", str(root), "--generators", "a",
-                                             "--registry", "", "--out", str(out)])
+                                             "--registry", "", "--embeddings", "", "--out", str(out)])
     assert result.exit_code == 2 and "pipe: is not a regular file" in result.output
     assert not out.exists()
 
 
 def test_a_selection_that_is_not_one_is_named(tmp_path):
     path = tmp_path / "sel.json"
-    path.write_text("[1, 2]")
+    path.write_text('{"registry": {}, "sets": {}}')  # no caches: an older or hand-made file
     with pytest.raises(InputError, match="expected"):
         read_selection(path)
     path.write_bytes(b"\xff\xfe")
@@ -114,3 +114,27 @@ def test_a_selection_that_is_not_one_is_named(tmp_path):
         read_selection(path)
     with pytest.raises(InputError, match="selection not found"):
         read_selection(tmp_path / "none.json")
+
+
+def test_the_detectors_selection_moves_with_its_sets_caches_only(tmp_path):
+    """The detector reads model.generators' caches of data/embeddings/model, which also holds every other set's:
+    its selection fingerprints those caches, so another set's new cache leaves it alone (on the last main the
+    detector depended on the whole folder and reran when a set only the study reads was added)."""
+    root = tmp_path / "children"
+    make_set(root, "a")
+    caches = tmp_path / "embeddings"
+    caches.mkdir()
+    (caches / "a.h5").write_bytes(b"cache of a")
+    out = tmp_path / "model.json"
+    select.run(root, ["a"], None, out, embeddings=caches, progress=False)
+    first = out.read_bytes()
+    assert read_selection(out).caches["a"]["bytes"] == 10
+    (caches / "wild.h5").write_bytes(b"another set's cache")
+    select.run(root, ["a"], None, out, embeddings=caches, progress=False)
+    assert out.read_bytes() == first
+    (caches / "a.h5").write_bytes(b"cache of A")
+    select.run(root, ["a"], None, out, embeddings=caches, progress=False)
+    assert out.read_bytes() != first
+    (caches / "a.h5").unlink()
+    with pytest.raises(InputError, match="a.h5: not found"):
+        select.run(root, ["a"], None, out, embeddings=caches, progress=False)

@@ -5,7 +5,9 @@ every set (``data/children``) reruns the consumer when any set changes, also one
 (``data/selections/<consumer>.json``) names exactly the sets the consumer reads, each with a fingerprint of its
 files, and, where the consumer reads them, the fields of their generator registry entries it reads (RECORDED):
 
-    {"registry": {"<set>": {"random_weights": true} | null (an imported set: no entry)},
+    {"caches": {"<set>": {"bytes": 1234, "sha256": "<hex>"}}  (each set's embedding cache, where the consumer
+                                                              reads them: the detector, model.backbone's),
+     "registry": {"<set>": {"random_weights": true} | null (an imported set: no entry)},
      "sets": {"<set>": {"bytes": 123456, "files": 3, "sha256": "<hex>"}}}
 
 Its bytes change exactly when a selected set's files or a recorded entry change, so the consumer reruns then and
@@ -34,6 +36,7 @@ RECORDED = ("random_weights",)
 class Selection:
     sets: dict[str, dict[str, Any]]  # name -> {"files", "bytes", "sha256"}
     registry: dict[str, dict[str, Any] | None]  # name -> its entry's RECORDED fields (None: not registered)
+    caches: dict[str, dict[str, Any]]  # name -> its embedding cache's bytes and sha256 (empty: not read)
 
 
 def set_files(folder: Path) -> list[tuple[str, Path, int]]:
@@ -52,6 +55,19 @@ def set_files(folder: Path) -> list[tuple[str, Path, int]]:
     return sorted(found)
 
 
+def file_fingerprint(path: Path, *, advance: Callable[[int], object] = lambda n: None) -> dict[str, Any]:
+    """Bytes and SHA-256 of one regular file (an embedding cache); a missing or special one is named."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "not found, or not a regular file", "the embed stages write it: dvc repro")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+            advance(len(block))
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def fingerprint(folder: Path | str, *, advance: Callable[[int], object] = lambda n: None) -> dict[str, Any]:
     """Files, bytes and a SHA-256 of a children set's folder (see the module docstring); `advance` is told how
     many bytes were read, for a progress bar."""
@@ -62,12 +78,8 @@ def fingerprint(folder: Path | str, *, advance: Callable[[int], object] = lambda
     overall = hashlib.sha256()
     files = total = 0
     for relative, path, size in set_files(folder):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while block := handle.read(_BLOCK):
-                digest.update(block)
-                advance(len(block))
-        overall.update(f"{relative}\0{size}\0{digest.hexdigest()}\n".encode())
+        digest = file_fingerprint(path, advance=advance)["sha256"]
+        overall.update(f"{relative}\0{size}\0{digest}\n".encode())
         files, total = files + 1, total + size
     return {"bytes": total, "files": files, "sha256": overall.hexdigest()}
 
@@ -89,10 +101,11 @@ def read_selection(path: Path | str) -> Selection:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(str(path), f"is not a selection file (JSON: {error})") from error
-    if not isinstance(data, dict) or set(data) != {"registry", "sets"} or not all(
+    if not isinstance(data, dict) or set(data) != {"caches", "registry", "sets"} or not all(
             isinstance(data[key], dict) for key in data):
-        raise InputError(str(path), "expected {\"registry\": {...}, \"sets\": {...}} as the select stage writes")
-    return Selection(sets=data["sets"], registry=data["registry"])
+        raise InputError(str(path), "expected {\"caches\": {...}, \"registry\": {...}, \"sets\": {...}} as the "
+                                    "select stage writes")
+    return Selection(sets=data["sets"], registry=data["registry"], caches=data["caches"])
 
 
 def selection_random_weights(selection: Selection, names: Sequence[str], *, where: str) -> list[str]:
