@@ -522,6 +522,12 @@ def test_under_dvc_each_set_runs_and_reruns_alone(dvc_repo, pipeline, tmp_path):
     for name in ("model.pt", "setting.json"):
         shutil.copy(root / name, repo / "data" / "code" / name)
     shutil.copy(clusters, repo / "data" / "clusters.parquet")
+    # the gate of the children sets CoDE's heads are fitted on (the select stage's output, a dependency here)
+    from stages import select
+    from stages.code.setting import read_setting
+
+    select.run(repo / "data" / "children", list(read_setting(repo / "data" / "code" / "setting.json").generators),
+               None, repo / "data" / "selections" / "code_train.json", progress=False)
     images(repo / "sets" / "mine" / "real", 3)
     images(repo / "sets" / "mine" / "fake" / "sdx", 3, seed=10)
     listed = images(repo / "sets" / "listed", 4, seed=20)
