@@ -86,6 +86,9 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
                    "distances_model@model-tiny_random", "probe_model@model-tiny_random-cross0",
                    "retrieval_model@model-tiny_random", "disentangle_train_model@model-tiny_random",
                    "disentangle_model@model-tiny_random", "tsne@tiny_random",
+                   # the gates read model.backbone's caches folder (select@model fingerprints the detector's):
+                   # they rerun in seconds, and only select@model's bytes change
+                   "select@code_train", "select@code_eval", "select@model",
                    "detector", "report"}, out
     # its embeddings, in model.backbone's folder
     from stages.contracts.embeddings import read_embeddings
