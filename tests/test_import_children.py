@@ -309,6 +309,24 @@ def test_a_killed_import_resumes_byte_identically(tmp_path, clusters, monkeypatc
     assert written == ["shard-00000.parquet"]
 
 
+def test_a_child_replaced_with_its_size_and_time_kept_is_imported_again(tmp_path, clusters):
+    """Issue 23: a shard is kept by its sources' content, not by their sizes and modification times."""
+    import os
+
+    root = tmp_path / "cocofake"
+    write_cocofake(root)
+    out, _ = import_set(tmp_path, clusters, "cocofake", root)
+    target = root / "val2014" / "0" / "0_1.jpg"
+    old, status = target.read_bytes(), target.stat()
+    new = next(b for b in (child_bytes(100 + k) for k in range(50)) if len(b) <= len(old))
+    new += b"\0" * (len(old) - len(new))  # after the JPEG's end: the same size, still a readable image
+    target.write_bytes(new)
+    os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (status.st_size, status.st_mtime_ns)
+    import_set(tmp_path, clusters, "cocofake", root)
+    assert imported(out)[child_id(0, 1)][4] == new != old
+
+
 def test_missing_root_and_wrong_generator_are_named(tmp_path, clusters):
     from stages.contracts.errors import InputError
 

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -84,9 +85,10 @@ def special_kind(path: Path) -> str | None:
     return "a special file"
 
 
-def _open(source: Path | bytes, where: str, max_pixels: int) -> Image.Image:
+def _open(source: Path | bytes | BinaryIO, where: str, max_pixels: int) -> Image.Image:
     _allow(max_pixels)
-    kind = None if isinstance(source, bytes) else special_kind(Path(source))
+    # an open binary stream was checked by whoever opened it; Pillow reads it a block at a time
+    kind = special_kind(Path(source)) if isinstance(source, str | Path) else None
     if kind == "a folder":
         raise InputError(where, "is a folder; an image file is expected")
     if kind:
@@ -153,8 +155,10 @@ def _orientation(image: Image.Image) -> object:
         return 1
 
 
-def inspect_image(source: Path | bytes, *, where: str | None = None, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Fully decode an image (so truncation is caught) and describe it. Raises `InputError`.
+def inspect_image(source: Path | bytes | BinaryIO, *, where: str | None = None,
+                  max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Fully decode an image (so truncation is caught) and describe it. Raises `InputError`. `source`: a path,
+    the bytes, or a binary stream open at the image's start (read only as far as decoding needs).
 
     `exif_rotated` is true only when the EXIF orientation asks for a transpose (2..8), the ones `load_rgb`
     applies; width and height are the upright image's."""

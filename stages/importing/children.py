@@ -5,17 +5,22 @@ The protocol, in order (every bad child is an InputError naming it, or a counted
    original is a duplicate;
 2. each child's parent is found in the clusters table (ParentIndex: source id, image file stem, or the integer
    its trailing digits spell, as COCO ids); none, or more than one: unknown_parent;
-3. its image is decoded in full (a truncated or non-image file: unreadable);
+3. its image is decoded in full from a bounded read (Pillow reads a header, then decodes under the pixel
+   limit; a file is first checked to be a regular file of at most MAX_CHILD_BYTES, so a FIFO never hangs and a
+   huge or sparse file is never read): a truncated, special, oversized or non-image file, or a link leading out
+   of the root, is unreadable; its content digest (a streaming BLAKE2b of its bytes) is taken;
 4. a known caption index must lie in 0..N-1 (else caption_index), and a (parent, index) pair seen before is a
    duplicate; the k-th child of a cluster without an index gets -(k+1) (stages.contracts.children);
 5. the children, sorted by (cluster_id, caption_index), are cut into shards as generate cuts its plan; each
-   shard's fingerprint covers the settings and its sources' paths, sizes and modification times, so a killed
-   import keeps its finished shards and a rerun is byte-identical. Images are copied as their bytes unless
-   `reencode` asks for JPEG (quality 95) or PNG.
+   shard's fingerprint covers the settings and its sources' paths and content digests (never sizes and times,
+   which a replaced file can keep), so a killed import keeps its finished shards, a rerun is byte-identical, and
+   a shard whose source changed is made again. The bytes copied are checked against the digest taken in step 3.
+   Images are copied as their bytes unless `reencode` asks for JPEG (quality 95) or PNG.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,7 +32,7 @@ from typing import Any
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.ids import child_id
 from stages.generation.shards import Child, Shard
-from stages.importing.layouts import Found, Reader
+from stages.importing.layouts import Found, Reader, content_digest
 
 REASONS = ("unknown_parent", "duplicate", "unreadable", "caption_index")
 TRAILING_DIGITS = re.compile(r"(\d+)$")
@@ -48,6 +53,7 @@ class Planned:
     child: Child
     found: Found
     extension: str
+    digest: str  # of the source's bytes (content_digest)
 
 
 def _integer(token: str) -> str | None:
@@ -82,12 +88,15 @@ class ParentIndex:
         return f"parent {token!r} is not in the clusters table (by source id, image file stem or COCO id)"
 
 
-def check_image(data: bytes, where: str) -> str:
-    """Decode in full (so truncation is caught); the file extension of its format."""
+def check_image(reader: Reader, found: Found, where: str) -> tuple[str, str]:
+    """Step 3: decode in full from a bounded read (so truncation is caught); the file extension of its format
+    and the digest of its bytes."""
     from stages.imaging.load import inspect_image
 
-    info = inspect_image(data, where=where)
-    return EXTENSIONS.get(info.format, info.format.lower() or "img")
+    with reader.open(found, where) as stream:
+        info = inspect_image(stream, where=where)
+        digest = content_digest(stream)
+    return EXTENSIONS.get(info.format, info.format.lower() or "img"), digest
 
 
 def order(found: Found) -> tuple[str, int]:
@@ -108,7 +117,7 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
     by_cluster = clusters.set_index("cluster_id")
     n_captions = len(clusters["captions"].iloc[0]) if len(clusters) else 0
     seen: set[str] = set()
-    kept: list[tuple[Found, int, str]] = []
+    kept: list[tuple[Found, int, str, str]] = []
     for child in sorted(found, key=order):
         on_child()
         name = where(child, root)
@@ -122,7 +131,7 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
                          "unknown_parent")
             continue
         try:
-            extension = check_image(reader.read(child), name)
+            extension, digest = check_image(reader, child, name)
         except InputError as error:
             skips.handle(error, "unreadable")
             continue
@@ -133,12 +142,12 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
             skips.handle(InputError(name, f"caption index {child.caption_index} is out of range: parents have "
                                           f"{n_captions} captions (0..{n_captions - 1})"), "caption_index")
             continue
-        kept.append((child, cluster, extension))
+        kept.append((child, cluster, extension, digest))
 
     taken: dict[tuple[int, int], str] = {}
     unknown: dict[int, int] = defaultdict(int)
     planned = []
-    for child, cluster, extension in kept:
+    for child, cluster, extension, digest in kept:
         if child.caption_index is None:
             unknown[cluster] += 1
             caption_index = -unknown[cluster]
@@ -153,15 +162,16 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
         caption = child.caption if child.caption is not None else (
             str(parent["captions"][caption_index]) if caption_index >= 0 else "")
         planned.append(Planned(Child(child_id(cluster, caption_index), cluster, caption_index, caption, -1,
-                                     str(parent["split"])), child, extension))
+                                     str(parent["split"])), child, extension, digest))
     return sorted(planned, key=lambda p: (p.child.cluster_id, p.child.caption_index))
 
 
 def fingerprints(shards: Sequence[Shard], planned: Sequence[Planned], settings: dict[str, Any]) -> dict[str, str]:
-    """Each shard's fingerprint: generate's (settings and children) with its sources added."""
+    """Each shard's fingerprint: generate's (settings and children) with its sources' originals and content
+    digests added."""
     from stages.generation.shards import shard_fingerprint
 
-    sources = {p.child.child_id: [p.found.original, *p.found.stamp] for p in planned}
+    sources = {p.child.child_id: [p.found.original, p.digest] for p in planned}
     return {s.name: shard_fingerprint(s, {**settings, "sources": [sources[c.child_id] for c in s.children]})
             for s in shards}
 
@@ -196,7 +206,12 @@ def write_shards(folder: Path, shards: Sequence[Shard], planned: Sequence[Planne
         images, extensions = [], []
         for child in shard.children:
             plan = by_id[child.child_id]
-            data, extension = encoded(reader.read(plan.found), plan.extension, reencode, where(plan.found, root))
+            name = where(plan.found, root)
+            data = reader.read(plan.found, name)
+            if content_digest(io.BytesIO(data)) != plan.digest:
+                raise InputError(name, "changed while being imported (its bytes differ from those checked)",
+                                 "run the import again once the set is complete")
+            data, extension = encoded(data, plan.extension, reencode, name)
             images.append(data)
             extensions.append(extension)
             on_child(1)

@@ -17,19 +17,26 @@ here: stages.importing.children checks and copies the images.
 The parent column is the first of PARENT_COLUMNS a table has. Split folder names are not read: a child's split
 is its parent's. Names starting with "." (.DS_Store, hidden folders) are ignored. `generator` selects one
 generator of a set that holds several: the folder of per_parent, the rows whose `generator` column equals it
-in manifest and hf_parquet; empty: the whole set.
+in manifest and hf_parquet; empty: the whole set. In the folder layouts (cocofake, per_parent) a link may point
+anywhere inside the root; one leading out of it is never followed: it is a child with that problem (named, or a
+counted skip). Special files (a FIFO, a device) are refused before they are opened.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import io
 import math
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from stages.contracts.errors import InputError
 
@@ -46,6 +53,12 @@ IMAGE_COLUMNS = ("path", "image")
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 # A caption index carried by a file name: the last one or two digits after a separator, or the whole stem.
 NAMED_INDEX = re.compile(r"(?:^|[_-])(\d{1,2})$")
+# The largest child file read: an uncompressed 8-bit RGBA image at stages.imaging.load's pixel limit (8192 x 8192
+# x 4 bytes). Any image within that limit fits (bar 16-bit uncompressed ones); a larger file is refused by its
+# size before a byte is read, so a huge or sparse file never fills the memory.
+MAX_CHILD_BYTES = 256 * 2**20
+# Content digests are read in blocks of this size: memory stays bounded whatever the file's size.
+DIGEST_BLOCK = 2**20
 
 
 @dataclass(frozen=True)
@@ -53,26 +66,52 @@ class Found:
     """One child of the set, as its layout names it.
 
     `original`: its path below the root (or the manifest's folder), or "<file>#<row>" for bytes held in a table;
-    `stamp`: (size, mtime in ns) of the file holding it, so a shard is remade when its sources change;
-    `file` and `row`: where its bytes are (row None: the whole file)."""
+    `file` and `row`: where its bytes are (row None: the whole file); `problem`: why it cannot be read, when the
+    layout already knows (a link leading out of the root)."""
 
     original: str
     parent: str
     caption_index: int | None
     caption: str | None
-    stamp: tuple[int, int]
     file: Path
     row: int | None = None
     column: str = ""
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+    problem: str | None = None
 
 
 def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _outside(path: Path, root: Path) -> str | None:
+    """Why `path` is not read as part of the set at `root`: a link whose target lies outside it; else None."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    if target.is_relative_to(os.path.realpath(root)):
+        return None
+    return f"is a link leading out of the set's root {root} (to {target}); not followed"
+
+
+def _walk(root: Path, folder: Path, depth: int) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The visible entries `depth` levels below `folder`, sorted, reached through folders only (files above that
+    depth are not children); and the links leading out of `root` met on the way, each with its problem (neither
+    entered nor listed)."""
+    level: list[Path] = [folder]
+    outside: list[tuple[Path, str]] = []
+    for _ in range(depth):
+        below = []
+        for path in level:
+            if not path.is_dir():
+                continue
+            for entry in _visible(path):
+                problem = _outside(entry, root)
+                if problem:
+                    outside.append((entry, problem))
+                else:
+                    below.append(entry)
+        level = below
+    return level, outside
 
 
 def named_index(stem: str) -> int | None:
@@ -88,31 +127,19 @@ def _folder(root: Path, what: str) -> Path:
 
 
 def read_cocofake(root: Path) -> list[Found]:
-    """Every file of <root>/<split>/<parent stem>/; entries at other depths are not children and are left out."""
-    found = []
-    for split in _visible(_folder(root, "cocofake")):
-        if not split.is_dir():
-            continue
-        for parent in _visible(split):
-            if not parent.is_dir():
-                continue
-            for child in _visible(parent):
-                found.append(Found(child.relative_to(root).as_posix(), parent.name, named_index(child.stem), None,
-                                   _stamp(child) if child.is_file() else (0, 0), child))
-    return found
+    """Every file of <root>/<split>/<parent stem>/; entries at other depths are not children and are left out.
+    A link leading out of the root (a split or parent folder, or a child) is one child with that problem."""
+    children, outside = _walk(root, _folder(root, "cocofake"), 3)
+    return [Found(path.relative_to(root).as_posix(), path.parent.name, named_index(path.stem), None, path,
+                  problem=problem) for path, problem in [(c, None) for c in children] + outside]
 
 
 def read_per_parent(root: Path, generator: str) -> list[Found]:
-    """Every file of <root>[/<generator>]/<split>/, named by its parent id."""
-    base = _folder(root / generator if generator else root, "per_parent")
-    found = []
-    for split in _visible(base):
-        if not split.is_dir():
-            continue
-        for child in _visible(split):
-            found.append(Found(child.relative_to(root).as_posix(), child.stem, None, None,
-                               _stamp(child) if child.is_file() else (0, 0), child))
-    return found
+    """Every file of <root>[/<generator>]/<split>/, named by its parent id (a link leading out of the root: one
+    child with that problem)."""
+    children, outside = _walk(root, _folder(root / generator if generator else root, "per_parent"), 2)
+    return [Found(path.relative_to(root).as_posix(), path.stem, None, None, path, problem=problem)
+            for path, problem in [(c, None) for c in children] + outside]
 
 
 def _table_rows(frame, where: str, generator: str, *, file: Path, folder: Path, original: Callable[[int], str],
@@ -129,7 +156,6 @@ def _table_rows(frame, where: str, generator: str, *, file: Path, folder: Path, 
             raise InputError(where, f"has no `generator` column to select {generator!r} by",
                              "set the import's generator to '' to take every row")
         frame = frame[frame["generator"].astype(str) == generator]
-    stamp = _stamp(file)
     found = []
     for row, record in zip(frame.index, frame.to_dict("records"), strict=True):
         index = record.get("caption_index")
@@ -151,9 +177,9 @@ def _table_rows(frame, where: str, generator: str, *, file: Path, folder: Path, 
         if image_column is None:  # a path column
             relative = str(record["path"])
             path = Path(relative) if Path(relative).is_absolute() else folder / relative
-            found.append(Found(relative, parent, index, caption, _stamp(path) if path.is_file() else (0, 0), path))
+            found.append(Found(relative, parent, index, caption, path))
         else:
-            found.append(Found(original(int(row)), parent, index, caption, stamp, file, int(row), image_column))
+            found.append(Found(original(int(row)), parent, index, caption, file, int(row), image_column))
     return found
 
 
@@ -162,8 +188,9 @@ def read_manifest(path: Path, generator: str) -> list[Found]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    if not path.is_file():
+    if not path.exists():
         raise InputError(str(path), "no manifest file here; the manifest layout reads a CSV, JSONL or Parquet file")
+    _regular([path])
     suffix = path.suffix.lower()
     if suffix not in MANIFEST_SUFFIXES:
         raise InputError(str(path), f"unknown manifest type {suffix!r}; expected one of {list(MANIFEST_SUFFIXES)}")
@@ -209,7 +236,18 @@ def hf_files(root: Path) -> list[Path]:
         files = sorted(p for p in root.rglob("*.arrow") if not p.name.startswith("."))
     if not files:
         raise InputError(str(root), "holds no .parquet or .arrow files (a Hugging Face dataset folder is expected)")
+    _regular(files)
     return files
+
+
+def _regular(files: list[Path]) -> None:
+    """Refuse, before opening any, a table file that is not a regular file (reading a FIFO waits for ever)."""
+    from stages.imaging.load import special_kind
+
+    for file in files:
+        kind = special_kind(file)
+        if kind:
+            raise InputError(str(file), f"not a regular file ({kind}); not read")
 
 
 def read_arrow(path: Path):
@@ -261,9 +299,42 @@ def read_layout(layout: Layout, root: Path, generator: str) -> list[Found]:
     return read_hf(root, generator)
 
 
+def open_child_file(path: Path, where: str, limit: int = MAX_CHILD_BYTES) -> BinaryIO:
+    """A child's file opened to read, or an InputError naming it: what is not a regular file (a FIFO, a socket,
+    a device, a folder, a broken link) is refused from its status before it is opened (opening a FIFO waits for
+    a writer, for ever), and so is a file over `limit` bytes. The open itself never waits (O_NONBLOCK), and what
+    it opened is checked again, so a file swapped for a FIFO meanwhile is refused too."""
+    from stages.imaging.load import special_kind
+
+    kind = special_kind(path)
+    if kind:
+        raise InputError(where, f"not a regular file ({kind}); not read")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError as error:
+        raise InputError(where, "file not found") from error
+    except OSError as error:
+        raise InputError(where, f"cannot be read ({error.strerror or error})") from error
+    status = os.fstat(descriptor)
+    problem = None if stat.S_ISREG(status.st_mode) else "not a regular file; not read"
+    if problem is None and status.st_size > limit:
+        problem = f"is {status.st_size} bytes, over the limit of {limit} for one image; not read"
+    if problem:
+        os.close(descriptor)
+        raise InputError(where, problem)
+    return os.fdopen(descriptor, "rb")
+
+
+def content_digest(stream: BinaryIO) -> str:
+    """A BLAKE2b digest of everything `stream` holds from its start, read a block at a time."""
+    stream.seek(0)
+    return hashlib.file_digest(stream, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
 class Reader:
-    """Reads a child's encoded bytes: a whole file, or one row of a table file. Table files are read a row group
-    (Parquet) or a memory-mapped file (Arrow) at a time, the last few kept, so reading in table order is cheap."""
+    """Reads a child's encoded bytes: a file, or one row of a table file. Files are opened by open_child_file
+    (regular files of bounded size only). Table files are read a row group (Parquet) or a memory-mapped file
+    (Arrow) at a time, the last few kept, so reading in table order is cheap."""
 
     def __init__(self, cached: int = 4) -> None:
         self._group = lru_cache(maxsize=cached)(self._read_group)
@@ -289,14 +360,24 @@ class Reader:
             starts.append(starts[-1] + metadata.row_group(k).num_rows)
         return starts[:-1]
 
-    def read(self, found: Found) -> bytes:
-        """The bytes of one child; OSError or InputError when they cannot be had."""
+    def open(self, found: Found, where: str) -> BinaryIO:
+        """A stream of one child's bytes; OSError or InputError when they cannot be had."""
+        if found.problem:
+            raise InputError(where, found.problem)
         if found.row is None:
-            return found.file.read_bytes()
+            return open_child_file(found.file, where)
         starts = self._starts(found.file)
         group = bisect.bisect_right(starts, found.row) - 1
         value = self._group(found.file, found.column, group)[found.row - starts[group]].as_py()
         data = value.get("bytes") if isinstance(value, dict) else value
         if not data:
             raise InputError(f"{found.file} row {found.row}", f"column {found.column!r} holds no image bytes")
-        return bytes(data)
+        return io.BytesIO(data)
+
+    def read(self, found: Found, where: str) -> bytes:
+        """All the bytes of one child (at most MAX_CHILD_BYTES of a file, however it grew since opened)."""
+        with self.open(found, where) as stream:
+            data = stream.read(MAX_CHILD_BYTES + 1)
+        if len(data) > MAX_CHILD_BYTES:
+            raise InputError(where, f"grew over the limit of {MAX_CHILD_BYTES} bytes for one image while read")
+        return data
