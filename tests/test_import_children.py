@@ -290,6 +290,35 @@ def test_checks_read_a_bounded_part_of_each_file(tmp_path, clusters):
     assert sorted(p.found.original for p in planned if p.found.original.endswith("_1.jpg")) == ["val2014/2/2_1.jpg"]
 
 
+@pytest.mark.timeout(30)  # main waited for a writer for ever
+def test_a_fifo_among_the_files_is_named_never_opened(tmp_path, clusters):
+    """Issue 23: a FIFO among a set's files (a cocofake child, a manifest, a Hugging Face table file) is refused
+    before it is opened: exit 2 naming it, or a counted skip with on_bad skip."""
+    import os
+
+    from stages.contracts.errors import InputError
+
+    root = tmp_path / "cocofake"
+    write_cocofake(root, per_parent=2)
+    fifo = root / "val2014" / "0" / "0_2.jpg"
+    os.mkfifo(fifo)
+    args = ["--name", "x", "--layout", "cocofake", "--root", str(root), "--generator", "", "--reencode", "none",
+            "--on-bad", "error", "--shard-size", "4", "--clusters", str(clusters), "--out", str(tmp_path / "x"),
+            "--metrics", str(tmp_path / "x.json")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2 and f"{fifo}: not a regular file (a FIFO)" in done.output, done.output
+    assert "Traceback" not in done.output
+    _, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
+    assert result["skipped"]["unreadable"] == 1 and result["children"]["total"] == 2 * N_PARENTS
+
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "hf").mkdir()
+    os.mkfifo(tmp_path / "hf" / "train.parquet")
+    for layout, path in (("manifest", tmp_path / "pipe.csv"), ("hf_parquet", tmp_path / "hf")):
+        with pytest.raises(InputError, match="not a regular file \\(a FIFO\\)"):
+            import_set(tmp_path, clusters, layout, path)
+
+
 def test_a_set_listing_one_file_twice_is_a_duplicate(tmp_path, clusters):
     folder = tmp_path / "set"
     folder.mkdir()
