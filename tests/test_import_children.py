@@ -319,6 +319,32 @@ def test_a_fifo_among_the_files_is_named_never_opened(tmp_path, clusters):
             import_set(tmp_path, clusters, layout, path)
 
 
+def test_a_cocofake_link_leading_out_of_the_root_is_named_never_followed(tmp_path, clusters):
+    """Issue 23: a child or a parent folder that is a link out of the set's root is refused naming it (or a
+    counted skip); a link inside the root is followed."""
+    root = tmp_path / "cocofake"
+    write_cocofake(root, per_parent=2)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "5").mkdir(parents=True)
+    (elsewhere / "secret.jpg").write_bytes(child_bytes(90))
+    (elsewhere / "5" / "5_3.jpg").write_bytes(child_bytes(91))
+    (root / "val2014" / "0" / "0_2.jpg").symlink_to(elsewhere / "secret.jpg")
+    (root / "train2014" / "5").rename(tmp_path / "moved")
+    (root / "train2014" / "5").symlink_to(elsewhere / "5")
+    (root / "val2014" / "2" / "2_2.jpg").symlink_to(root / "val2014" / "2" / "2_0.jpg")  # inside: followed
+    args = ["--name", "x", "--layout", "cocofake", "--root", str(root), "--generator", "", "--reencode", "none",
+            "--on-bad", "error", "--shard-size", "4", "--clusters", str(clusters), "--out", str(tmp_path / "x"),
+            "--metrics", str(tmp_path / "x.json")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert f"{root / 'train2014' / '5'}: is a link leading out of the set's root" in done.output, done.output
+    out, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
+    assert result["skipped"]["unreadable"] == 2
+    assert sorted(c for c, i in read_manifest(out)[["cluster_id", "caption_index"]].itertuples(index=False)
+                  if i == 2) == [2]
+    assert 5 not in set(read_manifest(out)["cluster_id"])
+
+
 def test_a_set_listing_one_file_twice_is_a_duplicate(tmp_path, clusters):
     folder = tmp_path / "set"
     folder.mkdir()

@@ -125,6 +125,9 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
             skips.handle(InputError(name, "listed twice"), "duplicate")
             continue
         seen.add(child.original)
+        if child.problem:  # known before its parent is looked for (a folder link's name names no parent)
+            skips.handle(InputError(name, child.problem), "unreadable")
+            continue
         cluster = index.find(child.parent)
         if isinstance(cluster, str):
             skips.handle(InputError(name, cluster, "give the parent's source id, image file stem or COCO id"),
