@@ -189,6 +189,31 @@ def test_a_missing_root_or_a_file_root_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ metrics
+def test_a_root_is_walked_only_to_its_layouts_depth_and_the_filesystems_root_is_refused(tmp_path, monkeypatch):
+    """Issue 23: class folders deeper than the layout puts them are not looked for (the root is named), and `/` is
+    refused by name before a folder is listed (main walked the whole filesystem)."""
+    import os
+
+    root = tmp_path / "deep"
+    for name in ("0_real", "1_fake"):
+        images(root / "a" / "b" / "c" / name, 1)  # 4 levels down; forensynths puts them at most 3
+    with pytest.raises(InputError, match=re_escape(f"{root}: no folder named 0_real or 1_fake within 3 levels")):
+        read_set(Layout.forensynths, root)
+    listed, scandir = [], os.scandir
+
+    def counted(path):
+        listed.append(path)
+        if len(listed) > 1000:
+            raise AssertionError(f"walked {len(listed)} folders of /")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counted)
+    for layout in (Layout.forensynths, Layout.genimage, Layout.real_fake):
+        with pytest.raises(InputError, match="^/: is the filesystem's root"):
+            read_set(layout, Path("/"))
+    assert listed == []
+
+
 def test_tpr_at_fpr_against_a_hand_computation():
     # 20 reals scoring 0..19; fakes scoring 17.5, 18.5, 18.5, 19.5, 5
     reals = np.arange(20.0)
@@ -287,6 +312,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
 @pytest.mark.parametrize(("change", "problem"), [
     ({"layout": "folders"}, "'folders' is not one of"),
     ({"root": "nowhere"}, "nowhere: not found"),
+    ({"root": "/"}, "/: is the filesystem's root"),
     ({"layout": "forensynths"}, "no folder named 0_real or 1_fake"),
     ({"manifest": "list.csv"}, "manifest: is 'list.csv'; only layout manifest reads one"),
     ({"layout": "manifest", "manifest": "list.csv"}, "list.csv: not found"),

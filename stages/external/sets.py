@@ -11,6 +11,10 @@
     manifest     a CSV, TSV or JSON-lines file (`manifest`, relative to `root`) with a path column and a label
                  (MANIFEST_COLUMNS)
 
+The folder layouts look for their class folders only as deep as CLASS_DEPTH says (GenImage's
+<generator>/<subset>/<split>/ai is the deepest), so a root is never walked further; the filesystem's root `/` is
+refused by name, and so is a root holding no class folder within that depth.
+
 Generators: in the folder layouts, the first folder under the root names the generator of every image below it
 (reals included: ForenSynths pairs each generator with its own reals). A real whose generator is SHARED (`real/`
 at the root, a manifest real with no generator) joins every generator's group. `split` (folder layouts) keeps
@@ -48,6 +52,9 @@ class Layout(StrEnum):
 CLASS_FOLDERS = {Layout.forensynths: {"0_real": REAL, "1_fake": FAKE},
                  Layout.genimage: {"nature": REAL, "ai": FAKE},
                  Layout.real_fake: {"real": REAL, "fake": FAKE}}
+# how many folders below the root a class folder may sit, per folder layout (forensynths: progan/<category>/0_real;
+# genimage: <generator>/<subset>/<split>/ai, as GenImage ships; real_fake: real/ and fake/ at the root)
+CLASS_DEPTH = {Layout.forensynths: 3, Layout.genimage: 4, Layout.real_fake: 1}
 # manifest columns (names compared without case): the first present of each
 MANIFEST_COLUMNS = {"path": ("path", "file", "file_name", "filename", "image", "image_path"),
                     "label": ("label",), "generator": ("generator",), "kind": ("kind",)}
@@ -75,6 +82,9 @@ def read_set(layout: Layout, root: Path, *, manifest: str = "", split: str = "",
         raise InputError(str(root), "not found", "the benchmark's root: a folder")
     if not root.is_dir():
         raise InputError(str(root), "is not a folder", "the benchmark's root is the folder holding the set")
+    if os.path.realpath(root) == os.path.realpath(os.sep):
+        raise InputError(str(root), "is the filesystem's root; not walked",
+                         "the benchmark's root is the folder holding the set")
     if layout is Layout.manifest:
         if not manifest:
             raise InputError("manifest", "is empty; layout manifest reads the file it names (relative to root)")
@@ -92,7 +102,7 @@ def read_set(layout: Layout, root: Path, *, manifest: str = "", split: str = "",
 
 def _read_folders(layout: Layout, root: Path, split: str, skips: Skips) -> list[Entry]:
     names = CLASS_FOLDERS[layout]
-    folders = _class_folders(root, set(names))
+    folders = _class_folders(root, set(names), CLASS_DEPTH[layout])
     if split:
         folders = [f for f in folders if split in f.relative_to(root).parts[:-1]]
     if not folders:
@@ -100,7 +110,9 @@ def _read_folders(layout: Layout, root: Path, split: str, skips: Skips) -> list[
                     Layout.genimage: "<generator>/nature and <generator>/ai (or <generator>/<split>/...)",
                     Layout.real_fake: "real/ and fake/"}[layout]
         where = f" with a folder {split!r} on their path" if split else ""
-        raise InputError(str(root), f"no folder named {' or '.join(names)}{where} under it",
+        depth = CLASS_DEPTH[layout]
+        raise InputError(str(root), f"no folder named {' or '.join(names)}{where} within {depth} "
+                                    f"level{'s' if depth > 1 else ''} under it",
                          f"layout {layout.value} expects {expected}")
     entries = []
     for folder in folders:
@@ -125,12 +137,12 @@ def _generator(layout: Layout, root: Path, folder: Path, above: tuple[str, ...],
     return root.resolve().name  # a flat 0_real|1_fake (nature|ai) at the root: one generator
 
 
-def _class_folders(root: Path, names: set[str]) -> list[Path]:
-    """Folders named one of `names` below `root` (not inside another such folder, not hidden), sorted; each real
-    folder visited once, so links that loop end."""
-    found, visited, stack = [], set(), [root]
+def _class_folders(root: Path, names: set[str], depth: int) -> list[Path]:
+    """Folders named one of `names` at most `depth` levels below `root` (not inside another such folder, not
+    hidden), sorted; nothing deeper is listed, and each real folder is visited once, so links that loop end."""
+    found, visited, stack = [], set(), [(root, 0)]
     while stack:
-        folder = stack.pop()
+        folder, level = stack.pop()
         try:
             info = folder.stat()
             entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
@@ -143,7 +155,10 @@ def _class_folders(root: Path, names: set[str]) -> list[Path]:
             path = Path(entry.path)
             if entry.name.startswith(".") or not _is_dir(path):
                 continue
-            (found.append if entry.name in names else stack.append)(path)
+            if entry.name in names:
+                found.append(path)
+            elif level + 1 < depth:
+                stack.append((path, level + 1))
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
