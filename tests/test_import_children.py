@@ -321,7 +321,7 @@ def test_a_fifo_among_the_files_is_named_never_opened(tmp_path, clusters):
 
 def test_a_cocofake_link_leading_out_of_the_root_is_named_never_followed(tmp_path, clusters):
     """Issue 23: a child or a parent folder that is a link out of the set's root is refused naming it (or a
-    counted skip); a link inside the root is followed."""
+    counted skip); a link inside the root, or into the DVC cache, is followed."""
     root = tmp_path / "cocofake"
     write_cocofake(root, per_parent=2)
     elsewhere = tmp_path / "elsewhere"
@@ -332,6 +332,10 @@ def test_a_cocofake_link_leading_out_of_the_root_is_named_never_followed(tmp_pat
     (root / "train2014" / "5").rename(tmp_path / "moved")
     (root / "train2014" / "5").symlink_to(elsewhere / "5")
     (root / "val2014" / "2" / "2_2.jpg").symlink_to(root / "val2014" / "2" / "2_0.jpg")  # inside: followed
+    cache = tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab"  # dvc add's symlink cache type: followed
+    cache.mkdir(parents=True)
+    (cache / "cdef").write_bytes(child_bytes(92))
+    (root / "val2014" / "4" / "4_2.jpg").symlink_to(cache / "cdef")
     args = ["--name", "x", "--layout", "cocofake", "--root", str(root), "--generator", "", "--reencode", "none",
             "--on-bad", "error", "--shard-size", "4", "--clusters", str(clusters), "--out", str(tmp_path / "x"),
             "--metrics", str(tmp_path / "x.json")]
@@ -341,7 +345,7 @@ def test_a_cocofake_link_leading_out_of_the_root_is_named_never_followed(tmp_pat
     out, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
     assert result["skipped"]["unreadable"] == 2
     assert sorted(c for c, i in read_manifest(out)[["cluster_id", "caption_index"]].itertuples(index=False)
-                  if i == 2) == [2]
+                  if i == 2) == [2, 4]
     assert 5 not in set(read_manifest(out)["cluster_id"])
 
 

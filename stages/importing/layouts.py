@@ -18,8 +18,8 @@ The parent column is the first of PARENT_COLUMNS a table has. Split folder names
 is its parent's. Names starting with "." (.DS_Store, hidden folders) are ignored. `generator` selects one
 generator of a set that holds several: the folder of per_parent, the rows whose `generator` column equals it
 in manifest and hf_parquet; empty: the whole set. In the folder layouts (cocofake, per_parent) a link may point
-anywhere inside the root; one leading out of it is never followed: it is a child with that problem (named, or a
-counted skip). Special files (a FIFO, a device) are refused before they are opened.
+anywhere inside the root (or into the DVC cache); one leading out of it is never followed: it is a child with
+that problem (named, or a counted skip). Special files (a FIFO, a device) are refused before they are opened.
 """
 
 from __future__ import annotations
@@ -83,12 +83,21 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _outside(path: Path, root: Path) -> str | None:
-    """Why `path` is not read as part of the set at `root`: a link whose target lies outside it; else None."""
+def _homes(root: Path) -> tuple[str, ...]:
+    """Where a link below `root` may lead: the root, and the DVC cache of the repository holding it (`dvc add`
+    with the symlink cache type turns every file into a link there)."""
+    real = Path(os.path.realpath(root))
+    repository = next((f for f in (real, *real.parents) if (f / ".dvc").is_dir()), None)
+    return (str(real),) + ((os.path.realpath(repository / ".dvc" / "cache"),) if repository else ())
+
+
+def _outside(path: Path, root: Path, homes: tuple[str, ...]) -> str | None:
+    """Why `path` is not read as part of the set at `root`: a link whose target lies outside it (and outside
+    the DVC cache); else None."""
     if not path.is_symlink():
         return None
     target = Path(os.path.realpath(path))
-    if target.is_relative_to(os.path.realpath(root)):
+    if any(target.is_relative_to(home) for home in homes):
         return None
     return f"is a link leading out of the set's root {root} (to {target}); not followed"
 
@@ -99,13 +108,14 @@ def _walk(root: Path, folder: Path, depth: int) -> tuple[list[Path], list[tuple[
     entered nor listed)."""
     level: list[Path] = [folder]
     outside: list[tuple[Path, str]] = []
+    homes = _homes(root)
     for _ in range(depth):
         below = []
         for path in level:
             if not path.is_dir():
                 continue
             for entry in _visible(path):
-                problem = _outside(entry, root)
+                problem = _outside(entry, root, homes)
                 if problem:
                     outside.append((entry, problem))
                 else:
