@@ -36,6 +36,8 @@ def tsne_2d(x, *, perplexity: float, seed: int):
 
 def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clusters: int, perplexity: float,
         seed: int) -> dict[str, int]:
+    import math
+
     import numpy as np
     import pandas as pd
 
@@ -44,6 +46,8 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import load_projections, project
 
+    if not (math.isfinite(perplexity) and perplexity > 0):  # NaN passes any range check Typer makes
+        raise InputError("--perplexity", f"is {perplexity}; expected a positive number (usually 5 to 50)")
     val = load_clusters(parents, children).select("val")
     if len(val.cluster_id) < 2:
         raise InputError(str(parents), f"{len(val.cluster_id)} validation clusters; t-SNE needs at least 2")

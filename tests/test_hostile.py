@@ -537,6 +537,244 @@ def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
     assert "is a folder" in _plain(result.output) or "does not exist" not in _plain(result.output), result.output
 
 
+# ----------------------------------------------------- no traceback: options, paths, a full disk, edited artifacts
+def _not_parquet(folder: Path) -> Path:
+    path = folder / "clusters.parquet"
+    path.write_text("cluster_id,split\n0,train\n")  # a CSV under a Parquet name
+    return path
+
+
+def test_generate_names_a_clusters_table_that_is_not_parquet(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import generate
+    from stages.generation.registry import REGISTRY
+    from tests.test_generate import OPTIONS
+
+    bad = _not_parquet(tmp_path)
+    result = CliRunner().invoke(generate.app, ["--generator", "tiny_random", "--registry", str(REGISTRY),
+                                               "--clusters", str(bad), "--models-root", str(tmp_path), "--out",
+                                               str(tmp_path / "children"), "--metrics", str(tmp_path / "m.json"),
+                                               *OPTIONS])
+    assert_refused(result, str(bad), "not a readable Parquet file")
+
+
+def test_embed_names_a_clusters_table_that_is_not_parquet(image_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import embed
+
+    bad = _not_parquet(tmp_path)
+    result = CliRunner().invoke(embed.app, _embed_args(image_data, bad, tmp_path / "out"))
+    assert_refused(result, str(bad), "not a readable Parquet file")
+
+
+def test_a_seed_past_torchs_range_is_refused_naming_the_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import tiny_generator
+    from stages.generation.registry import REGISTRY
+
+    result = CliRunner().invoke(tiny_generator.app, ["--out", str(tmp_path / "tiny"), "--seed", str(2**64),
+                                                     "--registry", str(REGISTRY)])
+    assert_refused(result, "--seed", "less than or equal to")  # Typer's range message names the bound
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0"])
+def test_a_perplexity_that_is_no_positive_number_is_named(tmp_path, value):
+    from typer.testing import CliRunner
+
+    from stages import tsne
+
+    result = CliRunner().invoke(tsne.app, ["--parents", str(tmp_path / "p.h5"), "--children", str(tmp_path / "c.h5"),
+                                           "--projections", str(tmp_path / "s.safetensors"), "--max-clusters", "5",
+                                           "--perplexity", value, "--seed", "0", "--out", str(tmp_path / "tsne")])
+    assert_refused(result, "--perplexity", value)
+
+
+def test_an_output_path_under_a_file_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import clusters
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        photo(k).save(images / f"{k}.jpg")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(k), "path": f"images/{k}.jpg", "captions": five(str(k))}) + "\n"
+                                for k in range(3)))
+    args = ["--source", "manifest", "--input", str(manifest), "--images", str(images), "--captions-per-parent", "5",
+            "--coco-captions", "x", "--karpathy-split", "", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--seed", "0", "--workers", "1", "--on-bad", "error"]
+    for out in (manifest / "c.parquet", manifest / "deeper" / "c.parquet"):  # its folder a file, or a folder above
+        result = CliRunner().invoke(clusters.app, [*args, "--out", str(out), "--metrics", str(tmp_path / "m.json")])
+        assert_refused(result, str(manifest), "is a file", "a folder is expected")
+
+
+# A full disk, simulated where each library writes: the error each one raises on a real full disk (a 64 KiB
+# tmpfs): Arrow and h5py an OSError of errno 28 without a file name, Python's files the same from write(),
+# torch.save a RuntimeError that hides its cause ("unexpected pos"). Each write leaves a few bytes, as a real one
+# does, so a test sees that nothing half-written stays.
+def _no_space() -> OSError:
+    import errno
+    import os
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullFile:
+    """A file object whose first write stores one character and raises ENOSPC."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data):
+        self._handle.write(data[:1])
+        self._handle.flush()
+        raise _no_space()
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
+def _full_python_files(monkeypatch) -> None:
+    """Every temporary output (``.<name>.tmp-<pid>``) opened with Path.open or open() finds the disk full."""
+    import builtins
+
+    real_path_open, real_open = Path.open, builtins.open
+
+    def path_open(self, mode="r", *args, **kwargs):
+        handle = real_path_open(self, mode, *args, **kwargs)
+        return _FullFile(handle) if ".tmp-" in self.name and set(mode) & set("wax") else handle
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return _FullFile(handle) if ".tmp-" in str(file) and set(mode) & set("wax") else handle
+
+    monkeypatch.setattr(Path, "open", path_open)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def _full_arrow(monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    def write_table(table, where, *args, **kwargs):
+        Path(where).write_bytes(b"PAR1")
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+
+
+def _full_hdf5(monkeypatch) -> None:
+    import h5py
+
+    real = h5py.File
+
+    def file(name, mode="r", *args, **kwargs):
+        if mode == "r":
+            return real(name, mode, *args, **kwargs)
+        Path(name).write_bytes(b"\x89HDF")
+        raise OSError(28, "Unable to synchronously create file (file write failed: errno = 28, error message = "
+                          "'No space left on device')")
+
+    monkeypatch.setattr(h5py, "File", file)
+
+
+def _full_torch(monkeypatch) -> None:
+    import os
+
+    import torch
+
+    def save(obj, where, *args, **kwargs):
+        Path(where).write_bytes(b"PK\x03\x04")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    real_statvfs = os.statvfs
+
+    def statvfs(path):  # the disk the write filled: no block left
+        usage = real_statvfs(path)
+        return os.statvfs_result((usage.f_bsize, usage.f_frsize, usage.f_blocks, 0, 0, *tuple(usage)[5:]))
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+def _debris(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if ".tmp-" in path.name] if folder.exists() else []
+
+
+def test_generate_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import generate
+    from stages.generation.tiny import TinyConfig, save_pipeline
+    from tests.fixtures import write_clusters
+    from tests.test_generate import OPTIONS
+
+    clusters = write_clusters(tmp_path, n_parents=2, n_captions=2)
+    save_pipeline(TinyConfig(resolution=64), tmp_path / "models" / "tiny_random")
+    registry = tmp_path / "generators.yaml"
+    registry.write_text("tiny_random: {model_id: '', height: 32, width: 32, steps: 2, guidance_scale: 7.5, "
+                        "scheduler: DDIMScheduler, dtype: float32, batch_size: 4, safety_checker: false, "
+                        "base_seed: 0, random_weights: true, obtain: the test builds it}\n")
+    _full_arrow(monkeypatch)
+    out = tmp_path / "children"
+    result = CliRunner().invoke(generate.app, ["--generator", "tiny_random", "--registry", str(registry),
+                                               "--clusters", str(clusters), "--models-root", str(tmp_path / "models"),
+                                               "--out", str(out), "--metrics", str(tmp_path / "m.json"), *OPTIONS])
+    assert_refused(result, str(out / "shards" / "shard-00000.parquet"), "the disk is full")
+    assert not _debris(out) and not (out / "shards" / "shard-00000.parquet").exists()
+
+
+def test_embed_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import embed
+
+    _full_hdf5(monkeypatch)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(embed.app, _embed_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(out / "e.h5"), "the disk is full")
+    assert not _debris(out) and not (out / "e.h5").exists()
+
+
+def test_code_train_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    _full_torch(monkeypatch)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(out / "ckpt"), "the disk is full")
+    assert not _debris(out)
+
+
+def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import detect
+    from tests.test_detector_artifact import random_detector
+    from tests.tiny_backbone import TinyBackbone
+
+    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    photo(0).save(tmp_path / "a.jpg")
+    _full_python_files(monkeypatch)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(detect.app, [str(tmp_path / "a.jpg"), "--out", str(out), "--workers", "0",
+                                             "--no-progress"])
+    assert_refused(result, str(out), "the disk is full")
+    assert not _debris(tmp_path) and not out.exists()
+
+
 # --------------------------------------------------------------- every command that reads images, hostile files
 def _fifo(path: Path) -> None:
     import os
