@@ -775,6 +775,119 @@ def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
     assert not _debris(tmp_path) and not out.exists()
 
 
+def test_a_deeply_nested_detector_json_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import detect
+    from stages.shipped.artifact import SPEC_FILE, save_detector
+    from tests.test_detector_artifact import random_detector
+
+    folder = save_detector(random_detector(), tmp_path / "detector")
+    (folder / SPEC_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    photo(0).save(tmp_path / "a.jpg")
+    result = CliRunner().invoke(detect.app, [str(tmp_path / "a.jpg"), "--detector", str(folder), "--out",
+                                             str(tmp_path / "s.csv"), "--workers", "0", "--no-progress"])
+    assert_refused(result, str(folder / SPEC_FILE), "nested too deeply")
+
+
+@pytest.fixture(scope="module")
+def trained(image_data, tmp_path_factory):
+    """code_train's outputs after one epoch: its checkpoints folder holds epoch-0001.pt."""
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = tmp_path_factory.mktemp("trained")
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    import torch
+
+    saved = torch.load(path, weights_only=True)
+    edit(saved)
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("edit", ["reshaped", "unknown_key", "unknown_state"])
+def test_an_edited_checkpoint_is_named_when_resuming(image_data, trained, tmp_path, edit):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = shutil.copytree(trained, tmp_path / "out")
+    checkpoint = out / "ckpt" / "epoch-0001.pt"
+    _edit_checkpoint(checkpoint, {
+        "reshaped": lambda saved: saved["model"].update(pos_embed=saved["model"]["pos_embed"].reshape(-1)),
+        "unknown_key": lambda saved: saved["model"].update(extra=saved["model"]["pos_embed"]),
+        "unknown_state": lambda saved: saved["state"].update(extra=1),
+    }[edit])
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(checkpoint), "not a checkpoint this stage wrote")
+
+
+@pytest.mark.parametrize("kind", ["pickled", "empty"])
+def test_a_checkpoint_that_is_no_safe_one_is_named_without_torchs_advice(image_data, tmp_path, kind):
+    import collections
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = tmp_path / "out"
+    (out / "ckpt").mkdir(parents=True)
+    checkpoint = out / "ckpt" / "epoch-0001.pt"
+    checkpoint.write_bytes(pickle.dumps(collections.Counter(a=1)) if kind == "pickled" else b"")
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(checkpoint), "not a safe checkpoint" if kind == "pickled" else "an empty file")
+    assert "weights_only" not in result.output
+
+
+def test_a_model_file_holding_a_bare_tensor_is_named(image_data, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from stages import code_eval
+    from tests.test_code_eval import OPTIONS
+
+    model = tmp_path / "model.pt"
+    torch.save(torch.zeros(3), model)
+    args = ["--model", str(model), "--clusters", str(image_data / "clusters.parquet"), "--children-root",
+            str(image_data / "children"), "--generators", "g1", "--fit", "g1", *OPTIONS, "--metrics",
+            str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
+    result = CliRunner().invoke(code_eval.app, args)
+    assert_refused(result, str(model), "not a CoDE model")
+
+
+@pytest.mark.parametrize("kind", ["empty", "text"])
+def test_an_unreadable_image_read_as_bytes_is_named_by_its_path_not_a_buffer(tmp_path, kind):
+    """clusters reads each parent's bytes (to hash them) before it looks at them: Pillow then names a BytesIO."""
+    from typer.testing import CliRunner
+
+    from stages import clusters
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        photo(k).save(images / f"{k}.jpg")
+    (images / "2.jpg").write_bytes(b"" if kind == "empty" else b"not an image\n")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(k), "path": f"images/{k}.jpg", "captions": five(str(k))}) + "\n"
+                                for k in range(3)))
+    result = CliRunner().invoke(clusters.app, [
+        "--source", "manifest", "--input", str(manifest), "--images", str(images), "--out", str(tmp_path / "c.parquet"),
+        "--metrics", str(tmp_path / "m.json"), "--captions-per-parent", "5", "--coco-captions", "x",
+        "--karpathy-split", "", "--val-fraction", "0.2", "--test-fraction", "0.2", "--seed", "0", "--workers", "1",
+        "--on-bad", "error"])
+    assert_refused(result, "images/2.jpg", "an empty file" if kind == "empty" else "no image format")
+    assert "BytesIO" not in result.output
+
+
 # --------------------------------------------------------------- every command that reads images, hostile files
 def _fifo(path: Path) -> None:
     import os

@@ -259,9 +259,14 @@ def load_checkpoint(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
 
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
-        raise InputError(str(path), "is not a checkpoint this stage wrote: refused without running it "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+    except pickle.UnpicklingError as error:
+        # torch's message advises reloading with weights_only=False, which runs whatever the file holds: not quoted
+        raise InputError(str(path), "is not a checkpoint this stage wrote: not a safe checkpoint, it holds Python "
+                         "objects besides tensors and plain data; refused without running it",
+                         "move it out of the checkpoints folder") from error
+    except (RuntimeError, EOFError, ValueError, AttributeError, OSError) as error:
+        reason = "an empty file" if isinstance(error, EOFError) else type(error).__name__
+        raise InputError(str(path), f"is not a checkpoint this stage wrote: unreadable ({reason})",
                          "move it out of the checkpoints folder") from error
     if not isinstance(saved, dict) or "fingerprint" not in saved:
         raise InputError(str(path), "is not a checkpoint this stage wrote (no fingerprint)",
@@ -314,10 +319,16 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     if last is not None:
         saved = load_checkpoint(last)
         if saved["fingerprint"] == stamp:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["schedule"])
-            state = TrainState(**saved["state"])
+            try:
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                schedule.load_state_dict(saved["schedule"])
+                state = TrainState(**saved["state"])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+                # its fingerprint matches, its content does not: a file edited (or mixed up) after it was written
+                raise InputError(str(last), f"is not a checkpoint this stage wrote ({type(error).__name__}: "
+                                 f"{' '.join(str(error).split())[:200]})",
+                                 "move it out of the checkpoints folder") from error
             print_(f"resuming from {last} (epoch {state.epoch} of {config.epochs})")
         else:
             print_(f"{checkpoints}: checkpoints of another configuration or data; starting afresh")
