@@ -645,19 +645,22 @@ class _FullFile:
         self._handle.close()
 
 
-def _full_python_files(monkeypatch) -> None:
-    """Every temporary output (``.<name>.tmp-<pid>``) opened with Path.open or open() finds the disk full."""
+def _full_python_files(monkeypatch, folder: Path) -> None:
+    """Every file under `folder` opened to write with Path.open (write_text too) or open() finds the disk full."""
     import builtins
 
     real_path_open, real_open = Path.open, builtins.open
 
+    def full(file, mode: str) -> bool:
+        return bool(set(mode) & set("wax")) and Path(file).resolve().is_relative_to(folder.resolve())
+
     def path_open(self, mode="r", *args, **kwargs):
         handle = real_path_open(self, mode, *args, **kwargs)
-        return _FullFile(handle) if ".tmp-" in self.name and set(mode) & set("wax") else handle
+        return _FullFile(handle) if full(self, mode) else handle
 
     def open_(file, mode="r", *args, **kwargs):
         handle = real_open(file, mode, *args, **kwargs)
-        return _FullFile(handle) if ".tmp-" in str(file) and set(mode) & set("wax") else handle
+        return _FullFile(handle) if isinstance(file, str | Path) and full(file, mode) else handle
 
     monkeypatch.setattr(Path, "open", path_open)
     monkeypatch.setattr(builtins, "open", open_)
@@ -734,15 +737,18 @@ def test_generate_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
     assert not _debris(out) and not (out / "shards" / "shard-00000.parquet").exists()
 
 
-def test_embed_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("full", ["hdf5", "python_files"])
+def test_embed_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch, full):
+    """Full when the cache is written (h5py), or from the first file (the fingerprint of its resumable parts)."""
     from typer.testing import CliRunner
 
     from stages import embed
 
-    _full_hdf5(monkeypatch)
     out = tmp_path / "out"
+    _full_hdf5(monkeypatch) if full == "hdf5" else _full_python_files(monkeypatch, out)
     result = CliRunner().invoke(embed.app, _embed_args(image_data, image_data / "clusters.parquet", out))
-    assert_refused(result, str(out / "e.h5"), "the disk is full")
+    assert_refused(result, str(out / "e.h5" if full == "hdf5" else out / ".e.h5.parts" / "fingerprint"),
+                   "the disk is full")
     assert not _debris(out) and not (out / "e.h5").exists()
 
 
@@ -767,8 +773,8 @@ def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
     photo(0).save(tmp_path / "a.jpg")
-    _full_python_files(monkeypatch)
-    out = tmp_path / "scores.csv"
+    out = tmp_path / "out" / "scores.csv"
+    _full_python_files(monkeypatch, out.parent)
     result = CliRunner().invoke(detect.app, [str(tmp_path / "a.jpg"), "--out", str(out), "--workers", "0",
                                              "--no-progress"])
     assert_refused(result, str(out), "the disk is full")

@@ -26,9 +26,10 @@ class InputError(ValueError):
 class DiskFull(InputError):
     """An output that could not be written because its disk is full (what was half-written is removed)."""
 
-    def __init__(self, where: str) -> None:
-        super().__init__(where, "cannot be written: no space left on the device (the disk is full); nothing "
-                         "half-written was kept", "free some space there, or give an output path on another disk")
+    def __init__(self, where: str, *, cleaned: bool = True) -> None:
+        problem = "cannot be written: no space left on the device (the disk is full)"
+        super().__init__(where, problem + ("; nothing half-written was kept" if cleaned else ""),
+                         "free some space there, or give an output path on another disk")
 
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -91,7 +92,7 @@ def user_errors() -> Iterator[None]:
         if not is_disk_full(error):
             raise
         # a write outside stages.contracts.io.atomic_path (which names its output): name what the OS names
-        print(f"error: {DiskFull(error.filename or 'an output of this command')}", file=sys.stderr)
+        print(f"error: {DiskFull(error.filename or 'an output of this command', cleaned=False)}", file=sys.stderr)
         raise typer.Exit(2) from error
 
 
