@@ -613,6 +613,22 @@ def test_an_output_path_under_a_file_is_named(tmp_path):
         assert_refused(result, str(manifest), "is a file", "a folder is expected")
 
 
+def test_code_train_names_a_shard_that_is_not_parquet(image_data, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    children = shutil.copytree(image_data / "children", tmp_path / "children")
+    shard = children / "g1" / "shards" / "shard-00000.parquet"
+    shard.write_text("not a shard\n")
+    args = _code_args(image_data, image_data / "clusters.parquet", tmp_path / "out")
+    args[args.index("--children-root") + 1] = str(children)
+    result = CliRunner().invoke(code_train.app, args)
+    assert_refused(result, str(shard), "the shard cannot be read")
+
+
 # A full disk, simulated where each library writes: the error each one raises on a real full disk (a 64 KiB
 # tmpfs): Arrow and h5py an OSError of errno 28 without a file name, Python's files the same from write(),
 # torch.save a RuntimeError that hides its cause ("unexpected pos"). Each write leaves a few bytes, as a real one
