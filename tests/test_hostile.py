@@ -812,6 +812,54 @@ def test_a_deeply_nested_detector_json_is_named(tmp_path):
     assert_refused(result, str(folder / SPEC_FILE), "nested too deeply")
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON, and a YAML flow sequence: each parser recurses once per level
+
+
+def _deep_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEEP + "\n")
+    return path
+
+
+# reader -> (the file it is given, how it is called); each names the file, none raises RecursionError
+DEEP_READERS = {
+    "demo captions": ("captions.json", lambda p: _call("stages.sources.readers", "demo_image_names", p)),
+    "coco captions": ("captions.json", lambda p: _call("stages.sources.readers", "read_coco_file", p,
+                                                       image_path=Path, skips=Skips())),
+    "karpathy split": ("dataset_coco.json", lambda p: _call("stages.sources.readers", "read_karpathy", p)),
+    "code setting": ("setting.json", lambda p: _call("stages.code.setting", "read_setting", p)),
+    "selection": ("selection.json", lambda p: _call("stages.contracts.selection", "read_selection", p)),
+    "model_index.json": ("model/model_index.json",
+                         lambda p: _call("stages.generation.registry", "check_model_dir", p.parent)),
+    "generator registry": ("generators.yaml", lambda p: _call("stages.generation.registry", "read_registry", p)),
+    "backbone registry": ("backbones.yaml", lambda p: _call("stages.embedding.backbones", "read_registry", p)),
+    "benchmark manifest": ("set/manifest.jsonl", lambda p: _call("stages.external.sets", "_manifest_rows", p)),
+    "report's detector metrics": ("detector.json", lambda p: _call("stages.reporting.detectors", "read_json", p)),
+    "report layout": ("layout.yaml", lambda p: _call("stages.reporting.layout", "read_layout", p, paper_tables=(),
+                                                     footnotes=())),
+    "report's registry": ("registry.yaml", lambda p: _call("stages.reporting.setting", "_registry", p)),
+    "params": ("params.yaml", lambda p: _call("stages.contracts.instances", "read_instances", p)),
+    "paper's numbers": ("paper.json", lambda p: _call("stages.reporting.study", "read_paper", p)),
+    "plot data": ("curve.json", lambda p: _call("stages.reporting.key_figures", "_rows", p)),
+}
+
+
+def _call(module: str, function: str, *args, **kwargs):
+    import importlib
+
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("reader", DEEP_READERS)
+def test_a_file_nested_too_deeply_is_named_by_every_reader(tmp_path, reader):
+    name, read = DEEP_READERS[reader]
+    path = _deep_file(tmp_path, name)
+    with pytest.raises(InputError) as error:
+        read(path)
+    assert str(path) in str(error.value)
+
+
 @pytest.fixture(scope="module")
 def trained(image_data, tmp_path_factory):
     """code_train's outputs after one epoch: its checkpoints folder holds epoch-0001.pt."""
