@@ -57,7 +57,7 @@ def main(
     lr: float = typer.Option(..., help="AdamW learning rate (paper: 1e-3)."),
     weight_decay: float = typer.Option(..., help="AdamW weight decay (not given by the paper)."),
     temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the initialisation and the batch order."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the initialisation and the batch order."),
     device: str = device_option("auto", envvar="PARENTAGE_DISENTANGLE_DEVICE", what="S and T's training",
                                 note="auto: the GPU when one is visible, else MPS, else the CPU. Results match "
                                      "across devices only up to floating-point rounding."),

@@ -73,7 +73,7 @@ def main(
     projections: Path = typer.Option(..., help="S and T weights from the disentangle stage, same pair."),
     max_clusters: int = typer.Option(..., min=2, help="Validation clusters drawn (seeded) for the plot."),
     perplexity: float = typer.Option(..., help="t-SNE perplexity (lowered automatically for tiny sets)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the cluster draw and of t-SNE."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the cluster draw and of t-SNE."),
     out: Path = typer.Option(..., help="Output folder of the three CSV files."),
 ) -> None:
     """2-D t-SNE of validation clusters before and after disentanglement (the paper's Fig. 6)."""

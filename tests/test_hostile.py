@@ -581,6 +581,21 @@ def test_a_seed_past_torchs_range_is_refused_naming_the_option(tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
+SEED_MAX = 2**32 - 1  # what every library a seed reaches takes: numpy's RandomState, scikit-learn (torch: 2**64 - 1)
+
+
+def test_every_seed_is_bounded_by_what_every_library_takes():
+    """tiny_generator's 2**64 overflowed torch; scikit-learn's random_state (tsne, probe, the heads) stops at
+    2**32 - 1: every --seed stops there, so a larger one is refused at once by name, never deep in a library."""
+    import inspect
+
+    from stages.cli import COMMANDS
+
+    bounds = {name: inspect.signature(__import__(module, fromlist=["main"]).main).parameters["seed"].default.max
+              for name, module in COMMANDS if "seed" in {param.name for param in command_params(module)}}
+    assert len(bounds) >= 10 and set(bounds.values()) == {SEED_MAX}, bounds
+
+
 @pytest.mark.parametrize("value", ["nan", "-5", "0"])
 def test_a_perplexity_that_is_no_positive_number_is_named(tmp_path, value):
     from typer.testing import CliRunner
