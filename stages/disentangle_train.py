@@ -27,13 +27,18 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def run(parents: Path, children: Path, out: Path, history: Path, config, *, progress: bool = True) -> list:
     """Train S and T on the train split; write the weights and the losses; return the losses."""
+    import math
+
     from stages.contracts.io import write_json
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import save_projections, train_projections
 
-    if config.temperature <= 0 or config.lr <= 0 or config.epochs < 1:
-        raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
-                                        f"{config.epochs} must be positive")
+    # written so that NaN fails each comparison: a float option accepts nan and inf
+    if not (0 < config.temperature < math.inf and 0 < config.lr < math.inf and config.epochs >= 1
+            and 0 <= config.weight_decay < math.inf):
+        raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr}, epochs "
+                                        f"{config.epochs} and weight decay {config.weight_decay}: expected "
+                                        "finite, the first three positive and the weight decay at least 0")
     clusters = load_clusters(parents, children)
     train = clusters.select("train")
     try:

@@ -608,6 +608,36 @@ def test_a_perplexity_that_is_no_positive_number_is_named(tmp_path, value):
     assert_refused(result, "--perplexity", value)
 
 
+@pytest.mark.parametrize(("option", "value"), [("--weight-decay", "nan"), ("--warmup-epochs", "nan"),
+                                               ("--lr", "inf"), ("--temperature", "inf")])
+def test_code_train_refuses_a_training_float_that_is_no_finite_number(image_data, tmp_path, option, value):
+    """Typer's float options take nan and inf: AdamW raised on a NaN weight decay, a NaN warm-up made every
+    learning rate NaN."""
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    args = _code_args(image_data, image_data / "clusters.parquet", tmp_path / "out")
+    args[args.index(option) + 1] = value
+    result = CliRunner().invoke(code_train.app, args)
+    assert_refused(result, option.removeprefix("--").replace("-", "_"), value)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--lr", "nan"), ("--weight-decay", "nan"), ("--temperature", "inf")])
+def test_disentangle_train_refuses_a_float_that_is_no_finite_number(tmp_path, option, value):
+    from typer.testing import CliRunner
+
+    from stages import disentangle_train
+    from tests.study_caches import write_study_caches
+    from tests.test_disentangle import train_args
+
+    folder = write_study_caches(tmp_path / "caches", generators=("g1",), n_clusters=30)
+    args = train_args(folder, tmp_path)
+    args[args.index(option) + 1] = value
+    result = CliRunner().invoke(disentangle_train.app, args)
+    assert_refused(result, f"{option.removeprefix('--').replace('-', ' ')} {value}")
+
+
 def test_an_output_path_under_a_file_is_named(tmp_path):
     from typer.testing import CliRunner
 

@@ -79,11 +79,14 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("probe_images", 0)):
             if getattr(self, name) < low:
                 raise InputError(name, f"is {getattr(self, name)}; expected at least {low}")
+        # written so that NaN fails each comparison: a float option accepts nan and inf
         for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise InputError(name, f"is {getattr(self, name)}; expected a positive number")
-        if self.warmup_epochs < 0 or self.weight_decay < 0 or not 0 <= self.min_lr <= self.lr:
-            raise InputError("warmup_epochs / weight_decay / min_lr", "expected warmup_epochs >= 0, "
+            if not 0 < getattr(self, name) < math.inf:
+                raise InputError(name, f"is {getattr(self, name)}; expected a positive finite number")
+        if not (0 <= self.warmup_epochs < math.inf and 0 <= self.weight_decay < math.inf
+                and 0 <= self.min_lr <= self.lr):
+            raise InputError("warmup_epochs / weight_decay / min_lr", f"are {self.warmup_epochs}, "
+                             f"{self.weight_decay} and {self.min_lr}; expected finite warmup_epochs >= 0, "
                              "weight_decay >= 0 and 0 <= min_lr <= lr")
 
 
