@@ -129,7 +129,7 @@ def main(
     children_root: Path = typer.Option(..., help="Folder of the children folders, one per generator."),
     code_threshold: ThresholdRule = typer.Option(..., help="CoDE heads' thresholds: val (code_eval's rule) or "
                                                            "natural (0)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the random transforms (the crop), per image."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random transforms (the crop), per image."),
     scores: Path = typer.Option(..., help="Output CSV: every image's clean scores and errors."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output plot data: detector x generator x transform figures (CSV)."),

@@ -110,7 +110,7 @@ def main(
                                                  "splits. Empty: a seeded split by the fractions below."),
     val_fraction: float = typer.Option(..., min=0.0, max=1.0, help="Share of parents in val (seeded split)."),
     test_fraction: float = typer.Option(..., min=0.0, max=1.0, help="Share of parents in test (seeded split)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the split."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the split."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first bad input, naming it; skip: "
                                            "skip and count bad inputs (counts in the metrics)."),
     workers: int = typer.Option(8, min=1, help="Threads decoding images to check them (speed only, not a param)."),

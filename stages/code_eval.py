@@ -155,7 +155,7 @@ def main(
                                                       "val; natural: the head's own decision."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the random test crop and the heads."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random test crop and the heads."),
     batch_size: int = typer.Option(64, min=1, envvar="PARENTAGE_CODE_EVAL_BATCH_SIZE",
                                    help="Images per forward pass."),
     workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),

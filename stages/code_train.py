@@ -133,7 +133,8 @@ def main(
     patience: int = typer.Option(..., min=0, help="Stop after this many epochs without a better val metric; 0: never."),
     probe_images: int = typer.Option(..., min=0, help="val_accuracy: at most this many train and val images each "
                                                "(a seeded subsample); 0: all."),
-    seed: int = typer.Option(..., min=0, help="Seed of the initialisation, the data order, the views and the loss."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1,
+                             help="Seed of the initialisation, the data order, the views and the loss."),
     workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
                                 help="DataLoader worker processes (0: load in the training process)."),
     keep_checkpoints: int = typer.Option(2, envvar="PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS",

@@ -59,7 +59,7 @@ def main(
     parents: Path = typer.Option(..., help="Embedding cache of the parents."),
     children: Path = typer.Option(..., help="Embedding cache of one generator's children, same backbone."),
     projections: Path = typer.Option(..., help="S and T weights of the same pair (disentangle_train)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the S probe's child draw (disentangle.seed)."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the S probe's child draw (disentangle.seed)."),
     c_min: float = typer.Option(..., help="Smallest C of the S probe's grid (the probe stage's grid)."),
     c_max: float = typer.Option(..., help="Largest C of the grid."),
     c_steps: int = typer.Option(..., min=1, help="Number of C values."),

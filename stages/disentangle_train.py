@@ -27,13 +27,18 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def run(parents: Path, children: Path, out: Path, history: Path, config, *, progress: bool = True) -> list:
     """Train S and T on the train split; write the weights and the losses; return the losses."""
+    import math
+
     from stages.contracts.io import write_json
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import save_projections, train_projections
 
-    if config.temperature <= 0 or config.lr <= 0 or config.epochs < 1:
-        raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
-                                        f"{config.epochs} must be positive")
+    # written so that NaN fails each comparison: a float option accepts nan and inf
+    if not (0 < config.temperature < math.inf and 0 < config.lr < math.inf and config.epochs >= 1
+            and 0 <= config.weight_decay < math.inf):
+        raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr}, epochs "
+                                        f"{config.epochs} and weight decay {config.weight_decay}: expected "
+                                        "finite, the first three positive and the weight decay at least 0")
     clusters = load_clusters(parents, children)
     train = clusters.select("train")
     try:
@@ -57,7 +62,7 @@ def main(
     lr: float = typer.Option(..., help="AdamW learning rate (paper: 1e-3)."),
     weight_decay: float = typer.Option(..., help="AdamW weight decay (not given by the paper)."),
     temperature: float = typer.Option(..., help="SupCon temperature (not given by the paper)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the initialisation and the batch order."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the initialisation and the batch order."),
     device: str = device_option("auto", envvar="PARENTAGE_DISENTANGLE_DEVICE", what="S and T's training",
                                 note="auto: the GPU when one is visible, else MPS, else the CPU. Results match "
                                      "across devices only up to floating-point rounding."),

@@ -78,7 +78,7 @@ def main(
     c_min: float = typer.Option(..., help="Smallest C (inverse L2 strength) of the log-spaced grid."),
     c_max: float = typer.Option(..., help="Largest C of the grid."),
     c_steps: int = typer.Option(..., min=1, help="Number of C values in the grid."),
-    seed: int = typer.Option(..., min=0, help="Seed of the one-child-per-cluster draw."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the one-child-per-cluster draw."),
     max_iter: int = typer.Option(..., min=1, help="L-BFGS iterations at most."),
     protocol: Protocol = typer.Option(..., help="standardised: features standardised by the training rows; raw: "
                                                 "the paper's (CLIP's) raw features."),

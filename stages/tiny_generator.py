@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command()
 def main(
     out: Path = typer.Option(..., help="Output diffusers directory."),
-    seed: int = typer.Option(..., min=0, help="Seed of every random weight."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of every random weight."),
     registry: Path = typer.Option(..., help="The generator registry (YAML); its tiny_random entry gives the size."),
 ) -> None:
     """Build the tiny random-weight Stable-Diffusion-shaped pipeline and save it with save_pretrained."""

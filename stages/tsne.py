@@ -36,6 +36,8 @@ def tsne_2d(x, *, perplexity: float, seed: int):
 
 def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clusters: int, perplexity: float,
         seed: int) -> dict[str, int]:
+    import math
+
     import numpy as np
     import pandas as pd
 
@@ -44,6 +46,8 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import load_projections, project
 
+    if not (math.isfinite(perplexity) and perplexity > 0):  # NaN passes any range check Typer makes
+        raise InputError("--perplexity", f"is {perplexity}; expected a positive number (usually 5 to 50)")
     val = load_clusters(parents, children).select("val")
     if len(val.cluster_id) < 2:
         raise InputError(str(parents), f"{len(val.cluster_id)} validation clusters; t-SNE needs at least 2")
@@ -69,7 +73,7 @@ def main(
     projections: Path = typer.Option(..., help="S and T weights from the disentangle stage, same pair."),
     max_clusters: int = typer.Option(..., min=2, help="Validation clusters drawn (seeded) for the plot."),
     perplexity: float = typer.Option(..., help="t-SNE perplexity (lowered automatically for tiny sets)."),
-    seed: int = typer.Option(..., min=0, help="Seed of the cluster draw and of t-SNE."),
+    seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the cluster draw and of t-SNE."),
     out: Path = typer.Option(..., help="Output folder of the three CSV files."),
 ) -> None:
     """2-D t-SNE of validation clusters before and after disentanglement (the paper's Fig. 6)."""

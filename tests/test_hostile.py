@@ -537,6 +537,472 @@ def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
     assert "is a folder" in _plain(result.output) or "does not exist" not in _plain(result.output), result.output
 
 
+# ----------------------------------------------------- no traceback: options, paths, a full disk, edited artifacts
+def _not_parquet(folder: Path) -> Path:
+    path = folder / "clusters.parquet"
+    path.write_text("cluster_id,split\n0,train\n")  # a CSV under a Parquet name
+    return path
+
+
+def test_generate_names_a_clusters_table_that_is_not_parquet(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import generate
+    from stages.generation.registry import REGISTRY
+    from tests.test_generate import OPTIONS
+
+    bad = _not_parquet(tmp_path)
+    result = CliRunner().invoke(generate.app, ["--generator", "tiny_random", "--registry", str(REGISTRY),
+                                               "--clusters", str(bad), "--models-root", str(tmp_path), "--out",
+                                               str(tmp_path / "children"), "--metrics", str(tmp_path / "m.json"),
+                                               *OPTIONS])
+    assert_refused(result, str(bad), "not a readable Parquet file")
+
+
+def test_embed_names_a_clusters_table_that_is_not_parquet(image_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import embed
+
+    bad = _not_parquet(tmp_path)
+    result = CliRunner().invoke(embed.app, _embed_args(image_data, bad, tmp_path / "out"))
+    assert_refused(result, str(bad), "not a readable Parquet file")
+
+
+def test_a_seed_past_torchs_range_is_refused_naming_the_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import tiny_generator
+    from stages.generation.registry import REGISTRY
+
+    result = CliRunner().invoke(tiny_generator.app, ["--out", str(tmp_path / "tiny"), "--seed", str(2**64),
+                                                     "--registry", str(REGISTRY)])
+    assert_refused(result, "--seed", "less than or equal to")  # Typer's range message names the bound
+    assert not (tmp_path / "tiny").exists()
+
+
+SEED_MAX = 2**32 - 1  # what every library a seed reaches takes: numpy's RandomState, scikit-learn (torch: 2**64 - 1)
+
+
+def test_every_seed_is_bounded_by_what_every_library_takes():
+    """tiny_generator's 2**64 overflowed torch; scikit-learn's random_state (tsne, probe, the heads) stops at
+    2**32 - 1: every --seed stops there, so a larger one is refused at once by name, never deep in a library."""
+    import inspect
+
+    from stages.cli import COMMANDS
+
+    bounds = {name: inspect.signature(__import__(module, fromlist=["main"]).main).parameters["seed"].default.max
+              for name, module in COMMANDS if "seed" in {param.name for param in command_params(module)}}
+    assert len(bounds) >= 10 and set(bounds.values()) == {SEED_MAX}, bounds
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0"])
+def test_a_perplexity_that_is_no_positive_number_is_named(tmp_path, value):
+    from typer.testing import CliRunner
+
+    from stages import tsne
+
+    result = CliRunner().invoke(tsne.app, ["--parents", str(tmp_path / "p.h5"), "--children", str(tmp_path / "c.h5"),
+                                           "--projections", str(tmp_path / "s.safetensors"), "--max-clusters", "5",
+                                           "--perplexity", value, "--seed", "0", "--out", str(tmp_path / "tsne")])
+    assert_refused(result, "--perplexity", value)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--weight-decay", "nan"), ("--warmup-epochs", "nan"),
+                                               ("--lr", "inf"), ("--temperature", "inf")])
+def test_code_train_refuses_a_training_float_that_is_no_finite_number(image_data, tmp_path, option, value):
+    """Typer's float options take nan and inf: AdamW raised on a NaN weight decay, a NaN warm-up made every
+    learning rate NaN."""
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    args = _code_args(image_data, image_data / "clusters.parquet", tmp_path / "out")
+    args[args.index(option) + 1] = value
+    result = CliRunner().invoke(code_train.app, args)
+    assert_refused(result, option.removeprefix("--").replace("-", "_"), value)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--lr", "nan"), ("--weight-decay", "nan"), ("--temperature", "inf")])
+def test_disentangle_train_refuses_a_float_that_is_no_finite_number(tmp_path, option, value):
+    from typer.testing import CliRunner
+
+    from stages import disentangle_train
+    from tests.study_caches import write_study_caches
+    from tests.test_disentangle import train_args
+
+    folder = write_study_caches(tmp_path / "caches", generators=("g1",), n_clusters=30)
+    args = train_args(folder, tmp_path)
+    args[args.index(option) + 1] = value
+    result = CliRunner().invoke(disentangle_train.app, args)
+    assert_refused(result, f"{option.removeprefix('--').replace('-', ' ')} {value}")
+
+
+def test_an_output_path_under_a_file_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import clusters
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        photo(k).save(images / f"{k}.jpg")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(k), "path": f"images/{k}.jpg", "captions": five(str(k))}) + "\n"
+                                for k in range(3)))
+    args = ["--source", "manifest", "--input", str(manifest), "--images", str(images), "--captions-per-parent", "5",
+            "--coco-captions", "x", "--karpathy-split", "", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--seed", "0", "--workers", "1", "--on-bad", "error"]
+    for out in (manifest / "c.parquet", manifest / "deeper" / "c.parquet"):  # its folder a file, or a folder above
+        result = CliRunner().invoke(clusters.app, [*args, "--out", str(out), "--metrics", str(tmp_path / "m.json")])
+        assert_refused(result, str(manifest), "is a file", "a folder is expected")
+
+
+def test_code_train_names_a_shard_that_is_not_parquet(image_data, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    children = shutil.copytree(image_data / "children", tmp_path / "children")
+    shard = children / "g1" / "shards" / "shard-00000.parquet"
+    shard.write_text("not a shard\n")
+    args = _code_args(image_data, image_data / "clusters.parquet", tmp_path / "out")
+    args[args.index("--children-root") + 1] = str(children)
+    result = CliRunner().invoke(code_train.app, args)
+    assert_refused(result, str(shard), "the shard cannot be read")
+
+
+# A full disk, simulated where each library writes: the error each one raises on a real full disk (a 64 KiB
+# tmpfs): Arrow and h5py an OSError of errno 28 without a file name, Python's files the same from write(),
+# torch.save a RuntimeError that hides its cause ("unexpected pos"). Each write leaves a few bytes, as a real one
+# does, so a test sees that nothing half-written stays.
+def _no_space() -> OSError:
+    import errno
+    import os
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullFile:
+    """A file object whose first write stores one character and raises ENOSPC."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data):
+        self._handle.write(data[:1])
+        self._handle.flush()
+        raise _no_space()
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
+def _full_python_files(monkeypatch, folder: Path) -> None:
+    """Every file under `folder` opened to write with Path.open (write_text too) or open() finds the disk full."""
+    import builtins
+
+    real_path_open, real_open = Path.open, builtins.open
+
+    def full(file, mode: str) -> bool:
+        return bool(set(mode) & set("wax")) and Path(file).resolve().is_relative_to(folder.resolve())
+
+    def path_open(self, mode="r", *args, **kwargs):
+        handle = real_path_open(self, mode, *args, **kwargs)
+        return _FullFile(handle) if full(self, mode) else handle
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return _FullFile(handle) if isinstance(file, str | Path) and full(file, mode) else handle
+
+    monkeypatch.setattr(Path, "open", path_open)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def _full_arrow(monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    def write_table(table, where, *args, **kwargs):
+        Path(where).write_bytes(b"PAR1")
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+
+
+def _full_hdf5(monkeypatch) -> None:
+    import h5py
+
+    real = h5py.File
+
+    def file(name, mode="r", *args, **kwargs):
+        if mode == "r":
+            return real(name, mode, *args, **kwargs)
+        Path(name).write_bytes(b"\x89HDF")
+        raise OSError(28, "Unable to synchronously create file (file write failed: errno = 28, error message = "
+                          "'No space left on device')")
+
+    monkeypatch.setattr(h5py, "File", file)
+
+
+def _full_torch(monkeypatch) -> None:
+    import os
+
+    import torch
+
+    def save(obj, where, *args, **kwargs):
+        Path(where).write_bytes(b"PK\x03\x04")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    real_statvfs = os.statvfs
+
+    def statvfs(path):  # the disk the write filled: no block left
+        usage = real_statvfs(path)
+        return os.statvfs_result((usage.f_bsize, usage.f_frsize, usage.f_blocks, 0, 0, *tuple(usage)[5:]))
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+def _debris(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if ".tmp-" in path.name] if folder.exists() else []
+
+
+def test_generate_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import generate
+    from stages.generation.tiny import TinyConfig, save_pipeline
+    from tests.fixtures import write_clusters
+    from tests.test_generate import OPTIONS
+
+    clusters = write_clusters(tmp_path, n_parents=2, n_captions=2)
+    save_pipeline(TinyConfig(resolution=64), tmp_path / "models" / "tiny_random")
+    registry = tmp_path / "generators.yaml"
+    registry.write_text("tiny_random: {model_id: '', height: 32, width: 32, steps: 2, guidance_scale: 7.5, "
+                        "scheduler: DDIMScheduler, dtype: float32, batch_size: 4, safety_checker: false, "
+                        "base_seed: 0, random_weights: true, obtain: the test builds it}\n")
+    _full_arrow(monkeypatch)
+    out = tmp_path / "children"
+    result = CliRunner().invoke(generate.app, ["--generator", "tiny_random", "--registry", str(registry),
+                                               "--clusters", str(clusters), "--models-root", str(tmp_path / "models"),
+                                               "--out", str(out), "--metrics", str(tmp_path / "m.json"), *OPTIONS])
+    assert_refused(result, str(out / "shards" / "shard-00000.parquet"), "the disk is full")
+    assert not _debris(out) and not (out / "shards" / "shard-00000.parquet").exists()
+
+
+@pytest.mark.parametrize("full", ["hdf5", "python_files"])
+def test_embed_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch, full):
+    """Full when the cache is written (h5py), or from the first file (the fingerprint of its resumable parts)."""
+    from typer.testing import CliRunner
+
+    from stages import embed
+
+    out = tmp_path / "out"
+    _full_hdf5(monkeypatch) if full == "hdf5" else _full_python_files(monkeypatch, out)
+    result = CliRunner().invoke(embed.app, _embed_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(out / "e.h5" if full == "hdf5" else out / ".e.h5.parts" / "fingerprint"),
+                   "the disk is full")
+    assert not _debris(out) and not (out / "e.h5").exists()
+
+
+def test_code_train_on_a_full_disk_names_the_output(image_data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    _full_torch(monkeypatch)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(out / "ckpt"), "the disk is full")
+    assert not _debris(out)
+
+
+def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages import detect
+    from tests.test_detector_artifact import random_detector
+    from tests.tiny_backbone import TinyBackbone
+
+    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    photo(0).save(tmp_path / "a.jpg")
+    out = tmp_path / "out" / "scores.csv"
+    _full_python_files(monkeypatch, out.parent)
+    result = CliRunner().invoke(detect.app, [str(tmp_path / "a.jpg"), "--out", str(out), "--workers", "0",
+                                             "--no-progress"])
+    assert_refused(result, str(out), "the disk is full")
+    assert not _debris(tmp_path) and not out.exists()
+
+
+def test_a_deeply_nested_detector_json_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from stages import detect
+    from stages.shipped.artifact import SPEC_FILE, save_detector
+    from tests.test_detector_artifact import random_detector
+
+    folder = save_detector(random_detector(), tmp_path / "detector")
+    (folder / SPEC_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    photo(0).save(tmp_path / "a.jpg")
+    result = CliRunner().invoke(detect.app, [str(tmp_path / "a.jpg"), "--detector", str(folder), "--out",
+                                             str(tmp_path / "s.csv"), "--workers", "0", "--no-progress"])
+    assert_refused(result, str(folder / SPEC_FILE), "nested too deeply")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON, and a YAML flow sequence: each parser recurses once per level
+
+
+def _deep_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEEP + "\n")
+    return path
+
+
+# reader -> (the file it is given, how it is called); each names the file, none raises RecursionError
+DEEP_READERS = {
+    "demo captions": ("captions.json", lambda p: _call("stages.sources.readers", "demo_image_names", p)),
+    "coco captions": ("captions.json", lambda p: _call("stages.sources.readers", "read_coco_file", p,
+                                                       image_path=Path, skips=Skips())),
+    "karpathy split": ("dataset_coco.json", lambda p: _call("stages.sources.readers", "read_karpathy", p)),
+    "code setting": ("setting.json", lambda p: _call("stages.code.setting", "read_setting", p)),
+    "selection": ("selection.json", lambda p: _call("stages.contracts.selection", "read_selection", p)),
+    "model_index.json": ("model/model_index.json",
+                         lambda p: _call("stages.generation.registry", "check_model_dir", p.parent)),
+    "generator registry": ("generators.yaml", lambda p: _call("stages.generation.registry", "read_registry", p)),
+    "backbone registry": ("backbones.yaml", lambda p: _call("stages.embedding.backbones", "read_registry", p)),
+    "benchmark manifest": ("set/manifest.jsonl", lambda p: _call("stages.external.sets", "_manifest_rows", p)),
+    "report's detector metrics": ("detector.json", lambda p: _call("stages.reporting.detectors", "read_json", p)),
+    "report layout": ("layout.yaml", lambda p: _call("stages.reporting.layout", "read_layout", p, paper_tables=(),
+                                                     footnotes=())),
+    "report's registry": ("registry.yaml", lambda p: _call("stages.reporting.setting", "_registry", p)),
+    "params": ("params.yaml", lambda p: _call("stages.contracts.instances", "read_instances", p)),
+    "paper's numbers": ("paper.json", lambda p: _call("stages.reporting.study", "read_paper", p)),
+    "plot data": ("curve.json", lambda p: _call("stages.reporting.key_figures", "_rows", p)),
+}
+
+
+def _call(module: str, function: str, *args, **kwargs):
+    import importlib
+
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("reader", DEEP_READERS)
+def test_a_file_nested_too_deeply_is_named_by_every_reader(tmp_path, reader):
+    name, read = DEEP_READERS[reader]
+    path = _deep_file(tmp_path, name)
+    with pytest.raises(InputError) as error:
+        read(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def trained(image_data, tmp_path_factory):
+    """code_train's outputs after one epoch: its checkpoints folder holds epoch-0001.pt."""
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = tmp_path_factory.mktemp("trained")
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _edit_checkpoint(path: Path, edit) -> None:
+    import torch
+
+    saved = torch.load(path, weights_only=True)
+    edit(saved)
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize("edit", ["reshaped", "unknown_key", "unknown_state"])
+def test_an_edited_checkpoint_is_named_when_resuming(image_data, trained, tmp_path, edit):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = shutil.copytree(trained, tmp_path / "out")
+    checkpoint = out / "ckpt" / "epoch-0001.pt"
+    _edit_checkpoint(checkpoint, {
+        "reshaped": lambda saved: saved["model"].update(pos_embed=saved["model"]["pos_embed"].reshape(-1)),
+        "unknown_key": lambda saved: saved["model"].update(extra=saved["model"]["pos_embed"]),
+        "unknown_state": lambda saved: saved["state"].update(extra=1),
+    }[edit])
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(checkpoint), "not a checkpoint this stage wrote")
+
+
+@pytest.mark.parametrize("kind", ["pickled", "empty"])
+def test_a_checkpoint_that_is_no_safe_one_is_named_without_torchs_advice(image_data, tmp_path, kind):
+    import collections
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from stages import code_train
+
+    out = tmp_path / "out"
+    (out / "ckpt").mkdir(parents=True)
+    checkpoint = out / "ckpt" / "epoch-0001.pt"
+    checkpoint.write_bytes(pickle.dumps(collections.Counter(a=1)) if kind == "pickled" else b"")
+    result = CliRunner().invoke(code_train.app, _code_args(image_data, image_data / "clusters.parquet", out))
+    assert_refused(result, str(checkpoint), "not a safe checkpoint" if kind == "pickled" else "an empty file")
+    assert "weights_only" not in result.output
+
+
+def test_a_model_file_holding_a_bare_tensor_is_named(image_data, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from stages import code_eval
+    from tests.test_code_eval import OPTIONS
+
+    model = tmp_path / "model.pt"
+    torch.save(torch.zeros(3), model)
+    args = ["--model", str(model), "--clusters", str(image_data / "clusters.parquet"), "--children-root",
+            str(image_data / "children"), "--generators", "g1", "--fit", "g1", *OPTIONS, "--metrics",
+            str(tmp_path / "m.json"), "--grid", str(tmp_path / "grid.csv")]
+    result = CliRunner().invoke(code_eval.app, args)
+    assert_refused(result, str(model), "not a CoDE model")
+
+
+@pytest.mark.parametrize("kind", ["empty", "text"])
+def test_an_unreadable_image_read_as_bytes_is_named_by_its_path_not_a_buffer(tmp_path, kind):
+    """clusters reads each parent's bytes (to hash them) before it looks at them: Pillow then names a BytesIO."""
+    from typer.testing import CliRunner
+
+    from stages import clusters
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(3):
+        photo(k).save(images / f"{k}.jpg")
+    (images / "2.jpg").write_bytes(b"" if kind == "empty" else b"not an image\n")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(k), "path": f"images/{k}.jpg", "captions": five(str(k))}) + "\n"
+                                for k in range(3)))
+    result = CliRunner().invoke(clusters.app, [
+        "--source", "manifest", "--input", str(manifest), "--images", str(images), "--out", str(tmp_path / "c.parquet"),
+        "--metrics", str(tmp_path / "m.json"), "--captions-per-parent", "5", "--coco-captions", "x",
+        "--karpathy-split", "", "--val-fraction", "0.2", "--test-fraction", "0.2", "--seed", "0", "--workers", "1",
+        "--on-bad", "error"])
+    assert_refused(result, "images/2.jpg", "an empty file" if kind == "empty" else "no image format")
+    assert "BytesIO" not in result.output
+
+
 # --------------------------------------------------------------- every command that reads images, hostile files
 def _fifo(path: Path) -> None:
     import os

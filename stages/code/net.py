@@ -84,17 +84,21 @@ def load_model(path: Path | str, *, device: str = "cpu"):
         saved = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
         # weights_only refused an object: the file is not what code_train writes (tensors and plain data)
-        raise InputError(str(path), "refused: it holds Python objects besides tensors and plain data, which "
-                                    "code_train never writes; it is not loaded") from error
+        # torch's message advises reloading with weights_only=False, which runs whatever the file holds: not quoted
+        raise InputError(str(path), "is not a safe checkpoint: it holds Python objects besides tensors and plain "
+                                    "data, which code_train never writes; refused without running it") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise InputError(str(path), f"is not a readable CoDE checkpoint ({type(error).__name__}); rerun "
-                                    "code_train") from error
+        reason = "an empty file" if isinstance(error, EOFError) else type(error).__name__
+        raise InputError(str(path), f"is not a readable CoDE checkpoint ({reason}); rerun code_train") from error
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise InputError(str(path), f"is not a CoDE model written by code_train (it holds a "
+                                    f"{type(saved).__name__}, not its config and weights)")
     try:
         config = CodeNetConfig(**saved["config"])
         model = build_model(config, seed=0)
         model.load_state_dict(saved["state_dict"])
         meta = saved["meta"]
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:  # InputError: its arch
         raise InputError(str(path), f"is not a CoDE model written by code_train ({type(error).__name__}: "
                                     f"{' '.join(str(error).split())[:200]})") from error
     return model.to(device).eval(), config, meta

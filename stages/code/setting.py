@@ -38,7 +38,7 @@ def read_setting(path: Path) -> CodeSetting | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise InputError(str(path), f"not valid JSON ({error})") from error
     names = [f.name for f in fields(CodeSetting)]
     if not isinstance(data, dict) or set(data) != set(names):

@@ -79,11 +79,14 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("probe_images", 0)):
             if getattr(self, name) < low:
                 raise InputError(name, f"is {getattr(self, name)}; expected at least {low}")
+        # written so that NaN fails each comparison: a float option accepts nan and inf
         for name in ("lr", "temperature"):
-            if not getattr(self, name) > 0:
-                raise InputError(name, f"is {getattr(self, name)}; expected a positive number")
-        if self.warmup_epochs < 0 or self.weight_decay < 0 or not 0 <= self.min_lr <= self.lr:
-            raise InputError("warmup_epochs / weight_decay / min_lr", "expected warmup_epochs >= 0, "
+            if not 0 < getattr(self, name) < math.inf:
+                raise InputError(name, f"is {getattr(self, name)}; expected a positive finite number")
+        if not (0 <= self.warmup_epochs < math.inf and 0 <= self.weight_decay < math.inf
+                and 0 <= self.min_lr <= self.lr):
+            raise InputError("warmup_epochs / weight_decay / min_lr", f"are {self.warmup_epochs}, "
+                             f"{self.weight_decay} and {self.min_lr}; expected finite warmup_epochs >= 0, "
                              "weight_decay >= 0 and 0 <= min_lr <= lr")
 
 
@@ -259,9 +262,14 @@ def load_checkpoint(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
 
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
-        raise InputError(str(path), "is not a checkpoint this stage wrote: refused without running it "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+    except pickle.UnpicklingError as error:
+        # torch's message advises reloading with weights_only=False, which runs whatever the file holds: not quoted
+        raise InputError(str(path), "is not a checkpoint this stage wrote: not a safe checkpoint, it holds Python "
+                         "objects besides tensors and plain data; refused without running it",
+                         "move it out of the checkpoints folder") from error
+    except (RuntimeError, EOFError, ValueError, AttributeError, OSError) as error:
+        reason = "an empty file" if isinstance(error, EOFError) else type(error).__name__
+        raise InputError(str(path), f"is not a checkpoint this stage wrote: unreadable ({reason})",
                          "move it out of the checkpoints folder") from error
     if not isinstance(saved, dict) or "fingerprint" not in saved:
         raise InputError(str(path), "is not a checkpoint this stage wrote (no fingerprint)",
@@ -314,10 +322,16 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     if last is not None:
         saved = load_checkpoint(last)
         if saved["fingerprint"] == stamp:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved["schedule"])
-            state = TrainState(**saved["state"])
+            try:
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                schedule.load_state_dict(saved["schedule"])
+                state = TrainState(**saved["state"])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+                # its fingerprint matches, its content does not: a file edited (or mixed up) after it was written
+                raise InputError(str(last), f"is not a checkpoint this stage wrote ({type(error).__name__}: "
+                                 f"{' '.join(str(error).split())[:200]})",
+                                 "move it out of the checkpoints folder") from error
             print_(f"resuming from {last} (epoch {state.epoch} of {config.epochs})")
         else:
             print_(f"{checkpoints}: checkpoints of another configuration or data; starting afresh")

@@ -53,7 +53,10 @@ def iter_image_bytes(folder: Path | str, child_ids: Sequence[str] | None = None)
     """Yield (child_id, encoded image bytes) shard by shard, so memory holds one shard at a time.
 
     With `child_ids`, only those children are yielded, in manifest order."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from stages.contracts.errors import InputError
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -64,11 +67,16 @@ def iter_image_bytes(folder: Path | str, child_ids: Sequence[str] | None = None)
             raise KeyError(f"{folder}: {len(unknown)} child ids not in the manifest, e.g. {sorted(unknown)[:3]}")
         manifest = manifest[manifest["child_id"].isin(wanted)]
     for shard, rows in manifest.groupby("shard", sort=True):
-        table = pq.read_table(folder / SHARDS / shard, columns=["child_id", "image"])
-        ids = table.column("child_id").to_pylist()
-        images = table.column("image").combine_chunks().field("bytes").to_pylist()
+        try:
+            table = pq.read_table(folder / SHARDS / shard, columns=["child_id", "image"])
+            ids = table.column("child_id").to_pylist()
+            images = table.column("image").combine_chunks().field("bytes").to_pylist()
+        except (pa.ArrowException, OSError, KeyError) as error:  # not Parquet, truncated, or other columns
+            raise InputError(str(folder / SHARDS / shard), f"the shard cannot be read "
+                             f"({' '.join(str(error).split())[:200]})", "rerun generate") from error
         for row, child in zip(rows["row"], rows["child_id"], strict=True):
-            if ids[row] != child:
-                raise ValueError(f"{folder / SHARDS / shard}: row {row} holds {ids[row]!r}, the manifest says "
-                                 f"{child!r}; the children folder is inconsistent (rerun generate)")
+            if row >= len(ids) or ids[row] != child:
+                held = repr(ids[row]) if row < len(ids) else "nothing"
+                raise InputError(str(folder / SHARDS / shard), f"row {row} holds {held}, the manifest says "
+                                 f"{child!r}; the children folder is inconsistent", "rerun generate")
             yield child, images[row]

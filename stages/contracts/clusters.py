@@ -22,11 +22,12 @@ def natural_key(source_id: str) -> tuple[int, int | str]:
 
 def read_clusters(path: Path | str):
     """Read ``clusters.parquet`` as a pandas DataFrame, checking the columns and the N-captions rule."""
+    from stages.contracts.errors import InputError
     from stages.contracts.io import read_parquet_checked
 
     frame = read_parquet_checked(path, COLUMNS, what="clusters table", made_by="clusters")
     lengths = frame["captions"].map(len)
     if lengths.nunique() > 1:
-        raise ValueError(f"{path}: parents have different numbers of captions {sorted(lengths.unique())}")
+        raise InputError(str(path), f"parents have different numbers of captions {sorted(lengths.unique())}")
     frame["captions"] = frame["captions"].map(list)
     return frame

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +23,40 @@ class InputError(ValueError):
         super().__init__(message)
 
 
+class DiskFull(InputError):
+    """An output that could not be written because its disk is full (what was half-written is removed)."""
+
+    def __init__(self, where: str, *, cleaned: bool = True) -> None:
+        problem = "cannot be written: no space left on the device (the disk is full)"
+        super().__init__(where, problem + ("; nothing half-written was kept" if cleaned else ""),
+                         "free some space there, or give an output path on another disk")
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# how libraries that wrap the OS error quote it (safetensors: "I/O error: No space left on device (os error 28)")
+_FULL_TEXTS = ("no space left on device", "disk quota exceeded", f"os error {errno.ENOSPC}")
+_ALMOST_FULL = 1 << 20  # bytes: a write that failed with this little space left found the disk full
+
+
+def is_disk_full(error: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether `error`, raised while writing into `folder`, means that the disk is full: an OSError of ENOSPC or
+    EDQUOT, a library's error quoting one, or one that hides its cause (torch.save's RuntimeError "unexpected
+    pos") raised while `folder`'s filesystem has under a megabyte left."""
+    if isinstance(error, InputError):
+        return False
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        return True
+    if any(text in str(error).lower() for text in _FULL_TEXTS):
+        return True
+    if folder is None or not isinstance(error, OSError | RuntimeError):
+        return False
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return min(usage.f_bavail, usage.f_bfree) * usage.f_frsize < _ALMOST_FULL
+
+
 class OnBad(StrEnum):
     """What a stage does with bad input: stop at the first, naming it, or skip and count each one."""
 
@@ -30,7 +66,8 @@ class OnBad(StrEnum):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """In a command: print bad input and missing files as one clear line and exit 2, without a traceback."""
+    """In a command: print bad input, missing files, an output path under a file and a full disk as one clear
+    line and exit 2, without a traceback."""
     import typer
 
     try:
@@ -44,6 +81,18 @@ def user_errors() -> Iterator[None]:
                    NotADirectoryError: "a part of this path is a file; a folder is expected there",
                    PermissionError: "permission denied"}[type(error)]
         print(f"error: {error.filename}: {problem}", file=sys.stderr)
+        raise typer.Exit(2) from error
+    except FileExistsError as error:
+        # making an output's folders (mkdir(parents=True, exist_ok=True)) met a file where a folder goes
+        problem = ("is a file; a folder is expected there (an output path goes under it)"
+                   if error.filename and not os.path.isdir(error.filename) else "already exists")
+        print(f"error: {error.filename}: {problem}", file=sys.stderr)
+        raise typer.Exit(2) from error
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        # a write outside stages.contracts.io.atomic_path (which names its output): name what the OS names
+        print(f"error: {DiskFull(error.filename or 'an output of this command', cleaned=False)}", file=sys.stderr)
         raise typer.Exit(2) from error
 
 

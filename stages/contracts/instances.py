@@ -75,7 +75,7 @@ def read_instances(path: Path) -> Instances:
         raise InputError(str(path), "params file not found")
     try:
         params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
     return from_params(params if isinstance(params, dict) else {}, str(path))
 

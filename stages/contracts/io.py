@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.contracts.errors import InputError
+from stages.contracts.errors import DiskFull, InputError, is_disk_full
 
 
 class OutputError(InputError):
@@ -44,6 +44,10 @@ def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = Non
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except Exception as error:
+        if is_disk_full(error, target.parent):  # checked before the temporary is removed and frees its space
+            raise DiskFull(str(target)) from error
+        raise
     finally:
         _remove(tmp)
 
@@ -161,16 +165,21 @@ def _checked(obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 def read_parquet_checked(path: Path | str, columns: tuple[str, ...], *, what: str, made_by: str):
     """A contract's Parquet file as a pandas DataFrame: FileNotFoundError naming the stage that writes it when
-    it is missing, ValueError naming the missing columns when it is not that contract's file."""
+    it is missing, InputError naming the file when it is no Parquet file or lacks the contract's columns."""
     import pandas as pd
+    import pyarrow as pa
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what} here; the {made_by} stage writes it (dvc repro)")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as error:  # not Parquet at all, or a truncated or corrupt one
+        raise InputError(str(path), f"is not a readable Parquet file, so no {what} "
+                         f"({' '.join(str(error).split())[:200]})", f"the {made_by} stage writes it") from error
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: not a {what}, missing columns {missing}")
+        raise InputError(str(path), f"not a {what}, missing columns {missing}")
     return frame
 
 

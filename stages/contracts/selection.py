@@ -99,7 +99,7 @@ def read_selection(path: Path | str) -> Selection:
         raise InputError(str(path), "selection not found", "the select stage writes it: dvc repro")
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InputError(str(path), f"is not a selection file (JSON: {error})") from error
     if not isinstance(data, dict) or set(data) != {"caches", "registry", "sets"} or not all(
             isinstance(data[key], dict) for key in data):

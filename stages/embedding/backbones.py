@@ -132,7 +132,7 @@ def read_registry(path: Path | str) -> dict[str, BackboneSpec]:
         raise InputError(str(path), "backbone registry file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
     except UnicodeDecodeError as error:
         raise InputError(str(path), f"is not a text file ({error})") from error

@@ -316,7 +316,8 @@ def _prepare_parts(parts: Path, print_: str, state) -> None:
         if parts.exists() and (not stamp.is_file() or stamp.read_text() != print_):
             shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(print_)
+        with atomic_path(stamp) as tmp:  # a full disk is then named, and leaves no half-written stamp
+            tmp.write_text(print_)
     state.wait_for_everyone()
 
 

@@ -232,7 +232,7 @@ def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, RecursionError) as error:
                 raise InputError(f"{path}: line {number}", f"not valid JSON ({error})") from error
             if not isinstance(row, dict):
                 raise InputError(f"{path}: line {number}", f"holds a {type(row).__name__}; expected an object")

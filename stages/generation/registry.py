@@ -206,7 +206,7 @@ def read_registry(path: Path | str) -> dict[str, GeneratorSpec]:
         raise InputError(str(path), "generator registry file not found")
     try:
         data = _safe_load_unique(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
     if not isinstance(data, dict):
         raise InputError(str(path), "expected a mapping of generator aliases to entries")
@@ -290,7 +290,7 @@ def check_model_dir(path: Path) -> None:
         raise InputError(str(path), "is not a diffusers pipeline directory: model_index.json is missing")
     try:
         components = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise InputError(str(index), f"is not valid JSON ({error})") from error
     for name, value in components.items():
         if not name.startswith("_") and isinstance(value, list) and value[0] is not None \

@@ -102,7 +102,12 @@ def _open(source: Path | bytes | BinaryIO, where: str, max_pixels: int) -> Image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # over twice Pillow's own limit (or over it, where the caller turned warnings into errors)
         raise InputError(where, f"refused as a decompression bomb ({error})") from error
-    except (Image.UnidentifiedImageError, OSError, ValueError) as error:
+    except Image.UnidentifiedImageError as error:
+        # Pillow's message names its file object, a BytesIO for bytes: `where` names the file
+        empty = len(source) == 0 if isinstance(source, bytes) else Path(source).stat().st_size == 0
+        raise InputError(where, "not a readable image (an empty file)" if empty else
+                         "not a readable image (no image format Pillow reads starts it)") from error
+    except (OSError, ValueError) as error:
         raise InputError(where, f"not a readable image ({error})") from error
     _check_size(image, where, max_pixels)
     return image

@@ -47,7 +47,7 @@ def read_json(path: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise InputError(str(path), f"not valid JSON ({error})") from error
 
 

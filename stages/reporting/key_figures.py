@@ -32,7 +32,7 @@ def _rows(path: Path) -> list[dict]:
         else:
             with path.open(newline="") as stream:
                 rows = list(csv.DictReader(stream))
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, RecursionError, csv.Error, UnicodeDecodeError) as error:
         raise InputError(str(path), f"unreadable plot data ({error})") from error
     if not isinstance(rows, list):
         raise InputError(str(path), "expected a list of rows")

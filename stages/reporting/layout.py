@@ -120,7 +120,7 @@ def _load(path: Path) -> dict:
         raise InputError(str(path), "the layout file does not exist")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise InputError(str(path), f"not valid YAML ({error})") from error
     if not isinstance(data, dict) or set(data) != {"tables"} or not isinstance(data["tables"], list):
         raise InputError(str(path), "expected one key, `tables`, holding a list of tables")

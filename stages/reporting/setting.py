@@ -40,7 +40,7 @@ def _registry(path: Path) -> dict:
         raise InputError(str(path), "the registry does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise InputError(str(path), f"not valid YAML ({error})") from error
     if not isinstance(data, dict):
         raise InputError(str(path), "expected a mapping of aliases to entries")

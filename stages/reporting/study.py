@@ -39,7 +39,7 @@ def collect(folder: Path, model_backbone: str, instances: Instances) -> Results:
                 continue
             try:
                 results.setdefault(generator, {})[backbone] = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, RecursionError) as error:
                 raise InputError(str(path), f"not valid JSON ({error})") from error
     return results
 
@@ -50,7 +50,7 @@ def read_paper(path: Path) -> dict:
         raise InputError(str(path), "the paper's numbers file does not exist")
     try:
         paper = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise InputError(str(path), f"not valid JSON ({error})") from error
     if not all(isinstance(paper.get(k), dict) for k in ("backbones", "generators", "tables")):
         raise InputError(str(path), "expected objects `backbones`, `generators` and `tables`")

@@ -186,6 +186,8 @@ def load_detector(folder: Path | str) -> Detector:
         spec = json.loads(spec_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{spec_path}: not valid JSON ({error})") from error
+    except RecursionError as error:  # Python's parser recurses once per level of nesting
+        raise ValueError(f"{spec_path}: nested too deeply to be a detector's JSON") from error
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise ValueError(f"{spec_path}: not a {FORMAT} file")
     if spec.get("format_version") != FORMAT_VERSION:

@@ -62,7 +62,7 @@ def demo_image_names(captions_file: Path) -> list[str]:
         return [str(image["file_name"]) for image in data["images"]]
     except FileNotFoundError as error:
         raise InputError(where, "caption file not found") from error
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as error:
         raise InputError(where, f"not a COCO caption file with a file_name per image ({error})") from error
 
 
@@ -83,7 +83,7 @@ def read_coco_file(captions_file: Path, *, image_path, skips: Skips) -> list[Rec
         raise InputError(where, "caption file not found") from error
     except IsADirectoryError as error:
         raise InputError(where, "is a folder; expected a COCO caption file") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise InputError(where, f"not valid JSON ({error})") from error
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise InputError(where, "not a COCO caption file: expected keys 'images' and 'annotations'")
@@ -226,7 +226,7 @@ def read_karpathy(path: Path) -> dict[str, str]:
         raise InputError(str(path), "Karpathy split file not found") from error
     except IsADirectoryError as error:
         raise InputError(str(path), "is a folder; expected Karpathy's dataset_coco.json") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise InputError(str(path), f"not valid JSON ({error}); expected Karpathy's dataset_coco.json") from error
     if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
         raise InputError(str(path), f"holds a {type(data).__name__}; expected Karpathy's dataset_coco.json "
