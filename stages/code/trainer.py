@@ -41,6 +41,7 @@ from stages.code.net import CodeNetConfig, build_model, save_model
 from stages.contracts.errors import InputError
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, REAL
+from stages.contracts.runtime import checked_batches, data_loader
 
 BEST = "best.pt"
 # Every module a training run executes: this module's import closure, which tests/test_code_train.py checks
@@ -175,12 +176,12 @@ def val_loss(model, pairs, views: ViewConfig, config: TrainConfig, *, num_worker
     import torch
 
     dataset = PairViews(pairs, views, seed=config.seed, stream=1, shuffle=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=num_workers)
+    loader = data_loader(dataset, batch_size=config.batch_size, num_workers=num_workers)
     device = next(model.parameters()).device
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
-        for step, batch in enumerate(loader):
+        for step, batch in enumerate(checked_batches(loader)):
             if len(batch["real"]) < 2:
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -300,9 +301,9 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     dataset = PairViews(pairs, views, seed=config.seed)
     # persistent workers: started once, not at every epoch (EpochIndices hands them the epoch); pinned
     # batches on CUDA so the host-to-device copy runs beside the step
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=EpochIndices(dataset),
-                                         num_workers=num_workers, persistent_workers=num_workers > 0,
-                                         pin_memory=torch.cuda.is_available() and accelerator.device.type == "cuda")
+    loader = data_loader(dataset, batch_size=config.batch_size, sampler=EpochIndices(dataset),
+                         num_workers=num_workers, persistent_workers=num_workers > 0,
+                         pin_memory=torch.cuda.is_available() and accelerator.device.type == "cuda")
     steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch=steps_per_epoch, config=config))
@@ -336,7 +337,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
         model.train()
         sums, seen, start, lr = {"loss": 0.0, "real": 0.0, "fake": 0.0}, 0, time.perf_counter(), config.lr
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (progress and main))
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(checked_batches(bar)):
             n = len(batch["real"])
             if n < 2:  # a last batch of one has no same-class positive; even_batches makes all processes agree
                 continue

@@ -335,8 +335,9 @@ def _autocast(device, precision: Precision):
 def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Sequence[int], config: RunConfig,
                 children: Path | None, device, skips: Skips, desc: str, position: int) -> None:
     import torch
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+
+    from stages.contracts.runtime import checked_batches, data_loader
 
     n = len(rows)
     batches = _batches(n, config.chunk_size, config.batch_size, chunks)
@@ -355,8 +356,8 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
                          tokenizer=backbone.tokenizer if text else None, children=children,
                          draft=resize_side(backbone.transform) if config.jpeg_draft and not text else None,
                          encoded=tensor_transform is not None)
-    loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = data_loader(source, batch_size=None, shuffle=False, num_workers=config.workers,
+                         pin_memory=device.type == "cuda", persistent_workers=False)
     unit = "caption" if text else "img"
     total = sum(end - start for _, start, end in batches)
     chunk_of = [chunk for chunk, _, _ in batches]
@@ -366,7 +367,7 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     pending_bad: list[tuple[str, str, str, str]] = []
     with tqdm(total=total, desc=desc, unit=unit, position=position, disable=not config.progress) as bar, \
             torch.inference_mode():
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(checked_batches(loader)):
             for row_id, where, problem, reason in batch["bad"]:
                 skips.handle(InputError(where, problem), reason)
                 pending_bad.append((row_id, where, problem, reason))
