@@ -258,6 +258,9 @@ def load_checkpoint(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
 
     import torch
 
+    from stages.contracts.files import regular_or_absent
+
+    regular_or_absent(path, what="a checkpoint")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:

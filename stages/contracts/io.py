@@ -164,7 +164,9 @@ def read_parquet_checked(path: Path | str, columns: tuple[str, ...], *, what: st
     it is missing, ValueError naming the missing columns when it is not that contract's file."""
     import pandas as pd
 
-    path = Path(path)
+    from stages.contracts.files import regular_or_absent
+
+    path = regular_or_absent(path, what=f"a {what}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what} here; the {made_by} stage writes it (dvc repro)")
     frame = pd.read_parquet(path)
