@@ -58,3 +58,42 @@ def test_a_worker_in_no_command_names_the_loaders_own_knob(tmp_path, monkeypatch
     photo(0).save(tmp_path / "a.png")
     with pytest.raises(runtime.WorkerError, match="lower num_workers"):
         list(embed_items(TinyBackbone(), StuckItems([tmp_path / "a.png"], "stuck"), workers=1, progress=False))
+
+
+def _stderr_of(*command: str, env: dict[str, str]) -> str:
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PARENTAGE_")}
+    result = subprocess.run([sys.executable, "-m", *command, "--help"], env={**environ, **env}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("command", [("stages.detect",), ("stages.clusters",), ("stages.cli", "detect")])
+def test_a_misspelt_variable_is_named_with_the_nearest_known_one(command):
+    """A misspelt PARENTAGE_* variable was ignored without a word: every command (a stage run by DVC, the
+    `parentage` CLI) names it on stderr before it starts, with the nearest known one; a known one says nothing."""
+    stderr = _stderr_of(*command, env={"PARENTAGE_EMBED_THREDS": "4", "PARENTAGE_DETECT_WORKERS": "1"})
+    assert "PARENTAGE_EMBED_THREDS" in stderr and "did you mean PARENTAGE_EMBED_THREADS?" in stderr, stderr
+    assert "PARENTAGE_DETECT_WORKERS" not in stderr, stderr
+
+
+def test_the_known_variables_are_the_commands_options_and_nothing_else_is_needed():
+    """known_variables reads the source with ast; it agrees with the options the commands really declare, and
+    every PARENTAGE_* name the README, dvc.yaml and the Makefile use is among them."""
+    import re
+
+    from stages.cli import COMMANDS
+    from stages.generation import speed
+    from tests.imports import REPO
+
+    declared = {p.envvar for _, module in COMMANDS for p in typer.main.get_command(
+        __import__(module, fromlist=["app"]).app).params if p.envvar}
+    outside = {*speed.ENVIRONMENT, "PARENTAGE_GENERATE_LAUNCHER", "PARENTAGE_CODE_TRAIN_LAUNCHER"}
+    assert runtime.known_variables() == declared | outside
+    used = {name for file in ("README.md", "dvc.yaml", "Makefile")
+            for name in re.findall(r"PARENTAGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])", (REPO / file).read_text())}
+    assert used and used <= runtime.known_variables(), used - runtime.known_variables()
+    assert runtime.unknown_variables({"PARENTAGE_FOO": "1", "PATH": "/bin"}) == {"PARENTAGE_FOO": None}

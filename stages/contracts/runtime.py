@@ -48,10 +48,17 @@ def most_parallel() -> int:
 def parallel_option(default: int, *, envvar: str | None = None, minimum: int = 0, help: str) -> Any:
     """A thread or worker knob: ``workers: int = parallel_option(2, envvar="PARENTAGE_EMBED_WORKERS", help=...)``.
     A value outside minimum..most_parallel() is a usage error (exit 2) naming the option, the variable when the
-    value came from it, and the range."""
-    bound = most_parallel()
-    return typer.Option(default, min=minimum, max=bound, envvar=envvar,
-                        help=f"{help} At most {bound} (this machine's {os.cpu_count() or 1} cores x {FACTOR}).")
+    value came from it, and the bound."""
+    bound, cores = most_parallel(), os.cpu_count() or 1
+
+    def check(value: int) -> int:
+        if value > bound:
+            raise typer.BadParameter(f"{value} is above {bound}, this machine's {cores} cores x {FACTOR}: more "
+                                     "threads or processes than that only exhaust the process limit")
+        return value
+
+    return typer.Option(default, min=minimum, envvar=envvar, callback=check,
+                        help=f"{help} At most {bound} (this machine's {cores} cores x {FACTOR}).")
 
 
 # ------------------------------------------------------------------------------------------- variables
@@ -85,7 +92,10 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> dict[str, str
     if not set_here:
         return {}
     known = known_variables()
-    return {name: next(iter(difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)), None)
+    # compared without the prefix every name shares, which would make any two names look alike
+    tails = {name.removeprefix(PREFIX): name for name in known}
+    return {name: tails.get(next(iter(difflib.get_close_matches(name.removeprefix(PREFIX), sorted(tails), n=1,
+                                                                cutoff=0.6)), ""))
             for name in set_here if name not in known}
 
 
