@@ -53,6 +53,7 @@ def test_a_stuck_or_dead_worker_names_the_stage_and_its_knob(tmp_path, monkeypat
     assert message.startswith("benchmark: ") and "lower --workers (PARENTAGE_BENCHMARK_WORKERS)" in message, message
 
 
+@pytest.mark.timeout(120)
 def test_a_worker_in_no_command_names_the_loaders_own_knob(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "LOADER_TIMEOUT", 3.0)
     photo(0).save(tmp_path / "a.png")
