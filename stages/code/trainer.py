@@ -49,7 +49,8 @@ BEST = "best.pt"
 # the fingerprint make that rerun train afresh instead of resuming checkpoints the old code wrote.
 TRAINING_CODE = ("stages.code.augment", "stages.code.data", "stages.code.heads", "stages.code.loss", "stages.code.net",
                  "stages.code.trainer", "stages.contracts.children", "stages.contracts.clusters",
-                 "stages.contracts.errors", "stages.contracts.ids", "stages.contracts.io", "stages.contracts.labels",
+                 "stages.contracts.errors", "stages.contracts.files", "stages.contracts.ids", "stages.contracts.io",
+                 "stages.contracts.labels", "stages.contracts.runtime",
                  "stages.heads.classes", "stages.heads.linear", "stages.heads.metrics", "stages.heads.threshold",
                  "stages.imaging.load",
                  "stages.imaging.transforms")
