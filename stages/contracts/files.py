@@ -33,6 +33,6 @@ def regular_or_absent(path: Path | str, *, what: str) -> Path:
     path = Path(path)
     kind = special_kind(path)
     if kind:
-        raise InputError(str(path), f"is {kind}, not {what}; not opened",
-                         "replace it with the file its stage writes (dvc repro)")
+        raise InputError(str(path), f"is {kind}, not {what}; not opened (remove it, and rerun the stage that "
+                         "writes it)")
     return path

@@ -322,6 +322,8 @@ def load_checked(detector_path: Path, registry: Path, device: str = "cpu"):
 
     try:
         detector = load_detector(detector_path)
+    except InputError:  # names its file already
+        raise
     except ValueError as error:
         raise InputError(str(detector_path), str(error)) from error
     backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
