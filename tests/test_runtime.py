@@ -18,7 +18,8 @@ from tests.tiny_backbone import TinyBackbone
 
 class StuckItems(ImageItems):
     """Items whose worker never delivers: `stuck` blocks as a worker that could not start its threads does (the
-    benchmark stage sat at 0 % CPU for over 10 minutes), `dead` exits as one killed for memory does."""
+    benchmark stage sat at 0 % CPU for over 10 minutes), `dead` exits as one killed for memory does; any other
+    `how` reads them."""
 
     def __init__(self, paths, how: str) -> None:
         super().__init__(paths, [str(p) for p in paths], TinyBackbone().preprocess)
@@ -27,9 +28,9 @@ class StuckItems(ImageItems):
     def __getitem__(self, index: int):
         from torch.utils.data import get_worker_info
 
-        if get_worker_info() is not None:
-            if self.how == "dead":
-                os._exit(1)
+        if get_worker_info() is not None and self.how == "dead":
+            os._exit(1)
+        if get_worker_info() is not None and self.how == "stuck":
             time.sleep(3600)
         return super().__getitem__(index)
 
@@ -98,3 +99,22 @@ def test_the_known_variables_are_the_commands_options_and_nothing_else_is_needed
             for name in re.findall(r"PARENTAGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])", (REPO / file).read_text())}
     assert used and used <= runtime.known_variables(), used - runtime.known_variables()
     assert runtime.unknown_variables({"PARENTAGE_FOO": "1", "PATH": "/bin"}) == {"PARENTAGE_FOO": None}
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_cannot_start_a_thread_names_the_knob(tmp_path, monkeypatch):
+    """The reported failure: starting the loader's threads fails ("can't start new thread", the process limit
+    reached); the error names the knob instead of leaving a RuntimeError or a wait."""
+    import threading
+
+    from stages import benchmark
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    photo(0).save(tmp_path / "a.png")
+    items = StuckItems([tmp_path / "a.png"], "none")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with typer.main.get_command(benchmark.app).make_context("benchmark", ["--help"], resilient_parsing=True), \
+            pytest.raises(runtime.WorkerError, match="lower --workers"):
+        list(embed_items(TinyBackbone(), items, workers=1, progress=False))

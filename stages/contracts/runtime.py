@@ -138,8 +138,9 @@ def checked_batches(loader: Iterable) -> Iterator:
         yield from loader
     except RuntimeError as error:
         text = str(error)
-        if not any(sign in text for sign in ("DataLoader timed out", "DataLoader worker", "can't start new thread",
-                                             "exited unexpectedly")):
+        # torch's words for a worker that gave nothing or died, and the OS's for one that could not start; an
+        # error a worker caught in the dataset's own code ("Caught ... in DataLoader worker") is left as it is
+        if not any(sign in text for sign in ("DataLoader timed out", "exited unexpectedly", "can't start new thread")):
             raise
         stage, knob = _stage_and_knob()
         raise WorkerError(stage, f"a DataLoader worker died, could not start, or gave no batch in {LOADER_TIMEOUT:g} "
