@@ -118,3 +118,27 @@ def test_a_worker_that_cannot_start_a_thread_names_the_knob(tmp_path, monkeypatc
     with typer.main.get_command(benchmark.app).make_context("benchmark", ["--help"], resilient_parsing=True), \
             pytest.raises(runtime.WorkerError, match="lower --workers"):
         list(embed_items(TinyBackbone(), items, workers=1, progress=False))
+
+
+def test_a_dead_worker_keeps_the_embed_parts_for_the_rerun(tmp_path, monkeypatch):
+    """Bad input clears the embed stage's resumable parts (its fix changes the fingerprint); a dead worker is the
+    machine's, and the rerun with fewer workers resumes from them."""
+    from stages.embedding import runner
+
+    parts = tmp_path / ".cache.h5.parts"
+    parts.mkdir()
+
+    def die(*args, **kwargs):
+        raise runtime.WorkerError("embed", "a DataLoader worker died")
+
+    monkeypatch.setattr(runner, "_prepare_parts", lambda *args: None)
+    monkeypatch.setattr(runner, "fingerprint", lambda *args, **kwargs: "print")
+    monkeypatch.setattr(runner, "_run_chunks", die)
+    state = type("State", (), {"device": type("D", (), {"type": "cpu"})(), "is_main_process": True,
+                               "process_index": 0, "num_processes": 1})()
+    config = runner.RunConfig(batch_size=1, chunk_size=1, workers=1, precision=runner.Precision.auto,
+                              skip_bad=False, progress=False)
+    with pytest.raises(runtime.WorkerError):
+        runner.embed_rows([], None, tmp_path / "cache.h5", kind="images", attrs={"backbone": "b", "image_set": "s"},
+                          config=config, state=state, parts=parts)
+    assert parts.is_dir()

@@ -39,6 +39,7 @@ from stages.contracts.embeddings import CAPTION_LABEL, ROW_FIELDS, write_embeddi
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
+from stages.contracts.runtime import WorkerError, checked_batches, data_loader
 from stages.embedding.backbones import Backbone, resize_side
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
@@ -337,8 +338,6 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     import torch
     from tqdm.auto import tqdm
 
-    from stages.contracts.runtime import checked_batches, data_loader
-
     n = len(rows)
     batches = _batches(n, config.chunk_size, config.batch_size, chunks)
     if not batches:
@@ -417,6 +416,8 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     try:
         _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
                     device=device, skips=skips, desc=desc, position=state.process_index)
+    except WorkerError:  # the machine, not the input: the rerun with fewer workers resumes from these parts
+        raise
     except InputError:
         # bad input stopped the run: whatever fixes it (another image, on_bad=skip) changes the fingerprint, so
         # these parts could never be reused. A kill or a crash keeps them: the rerun resumes from them. With
