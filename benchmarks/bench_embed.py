@@ -48,6 +48,7 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
     from torch.utils.data import DataLoader
 
     from stages.contracts.clusters import read_clusters
+    from stages.contracts.runtime import checked_batches, data_loader
     from stages.embedding import runner as embedding
     from stages.embedding.backbones import get_spec, load_backbone
 
@@ -86,7 +87,7 @@ def bench_backbone(alias: str, clusters: Path, args, work: Path) -> dict[str, fl
         draft.append(len(rows) / (time.perf_counter() - start))
 
         start = time.perf_counter()
-        for _ in DataLoader(source, batch_size=None, num_workers=args.workers):
+        for _ in checked_batches(data_loader(source, batch_size=None, num_workers=args.workers)):
             pass
         decode.append(len(rows) / (time.perf_counter() - start))
     return {"bare": statistics.median(bare), "e2e": statistics.median(e2e), "draft": statistics.median(draft),

@@ -184,9 +184,9 @@ def check_embed(sizes: Sizes, sync, work: Path, coco: Path) -> None:
     import torch
     from accelerate import PartialState
     from bench_embed import clusters_table
-    from torch.utils.data import DataLoader
 
     from stages.contracts.clusters import read_clusters
+    from stages.contracts.runtime import checked_batches, data_loader
     from stages.embedding import runner as embedding
     from stages.embedding.backbones import get_spec, load_backbone
 
@@ -198,7 +198,8 @@ def check_embed(sizes: Sizes, sync, work: Path, coco: Path) -> None:
                                  progress=False)
     batches = embedding._batches(len(rows), config.chunk_size, config.batch_size, range(len(rows)))
     source = embedding.BatchSource(rows, batches, transform=backbone.transform)
-    tensors = [b["inputs"].to(sizes.device) for b in DataLoader(source, batch_size=None, num_workers=sizes.workers)]
+    tensors = [b["inputs"].to(sizes.device) for b in checked_batches(data_loader(source, batch_size=None,
+                                                                                  num_workers=sizes.workers))]
     model = backbone.image_encoder.to(sizes.device)
     state = PartialState(cpu=sizes.device == "cpu")
     cuda = sizes.device == "cuda"

@@ -37,10 +37,11 @@ from stages.code.heads import ThresholdRule
 from stages.contracts.device import device_option
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 from stages.external.sets import Layout
 from stages.imaging.transforms import Transform
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_root: Path, rule: ThresholdRule, *,
@@ -136,8 +137,8 @@ def main(
     roc: Path = typer.Option(..., help="Output folder of plot data: <detector>.json ROC points."),
     batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_BENCHMARK_BATCH_SIZE",
                                    help="Images per forward pass."),
-    workers: int = typer.Option(2, min=0, envvar="PARENTAGE_BENCHMARK_WORKERS",
-                                help="DataLoader worker processes reading images."),
+    workers: int = parallel_option(2, envvar="PARENTAGE_BENCHMARK_WORKERS",
+                                   help="DataLoader worker processes reading images."),
     device: str = device_option("cpu", envvar="PARENTAGE_BENCHMARK_DEVICE", what="the models"),
 ) -> None:
     """Score an external labelled image set with the shipped detector and CoDE's heads."""

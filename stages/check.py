@@ -38,8 +38,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 PASSED = "every alias is known and every input and weight the pipeline reads is on disk\n"
 
 

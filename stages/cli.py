@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from stages.contracts.runtime import Command
+
 PACKAGE = Path(__file__).parent
 # first in the list: the command for people scoring their own images (not a DVC stage)
 FIRST = ("detect",)
@@ -43,8 +45,8 @@ def command_modules(package: Path = PACKAGE) -> list[str]:
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [(name, f"{__package__}.{name}") for name in command_modules()]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="parentage: real photographs versus the images a diffusion model makes from their captions.")
+app = Command(no_args_is_help=True,
+              help="parentage: real photographs versus the images a diffusion model makes from their captions.")
 for name, module in COMMANDS:
     loaded = importlib.import_module(module)
     # a command that takes more than its declared options (check: import_children.sets) says so

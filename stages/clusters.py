@@ -21,8 +21,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, OnBad, Skips, user_errors
+from stages.contracts.runtime import Command, parallel_option
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 class Source(StrEnum):
@@ -113,7 +114,8 @@ def main(
     seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the split."),
     on_bad: OnBad = typer.Option(..., help="error: stop at the first bad input, naming it; skip: "
                                            "skip and count bad inputs (counts in the metrics)."),
-    workers: int = typer.Option(8, min=1, help="Threads decoding images to check them (speed only, not a param)."),
+    workers: int = parallel_option(8, minimum=1,
+                                   help="Threads decoding images to check them (speed only, not a param)."),
 ) -> None:
     """Turn a captioned image source into the clusters table: one row per parent with exactly N captions."""
     with user_errors():

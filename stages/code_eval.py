@@ -34,9 +34,10 @@ from stages.code.heads import ThresholdRule
 from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.transforms import Transform
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 OVERALL = "overall"
 
 
@@ -158,9 +159,9 @@ def main(
     seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random test crop and the heads."),
     batch_size: int = typer.Option(64, min=1, envvar="PARENTAGE_CODE_EVAL_BATCH_SIZE",
                                    help="Images per forward pass."),
-    workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
-    threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_EVAL_THREADS",
-                                help="torch CPU threads (0: torch's default)."),
+    workers: int = parallel_option(0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
+    threads: int = parallel_option(1, envvar="PARENTAGE_CODE_EVAL_THREADS",
+                                   help="torch CPU threads (0: torch's default)."),
     device: str = device_option("auto", envvar="PARENTAGE_CODE_EVAL_DEVICE", what="the CoDE model",
                                 note="auto: the GPU when one is visible, else MPS, else the CPU."),
 ) -> None:

@@ -31,8 +31,11 @@ from stages.code.loss import LossVariant
 from stages.code.trainer import Monitor
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
+# read by dvc.yaml's shell, not by this module: what runs `-m stages.code_train` (Makefile's paper target)
+ENVIRONMENT = ("PARENTAGE_CODE_TRAIN_LAUNCHER",)
 
 PLOT_COLUMNS = ("epoch", "lr", "train_loss", "train_loss_real", "train_loss_fake")
 
@@ -135,13 +138,13 @@ def main(
                                                "(a seeded subsample); 0: all."),
     seed: int = typer.Option(..., min=0, max=2**32 - 1,
                              help="Seed of the initialisation, the data order, the views and the loss."),
-    workers: int = typer.Option(0, min=0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
-                                help="DataLoader worker processes (0: load in the training process)."),
+    workers: int = parallel_option(0, envvar="PARENTAGE_CODE_TRAIN_WORKERS",
+                                   help="DataLoader worker processes (0: load in the training process)."),
     keep_checkpoints: int = typer.Option(2, envvar="PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS",
                                          help="Per-epoch checkpoints kept (the newest); at least 1: a killed "
                                               "run resumes from the newest."),
-    threads: int = typer.Option(1, min=0, envvar="PARENTAGE_CODE_TRAIN_THREADS",
-                                help="torch CPU threads (0: torch's default)."),
+    threads: int = parallel_option(1, envvar="PARENTAGE_CODE_TRAIN_THREADS",
+                                   help="torch CPU threads (0: torch's default)."),
 ) -> None:
     """Train CoDE (contrastive, global/local crops) from scratch on parents and their children."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches

@@ -15,8 +15,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 def run(captions: Path, out: Path) -> list[Path]:

@@ -33,6 +33,7 @@ import typer
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, Skips, user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.load import MAX_PIXELS, JpegDecode
 from stages.shipped.wild import draft_for, load_checked
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from stages.shipped.artifact import Detector
     from stages.shipped.wild import Backbone, Input
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 COLUMNS = ("path", "score", "label", "threshold", "detector", "caveat", "error")
 # the registry shipped inside the package, so detect works from any folder
@@ -159,10 +160,11 @@ def main(
                                                  "by alias (offline) and must match the one it was trained on."),
     out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),
     format: OutputFormat = typer.Option(OutputFormat.csv, "--format", help="csv (with a header) or jsonl."),
-    batch_size: int = typer.Option(32, min=1, help="Images per backbone forward."),
-    workers: int = typer.Option(min(4, os.cpu_count() or 1), min=0,
-                                help="DataLoader worker processes reading and preprocessing images."),
-    device: str = device_option("cpu", what="the backbone"),
+    batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_DETECT_BATCH_SIZE",
+                                   help="Images per backbone forward."),
+    workers: int = parallel_option(min(4, os.cpu_count() or 1), envvar="PARENTAGE_DETECT_WORKERS",
+                                   help="DataLoader worker processes reading and preprocessing images."),
+    device: str = device_option("cpu", envvar="PARENTAGE_DETECT_DEVICE", what="the backbone"),
     max_pixels: int = typer.Option(MAX_PIXELS, min=1, help="Files declaring more pixels are refused unread "
                                                            "(decompression bombs)."),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr."),

@@ -27,9 +27,10 @@ import typer
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.transforms import Transform
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 # largest |clean re-embedding - cached embedding| that still counts as the same path (float32 and threads)
 CLEAN_TOLERANCE = 1e-4
 
@@ -60,8 +61,8 @@ def main(
                              help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
     batch_size: int = typer.Option(32, envvar="PARENTAGE_DETECTOR_BATCH_SIZE", min=1,
                                    help="Images per backbone forward (robustness)."),
-    workers: int = typer.Option(2, envvar="PARENTAGE_DETECTOR_WORKERS", min=0,
-                                help="DataLoader workers reading images (robustness)."),
+    workers: int = parallel_option(2, envvar="PARENTAGE_DETECTOR_WORKERS",
+                                   help="DataLoader workers reading images (robustness)."),
     device: str = device_option("cpu", envvar="PARENTAGE_DETECTOR_DEVICE", what="the backbone (robustness)"),
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""

@@ -21,9 +21,10 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import user_errors
+from stages.contracts.runtime import Command
 from stages.study.probe import Protocol
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 EVAL_SPLITS = ("val", "test")
 
 

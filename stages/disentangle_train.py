@@ -21,8 +21,9 @@ import typer
 
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 def run(parents: Path, children: Path, out: Path, history: Path, config, *, progress: bool = True) -> list:

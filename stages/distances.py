@@ -24,8 +24,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 EVAL_SPLITS = ("val", "test")
 
 

@@ -23,10 +23,11 @@ import typer
 from stages.contracts.device import device_option
 from stages.contracts.errors import InputError, OnBad, user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command, parallel_option
 from stages.embedding.runner import Precision, RunConfig
 from stages.imaging.load import JpegDecode
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
 
 
@@ -105,10 +106,10 @@ def main(
     chunk_size: int = typer.Option(512, envvar="PARENTAGE_EMBED_CHUNK_SIZE",
                                    help="Rows per part file: the unit of resumption and of the split "
                                         "across processes."),
-    workers: int = typer.Option(2, min=0, envvar="PARENTAGE_EMBED_WORKERS",
-                                help="DataLoader workers decoding and preprocessing (0: in the main process)."),
-    threads: int = typer.Option(0, min=0, envvar="PARENTAGE_EMBED_THREADS",
-                                help="Torch CPU threads per process (0: torch's default)."),
+    workers: int = parallel_option(2, envvar="PARENTAGE_EMBED_WORKERS",
+                                   help="DataLoader workers decoding and preprocessing (0: in the main process)."),
+    threads: int = parallel_option(0, envvar="PARENTAGE_EMBED_THREADS",
+                                   help="Torch CPU threads per process (0: torch's default)."),
     precision: Precision = typer.Option(..., help="auto: bf16 autocast on GPU, fp32 on CPU."),
     device: str = device_option("auto", envvar="PARENTAGE_EMBED_DEVICE", what="the backbone", allowed=("auto", "cpu"),
                                 note="auto: the GPU accelerate assigns, else the CPU; cpu: force the CPU."),

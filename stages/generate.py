@@ -27,9 +27,12 @@ import typer
 from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import InputError, user_errors
 from stages.contracts.hub import Hub, stay_offline
+from stages.contracts.runtime import Command
 from stages.generation.shards import Encoding
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
+# read by dvc.yaml's shell, not by this module: what runs `-m stages.generate` (README "Runtime settings")
+ENVIRONMENT = ("PARENTAGE_GENERATE_LAUNCHER",)
 
 
 def versions() -> dict[str, str]:

@@ -21,10 +21,11 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, OnBad, user_errors
+from stages.contracts.runtime import Command
 from stages.importing.children import Reencode
 from stages.importing.layouts import Layout
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metrics: Path, *, generator: str,

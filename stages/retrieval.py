@@ -22,8 +22,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 EVAL_SPLITS = ("val", "test")
 KS = (1, 3, 5)
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 def run(children_root: Path, names: list[str], registry: Path | None, out: Path, *, embeddings: Path | None = None,

@@ -16,8 +16,9 @@ import typer
 
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 
 
 @app.command()

@@ -19,8 +19,9 @@ from pathlib import Path
 import typer
 
 from stages.contracts.errors import InputError, user_errors
+from stages.contracts.runtime import Command
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = Command()
 SPACES = ("original", "style_T", "semantic_S")
 
 

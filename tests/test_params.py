@@ -45,7 +45,12 @@ RUNTIME_KNOBS = {
                         "device": "PARENTAGE_DETECTOR_DEVICE"},
     "stages.benchmark": {"batch_size": "PARENTAGE_BENCHMARK_BATCH_SIZE", "workers": "PARENTAGE_BENCHMARK_WORKERS",
                          "device": "PARENTAGE_BENCHMARK_DEVICE"},
+    # not a DVC stage (a person scoring their own images), but its knobs are read as the stages' are
+    "stages.detect": {"batch_size": "PARENTAGE_DETECT_BATCH_SIZE", "workers": "PARENTAGE_DETECT_WORKERS",
+                      "device": "PARENTAGE_DETECT_DEVICE"},
 }
+# the arguments a command outside dvc.yaml is parsed with
+OUTSIDE_DVC = {"stages.detect": ["photo.jpg"]}
 # the launcher generate runs under is the command's first word, a shell default in dvc.yaml
 LAUNCHER = "PARENTAGE_GENERATE_LAUNCHER"
 # click's UsageError (unknown option, missing required option, bad value) as typer vendors it (typer._click)
@@ -414,9 +419,53 @@ def test_runtime_knobs_are_environment_variables_dvc_never_sees(module, option, 
     monkeypatch.setenv(variable, value)
     monkeypatch.setenv(LAUNCHER, "accelerate launch --num_processes 2")
     assert _stages() == before
-    instance = next(name for name, (m, _) in COMMANDS.items() if m == module)
-    context = parse(module, COMMANDS[instance][1])
+    context = parse(module, arguments(module))
     assert str(context.params[option]) == value and context.get_parameter_source(option).name == "ENVIRONMENT"
+
+
+def arguments(module: str) -> list[str]:
+    """A valid command line of `module`: as dvc.yaml renders it, or OUTSIDE_DVC's for a command DVC never runs."""
+    rendered = [args for m, args in COMMANDS.values() if m == module]
+    return rendered[0] if rendered else OUTSIDE_DVC[module]
+
+
+def parallel_knobs() -> list[tuple[str, str, str | None]]:
+    """(module, option, variable or None) of every thread and worker option of every command."""
+    from stages.cli import COMMANDS as CLI
+
+    return [(module, p.name, p.envvar) for _, module in CLI for p in command_of(module).params
+            if p.name in ("workers", "threads")]
+
+
+def test_every_parallel_knob_is_checked():
+    """The bound test below sees every thread and worker option: those of the stages and detect's."""
+    knobs = {(m, o) for m, o, _ in parallel_knobs()}
+    assert {("stages.embed", "threads"), ("stages.detect", "workers"), ("stages.clusters", "workers"),
+            ("stages.code_train", "threads"), ("stages.benchmark", "workers")} <= knobs
+    assert all(m in OUTSIDE_DVC or any(m == r for r, _ in COMMANDS.values()) for m, _ in knobs)
+
+
+@pytest.mark.parametrize(("module", "option", "variable"), parallel_knobs())
+def test_a_thread_or_worker_count_above_the_machine_is_refused_naming_it(module, option, variable, monkeypatch):
+    """PARENTAGE_EMBED_THREADS=100000 exhausted the process limit (a segfault): every thread and worker knob,
+    from its variable or its option, is refused above the machine's cores times FACTOR, naming the option, the
+    variable and the bound; the bound itself is accepted."""
+    from stages.contracts.runtime import most_parallel
+
+    flag = "--" + option.replace("_", "-")
+    for value in ("100000", str(most_parallel() + 1)):
+        if variable:
+            monkeypatch.setenv(variable, value)
+            args = arguments(module)
+        else:
+            args = [*arguments(module), flag, value]
+        with pytest.raises(UsageError) as error:
+            parse(module, args)
+        text = error.value.format_message()
+        assert f"'{flag}'" in text and f"{value} is above {most_parallel()}" in text, text
+        assert variable is None or variable in text, text
+    args = [*arguments(module), flag, str(most_parallel())]
+    assert parse(module, args).params[option] == most_parallel()
 
 
 @pytest.mark.parametrize("module, variable, value, allowed", [

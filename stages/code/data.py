@@ -215,12 +215,14 @@ def extract_features(model, dataset: EvalImages, *, batch_size: int = 64, num_wo
     from tqdm.auto import tqdm
 
     device = device or next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    from stages.contracts.runtime import checked_batches, data_loader
+
+    loader = data_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
     out = []
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for batch in checked_batches(tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)):
             out.append(model(batch.to(device)).float().cpu().numpy())  # (B, 3, S, S) -> (B, D)
     model.train(was_training)
     if not out:

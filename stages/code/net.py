@@ -74,7 +74,9 @@ def load_model(path: Path | str, *, device: str = "cpu"):
 
     import torch
 
-    path = Path(path)
+    from stages.contracts.files import regular_or_absent
+
+    path = regular_or_absent(path, what="a CoDE model file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no CoDE model here; the code_train stage writes it (dvc repro)")
 

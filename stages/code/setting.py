@@ -34,7 +34,9 @@ def write_setting(path: Path, setting: CodeSetting) -> None:
 
 def read_setting(path: Path) -> CodeSetting | None:
     """The setting in `path`, or None when the file does not exist; a malformed file names the field."""
-    if not path.is_file():
+    from stages.contracts.files import regular_or_absent
+
+    if not regular_or_absent(path, what="CoDE's setting file").is_file():
         return None
     try:
         data = json.loads(path.read_text())

@@ -41,6 +41,7 @@ from stages.code.net import CodeNetConfig, build_model, save_model
 from stages.contracts.errors import InputError
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, REAL
+from stages.contracts.runtime import checked_batches, data_loader
 
 BEST = "best.pt"
 # Every module a training run executes: this module's import closure, which tests/test_code_train.py checks
@@ -48,7 +49,8 @@ BEST = "best.pt"
 # the fingerprint make that rerun train afresh instead of resuming checkpoints the old code wrote.
 TRAINING_CODE = ("stages.code.augment", "stages.code.data", "stages.code.heads", "stages.code.loss", "stages.code.net",
                  "stages.code.trainer", "stages.contracts.children", "stages.contracts.clusters",
-                 "stages.contracts.errors", "stages.contracts.ids", "stages.contracts.io", "stages.contracts.labels",
+                 "stages.contracts.errors", "stages.contracts.files", "stages.contracts.ids", "stages.contracts.io",
+                 "stages.contracts.labels", "stages.contracts.runtime",
                  "stages.heads.classes", "stages.heads.linear", "stages.heads.metrics", "stages.heads.threshold",
                  "stages.imaging.load",
                  "stages.imaging.transforms")
@@ -178,12 +180,12 @@ def val_loss(model, pairs, views: ViewConfig, config: TrainConfig, *, num_worker
     import torch
 
     dataset = PairViews(pairs, views, seed=config.seed, stream=1, shuffle=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=num_workers)
+    loader = data_loader(dataset, batch_size=config.batch_size, num_workers=num_workers)
     device = next(model.parameters()).device
     model.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
-        for step, batch in enumerate(loader):
+        for step, batch in enumerate(checked_batches(loader)):
             if len(batch["real"]) < 2:
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -260,6 +262,9 @@ def load_checkpoint(path: Path, *, map_location: str = "cpu") -> dict[str, Any]:
 
     import torch
 
+    from stages.contracts.files import regular_or_absent
+
+    regular_or_absent(path, what="a checkpoint")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -308,9 +313,9 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     dataset = PairViews(pairs, views, seed=config.seed)
     # persistent workers: started once, not at every epoch (EpochIndices hands them the epoch); pinned
     # batches on CUDA so the host-to-device copy runs beside the step
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=EpochIndices(dataset),
-                                         num_workers=num_workers, persistent_workers=num_workers > 0,
-                                         pin_memory=torch.cuda.is_available() and accelerator.device.type == "cuda")
+    loader = data_loader(dataset, batch_size=config.batch_size, sampler=EpochIndices(dataset),
+                         num_workers=num_workers, persistent_workers=num_workers > 0,
+                         pin_memory=torch.cuda.is_available() and accelerator.device.type == "cuda")
     steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch=steps_per_epoch, config=config))
@@ -350,7 +355,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
         model.train()
         sums, seen, start, lr = {"loss": 0.0, "real": 0.0, "fake": 0.0}, 0, time.perf_counter(), config.lr
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (progress and main))
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(checked_batches(bar)):
             n = len(batch["real"])
             if n < 2:  # a last batch of one has no same-class positive; even_batches makes all processes agree
                 continue

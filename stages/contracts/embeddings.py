@@ -118,7 +118,9 @@ def read_embeddings(path: Path | str) -> EmbeddingTable:
     """Read a whole table; raises `FileNotFoundError` naming the stage that makes it when it is missing."""
     import h5py
 
-    path = Path(path)
+    from stages.contracts.files import regular_or_absent
+
+    path = regular_or_absent(path, what="an embedding cache")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no embedding cache here; the embed stage writes it (dvc repro)")
     with h5py.File(path, "r") as f:

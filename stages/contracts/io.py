@@ -169,7 +169,9 @@ def read_parquet_checked(path: Path | str, columns: tuple[str, ...], *, what: st
     import pandas as pd
     import pyarrow as pa
 
-    path = Path(path)
+    from stages.contracts.files import regular_or_absent
+
+    path = regular_or_absent(path, what=f"a {what}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {what} here; the {made_by} stage writes it (dvc repro)")
     try:

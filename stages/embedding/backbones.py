@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stages.contracts.files import regular_or_absent
+
 Library = Literal["open_clip", "timm", "torchvision", "efficientnet_lite"]
 LIBRARIES: tuple[str, ...] = ("open_clip", "timm", "torchvision", "efficientnet_lite")
 RANDOM = "random"
@@ -446,7 +448,8 @@ def _load_torchvision(spec: BackboneSpec) -> Backbone:
     else:
         weights, path = _torchvision_checkpoint(spec)
         model = builder(weights=None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(regular_or_absent(path, what="weights"), map_location="cpu",
+                                         weights_only=True))
     dim = _drop_classifier(model)
     return Backbone(spec, model, weights.transforms(), dim)
 
@@ -481,7 +484,8 @@ def _load_efficientnet_lite(spec: BackboneSpec) -> Backbone:
     else:
         path = _lite_checkpoint(spec)
         model = EfficientNet.from_name(spec.architecture)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(regular_or_absent(path, what="weights"), map_location="cpu",
+                                         weights_only=True))
     size = int(model.input_image_size)
     # resize the short side to size/0.875, centre-crop: the usual ImageNet evaluation protocol
     transform = T.Compose([T.Resize(round(size / 0.875), interpolation=T.InterpolationMode.BICUBIC),

@@ -39,6 +39,7 @@ from stages.contracts.embeddings import CAPTION_LABEL, ROW_FIELDS, write_embeddi
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import atomic_path
 from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
+from stages.contracts.runtime import WorkerError, checked_batches, data_loader
 from stages.embedding.backbones import Backbone, resize_side
 
 SKIP_REASONS = ("missing_file", "unreadable_image")
@@ -336,7 +337,6 @@ def _autocast(device, precision: Precision):
 def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Sequence[int], config: RunConfig,
                 children: Path | None, device, skips: Skips, desc: str, position: int) -> None:
     import torch
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     n = len(rows)
@@ -356,8 +356,8 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
                          tokenizer=backbone.tokenizer if text else None, children=children,
                          draft=resize_side(backbone.transform) if config.jpeg_draft and not text else None,
                          encoded=tensor_transform is not None)
-    loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = data_loader(source, batch_size=None, shuffle=False, num_workers=config.workers,
+                         pin_memory=device.type == "cuda", persistent_workers=False)
     unit = "caption" if text else "img"
     total = sum(end - start for _, start, end in batches)
     chunk_of = [chunk for chunk, _, _ in batches]
@@ -367,7 +367,7 @@ def _run_chunks(rows, backbone: Backbone, *, kind: str, parts: Path, chunks: Seq
     pending_bad: list[tuple[str, str, str, str]] = []
     with tqdm(total=total, desc=desc, unit=unit, position=position, disable=not config.progress) as bar, \
             torch.inference_mode():
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(checked_batches(loader)):
             for row_id, where, problem, reason in batch["bad"]:
                 skips.handle(InputError(where, problem), reason)
                 pending_bad.append((row_id, where, problem, reason))
@@ -417,6 +417,8 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
     try:
         _run_chunks(rows, backbone, kind=kind, parts=parts, chunks=mine, config=config, children=children,
                     device=device, skips=skips, desc=desc, position=state.process_index)
+    except WorkerError:  # the machine, not the input: the rerun with fewer workers resumes from these parts
+        raise
     except InputError:
         # bad input stopped the run: whatever fixes it (another image, on_bad=skip) changes the fingerprint, so
         # these parts could never be reused. A kill or a crash keeps them: the rerun resumes from them. With

@@ -27,6 +27,9 @@ from typing import Literal
 from stages.contracts.errors import InputError
 
 PREFIX = "PARENTAGE_GENERATE_"
+# the variables `Speed.from_env` reads (PREFIX + its names), spelt out for stages.contracts.runtime.known_variables
+ENVIRONMENT = ("PARENTAGE_GENERATE_ATTENTION", "PARENTAGE_GENERATE_COMPILE", "PARENTAGE_GENERATE_CHANNELS_LAST",
+               "PARENTAGE_GENERATE_VAE_SLICING")
 Switch = Literal["auto", "0", "1"]
 # Slicing pays off above this many pixels per batch (4 images of 1024 x 1024).
 SLICING_PIXELS = 4 * 1024 * 1024

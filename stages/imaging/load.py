@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import stat
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import BinaryIO
 from PIL import Image, ImageOps
 
 from stages.contracts.errors import InputError
+from stages.contracts.files import special_kind
 
 # 8k x 8k: above any photograph or generator output we expect; a file declaring more is refused before
 # its pixels are allocated, so a decompression bomb costs nothing.
@@ -66,23 +66,6 @@ def _allow(max_pixels: int) -> None:
     never toggled back, so threads reading at the same time never see a lower limit than they asked for."""
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels
-
-
-def special_kind(path: Path) -> str | None:
-    """None for a regular file, a link to one, or a path that names nothing; else what it is ("a folder",
-    "a FIFO", a socket, a device, a link that loops or points nowhere), found without opening it: opening a
-    FIFO to read waits for a writer, for ever."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return "a link that loops or points nowhere" if path.is_symlink() else None
-    if stat.S_ISREG(mode):
-        return None
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "a special file"
 
 
 def _open(source: Path | bytes | BinaryIO, where: str, max_pixels: int) -> Image.Image:

@@ -177,8 +177,11 @@ def load_detector(folder: Path | str) -> Detector:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
+    from stages.contracts.files import regular_or_absent
+
     folder = Path(folder)
-    spec_path, tensors_path = folder / SPEC_FILE, folder / TENSORS_FILE
+    spec_path = regular_or_absent(folder / SPEC_FILE, what="a detector's JSON spec")
+    tensors_path = regular_or_absent(folder / TENSORS_FILE, what="a detector's head tensors")
     if not spec_path.is_file():
         raise FileNotFoundError(f"{folder}: no detector here (no {SPEC_FILE}); the detector stage writes one "
                                 f"(dvc repro detector)")

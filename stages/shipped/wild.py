@@ -254,14 +254,15 @@ def embed_items(backbone: Backbone, items: ImageItems, *, batch_size: int = 32, 
                 progress: bool = True, description: str = "embedding") -> Iterator[Embedded]:
     """Embed every item with the backbone, yielding results in item order (errors included)."""
     import torch
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                        persistent_workers=False, prefetch_factor=4 if workers else None,
-                        pin_memory=getattr(backbone, "device", None) is not None and backbone.device.type == "cuda")
+    from stages.contracts.runtime import checked_batches, data_loader
+
+    loader = data_loader(items, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                         persistent_workers=False, prefetch_factor=4 if workers else None,
+                         pin_memory=getattr(backbone, "device", None) is not None and backbone.device.type == "cuda")
     with tqdm(total=len(items), desc=description, unit="img", disable=not progress) as bar, torch.inference_mode():
-        for indices, pixels, good, errors in loader:
+        for indices, pixels, good, errors in checked_batches(loader):
             features = {}
             if pixels is not None:
                 b, t = pixels.shape[:2]
@@ -321,6 +322,8 @@ def load_checked(detector_path: Path, registry: Path, device: str = "cpu"):
 
     try:
         detector = load_detector(detector_path)
+    except InputError:  # names its file already
+        raise
     except ValueError as error:
         raise InputError(str(detector_path), str(error)) from error
     backbone = load_registry_backbone(detector.backbone["alias"], registry, device)

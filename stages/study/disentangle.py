@@ -159,7 +159,9 @@ def load_projections(path: Path):
     """The S and T maps saved by this stage."""
     from safetensors.torch import load_file
 
-    if not Path(path).is_file():
+    from stages.contracts.files import regular_or_absent
+
+    if not regular_or_absent(path, what="S and T projections").is_file():
         raise FileNotFoundError(f"{path}: no projections here; the disentangle stage writes them (dvc repro)")
     tensors = load_file(str(path))
     model = Projections(tensors["S"].shape[0])
