@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -87,7 +88,12 @@ def _open(source: Path | bytes | BinaryIO, where: str, max_pixels: int) -> Image
         raise InputError(where, f"refused as a decompression bomb ({error})") from error
     except Image.UnidentifiedImageError as error:
         # Pillow's message names its file object, a BytesIO for bytes: `where` names the file
-        empty = len(source) == 0 if isinstance(source, bytes) else Path(source).stat().st_size == 0
+        if isinstance(source, bytes):
+            empty = len(source) == 0
+        elif isinstance(source, str | Path):
+            empty = Path(source).stat().st_size == 0
+        else:  # an open file: its size from its descriptor
+            empty = os.fstat(source.fileno()).st_size == 0
         raise InputError(where, "not a readable image (an empty file)" if empty else
                          "not a readable image (no image format Pillow reads starts it)") from error
     except (OSError, ValueError) as error:
