@@ -84,7 +84,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     fingerprints = {s.name: gen.shard_fingerprint(s, settings) for s in shards}
 
     if state.is_main_process:
-        kept = gen.prepare_folder(out, shards, fingerprints)
+        kept = gen.prepare_folder(out, shards, fingerprints, stage="generate", inputs=[clusters])
         if kept:
             print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
     state.wait_for_everyone()  # nobody writes before stale files are gone
@@ -104,7 +104,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
     if not state.is_main_process:
         return None
-    manifest = gen.write_manifest(out, shards, alias=generator, settings=settings)
+    manifest = gen.write_manifest(out, shards, alias=generator, settings=settings, stage="generate")
     result = gen.summarise(manifest)
     write_metrics(metrics, result)
     return result

@@ -25,6 +25,7 @@ from stages.importing.children import Reencode
 from stages.importing.layouts import Layout
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+STAGE = "import_children"  # the name in its output folder's marker
 
 
 def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metrics: Path, *, generator: str,
@@ -59,7 +60,7 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
                 "reencode": reencode.value, "shard_size": shard_size}
     shards = gen.plan_shards([p.child for p in planned], shard_size)
     fingerprints = imp.fingerprints(shards, planned, settings)
-    kept = gen.prepare_folder(out, shards, fingerprints)
+    kept = gen.prepare_folder(out, shards, fingerprints, stage=STAGE, inputs=[root, clusters])
     if kept:
         print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
     missing = sum(len(s.children) for s in shards if s.name not in kept)
@@ -67,7 +68,7 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
         imp.write_shards(out, shards, planned, fingerprints=fingerprints, root=base, reencode=reencode,
                          reader=reader, on_child=bar.update)
     originals = {p.child.child_id: p.found.original for p in planned}
-    manifest = gen.write_manifest(out, shards, alias=name, settings=settings,
+    manifest = gen.write_manifest(out, shards, alias=name, settings=settings, stage=STAGE,
                                   extra={"original": [originals[c.child_id] for s in shards for c in s.children]})
     result = imp.summarise(manifest, table, skips)
     write_metrics(metrics, result)

@@ -85,7 +85,7 @@ def main(
                                backbones=backbone_registry, params=params)
         drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures)
         text, svgs = build(study_root, cross, layout, paper, files, setting, drawn, report=out)
-        with atomic_path(figures) as folder:
+        with atomic_path(figures, kind="dir", stage="report") as folder:
             folder.mkdir()
             for name, svg in svgs.items():
                 (folder / name).write_text(svg)
