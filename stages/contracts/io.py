@@ -86,12 +86,15 @@ def claim_folder(folder: Path | str, stage: str, *, inputs: Iterable[Path | str]
 
 def marker_of(folder: Path | str) -> str | None:
     """The stage named by `folder`'s marker; None when it has none, "?" when the marker is not a readable
-    regular file (never opened then: a FIFO would hang the read)."""
+    regular file (never opened then: a FIFO would hang the read). A link to one is followed (DVC's symlink
+    cache type checks every output file out as a link)."""
     path = Path(folder) / MARKER
     try:
-        mode = path.lstat().st_mode
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # none there, or `folder` is no folder
+        return "?" if path.is_symlink() else None
     except OSError:
-        return None
+        return "?"
     if not stat.S_ISREG(mode):
         return "?"
     try:
