@@ -178,10 +178,12 @@ def _check_owned(folder: Path, stage: str | None) -> None:
     if not names:
         return
     if owner is None:
-        problem = (f"is a folder holding {names[:5]}{' ...' if len(names) > 5 else ''} with no {MARKER}: no stage "
-                   f"wrote it, and an output replaces only a folder its own stage wrote, or an empty one")
-        hint = ("give a new folder name, or remove the folder yourself (an output of an older parentage has no "
-                "marker either: remove it, dvc repro writes it again)")
+        problem = (f"is a folder holding {names[:5]}{' ...' if len(names) > 5 else ''} with no {MARKER}: nothing "
+                   f"says a stage wrote it, and an output replaces only a folder its own stage wrote, or an empty one")
+        hint = "give a new folder name, or remove the folder yourself"
+        if stage:  # an output of an older parentage has no marker either: the person who knows may mark it
+            hint += (f"; if it is the {stage} stage's own output from before outputs carried markers, mark it "
+                     f"to keep it (a resumable one resumes): echo {stage} > {folder / MARKER}")
     else:
         problem = (f"is a folder output of the {owner!r} stage (its {MARKER} says so), not of "
                    f"{stage or 'this command'!r}; an output replaces only a folder its own stage wrote")
