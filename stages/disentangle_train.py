@@ -27,10 +27,11 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def run(parents: Path, children: Path, out: Path, history: Path, config, *, progress: bool = True) -> list:
     """Train S and T on the train split; write the weights and the losses; return the losses."""
-    from stages.contracts.io import write_json
+    from stages.contracts.io import check_outputs, write_json
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import save_projections, train_projections
 
+    check_outputs(writes=[out, history], reads=[parents, children])
     if config.temperature <= 0 or config.lr <= 0 or config.epochs < 1:
         raise InputError("disentangle", f"temperature {config.temperature}, lr {config.lr} and epochs "
                                         f"{config.epochs} must be positive")

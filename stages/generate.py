@@ -53,11 +53,12 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     from tqdm.auto import tqdm
 
     from stages.contracts.clusters import read_clusters
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.generation import shards as gen
     from stages.generation import speed
     from stages.generation.registry import generator_fingerprint, get_generator, load_generator
 
+    check_outputs(writes=[out, metrics], reads=[registry, clusters])
     spec = get_generator(generator, registry)
     if batch_size < 0:
         raise InputError("PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)",

@@ -36,11 +36,12 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
 
     from stages.contracts.clusters import read_clusters
     from stages.contracts.errors import Skips
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.generation import shards as gen
     from stages.importing import children as imp
     from stages.importing.layouts import Reader, read_layout
 
+    check_outputs(writes=[out, metrics], reads=[root, clusters])
     if shard_size < 1:
         raise InputError("import_children.shard_size", f"is {shard_size}; expected at least 1")
     if not root.exists():

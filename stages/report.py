@@ -72,11 +72,14 @@ def main(
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
     the shipped detector."""
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, check_outputs
     from stages.reporting.document import DetectorFiles, FigureFiles, build
     from stages.reporting.setting import SettingFiles
 
     with user_errors():
+        check_outputs(writes=[out, figures], reads=[layout, paper, code_setting, code_train, code_eval, code_grid,
+                                                     detector, detector_metrics, robustness, clusters_metrics,
+                                                     generator_registry, backbone_registry, params, code_curve])
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
                               robustness=robustness, benchmarks=benchmarks, benchmark_grids=benchmark_grids)

@@ -338,3 +338,55 @@ def test_the_marker_changes_no_fingerprint(tmp_path):
     before = fingerprint(children), fingerprint_dir(children)
     (children / MARKER).write_text("generate\n")
     assert (fingerprint(children), fingerprint_dir(children)) == before
+
+
+def test_a_stages_output_never_replaces_its_own_input(tmp_path):
+    """Every stage checks its output paths against its inputs before any work (check_outputs): here distances'
+    metrics given the children cache it reads (a link to it, too), and the benchmark's scores given one of the
+    set's images. Neither is touched."""
+    from typer.testing import CliRunner
+
+    from stages import distances
+    from tests.study_caches import write_study_caches
+
+    folder = write_study_caches(tmp_path)
+    cache = folder / "g1.h5"
+    (tmp_path / "link.h5").symlink_to(cache)
+    kept = cache.read_bytes()
+    for out in (cache, tmp_path / "link.h5"):
+        result = CliRunner().invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children", str(cache),
+                                                    "--metrics", str(out)])
+        assert_refused(result, f"{out}: is {cache}, an input of this command")
+    assert cache.read_bytes() == kept and (tmp_path / "link.h5").is_symlink()
+
+    from stages import benchmark
+    from stages.external.sets import Layout
+    from stages.imaging.transforms import Transform
+    from tests.images import photo
+    from tests.test_benchmark import shipped
+
+    root = tmp_path / "set"
+    for label in ("real", "fake"):
+        (root / label).mkdir(parents=True)
+        for k in range(2):
+            photo(k + 10 * (label == "fake"), (32, 32)).save(root / label / f"{k}.png")
+    image = root / "real" / "0.png"
+    kept = image.read_bytes()
+    with pytest.raises(OutputError, match=f"{image}: is {image}, an input"):
+        benchmark.run(Layout.real_fake, root, "", "", [Transform.half], lambda: [shipped()], scores=image,
+                      metrics=tmp_path / "m.json", grid=tmp_path / "grid.csv", roc=tmp_path / "roc", seed=0,
+                      progress=False)
+    assert image.read_bytes() == kept and not (tmp_path / "m.json").exists()
+
+
+def test_check_outputs_names_the_input_and_leaves_empty_options_out(tmp_path):
+    from stages.contracts.io import check_outputs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "clusters.parquet").write_bytes(b"table")
+    check_outputs(writes=[data / "m.json", "", None, "-"], reads=[data / "clusters.parquet", "", None])
+    with pytest.raises(OutputError, match="data: holds .*clusters.parquet, an input of this command"):
+        check_outputs(writes=[data], reads=[data / "clusters.parquet"])
+    with pytest.raises(OutputError, match=r"clusters.parquet: is .*clusters.parquet, an input"):
+        check_outputs(writes=[data / "clusters.parquet"], reads=[data / "clusters.parquet"])

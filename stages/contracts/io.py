@@ -201,8 +201,25 @@ def _check_not_inside_another_output(target: Path, stage: str | None) -> None:
                               "give a path outside it")
 
 
-def _check_not_an_input(target: Path, inputs: Iterable[Path | str]) -> None:
-    """`target` is no input (the same file, by device and inode), lies inside no input folder and holds no input
+def check_outputs(*, writes: Iterable[Path | str | None], reads: Iterable[Path | str | None]) -> None:
+    """Before a command's work: no output path is one of its inputs (the same file, links and hard links seen
+    through) or a folder holding one, and none is a device, FIFO or socket; an OutputError names the first that
+    is. Empty paths (an option given '') are left out. Whether a folder output is this stage's own, and whether
+    a path lies inside another stage's folder output, is checked when it is written (atomic_path)."""
+    given = [Path(path) for path in reads if path is not None and str(path) not in ("", ".")]
+    for target in writes:
+        if target is None or str(target) in ("", ".", "-"):
+            continue
+        what = special_kind(target)
+        if what:
+            raise OutputError(str(target), f"is {what}, not a regular file; an output never replaces one",
+                              "give the path of a new file or folder")
+        _check_not_an_input(Path(target), given, inside=False)
+
+
+def _check_not_an_input(target: Path, inputs: Iterable[Path | str], *, inside: bool = True) -> None:
+    """`target` is no input (the same file, by device and inode), lies inside no input folder (unless not
+    `inside`: a command may write into a folder it also reads, as the report into metrics/) and holds no input
     (links resolved). Only folders are resolved, so thousands of input files cost a stat each."""
     where = _resolved(target)
     try:
@@ -217,7 +234,7 @@ def _check_not_an_input(target: Path, inputs: Iterable[Path | str]) -> None:
             continue  # missing: the command names it when it reads it
         if own is not None and (info.st_dev, info.st_ino) == (own.st_dev, own.st_ino):
             relation = "is"
-        elif stat.S_ISDIR(info.st_mode) and _resolved(path) in where.parents:
+        elif inside and stat.S_ISDIR(info.st_mode) and _resolved(path) in where.parents:
             relation = "lies inside"
         elif own is not None and stat.S_ISDIR(own.st_mode) and where in _resolved(path).parents:
             relation = "holds"
