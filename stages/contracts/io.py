@@ -185,8 +185,8 @@ def _check_owned(folder: Path, stage: str | None) -> None:
             hint += (f"; if it is the {stage} stage's own output from before outputs carried markers, mark it "
                      f"to keep it (a resumable one resumes): echo {stage} > {folder / MARKER}")
     else:
-        problem = (f"is a folder output of the {owner!r} stage (its {MARKER} says so), not of "
-                   f"{stage or 'this command'!r}; an output replaces only a folder its own stage wrote")
+        problem = (f"is a folder output of {_whose(owner)}, not of {stage or 'this command'!r}; an output "
+                   f"replaces only a folder its own stage wrote")
         hint = "give a new folder name"
     raise OutputError(str(folder), problem, hint)
 
@@ -196,9 +196,14 @@ def _check_not_inside_another_output(target: Path, stage: str | None) -> None:
     for folder in _resolved(target).parents:
         owner = marker_of(folder)
         if owner is not None and owner != stage:
-            raise OutputError(str(target), f"lies inside {folder}, a folder output of the {owner!r} stage (its "
-                              f"{MARKER} says so); an output never writes into another stage's output",
-                              "give a path outside it")
+            raise OutputError(str(target), f"lies inside {folder}, a folder output of {_whose(owner)}; an output "
+                              "never writes into another stage's output", "give a path outside it")
+
+
+def _whose(owner: str) -> str:
+    if owner == "?":
+        return f"an unknown stage (its {MARKER} is not a readable file)"
+    return f"the {owner!r} stage (its {MARKER} says so)"
 
 
 def check_outputs(*, writes: Iterable[Path | str | None], reads: Iterable[Path | str | None]) -> None:
