@@ -61,12 +61,12 @@ def generated_folder(folder: Path, clusters: Path, n: int, size: int, shard_size
     shards = gen.plan_shards(children, shard_size)
     settings = {"alias": "bench", "encoding": "jpeg", "jpeg_quality": 95, "shard_size": shard_size}
     fingerprints = {s.name: gen.shard_fingerprint(s, settings) for s in shards}
-    gen.prepare_folder(folder, shards, fingerprints)
+    gen.prepare_folder(folder, shards, fingerprints, stage="generate")
     for shard in shards:
         images = [gen.encode(picture(10_000 + c.seed % 100_000, size), gen.Encoding.jpeg, 95) for c in shard.children]
         gen.write_shard(folder / "shards" / shard.name, shard, images, [None] * len(images),
-                        fingerprint=fingerprints[shard.name], extension="jpeg")
-    gen.write_manifest(folder, shards, alias="generated", settings=settings)
+                        fingerprint=fingerprints[shard.name], extension="jpeg", stage="generate")
+    gen.write_manifest(folder, shards, alias="generated", settings=settings, stage="generate")
     return folder
 
 

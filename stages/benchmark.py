@@ -81,7 +81,7 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
     """Read the set (before `load_scorers` loads any model, so a wrong set is reported in seconds), score it with
     every scorer, write every output; return the metrics."""
     from stages.contracts.errors import InputError, Skips
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.external.scoring import counts, results, score_entries, write_grid, write_roc, write_scores
     from stages.external.sets import read_set
     from stages.shipped.wild import SKIP_REASONS as WALK_REASONS
@@ -91,6 +91,8 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
                          "(always scored)")
     skips = Skips(skip=True)
     entries = read_set(layout, root, manifest=manifest, split=split, skips=skips)
+    # before any model loads: no output is the set's manifest or one of its images
+    check_outputs(writes=[scores, metrics, grid, roc], reads=[manifest, *(entry.path for entry in entries)])
     scored = score_entries(entries, load_scorers(), transforms, seed=seed, batch_size=batch_size, workers=workers,
                            progress=progress)
     if scored.good.sum() == 0:

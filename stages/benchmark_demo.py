@@ -45,7 +45,7 @@ def run(clusters: Path, children: Path, generators: list[str], out: Path) -> dic
     if parents.empty:
         raise InputError(str(clusters), f"holds no {SPLIT} parent")
     written = {"real": 0}
-    with atomic_path(out, kind="dir") as tmp:
+    with atomic_path(out, kind="dir", stage="benchmark_demo", inputs=[clusters, children]) as tmp:
         (tmp / "real").mkdir(parents=True)
         for row in parents.itertuples():
             source = Path(row.image_path)

@@ -236,7 +236,7 @@ def main(
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, check_outputs
 
     with user_errors():
         dicts = parse_dicts(ctx.args)
@@ -250,6 +250,8 @@ def main(
                       karpathy_split=Path(karpathy_split) if karpathy_split else None,
                       benchmarks=tuple(dicts["benchmarks"]))
     with user_errors():
+        check_outputs(writes=[out], reads=[input_path, karpathy_split, backbone_registry, generator_registry,
+                                           layout])
         found = problems(setting, backbone_registry, generator_registry, set(built))
         if found:
             listing = "\n".join(f"  {i}. {problem}" for i, problem in enumerate(found, 1))

@@ -55,9 +55,10 @@ def run(source: Source, input_path: Path, images: Path, out: Path, metrics: Path
     under ``skipped_examples`` (not a metric: shown to the user)."""
     import pyarrow.parquet as pq
 
-    from stages.contracts.io import atomic_path, write_metrics
+    from stages.contracts.io import atomic_path, check_outputs, write_metrics
     from stages.sources import table
 
+    check_outputs(writes=[out, metrics], reads=[input_path, images, karpathy_split])
     if captions_per_parent < 1:
         raise InputError("clusters.captions_per_parent", f"is {captions_per_parent}; expected at least 1")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -120,8 +120,9 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
     from stages.code.data import TEST_TRANSFORMS, read_images
     from stages.code.net import load_model
     from stages.contracts.errors import InputError
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
 
+    check_outputs(writes=[metrics_path, grid_path], reads=[model_path, clusters, children_root])
     unknown = [t for t in transforms if t not in TEST_TRANSFORMS]
     if unknown:
         raise InputError("code_eval.transforms", f"unknown {unknown}; known: {list(TEST_TRANSFORMS)}")

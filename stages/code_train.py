@@ -68,9 +68,10 @@ def run(clusters: Path, children_root: Path, generators: list[str], out: Path, c
     from stages.code.net import check_arch
     from stages.code.setting import CodeSetting, write_setting
     from stages.code.trainer import BEST, train
-    from stages.contracts.io import atomic_path, write_metrics
+    from stages.contracts.io import atomic_path, check_outputs, write_metrics
     from stages.contracts.labels import FAKE
 
+    check_outputs(writes=[out, metrics, plot, setting], reads=[clusters, children_root])
     check_arch(net.arch)  # before any data is read
     if threads:
         torch.set_num_threads(threads)

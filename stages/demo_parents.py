@@ -29,7 +29,7 @@ def run(captions: Path, out: Path) -> list[Path]:
     from stages.sources.readers import demo_image, demo_image_names, package_image
 
     names = demo_image_names(captions)
-    with atomic_path(out, kind="dir") as tmp:
+    with atomic_path(out, kind="dir", stage="demo_parents", inputs=[captions]) as tmp:
         for name in names:
             source, copy = package_image(name), demo_image(tmp, name)
             if not source.is_file():

@@ -119,14 +119,15 @@ def printable(text: str) -> str:
 
 
 @contextmanager
-def output(out: Path):
-    """stdout for ``-``, else a temporary file renamed onto `out` when every row is written."""
+def output(out: Path, inputs: Sequence[Path | str] = ()):
+    """stdout for ``-``, else a temporary file renamed onto `out` when every row is written. `out` is none of
+    `inputs` (the files scored, the detector folder, the registry) and lies in none of their folders."""
     if str(out) == "-":
         yield sys.stdout
         return
     from stages.contracts.io import atomic_path
 
-    with atomic_path(out, kind="file") as tmp, tmp.open("w", newline="") as stream:
+    with atomic_path(out, kind="file", inputs=inputs) as tmp, tmp.open("w", newline="") as stream:
         yield stream
 
 
@@ -139,12 +140,13 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
 
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")
-    detector, backbone = load_checked(detector_path, registry, device)
-    if detector.caveat:
-        print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
-              "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
     inputs = expand_inputs(paths, skips)
-    with output(out) as stream:
+    # the output is checked (never an input, the detector's folder, a special file) before the detector loads
+    with output(out, [*(i.path for i in inputs), detector_path, registry]) as stream:
+        detector, backbone = load_checked(detector_path, registry, device)
+        if detector.caveat:
+            print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
+                  "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
                             max_pixels=max_pixels, progress=progress, jpeg_decode=jpeg_decode)
         return write_rows(rows, stream, fmt)

@@ -67,13 +67,14 @@ def main(
 ) -> None:
     """Train the shipped detector, measure it on val and test, and test its robustness on test."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.contracts.selection import read_selection, selection_random_weights
     from stages.shipped.artifact import check_backbone, save_detector
     from stages.shipped.train import evaluate, robustness_rows, train, write_robustness
     from stages.shipped.wild import load_registry_backbone
 
     with user_errors():
+        check_outputs(writes=[out, metrics, robustness], reads=[selection, registry, embeddings, clusters, children])
         # an imported set (import_children) has no registry entry: its children come from a real generator
         random_weights = selection_random_weights(read_selection(selection), generators, where=str(selection))
         detector, tables = train(embeddings, generators, head=head.value, seed=seed,

@@ -31,12 +31,13 @@ EVAL_SPLITS = ("val", "test")
 def run(parents: Path, children: Path, projections: Path, metrics: Path, *, seed: int, grid: list[float],
         max_iter: int, protocol: Protocol = Protocol.standardised) -> dict:
     """Project the clusters with S and T, fit the S probe (C chosen on val), score both on val and test."""
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import load_projections, project
     from stages.study.distances import distance_accuracy
     from stages.study.probe import evaluate, fit_probe
 
+    check_outputs(writes=[metrics], reads=[parents, children, projections])
     clusters = load_clusters(parents, children)
     semantic, style = project(load_projections(projections), clusters.embeddings)
     in_s = clusters.with_embeddings(semantic)

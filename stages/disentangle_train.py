@@ -30,10 +30,11 @@ def run(parents: Path, children: Path, out: Path, history: Path, config, *, prog
     """Train S and T on the train split; write the weights and the losses; return the losses."""
     import math
 
-    from stages.contracts.io import write_json
+    from stages.contracts.io import check_outputs, write_json
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import save_projections, train_projections
 
+    check_outputs(writes=[out, history], reads=[parents, children])
     # written so that NaN fails each comparison: a float option accepts nan and inf
     if not (0 < config.temperature < math.inf and 0 < config.lr < math.inf and config.epochs >= 1
             and 0 <= config.weight_decay < math.inf):

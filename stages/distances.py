@@ -34,10 +34,11 @@ def run(parents: Path, children: Path, metrics: Path) -> dict:
     """Compute and write the metrics; return them."""
     import numpy as np
 
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.study.clusters import load_clusters
     from stages.study.distances import chance_level, distance_accuracy
 
+    check_outputs(writes=[metrics], reads=[parents, children])
     clusters = load_clusters(parents, children)
     evaluated = np.isin(clusters.split, EVAL_SPLITS)
     result: dict = {"chance": chance_level(clusters.children[evaluated])}

@@ -39,10 +39,11 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     from accelerate import PartialState
 
     from stages.contracts.clusters import read_clusters
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.embedding import runner as embedding
     from stages.embedding.backbones import get_spec, load_backbone
 
+    check_outputs(writes=[out, captions_out, metrics], reads=[registry, clusters_path, children])
     if threads > 0:
         torch.set_num_threads(threads)
     for name, value in (("batch_size", config.batch_size), ("chunk_size", config.chunk_size)):

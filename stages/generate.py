@@ -56,11 +56,12 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     from tqdm.auto import tqdm
 
     from stages.contracts.clusters import read_clusters
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.generation import shards as gen
     from stages.generation import speed
     from stages.generation.registry import generator_fingerprint, get_generator, load_generator
 
+    check_outputs(writes=[out, metrics], reads=[registry, clusters])
     spec = get_generator(generator, registry)
     if batch_size < 0:
         raise InputError("PARENTAGE_GENERATE_BATCH_SIZE (--batch-size)",
@@ -87,7 +88,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
     fingerprints = {s.name: gen.shard_fingerprint(s, settings) for s in shards}
 
     if state.is_main_process:
-        kept = gen.prepare_folder(out, shards, fingerprints)
+        kept = gen.prepare_folder(out, shards, fingerprints, stage="generate", inputs=[clusters])
         if kept:
             print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
     state.wait_for_everyone()  # nobody writes before stale files are gone
@@ -107,7 +108,7 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
     if not state.is_main_process:
         return None
-    manifest = gen.write_manifest(out, shards, alias=generator, settings=settings)
+    manifest = gen.write_manifest(out, shards, alias=generator, settings=settings, stage="generate")
     result = gen.summarise(manifest)
     write_metrics(metrics, result)
     return result

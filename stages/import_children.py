@@ -26,6 +26,7 @@ from stages.importing.children import Reencode
 from stages.importing.layouts import Layout
 
 app = Command()
+STAGE = "import_children"  # the name in its output folder's marker
 
 
 def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metrics: Path, *, generator: str,
@@ -36,11 +37,12 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
 
     from stages.contracts.clusters import read_clusters
     from stages.contracts.errors import Skips
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.generation import shards as gen
     from stages.importing import children as imp
     from stages.importing.layouts import Reader, read_layout
 
+    check_outputs(writes=[out, metrics], reads=[root, clusters])
     if shard_size < 1:
         raise InputError("import_children.shard_size", f"is {shard_size}; expected at least 1")
     if not root.exists():
@@ -60,7 +62,7 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
                 "reencode": reencode.value, "shard_size": shard_size}
     shards = gen.plan_shards([p.child for p in planned], shard_size)
     fingerprints = imp.fingerprints(shards, planned, settings)
-    kept = gen.prepare_folder(out, shards, fingerprints)
+    kept = gen.prepare_folder(out, shards, fingerprints, stage=STAGE, inputs=[root, clusters])
     if kept:
         print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
     missing = sum(len(s.children) for s in shards if s.name not in kept)
@@ -68,7 +70,7 @@ def run(name: str, layout: Layout, root: Path, clusters: Path, out: Path, metric
         imp.write_shards(out, shards, planned, fingerprints=fingerprints, root=base, reencode=reencode,
                          reader=reader, on_child=bar.update)
     originals = {p.child.child_id: p.found.original for p in planned}
-    manifest = gen.write_manifest(out, shards, alias=name, settings=settings,
+    manifest = gen.write_manifest(out, shards, alias=name, settings=settings, stage=STAGE,
                                   extra={"original": [originals[c.child_id] for s in shards for c in s.children]})
     result = imp.summarise(manifest, table, skips)
     write_metrics(metrics, result)

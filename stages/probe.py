@@ -33,11 +33,13 @@ EVAL_SPLITS = ("val", "test")
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
         grid: list[float], seed: int, max_iter: int, protocol: Protocol, c_search: Path | None = None) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
-    from stages.contracts.io import write_json, write_metrics
+    from stages.contracts.io import check_outputs, write_json, write_metrics
     from stages.heads.metrics import roc_points
     from stages.study.clusters import child_cache, load_clusters
     from stages.study.probe import all_rows, evaluate, fit_probe
 
+    check_outputs(writes=[metrics, roc, cross, c_search],
+                  reads=[embeddings / "parents.h5", *(child_cache(embeddings, g) for g in generators)])
     if generator not in generators:
         raise InputError("--generators", f"{generators} must include the training generator {generator!r}")
     parents = embeddings / "parents.h5"

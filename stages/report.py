@@ -73,11 +73,14 @@ def main(
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
     the shipped detector."""
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, check_outputs
     from stages.reporting.document import DetectorFiles, FigureFiles, build
     from stages.reporting.setting import SettingFiles
 
     with user_errors():
+        check_outputs(writes=[out, figures], reads=[layout, paper, code_setting, code_train, code_eval, code_grid,
+                                                     detector, detector_metrics, robustness, clusters_metrics,
+                                                     generator_registry, backbone_registry, params, code_curve])
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
                               robustness=robustness, benchmarks=benchmarks, benchmark_grids=benchmark_grids)
@@ -86,7 +89,7 @@ def main(
                                backbones=backbone_registry, params=params)
         drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures)
         text, svgs = build(study_root, cross, layout, paper, files, setting, drawn, report=out)
-        with atomic_path(figures) as folder:
+        with atomic_path(figures, kind="dir", stage="report") as folder:
             folder.mkdir()
             for name, svg in svgs.items():
                 (folder / name).write_text(svg)

@@ -68,9 +68,10 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) 
     import numpy as np
 
     from stages.contracts.embeddings import read_embeddings, same_backbone
-    from stages.contracts.io import write_metrics
+    from stages.contracts.io import check_outputs, write_metrics
     from stages.study.retrieval import recall_at_k
 
+    check_outputs(writes=[metrics], reads=[children_path, captions_path])
     children, captions = read_embeddings(children_path), read_embeddings(captions_path)
     if not has_text_tower(captions):
         result = not_applicable()

@@ -30,9 +30,10 @@ def run(children_root: Path, names: list[str], registry: Path | None, out: Path,
     atomically; returns what was written."""
     from tqdm import tqdm
 
-    from stages.contracts.io import write_json
+    from stages.contracts.io import check_outputs, write_json
     from stages.contracts.selection import RECORDED, file_fingerprint, fingerprint, set_files
 
+    check_outputs(writes=[out], reads=[registry, embeddings, children_root])
     entries: dict = {}
     if registry is not None:
         from stages.generation.registry import read_registry

@@ -57,7 +57,7 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     semantic, style = project(load_projections(projections), drawn.embeddings)  # (k, M, D) each
     points, label, cluster = drawn.elements()  # a partial cluster's parent and the children it has
     labels = np.where(label == REAL, "real", "fake")
-    with atomic_path(out) as tmp:
+    with atomic_path(out, kind="dir", stage="tsne", inputs=[parents, children, projections]) as tmp:
         tmp.mkdir()
         for space, features in zip(SPACES, (points, drawn.elements(style)[0], drawn.elements(semantic)[0]),
                                    strict=True):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from stages import benchmark, benchmark_demo
 from stages.contracts.errors import InputError, Skips
+from stages.contracts.io import MARKER
 from stages.contracts.labels import FAKE, REAL
 from stages.external.scoring import (
     GRID_COLUMNS,
@@ -412,7 +413,7 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
         assert (metrics[name]["g1"]["n_real"], metrics[name]["g1"]["n_fake"]) == (3, 6)
     rows = list(csv.DictReader((out / "grid.csv").open()))
     assert len(rows) == len(detectors) * 2 * 2
-    assert sorted(p.name for p in (out / "roc").iterdir()) == sorted(f"{d}.json" for d in detectors)
+    assert sorted(p.name for p in (out / "roc").iterdir()) == sorted([MARKER, *(f"{d}.json" for d in detectors)])
     assert {"fpr", "tpr"} <= set(json.loads((out / "roc" / "shipped.json").read_text())[0])
     scores = list(csv.DictReader((out / "scores.csv").open()))
     assert len(scores) == 10

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from stages.contracts.io import MARKER
 from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead, fit_logistic
 from stages.heads.metrics import classification_metrics
@@ -32,7 +33,7 @@ def random_detector(dim: int = SPEC["dim"], seed: int = 0) -> Detector:
 def test_round_trip_scores_alike(tmp_path):
     detector = random_detector()
     save_detector(detector, tmp_path / "det")
-    assert sorted(p.name for p in (tmp_path / "det").iterdir()) == sorted([SPEC_FILE, TENSORS_FILE])
+    assert sorted(p.name for p in (tmp_path / "det").iterdir()) == sorted([MARKER, SPEC_FILE, TENSORS_FILE])
     loaded = load_detector(tmp_path / "det")
     x = np.random.default_rng(1).normal(size=(20, SPEC["dim"]))
     np.testing.assert_allclose(loaded.score(x), detector.score(x), rtol=1e-6)

@@ -389,7 +389,7 @@ def test_a_killed_import_resumes_byte_identically(tmp_path, clusters, monkeypatc
     monkeypatch.setattr(gen, "write_shard", lambda *a, **k: (written.append(a[0].name), real(*a, **k)))
     import_set(tmp_path, clusters, "cocofake", root, name="whole")
     assert folder_bytes(whole) == reference
-    assert len(written) == len(reference) - 1 - 2  # the manifest and the two kept shards were not remade
+    assert len(written) == len(reference) - 2 - 2  # the marker, the manifest and the two kept shards: not remade
     # a changed source file remakes its shard only
     target = next((root / "val2014" / "0").iterdir())
     target.write_bytes(child_bytes(77))

@@ -1,5 +1,12 @@
 """Atomic writes: every output is written under a temporary name beside its target and renamed when
-complete, so a killed stage never leaves a half-written file that a later stage could read."""
+complete, so a killed stage never leaves a half-written file that a later stage could read.
+
+An output replaces only what its own stage wrote (STYLE.md item 24). Every folder output carries a marker,
+``<folder>/.parentage-output``, holding the name of the stage that wrote it (one line, always the same bytes, so
+DVC hashes it like any other file and a fresh clone reproduces it); a folder is replaced only when it carries
+that stage's marker or is empty. No output, file or folder, replaces an input of the same command, lies inside a
+folder carrying another stage's marker, or replaces anything that is not a regular file (a device, FIFO or
+socket): each is an OutputError naming the path and what it is (exit 2 in a command), and nothing is removed."""
 
 from __future__ import annotations
 
@@ -8,12 +15,18 @@ import math
 import numbers
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from stages.contracts.errors import DiskFull, InputError, is_disk_full
+
+# the marker file of a folder output: it holds the name of the stage that wrote the folder. Hidden, so every
+# reader that walks a folder for images, shards or metrics passes over it (they skip hidden names)
+MARKER = ".parentage-output"
+_MARKER_BYTES = 256  # a marker is one short line; never read more of a file that claims to be one
 
 
 class OutputError(InputError):
@@ -21,18 +34,25 @@ class OutputError(InputError):
 
 
 @contextmanager
-def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = None) -> Iterator[Path]:
+def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = None, stage: str | None = None,
+                inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds.
 
     Works for files and directories. On an exception the temporary is removed and `target` is untouched.
 
-    Nothing is removed that is not an earlier copy of this output: a file may replace a file, and a folder a
-    folder whose every entry the new one also holds (an earlier run of the same output). A file where a folder
-    goes, a folder where a file goes, a folder holding other things, or a target that is the working folder or
-    one of its ancestors (``--out ..``) is an OutputError naming it. With `kind` known the check runs before the
-    block as well, so the mistake is reported before any work is done."""
+    `stage` names the stage writing the output: a folder output needs it (it is written into the folder's
+    marker), and a file output may lie inside a folder carrying that stage's marker (a shard in its children
+    folder). `inputs` are the paths the command reads: the output is none of them, inside none of the folders
+    among them, and holds none of them.
+
+    Nothing is removed that is not an earlier copy of this output: a regular file may replace a regular file
+    (or a link, never what it points to), and a folder a folder carrying this stage's marker or an empty one.
+    Anything else is an OutputError naming the path and what it is: a file where a folder goes or the other way
+    round, a folder another stage (or a person) wrote, a device, FIFO or socket, an input of the command, a path
+    inside another stage's folder output, the working folder or one of its ancestors (``--out ..``). Every check
+    that does not depend on what the block writes runs before it, so the mistake is reported before any work."""
     target = Path(target)
-    _check_target(target, kind)
+    _check_target(target, kind, stage, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     sweep_debris(target)
@@ -40,7 +60,11 @@ def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = Non
     try:
         yield tmp
         written: Literal["file", "dir"] = "dir" if tmp.is_dir() and not tmp.is_symlink() else "file"
-        _check_target(target, written, new=tmp)
+        if written == "dir":
+            if not stage:
+                raise TypeError(f"{target}: a folder output needs stage= (the name written into its {MARKER})")
+            (tmp / MARKER).write_text(f"{stage}\n")
+        _check_target(target, written, stage)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -50,6 +74,38 @@ def atomic_path(target: Path | str, *, kind: Literal["file", "dir"] | None = Non
         raise
     finally:
         _remove(tmp)
+
+
+def claim_folder(folder: Path | str, stage: str, *, inputs: Iterable[Path | str] = ()) -> Path:
+    """Make `folder` an output of `stage` that is written in place, file by file (a persist output: the children
+    folders, resumed shard by shard): create it with its marker, or mark an empty one; a folder carrying the
+    marker is kept as it is. Anything else is an OutputError (see atomic_path); nothing is removed."""
+    folder = Path(folder)
+    _check_target(folder, "dir", stage, inputs)
+    folder.mkdir(parents=True, exist_ok=True)
+    if marker_of(folder) != stage:  # created now, or empty (checked above): this stage's from now on
+        (folder / MARKER).write_text(f"{stage}\n")
+    return folder
+
+
+def marker_of(folder: Path | str) -> str | None:
+    """The stage named by `folder`'s marker; None when it has none, "?" when the marker is not a readable
+    regular file (never opened then: a FIFO would hang the read). A link to one is followed (DVC's symlink
+    cache type checks every output file out as a link)."""
+    path = Path(folder) / MARKER
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # none there, or `folder` is no folder
+        return "?" if path.is_symlink() else None
+    except OSError:
+        return "?"
+    if not stat.S_ISREG(mode):
+        return "?"
+    try:
+        with path.open("rb") as handle:
+            return handle.read(_MARKER_BYTES).decode("utf-8", "replace").strip() or "?"
+    except OSError:
+        return "?"
 
 
 def sweep_debris(target: Path | str) -> list[Path]:
@@ -76,12 +132,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_target(target: Path, kind: Literal["file", "dir"] | None, new: Path | None = None) -> None:
-    """Raise OutputError unless writing a `kind` at `target` replaces at most an earlier copy of it."""
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+            (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def special_kind(path: Path | str) -> str | None:
+    """What `path` is when it is a device, FIFO or socket (itself or what its link points to); else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((what for test, what in _SPECIAL if test(mode)), None)
+
+
+def _check_target(target: Path, kind: Literal["file", "dir"] | None, stage: str | None,
+                  inputs: Iterable[Path | str] = ()) -> None:
+    """Raise OutputError unless writing a `kind` (None: not known yet) at `target` replaces at most an earlier
+    copy of this output (see atomic_path)."""
     if target.name in ("", ".", "..") or _is_ancestor(target, Path.cwd()):
         raise OutputError(str(target), "is the working folder or one of its ancestors, not an output path",
                           "give a new file or folder name")
-    if kind is None or not (target.exists() or target.is_symlink()):
+    what = special_kind(target)
+    if what:
+        raise OutputError(str(target), f"is {what}, not a regular file; an output never replaces one",
+                          "give the path of a new file or folder")
+    _check_not_inside_another_output(target, stage)
+    _check_not_an_input(target, inputs)
+    if not (target.exists() or target.is_symlink()):
         return
     is_dir = target.is_dir() and not target.is_symlink()
     if kind == "file" and is_dir:
@@ -90,12 +167,97 @@ def _check_target(target: Path, kind: Literal["file", "dir"] | None, new: Path |
     if kind == "dir" and not is_dir:
         raise OutputError(str(target), "is an existing file; this command writes a folder there and never "
                           "replaces a file", "give a folder name, or remove the file yourself")
-    if kind == "dir" and new is not None:
-        foreign = sorted({entry.name for entry in target.iterdir()} - {entry.name for entry in new.iterdir()})
-        if foreign:
-            raise OutputError(str(target), f"is a folder holding {foreign[:5]}, which this command does not "
-                              "write; it replaces only an earlier copy of its own output",
-                              "give a new folder name, or remove the folder yourself")
+    if is_dir:  # whatever is written, a folder is replaced only when it is this stage's or empty
+        _check_owned(target, stage)
+
+
+def _check_owned(folder: Path, stage: str | None) -> None:
+    owner = marker_of(folder)
+    if stage is not None and owner == stage:
+        return
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder))
+    except OSError as error:
+        raise OutputError(str(folder), f"is a folder that cannot be listed ({error.strerror})") from error
+    if not names:
+        return
+    if owner is None:
+        problem = (f"is a folder holding {names[:5]}{' ...' if len(names) > 5 else ''} with no {MARKER}: nothing "
+                   f"says a stage wrote it, and an output replaces only a folder its own stage wrote, or an empty one")
+        hint = "give a new folder name, or remove the folder yourself"
+        if stage:  # an output of an older parentage has no marker either: the person who knows may mark it
+            hint += (f"; if it is the {stage} stage's own output from before outputs carried markers, mark it "
+                     f"to keep it (a resumable one resumes): echo {stage} > {folder / MARKER}")
+    else:
+        problem = (f"is a folder output of {_whose(owner)}, not of {stage or 'this command'!r}; an output "
+                   f"replaces only a folder its own stage wrote")
+        hint = "give a new folder name"
+    raise OutputError(str(folder), problem, hint)
+
+
+def _check_not_inside_another_output(target: Path, stage: str | None) -> None:
+    """A path below a folder carrying a marker belongs to that folder's stage: nobody else writes there."""
+    for folder in _resolved(target).parents:
+        owner = marker_of(folder)
+        if owner is not None and owner != stage:
+            raise OutputError(str(target), f"lies inside {folder}, a folder output of {_whose(owner)}; an output "
+                              "never writes into another stage's output", "give a path outside it")
+
+
+def _whose(owner: str) -> str:
+    if owner == "?":
+        return f"an unknown stage (its {MARKER} is not a readable file)"
+    return f"the {owner!r} stage (its {MARKER} says so)"
+
+
+def check_outputs(*, writes: Iterable[Path | str | None], reads: Iterable[Path | str | None]) -> None:
+    """Before a command's work: no output path is one of its inputs (the same file, links and hard links seen
+    through) or a folder holding one, and none is a device, FIFO or socket; an OutputError names the first that
+    is. Empty paths (an option given '') are left out. Whether a folder output is this stage's own, and whether
+    a path lies inside another stage's folder output, is checked when it is written (atomic_path)."""
+    given = [Path(path) for path in reads if path is not None and str(path) not in ("", ".")]
+    for target in writes:
+        if target is None or str(target) in ("", ".", "-"):
+            continue
+        what = special_kind(target)
+        if what:
+            raise OutputError(str(target), f"is {what}, not a regular file; an output never replaces one",
+                              "give the path of a new file or folder")
+        _check_not_an_input(Path(target), given, inside=False)
+
+
+def _check_not_an_input(target: Path, inputs: Iterable[Path | str], *, inside: bool = True) -> None:
+    """`target` is no input (the same file, by device and inode), lies inside no input folder (unless not
+    `inside`: a command may write into a folder it also reads, as the report into metrics/) and holds no input
+    (links resolved). Only folders are resolved, so thousands of input files cost a stat each."""
+    where = _resolved(target)
+    try:
+        own = os.stat(target)
+    except OSError:
+        own = None
+    for given in inputs:
+        path = Path(given)
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # missing: the command names it when it reads it
+        if own is not None and (info.st_dev, info.st_ino) == (own.st_dev, own.st_ino):
+            relation = "is"
+        elif inside and stat.S_ISDIR(info.st_mode) and _resolved(path) in where.parents:
+            relation = "lies inside"
+        elif own is not None and stat.S_ISDIR(own.st_mode) and where in _resolved(path).parents:
+            relation = "holds"
+        else:
+            continue
+        raise OutputError(str(target), f"{relation} {path}, an input of this command; an output never "
+                          "replaces or writes into what the command reads", "give another output path")
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return Path(os.path.abspath(path))
 
 
 def _is_ancestor(path: Path, of: Path) -> bool:

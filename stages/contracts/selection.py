@@ -41,11 +41,16 @@ class Selection:
 
 def set_files(folder: Path) -> list[tuple[str, Path, int]]:
     """(path below `folder` in POSIX form, path, size) of every file of a children set, in path order; a link or
-    special file is an error naming it (a set holds regular files only)."""
+    special file is an error naming it (a set holds regular files only). The folder's output marker is left out:
+    it says which stage wrote the set, not what the set holds, so a consumer reruns for its files only."""
+    from stages.contracts.io import MARKER
+
     found = []
     for root, dirs, names in os.walk(folder, followlinks=False):
         dirs.sort()
         for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]:
+            if name == MARKER and Path(root) == Path(folder):
+                continue
             path = Path(root, name)
             mode = path.lstat().st_mode
             if not stat.S_ISREG(mode):

@@ -223,7 +223,7 @@ def write_roc(folder: Path, scored: Scored) -> None:
 
     from stages.contracts.io import atomic_path
 
-    with atomic_path(folder, kind="dir") as tmp:
+    with atomic_path(folder, kind="dir", stage="benchmark") as tmp:
         tmp.mkdir()
         for name in scored.scores:
             (tmp / f"{name}.json").write_text(json.dumps(roc_rows(scored, name), indent=2, sort_keys=True) + "\n")

@@ -477,11 +477,14 @@ def swap_scheduler(current, name: str, where: str):
 
 
 def fingerprint_dir(path: Path) -> str:
-    """A content hash of a model directory (names, sizes and bytes of every file), to tell two models apart.
+    """A content hash of a model directory (names, sizes and bytes of every file but its output marker, which
+    names the stage that wrote it, not the model), to tell two models apart.
 
     Costs one read of the weights (seconds for Stable Diffusion); generating costs far more."""
+    from stages.contracts.io import MARKER
+
     digest = hashlib.blake2b(digest_size=16)
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file() and p != Path(path) / MARKER):
         digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as handle:
             while block := handle.read(1 << 22):

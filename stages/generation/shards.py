@@ -214,10 +214,12 @@ def call_pipeline(pipeline, spec, children: Sequence[Child]) -> tuple[list, list
 
 
 def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequence[bool | None], *,
-                fingerprint: str, extension: str | Sequence[str], truncated: Sequence[bool] | None = None) -> None:
+                fingerprint: str, extension: str | Sequence[str], stage: str,
+                truncated: Sequence[bool] | None = None) -> None:
     """Write one shard atomically: columns child_id, image struct<bytes, path>; metadata: fingerprint, nsfw
     (true, false or null: not checked) and truncated (whether a text encoder cut the prompt). `extension` is
-    one for every image, or one per image (an imported set may mix formats)."""
+    one for every image, or one per image (an imported set may mix formats); `stage` is the one whose marker
+    the children folder carries (prepare_folder)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -233,7 +235,7 @@ def write_shard(path: Path, shard: Shard, images: Sequence[bytes], nsfw: Sequenc
     }).replace_schema_metadata({"huggingface": HF_FEATURES, "fingerprint": fingerprint,
                                 "nsfw": json.dumps([None if n is None else bool(n) for n in nsfw]),
                                 "truncated": json.dumps([bool(t) for t in truncated or [False] * len(ids)])})
-    with atomic_path(path) as tmp:
+    with atomic_path(path, kind="file", stage=stage) as tmp:
         pq.write_table(table, tmp, compression="none")
 
 
@@ -247,12 +249,18 @@ def shard_metadata(path: Path) -> dict[bytes, bytes] | None:
         return None
 
 
-def prepare_folder(folder: Path, shards: Sequence[Shard], fingerprints: dict[str, str]) -> list[str]:
+def prepare_folder(folder: Path, shards: Sequence[Shard], fingerprints: dict[str, str], *, stage: str,
+                   inputs: Sequence[Path] = ()) -> list[str]:
     """Make `folder` hold only valid finished shards of this plan; return their names.
 
-    Removes the manifest first (readers must never see it beside shards it does not describe), then
-    temporaries left by a killed run, shards outside the plan, and shards whose fingerprint differs."""
-    folder.mkdir(parents=True, exist_ok=True)
+    The folder is `stage`'s output written in place (stages.contracts.io.claim_folder): a new or empty folder is
+    marked as its, one carrying its marker is resumed, anything else (a person's folder, another stage's, one
+    holding an input of `inputs`) is an OutputError and nothing in it is touched. Then it removes the manifest
+    (readers must never see it beside shards it does not describe), temporaries left by a killed run, shards
+    outside the plan, and shards whose fingerprint differs."""
+    from stages.contracts.io import claim_folder
+
+    claim_folder(folder, stage, inputs=inputs)
     (folder / MANIFEST).unlink(missing_ok=True)
     for leftover in folder.glob(f".{MANIFEST}.tmp-*"):
         leftover.unlink()
@@ -275,7 +283,7 @@ def prepare_folder(folder: Path, shards: Sequence[Shard], fingerprints: dict[str
 
 
 def generate_shards(pipeline, spec, shards: Sequence[Shard], folder: Path, *, fingerprints: dict[str, str],
-                    encoding: Encoding, quality: int, batch_size: int,
+                    encoding: Encoding, quality: int, batch_size: int, stage: str = "generate",
                     on_batch: Callable[[int], None] = lambda n: None) -> int:
     """Generate and write every shard of `shards` not already in `folder`; return the children generated."""
     generated = 0
@@ -294,11 +302,11 @@ def generate_shards(pipeline, spec, shards: Sequence[Shard], folder: Path, *, fi
             generated += len(batch)
             on_batch(len(batch))
         write_shard(path, shard, images, nsfw, fingerprint=fingerprints[shard.name], extension=encoding.value,
-                    truncated=truncated)
+                    stage=stage, truncated=truncated)
     return generated
 
 
-def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, settings: dict[str, Any],
+def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, settings: dict[str, Any], stage: str,
                    extra: dict[str, Sequence[str]] | None = None):
     """Write manifest.parquet (stages.contracts.children's contract) from the finished shards; return it
     as a pandas DataFrame. `extra`: string columns appended after the contract's, one value per child in
@@ -329,7 +337,7 @@ def write_manifest(folder: Path, shards: Sequence[Shard], *, alias: str, setting
         "truncated": pa.array([t for *_, t in rows], pa.bool_()),
         **{name: pa.array(list(values), pa.string()) for name, values in (extra or {}).items()},
     }).replace_schema_metadata({"settings": json.dumps(settings, sort_keys=True)})
-    with atomic_path(folder / MANIFEST) as tmp:
+    with atomic_path(folder / MANIFEST, kind="file", stage=stage) as tmp:
         pq.write_table(table, tmp)
     return table.to_pandas()
 

@@ -117,7 +117,7 @@ def save_pipeline(config: TinyConfig, out: Path) -> Path:
 
     from stages.contracts.io import atomic_path
 
-    with tempfile.TemporaryDirectory() as scratch, atomic_path(out) as tmp:
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(out, kind="dir", stage="tiny_generator") as tmp:
         pipeline = build_pipeline(config, Path(scratch))
         pipeline.save_pretrained(tmp, safe_serialization=True)
         (tmp / "tiny_random.json").write_text(json.dumps(

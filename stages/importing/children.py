@@ -193,7 +193,7 @@ def encoded(data: bytes, extension: str, reencode: Reencode, name: str) -> tuple
 
 
 def write_shards(folder: Path, shards: Sequence[Shard], planned: Sequence[Planned], *, fingerprints: dict[str, str],
-                 root: Path, reencode: Reencode, reader: Reader,
+                 root: Path, reencode: Reencode, reader: Reader, stage: str = "import_children",
                  on_child: Callable[[int], None] = lambda n: None) -> int:
     """Write every shard not already in `folder` (prepare_folder kept only valid ones); return the children
     written."""
@@ -219,7 +219,7 @@ def write_shards(folder: Path, shards: Sequence[Shard], planned: Sequence[Planne
             extensions.append(extension)
             on_child(1)
         write_shard(path, shard, images, [None] * len(images), fingerprint=fingerprints[shard.name],
-                    extension=extensions, truncated=[False] * len(images))
+                    extension=extensions, stage=stage, truncated=[False] * len(images))
         written += len(images)
     return written
 

@@ -156,12 +156,12 @@ def content_id(spec: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
 
 
 def save_detector(detector: Detector, folder: Path | str) -> Path:
-    """Write the artifact folder atomically (temporary folder, then rename)."""
+    """Write the artifact folder atomically (temporary folder, then rename), marked as the detector stage's."""
     from safetensors.numpy import save_file
 
     folder = Path(folder)
     spec = {**detector.spec(), "id": detector.id}
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, kind="dir", stage="detector") as tmp:
         tmp.mkdir()
         save_file({name: getattr(detector.head, name) for name in HEAD_TENSORS}, str(tmp / TENSORS_FILE),
                   metadata=safetensors_metadata({"format": FORMAT, "id": detector.id}))
