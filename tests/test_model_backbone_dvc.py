@@ -105,5 +105,6 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
     assert "`tiny_clip_new`" in text and "`tiny_clip_study`" in text and "`efficientnet_lite0`" not in text
     retrieval = json.loads((root / "metrics/retrieval/model/tiny_random.json").read_text())
     assert retrieval["test"]["exact_pair"]["r1"] is not None
+    # the plot data, beside the marker naming the stage that wrote the folder
     assert sorted(p.name for p in (root / "metrics/plots/tsne/tiny_random").iterdir()) == [
-        "original.csv", "semantic_S.csv", "style_T.csv"]
+        ".parentage-output", "original.csv", "semantic_S.csv", "style_T.csv"]

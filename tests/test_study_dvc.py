@@ -56,8 +56,9 @@ def test_study_under_dvc(dvc_repo):
     assert "t-SNE of val clusters, backbone efficientnet_lite0" in figure
     assert "No `metrics/code_eval.json` (dvc repro code_eval)." in text
     assert "No `data/detector/detector.json` (dvc repro detector)." in text
+    # the plot data, beside the marker naming the stage that wrote the folder
     assert sorted(p.name for p in (root / "metrics/plots/tsne/tiny_random").iterdir()) == [
-        "original.csv", "semantic_S.csv", "style_T.csv"]
+        ".parentage-output", "original.csv", "semantic_S.csv", "style_T.csv"]
     dvc_repo("git", "add", "-A")
     dvc_repo("git", "commit", "-qm", "repro")
 
