@@ -648,7 +648,7 @@ def test_sigkill_then_resume_is_byte_identical_to_an_uninterrupted_run(clusters,
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming, {finished} of 12 shards already finished" in resumed.stdout
     generate(clusters, models, tmp_path / "whole", shard_size=1, batch_size=1, device="cpu")
-    assert files(out) == files(tmp_path / "whole") and len(files(out)) == 13
+    assert files(out) == files(tmp_path / "whole") and len(files(out)) == 14  # 12 shards, manifest, marker
     assert (tmp_path / "killed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
 
 

@@ -32,7 +32,10 @@ def declared_plots() -> list[tuple[str, dict]]:
 
 
 def data_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """The plot data of a declared plot: its file, or each file of its folder but the folder's marker (hidden: DVC
+    draws no plot of it)."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() \
+        else [path]
 
 
 def rows_of(path: Path) -> list[dict]:
