@@ -301,8 +301,9 @@ def command_params(module: str):
 
 
 def _plain(output: str) -> str:
-    """The output without Rich's box drawing and line wrapping, so a wrapped message reads as one line."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+    """The output without colour codes, Rich's box drawing and line wrapping, so a wrapped message reads as one
+    line."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", re.sub(r"\x1b\[[0-9;]*m", "", output)).split())
 
 
 def derived_invalid(module: str, option: str) -> str:

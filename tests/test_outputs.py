@@ -7,6 +7,7 @@ import pytest
 
 from stages import detect
 from stages.contracts.io import MARKER, OutputError, atomic_path
+from tests.test_hostile import assert_refused  # exit 2, a message naming each name, no traceback
 
 
 def test_a_file_output_never_replaces_a_folder(tmp_path, monkeypatch):
@@ -129,22 +130,6 @@ def test_experiments_run_in_a_temporary_copy_and_from_the_queue(dvc_repo, repo_r
 
 
 # ------------------------------------------------ issue 23, item 1: an output is replaced only if it is ours
-def _plain(output: str) -> str:
-    import re
-
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", output).split())
-
-
-def assert_refused(result, *names: str) -> None:
-    """Exit 2, one message naming each of `names`, no traceback."""
-    text = _plain(result.output)
-    assert result.exit_code == 2, f"exit {result.exit_code}: {text} {result.exception!r}"
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output, result.output
-    for name in names:
-        assert name in text, f"{name!r} not in {text}"
-
-
 def snapshot(folder):
     """Every file below `folder` with its bytes: what a refused write must leave as it was."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -69,14 +69,9 @@ def from_params(params: Mapping[str, Any], where: str = "params.yaml") -> Instan
 
 def read_instances(path: Path) -> Instances:
     """The instances params.yaml defines (the report reads them there: DVC cannot pass a dict's names)."""
-    import yaml
+    from stages.contracts.io import read_yaml
 
-    if not path.is_file():
-        raise InputError(str(path), "params file not found")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, RecursionError) as error:
-        raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
+    params = read_yaml(path, what="params file")
     return from_params(params if isinstance(params, dict) else {}, str(path))
 
 

@@ -273,6 +273,20 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def read_yaml(path: Path | str, *, what: str) -> Any:
+    """A YAML file's data (safe_load); a missing file, invalid YAML or nesting too deep for the parser is an
+    InputError naming the file and `what` it should be."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), f"{what} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, RecursionError) as error:
+        raise InputError(str(path), f"is not valid YAML ({' '.join(str(error).split())})") from error
+
+
 def write_json(target: Path | str, obj: Any) -> None:
     """Write JSON atomically, sorted and indented so diffs in review read well."""
     with atomic_path(target, kind="file") as tmp:

@@ -114,14 +114,9 @@ def study_stages(path: Path) -> tuple[str, ...]:
 
 
 def _load(path: Path) -> dict:
-    import yaml
+    from stages.contracts.io import read_yaml
 
-    if not path.is_file():
-        raise InputError(str(path), "the layout file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, RecursionError) as error:
-        raise InputError(str(path), f"not valid YAML ({error})") from error
+    data = read_yaml(path, what="the layout file")
     if not isinstance(data, dict) or set(data) != {"tables"} or not isinstance(data["tables"], list):
         raise InputError(str(path), "expected one key, `tables`, holding a list of tables")
     return data
