@@ -14,7 +14,7 @@ and test per generator, robustness on test) and the external benchmarks (each de
         --clusters-metrics metrics/clusters.json --generator-registry stages/generation/generators.yaml \\
         --backbone-registry stages/embedding/backbones.yaml --params params.yaml --roc metrics/plots/roc \\
         --tsne metrics/plots/tsne --model-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
-        --out metrics/report.md --figures metrics/figures
+        --out metrics/report.md --figures metrics/figures --templates .dvc/plots
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
 file (stages.reporting.layout); its tables' stages are the study stages. Only the files of the instances
@@ -23,7 +23,8 @@ The paper's numbers: one hand-transcribed file (stages.reporting.study).
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting). A missing metrics file is
 reported as missing. The setting header (stages.reporting.setting) states the parents, N, the generators and
 backbones with their provenance, the code's git revision and a digest of params.yaml. The key figures
-(stages.reporting.key_figures) are SVG files in --figures, embedded in the report and declared as DVC image
+(stages.reporting.key_figures) are SVG files in --figures, drawn offline from the plot data with the DVC plot
+templates in --templates (the charts of `dvc plots show`), embedded in the report and declared as DVC image
 plots. Every option is required: dvc.yaml passes them all.
 """
 
@@ -70,6 +71,8 @@ def main(
     code_curve: Path = typer.Option(..., help="CoDE's training curve (CSV plot data)."),
     out: Path = typer.Option(..., help="Output Markdown report."),
     figures: Path = typer.Option(..., help="Output folder of the key figures (SVG), linked from the report."),
+    templates: Path = typer.Option(..., help="Folder of the DVC plot templates (.dvc/plots) the figures are drawn "
+                                             "with, as `dvc plots` draws the plot data."),
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
     the shipped detector."""
@@ -78,16 +81,18 @@ def main(
     from stages.reporting.setting import SettingFiles
 
     with user_errors():
-        check_outputs(writes=[out, figures], reads=[layout, paper, code_setting, code_train, code_eval, code_grid,
-                                                     detector, detector_metrics, robustness, clusters_metrics,
-                                                     generator_registry, backbone_registry, params, code_curve])
+        check_outputs(writes=[out, figures], reads=[templates, layout, paper, code_setting, code_train, code_eval,
+                                                     code_grid, detector, detector_metrics, robustness,
+                                                     clusters_metrics, generator_registry, backbone_registry, params,
+                                                     code_curve])
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
                               robustness=robustness, benchmarks=benchmarks, benchmark_grids=benchmark_grids)
         setting = SettingFiles(source=source, captions_per_parent=captions_per_parent,
                                clusters_metrics=clusters_metrics, generators=generator_registry,
                                backbones=backbone_registry, params=params)
-        drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures)
+        drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures,
+                            templates=templates)
         text, svgs = build(study_root, cross, layout, paper, files, setting, drawn, report=out)
         with atomic_path(figures, kind="dir", stage="report") as folder:
             folder.mkdir()

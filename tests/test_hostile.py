@@ -267,6 +267,7 @@ INVALID: dict[str, dict[str, str]] = {
         "out": BODY,
         "backbone_registry": BODY, "generator_registry": BODY, "clusters_metrics": BODY, "code_curve": BODY,
         "code_grid": BODY, "figures": BODY, "model_backbone": BODY, "params": BODY, "roc": BODY, "tsne": BODY,
+        "templates": BODY,
         "source": BODY, "captions_per_parent": "abc", "benchmarks": BODY, "benchmark_grids": BODY},
     "code_train": {"clusters": BODY, "children_root": BODY, "generators": BODY, "out": BODY, "checkpoints": BODY,
         "metrics": BODY, "plot": BODY, "setting": BODY, "arch": BODY, "image_size": "15", "local_size": "15",

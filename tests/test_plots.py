@@ -1,7 +1,8 @@
 """Every plot dvc.yaml declares draws something: its files exist in the committed demo outputs, each data file
 has rows carrying the plot's x and y fields, fields a quantitative template puts on an axis are numbers (a
 categorical `transform` on a line template draws an empty chart), custom templates exist and keep DVC's data
-anchor, and image plots are SVG or PNG files. The key figures' SVG writer is checked on its own."""
+anchor, and image plots are SVG or PNG files. The key figures (the same templates drawn by vl-convert) are
+checked on their own."""
 
 from __future__ import annotations
 
@@ -77,22 +78,66 @@ def test_every_declared_plot_has_rows_for_its_fields(declared, props):
                     f"{file}: {field!r} is not numeric, but template {template or 'linear'} draws it on an axis"
 
 
-def test_key_figures_are_titled_svg_with_every_series(tmp_path):
-    from stages.reporting.key_figures import detector_robustness_figure, roc_figures, tsne_figures
+TEMPLATES = REPO / ".dvc" / "plots"
+# Okabe and Ito's colour-blind-safe palette: the custom templates' colours (no red beside green)
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+
+
+def test_custom_templates_use_the_colour_blind_safe_palette():
+    for path in sorted(TEMPLATES.glob("*.json")):
+        spec = json.loads(path.read_text())
+        assert spec["config"]["range"]["category"] == OKABE_ITO, path.name
+        assert "#d62728" not in path.read_text() and "#2ca02c" not in path.read_text(), path.name
+
+
+def test_key_figures_are_the_dvc_templates_drawn_to_svg(tmp_path):
+    """The report's figures are the .dvc/plots templates filled and drawn by vl-convert: titled, every series
+    named (a ROC's legend carries its AUC), integer epoch ticks, loss and accuracy in panels of their own, and the
+    same data gives the same bytes."""
+    import re
+
+    from stages.contracts.instances import Instances
+    from stages.reporting.key_figures import code_train_figure, detector_robustness_figure, roc_figures, tsne_figures
 
     (tmp_path / "roc" / "bb").mkdir(parents=True)
     (tmp_path / "roc" / "bb" / "g1.json").write_text(json.dumps([{"fpr": 0, "tpr": 0}, {"fpr": 1, "tpr": 1}]))
-    from stages.contracts.instances import Instances
+    (tmp_path / "roc" / "bb" / "g2.json").write_text(json.dumps(
+        [{"fpr": 0, "tpr": 0}, {"fpr": 0, "tpr": 0.5}, {"fpr": 0.5, "tpr": 1}, {"fpr": 1, "tpr": 1}]))
+    instances = Instances(backbones=("bb",), sets=("g1", "g2"))
+    roc = roc_figures(tmp_path / "roc", "focus", instances, TEMPLATES)["roc_bb.svg"]
+    assert roc.startswith("<svg") and "ROC per generator, backbone bb" in roc
+    assert "g1 (AUC 0.500)" in roc and "g2 (AUC 0.875)" in roc  # the trapezoid rule over each curve
+    assert "the linear probe on the test split" in roc and "stroke-dasharray" in roc  # the dashed chance line
+    assert roc == roc_figures(tmp_path / "roc", "focus", instances, TEMPLATES)["roc_bb.svg"]  # same bytes
 
-    roc = roc_figures(tmp_path / "roc", "focus", Instances(backbones=("bb",), sets=("g1",)))["roc_bb.svg"]
-    assert "backbone bb" in roc and ">g1</text>" in roc and 'stroke-dasharray="4 3"' in roc  # the chance line
     (tmp_path / "tsne" / "g1").mkdir(parents=True)
-    (tmp_path / "tsne" / "g1" / "semantic_S.csv").write_text("x,y,label,cluster_id\n0,1,real,4\n2,3,fake,4\n")
-    tsne = tsne_figures(tmp_path / "tsne", "bb", ["g1"])["tsne_g1.svg"]
-    assert "backbone bb, children of g1" in tsne and "semantic space S" in tsne
-    assert ">real (parent)</text>" in tsne and ">generated (child)</text>" in tsne
+    for space in ("original", "semantic_S"):
+        (tmp_path / "tsne" / "g1" / f"{space}.csv").write_text("x,y,label,cluster_id\n0,1,real,4\n2,3,fake,4\n")
+    tsne = tsne_figures(tmp_path / "tsne", "bb", ["g1"], TEMPLATES)["tsne_g1.svg"]
+    assert "backbone bb, children of g1" in tsne and "original space" in tsne and "semantic space S" in tsne
+    assert ">real<" in tsne and ">fake<" in tsne and "#0072B2".lower() in tsne.lower()
+
+    (tmp_path / "curve.csv").write_text("epoch,lr,train_loss,val_accuracy\n1,0.1,7.0,0.5\n2,0.1,2.0,0.8\n")
+    curve = code_train_figure(tmp_path / "curve.csv", TEMPLATES)["code_train.svg"]
+    labels = [float(v) for v in re.findall(r">(-?[0-9]+(?:\.[0-9]+)?)</text>", curve)]
+    assert not [v for v in labels if 1 < v < 2], labels  # epoch ticks 1 and 2 only, no 1.2 or 1.5
+    assert ">train loss<" in curve and ">val accuracy<" in curve  # a panel each, titled by its series
+
     (tmp_path / "r.csv").write_text("transform,generator,overall_accuracy\nclean,g1,1.0\njpeg95,g1,0.5\n"
                                     "clean,all,1.0\njpeg95,all,0.75\n")
-    bars = detector_robustness_figure(tmp_path / "r.csv", "bb")["detector_robustness.svg"]
-    assert bars.count("<rect") == 2 + 2 + 4  # background and frame, two legend swatches, four bars
-    assert bars == detector_robustness_figure(tmp_path / "r.csv", "bb")["detector_robustness.svg"]  # same bytes
+    bars = detector_robustness_figure(tmp_path / "r.csv", "bb", TEMPLATES)["detector_robustness.svg"]
+    assert "backbone bb" in bars and ">g1<" in bars and ">all<" in bars and ">jpeg95<" in bars
+
+
+def test_a_figure_template_that_cannot_be_filled_is_named(tmp_path):
+    from stages.contracts.errors import InputError
+    from stages.reporting.figures import datapoints, render_svg
+
+    points, _ = datapoints([{"fpr": 0, "tpr": 0}], rev="g1", ys=["tpr"])
+    with pytest.raises(InputError, match="missing.json"):
+        render_svg(tmp_path / "missing.json", points, x="fpr", y="tpr", title="t")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(InputError, match="broken.json"):
+        render_svg(tmp_path / "broken.json", points, x="fpr", y="tpr", title="t")
+    with pytest.raises(InputError, match="roc_probe.json"):  # a field the data lacks
+        render_svg(TEMPLATES / "roc_probe.json", points, x="fpr", y="recall", title="t")

@@ -53,7 +53,8 @@ def header_args(folder, *, params=None):
             "--params", str(params or params_file(folder)),
             "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
             "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
-            "--figures", str(m / "figures"), "--benchmarks", str(m / "benchmark"),
+            "--figures", str(m / "figures"), "--templates", str(REPO / ".dvc" / "plots"),
+            "--benchmarks", str(m / "benchmark"),
             "--benchmark-grids", str(m / "plots" / "benchmark")]
 
 

@@ -51,16 +51,19 @@ class FigureFiles:
     focus_backbone: str  # model.backbone: the t-SNE's and the shipped detector's
     code_curve: Path  # metrics/plots/code_train.csv
     out: Path  # metrics/figures
+    templates: Path  # .dvc/plots: the DVC plot templates the figures are drawn with
 
 
 def build_figures(files: FigureFiles, detectors: DetectorFiles, instances: Instances) -> dict[str, str]:
     """File name -> SVG text of every key figure of the current instances whose plot data exists."""
     from stages.reporting import key_figures as kf
 
-    return {**kf.tsne_figures(files.tsne, files.focus_backbone, instances.sets),
-            **kf.roc_figures(files.roc, files.focus_backbone, instances),
-            **kf.code_train_figure(files.code_curve), **kf.code_robustness_figure(detectors.code_grid),
-            **kf.detector_robustness_figure(detectors.robustness, files.focus_backbone)}
+    templates = files.templates
+    return {**kf.tsne_figures(files.tsne, files.focus_backbone, instances.sets, templates),
+            **kf.roc_figures(files.roc, files.focus_backbone, instances, templates),
+            **kf.code_train_figure(files.code_curve, templates),
+            **kf.code_robustness_figure(detectors.code_grid, templates),
+            **kf.detector_robustness_figure(detectors.robustness, files.focus_backbone, templates)}
 
 
 def render_figures(figures: dict[str, str], link: str) -> list[str]:

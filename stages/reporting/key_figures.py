@@ -1,9 +1,11 @@
-"""The key figures of the report, built from the stages' plot data (stages.reporting.figures draws them):
+"""The key figures of the report, built from the stages' plot data with the templates `dvc plots` draws them with
+(.dvc/plots; stages.reporting.figures fills and renders them):
 
-    roc_<backbone>.svg        the probe's ROC on test per generator, with the chance diagonal (Table 2)
+    roc_<backbone>.svg        the probe's ROC on test per generator, AUC in the legend, with the chance
+                              diagonal (Table 2)
     tsne_<generator>.svg      Fig. 6: val clusters of the focus backbone in the original, S and T spaces,
                               coloured real against generated
-    code_train.svg            CoDE's training loss and its validation metric per epoch
+    code_train.svg            CoDE's training loss and its validation metric per epoch (a panel each)
     code_robustness.svg       CoDE's overall test accuracy per transform, a bar per head (all generators)
     detector_robustness.svg   the shipped detector's test accuracy per transform, a bar per generator
 
@@ -18,10 +20,12 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances
-from stages.reporting.figures import Panel, render_svg
+from stages.reporting.figures import datapoints, render_svg
 
+# the templates (file names in the templates folder, .dvc/plots)
+ROC, TSNE, CURVES = "roc_probe.json", "scatter_real_generated.json", "curves_per_epoch.json"
+HEAD_BARS, GENERATOR_BARS = "bars_transform_head.json", "bars_transform_generator.json"
 TSNE_SPACES = {"original": "original space", "semantic_S": "semantic space S", "style_T": "style space T"}
-LABELS = {"real": "real (parent)", "fake": "generated (child)"}
 HEADS = {"logreg": "linear", "knn": "1-NN", "ocsvm": "one-class SVM"}
 
 
@@ -34,90 +38,70 @@ def _rows(path: Path) -> list[dict]:
                 rows = list(csv.DictReader(stream))
     except (json.JSONDecodeError, RecursionError, csv.Error, UnicodeDecodeError) as error:
         raise InputError(str(path), f"unreadable plot data ({error})") from error
-    if not isinstance(rows, list):
-        raise InputError(str(path), "expected a list of rows")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(str(path), "expected a list of rows (objects)")
     return rows
 
 
-def _num(value) -> float | None:
-    return None if value in (None, "") else float(value)
-
-
-def roc_figures(folder: Path, model_backbone: str, instances: Instances) -> dict[str, str]:
+def roc_figures(folder: Path, model_backbone: str, instances: Instances, templates: Path) -> dict[str, str]:
     """One figure per backbone of the study: a curve per children set (``folder/<backbone>/<set>.json``, those of
     the current instances that exist); the ``model`` folder holds model.backbone's curves, named by its alias."""
     figures = {}
     for backbone in sorted(instances.studied):
         name = model_backbone if backbone == MODEL else backbone
-        lines = {generator: [(float(r["fpr"]), float(r["tpr"])) for r in _rows(path)]
-                 for generator in sorted(instances.sets)
-                 if (path := folder / backbone / f"{generator}.json").is_file()}
-        if lines:
-            panel = Panel(f"backbone {name}", "false positive rate (real called generated)",
-                          "true positive rate", lines=lines, diagonal=True, x_range=(0, 1), y_range=(0, 1))
-            figures[f"roc_{name}.svg"] = render_svg(
-                f"ROC of the linear probe on test (positive: generated), backbone {name}", [panel])
+        points = []
+        for generator in sorted(instances.sets):
+            if (path := folder / backbone / f"{generator}.json").is_file():
+                points += datapoints(_rows(path), rev=generator, ys=["tpr"])[0]
+        if points:
+            figures[f"roc_{name}.svg"] = render_svg(templates / ROC, points, x="fpr", y="tpr",
+                                                    title=f"ROC per generator, backbone {name}")
     return figures
 
 
-def tsne_figures(folder: Path, backbone: str, sets: Iterable[str]) -> dict[str, str]:
+def tsne_figures(folder: Path, backbone: str, sets: Iterable[str], templates: Path) -> dict[str, str]:
     """One figure per children set of `sets` (``folder/<set>/<space>.csv``): a panel per space."""
     figures = {}
     for generator in (folder / name for name in sorted(sets)):
-        panels = []
+        points = []
         for space, name in TSNE_SPACES.items():
-            path = generator / f"{space}.csv"
-            if path.is_file():
-                points: dict[str, list] = {label: [] for label in LABELS.values()}
-                for r in _rows(path):
-                    points[LABELS.get(r["label"], r["label"])].append((float(r["x"]), float(r["y"])))
-                panels.append(Panel(name, "t-SNE 1", "t-SNE 2", points=points))
-        if panels:
+            if (path := generator / f"{space}.csv").is_file():
+                points += datapoints(_rows(path), rev=name, ys=["y"])[0]
+        if points:
             figures[f"tsne_{generator.name}.svg"] = render_svg(
-                f"t-SNE of val clusters, backbone {backbone}, children of {generator.name}", panels)
+                templates / TSNE, points, x="x", y="y",
+                title=f"t-SNE of val clusters, backbone {backbone}, children of {generator.name}")
     return figures
 
 
-def code_train_figure(path: Path) -> dict[str, str]:
-    """Training loss and the validation metric (every column after the losses) per epoch."""
+def code_train_figure(path: Path, templates: Path) -> dict[str, str]:
+    """The training loss and the validation metric (every column named val_*) per epoch, a panel each."""
     if not path.is_file():
         return {}
     rows = _rows(path)
-    losses = {k: [(float(r["epoch"]), float(r[k])) for r in rows if _num(r[k]) is not None]
-              for k in rows[0] if k.startswith("train_loss")} if rows else {}
-    monitored = {k: [(float(r["epoch"]), float(r[k])) for r in rows if _num(r[k]) is not None]
-                 for k in rows[0] if k.startswith("val_")} if rows else {}
-    panels = [Panel("training loss", "epoch", "loss", lines=losses)]
-    panels += [Panel(f"validation: {k.replace('_', ' ')}", "epoch", k.replace("_", " "), lines={k: v})
-               for k, v in monitored.items()]
-    return {"code_train.svg": render_svg("CoDE (ViT-Tiny from scratch): training loss and validation metric",
-                                         panels)}
+    ys = [k for k in (rows[0] if rows else {}) if k == "train_loss" or k.startswith("val_")]
+    if not ys:
+        return {}
+    points, y = datapoints(rows, rev="CoDE", ys=ys)
+    return {"code_train.svg": render_svg(templates / CURVES, points, x="epoch", y=y,
+                                         title="CoDE (ViT-Tiny from scratch): training loss and validation metric")}
 
 
-def _transform_bars(rows: list[dict], series_of, value: str) -> tuple[list[str], dict[str, list]]:
-    transforms = list(dict.fromkeys(r["transform"] for r in rows))
-    series: dict[str, list] = {}
-    for r in rows:
-        name = series_of(r)
-        if name is not None:
-            series.setdefault(name, [None] * len(transforms))[transforms.index(r["transform"])] = _num(r[value])
-    return transforms, series
-
-
-def code_robustness_figure(path: Path) -> dict[str, str]:
+def code_robustness_figure(path: Path, templates: Path) -> dict[str, str]:
+    """CoDE's overall test accuracy per transform, a bar per head (the template keeps the `overall` rows)."""
     if not path.is_file():
         return {}
-    bars = _transform_bars(_rows(path), lambda r: HEADS.get(r["head"], r["head"]) if r["generator"] == "overall"
-                           else None, "overall_accuracy")
-    panel = Panel("all generators", "test transform", "overall accuracy", bars=bars, y_range=(0, 1), span=2)
-    return {"code_robustness.svg": render_svg("CoDE robustness: test accuracy per transform and head", [panel])}
+    rows = [{**r, "head": HEADS.get(r["head"], r["head"])} for r in _rows(path)]
+    points, y = datapoints(rows, rev="all generators", ys=["overall_accuracy"])
+    return {"code_robustness.svg": render_svg(templates / HEAD_BARS, points, x=y, y="transform",
+                                              title="CoDE robustness: test accuracy per transform and head")}
 
 
-def detector_robustness_figure(path: Path, backbone: str) -> dict[str, str]:
+def detector_robustness_figure(path: Path, backbone: str, templates: Path) -> dict[str, str]:
+    """The shipped detector's overall test accuracy per transform, a bar per generator (and `all`)."""
     if not path.is_file():
         return {}
-    bars = _transform_bars(_rows(path), lambda r: r["generator"], "overall_accuracy")
-    panel = Panel(f"backbone {backbone}", "test transform", "overall accuracy", bars=bars, y_range=(0, 1),
-                  span=2)
+    points, y = datapoints(_rows(path), rev=f"backbone {backbone}", ys=["overall_accuracy"])
     return {"detector_robustness.svg": render_svg(
-        "Shipped detector robustness: test accuracy per transform and generator", [panel])}
+        templates / GENERATOR_BARS, points, x=y, y="transform",
+        title="Shipped detector robustness: test accuracy per transform and generator")}
