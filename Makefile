@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo paper test test-fast lint bench clean-demo
+.PHONY: install demo plots-page paper test test-fast lint bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ install: $(STAMP)
 
 demo: install
 	PATH=$(BIN):$$PATH dvc repro
+	$(BIN)/python -m stages.plots_page --out .dvc/plots_page.html
 	@echo "Metrics: metrics/ (dvc metrics show); the tables beside the papers: metrics/report.md"
+
+# `dvc plots show` / `dvc plots diff` that draw offline: the page template with Vega inlined (docs/review.md)
+plots-page: install
+	$(BIN)/python -m stages.plots_page --out .dvc/plots_page.html
 
 # The papers' setting in one command: `make paper COCO=/data/coco` (COCO 2014 + Karpathy's dataset_coco.json in
 # that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: README "The paper's setting in

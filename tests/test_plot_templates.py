@@ -73,8 +73,9 @@ def test_every_custom_template_has_a_case():
 
 
 @pytest.fixture(scope="module")
-def diffed(tmp_path_factory) -> dict[str, dict]:
-    """{template: the spec `dvc plots diff HEAD~1 HEAD --json` fills it into} in a repository with two commits."""
+def diffed(tmp_path_factory) -> dict:
+    """{template: the spec `dvc plots diff HEAD~1 HEAD --json` fills it into} in a repository with two commits,
+    and the repository under "repo"."""
     import shutil
 
     import yaml
@@ -100,7 +101,7 @@ def diffed(tmp_path_factory) -> dict[str, dict]:
         run("git", "add", "-A")
         run("git", "commit", "-qm", f"rows {commit - 2}")
     data = json.loads(run("dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"))["data"]
-    return {name: data[f"plots/{file}"][0]["content"] for name, (file, *_) in CASES.items()}
+    return {"repo": repo, **{name: data[f"plots/{file}"][0]["content"] for name, (file, *_) in CASES.items()}}
 
 
 @pytest.mark.slow
@@ -126,3 +127,48 @@ def test_dvc_plots_diff_draws_each_revision_apart(diffed, name):
     if name.startswith("scatter"):  # t-SNE runs share no axes: a column each, scales of their own
         assert fields["column"] == "rev"
         assert spec["resolve"]["scale"] == {"x": "independent", "y": "independent"}
+
+
+def test_the_plots_page_inlines_vega_and_keeps_dvcs_placeholders(tmp_path):
+    """The offline page template: DVC's `{plot_divs}` and `{refresh_tag}` kept, its `{scripts}` (the CDN tags)
+    left out, the libraries inlined, no script loaded from anywhere."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from stages import plots_page
+
+    out = tmp_path / "page.html"
+    done = CliRunner().invoke(plots_page.app, ["--out", str(out)])
+    assert done.exit_code == 0, done.output
+    text = out.read_text()
+    assert text.count("{plot_divs}") == 1 and "{refresh_tag}" in text and "{scripts}" not in text
+    assert "window.vegaEmbed=" in text and not re.search(r"<script[^>]*\bsrc=", text)
+    assert text.count("</script>") == 1  # the bundle does not end its script element early
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]  # written under a temporary name, then renamed
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_with_the_page_loads_nothing_from_the_network(diffed, tmp_path):
+    """`dvc plots diff --html-template` with the page: every chart's `vegaEmbed` call, and no URL a browser
+    would fetch a script from (DVC's default page loads three from cdn.jsdelivr.net)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from stages import plots_page
+
+    page = tmp_path / "page.html"
+    assert CliRunner().invoke(plots_page.app, ["--out", str(page)]).exit_code == 0
+    repo = diffed["repo"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for template in (None, page):
+        out = tmp_path / ("default" if template is None else "offline")
+        args = ["dvc", "plots", "diff", "HEAD~1", "HEAD", "-o", str(out)]
+        done = subprocess.run(args + (["--html-template", str(template)] if template else []), cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        html = (out / "index.html").read_text()
+        assert html.count("vegaEmbed('#") == len(CASES)
+        sources = re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html)
+        assert bool(sources) == (template is None), sources  # the default page's CDN scripts; none in ours
