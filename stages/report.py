@@ -22,7 +22,7 @@ params.yaml defines are read (stages.contracts.instances): a removed backbone, s
 The paper's numbers: one hand-transcribed file (stages.reporting.study).
 CoDE's setting is the one code_train wrote beside its model (stages.code.setting). A missing metrics file is
 reported as missing. The setting header (stages.reporting.setting) states the parents, N, the generators and
-backbones with their provenance, the code's git revision and a digest of params.yaml. The key figures
+backbones with their provenance and a digest of params.yaml (no git revision: only tracked state). The key figures
 (stages.reporting.key_figures) are SVG files in --figures, drawn offline from the plot data with the DVC plot
 templates in --templates (the charts of `dvc plots show`), embedded in the report and declared as DVC image
 plots. Every option is required: dvc.yaml passes them all.

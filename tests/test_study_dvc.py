@@ -48,7 +48,7 @@ def test_study_under_dvc(dvc_repo):
     retrieval = json.loads((root / "metrics/retrieval/model/tiny_random.json").read_text())
     assert retrieval["test"]["exact_pair"]["r1"] is None
     text = (root / "metrics" / "report.md").read_text()
-    assert "Table 4" in text and "`openclip_vitb32_random`† (not in the paper)" in text
+    assert "Table 4" in text and "| `openclip_vitb32_random` |" in text and "`openclip_vitb32_random`†, " in text
     assert "efficientnet_lite0" in text and "`model`" not in text  # the model folders' rows carry the alias
     # the key figures exist, are linked from the report and draw their title
     assert "![tsne_tiny_random.svg](figures/tsne_tiny_random.svg)" in text

@@ -22,6 +22,11 @@ from stages.code.setting import CodeSetting
 from stages.contracts.errors import InputError
 
 Label = Callable[[str], str]  # generator alias -> Markdown label
+Caveat = Callable[[Iterable[str]], list[str]]  # a table's generator aliases -> its caveat lines (study.caveat)
+
+
+def no_caveat(aliases: Iterable[str]) -> list[str]:
+    return []
 
 CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
               "ocsvm": "One-class SVM (fitted on reals only)"}
@@ -136,7 +141,7 @@ def describe_setting(setting: CodeSetting, source: str = "coco") -> list[str]:
 
 def render_code(setting: CodeSetting | None, training: dict | None, evaluation: dict | None,
                 grid: list[dict] | None, label: Label, *, paths: tuple[Path, Path, Path, Path],
-                source: str = "coco") -> list[str]:
+                source: str = "coco", caveat: Caveat = no_caveat) -> list[str]:
     """The CoDE section: setting and paper note, training summary, per-head table, robustness grid. `paths`:
     the setting, training and evaluation files and the evaluation's grid (plot data), named where one is
     missing. The thresholds and the transformed results are read from the grid."""
@@ -178,7 +183,7 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
                                                                           else [key]))
             counts = {"real_accuracy": n_real, "fake_accuracy": n_fake, "overall_accuracy": n_real + n_fake}
             lines.append(row([text] + [counted(scores.get(m), counts.get(m)) for m in CODE_METRICS]))
-    lines += ["", "## CoDE: robustness (test split, all generators, overall accuracy)", ""]
+    lines += ["", *caveat(generators), "## CoDE: robustness (test split, all generators, overall accuracy)", ""]
     if grid is None:
         return [*lines, missing(paths[3], "code_eval"), ""]
     lines += ["Percentages. The same heads and thresholds on the test images after each transformation; "
@@ -224,7 +229,7 @@ def describe_detector(spec: dict) -> list[str]:
 
 
 def render_detector(spec: dict | None, metrics: dict | None, robustness: list[dict] | None, label: Label, *,
-                    paths: tuple[Path, Path, Path]) -> list[str]:
+                    paths: tuple[Path, Path, Path], caveat: Caveat = no_caveat) -> list[str]:
     """The shipped detector section: what it is, val and test per generator, and its robustness on test."""
     lines = ["# Shipped detector", "",
              "What `parentage detect` runs (`model.backbone`, `model.head`, `model.generators`). Percentages.", ""]
@@ -240,7 +245,7 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         for key, text in [*((g, label(g)) for g in generators), (DETECTOR_ALL, "All generators")]:
             lines.append(row([text] + [_detector_cell(metrics[s].get(key, {}), m) for s in splits
                                        for m in DETECTOR_METRICS]))
-        lines.append("")
+        lines += ["", *caveat(generators)]
     lines += ["## Shipped detector: robustness (test split)", "",
               "The test images read again, transformed, embedded by the backbone and scored at the shipped "
               f"threshold (plot data: `{paths[2]}`).", ""]
@@ -255,7 +260,7 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         for r in (r for r in robustness if r["generator"] == key):
             name = TRANSFORMS.get(r["transform"], r["transform"])
             lines.append(row([name] + [_detector_cell(r, m) for m in DETECTOR_METRICS]))
-    return [*lines, ""]
+    return [*lines, "", *caveat(generators)]
 
 
 def _detector_cell(scores: dict, metric: str) -> str:

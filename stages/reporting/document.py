@@ -10,7 +10,7 @@ define (a removed backbone, set or benchmark) is never read, and the check stage
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,18 +81,23 @@ def render_detectors(files: DetectorFiles, paper: dict, source: str = "coco", be
     """The CoDE and shipped-detector sections; generators labelled as in the study's tables."""
     from stages.code.setting import read_setting
     from stages.reporting.detectors import read_csv, read_json, render_benchmarks, render_code, render_detector
+    from stages.reporting.study import caveat
     from stages.shipped.artifact import SPEC_FILE
 
     def label(generator: str) -> str:
         return generator_label(generator, paper)
 
+    def table_caveat(generators: Iterable[str]) -> list[str]:
+        return caveat(generators, paper)
+
     return [*render_code(read_setting(files.code_setting), read_json(files.code_train), read_json(files.code_eval),
                          read_csv(files.code_grid), label,
                          paths=(files.code_setting, files.code_train, files.code_eval, files.code_grid),
-                         source=source),
+                         source=source, caveat=table_caveat),
             *render_detector(read_json(files.detector / SPEC_FILE), read_json(files.detector_metrics),
                              read_csv(files.robustness), label,
-                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness)),
+                             paths=(files.detector / SPEC_FILE, files.detector_metrics, files.robustness),
+                             caveat=table_caveat),
             *(render_benchmarks(files.benchmarks, files.benchmark_grids or files.benchmarks, benchmarks)
               if files.benchmarks is not None else [])]
 
@@ -131,8 +136,8 @@ def build(study_root: Path, cross: Path, layout: Path, paper_path: Path, detecto
     backbones = sorted({b for r in results.values() for gens in r.values() for b in gens})
     drawn = build_figures(figures, detectors, instances)
     link = Path(os.path.relpath(figures.out, report.parent)).as_posix()
-    header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones,
-                              root=setting.params.parent), *render_figures(drawn, link)]
+    header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones),
+              *render_figures(drawn, link)]
     text = render(tables, results, collect(cross, model_backbone, instances), paper,
                   render_detectors(detectors, paper, setting.source, instances.benchmarks), header)
     return text, drawn

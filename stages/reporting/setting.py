@@ -1,12 +1,12 @@
 """The report's setting header, stated once at the top: where the parents come from and how many per split,
-N children per parent, the generators and backbones with their provenance (registry entries), the code's git
-revision and a digest of params.yaml. Rows of the tables below then name a backbone or a generator and nothing
-more; a dagger marks those with random weights."""
+N children per parent, the generators and backbones with their provenance (registry entries) and a digest of
+params.yaml. Only what DVC tracks as the report's dependencies goes in (no git revision: a commit that changes
+nothing the report reads would change its text). Rows of the tables below then name a backbone or a generator
+and nothing more; a dagger marks those with random weights."""
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +17,6 @@ SOURCES = {"demo": "the demo's photographs, which ship inside scikit-image and s
                    "written for this repository (stages/sources/demo), not COCO",
            "coco": "COCO 2014 images and captions", "manifest": "a manifest of captioned images"}
 RANDOM = "†"  # marks a backbone or generator with random weights wherever it is named
-# the code a report describes: a commit that only records results (dvc.lock, metrics) does not change it
-CODE_PATHS = ("stages", "dvc.yaml", "params.yaml")
 
 
 @dataclass(frozen=True)
@@ -83,22 +81,6 @@ def random_names(files: SettingFiles) -> set[str]:
             | {a for a, e in generators.items() if isinstance(e, dict) and is_random_generator(a, e)})
 
 
-def code_revision(root: Path) -> str:
-    """The last commit that changed the code (CODE_PATHS) under `root`, marked when those files have
-    uncommitted changes; 'unknown' outside a git checkout."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        commit = git("log", "-1", "--format=%h", "--", *CODE_PATHS)
-        dirty = git("status", "--porcelain", "--", *CODE_PATHS)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    if not commit:
-        return "none yet (no commit)"
-    return f"`{commit}`" + (" plus uncommitted changes" if dirty else "")
-
-
 def params_digest(path: Path) -> str:
     if not path.is_file():
         raise InputError(str(path), "does not exist")
@@ -106,7 +88,7 @@ def params_digest(path: Path) -> str:
 
 
 def render_setting(files: SettingFiles, clusters: dict | None, generators: Iterable[str],
-                   backbones: Iterable[str], *, root: Path) -> list[str]:
+                   backbones: Iterable[str]) -> list[str]:
     """The header's lines. `generators` and `backbones`: the aliases the report's results hold."""
     gen_registry, backbone_registry = _registry(files.generators), _registry(files.backbones)
     parents = (clusters or {}).get("parents", {})
@@ -120,7 +102,7 @@ def render_setting(files: SettingFiles, clusters: dict | None, generators: Itera
     lines += [f"  - {generator_provenance(g, gen_registry.get(g) or {})}" for g in generators]
     lines += ["- Backbones:"]
     lines += [f"  - {backbone_provenance(b, backbone_registry.get(b) or {})}" for b in backbones]
-    lines += [f"- Code revision {code_revision(root)}; params.yaml digest `{params_digest(files.params)}` "
-              "(sha256, first 12 hex digits).",
+    lines += [f"- params.yaml digest `{params_digest(files.params)}` (sha256, first 12 hex digits); the code and "
+              "data behind every number are the report stage's dependencies in dvc.lock.",
               f"- {RANDOM} random weights: figures of these test the pipeline, not the method.", ""]
     return lines

@@ -89,17 +89,28 @@ def ordered(names: Iterable[str], preferred: Iterable[str]) -> list[str]:
     return [n for n in preferred if n in names] + sorted(names - set(preferred))
 
 
-# the setting header (stages.reporting.setting) says once what the dagger means and where each alias comes from
+# A row names its backbone or generator and nothing more; what sets apart those the paper has no numbers for (and
+# the dagger of random weights) is said once per table, under it (`caveat`); the setting header says where each
+# alias comes from.
 def backbone_label(alias: str, paper: dict) -> str:
-    if alias in paper["backbones"]:
-        return f"{paper['backbones'][alias]} (`{alias}`)"
-    return f"`{alias}`{RANDOM if 'random' in alias else ''} (not in the paper)"
+    return f"{paper['backbones'][alias]} (`{alias}`)" if alias in paper["backbones"] else f"`{alias}`"
 
 
 def generator_label(alias: str, paper: dict) -> str:
-    if alias in paper["generators"]:
-        return f"{paper['generators'][alias]} (`{alias}`)"
-    return f"`{alias}`{RANDOM if 'random' in alias else ''} (not in the paper)"
+    return f"{paper['generators'][alias]} (`{alias}`)" if alias in paper["generators"] else f"`{alias}`"
+
+
+def caveat(aliases: Iterable[str], paper: dict) -> list[str]:
+    """The one caveat line under a table naming `aliases` (its backbones and generators): those not in the paper,
+    a dagger on those with random weights; nothing when every alias is the paper's."""
+    known = {*paper["backbones"], *paper["generators"]}
+    others = sorted(set(aliases) - known)
+    if not others:
+        return []
+    random = [a for a in others if "random" in a]
+    return ["*Not in the paper (no paper number beside them): "
+            + ", ".join(f"`{a}`{RANDOM if a in random else ''}" for a in others) + "."
+            + (f" {RANDOM} random weights: they test the pipeline, not the method.*" if random else "*"), ""]
 
 
 def cell(ours: float | None, theirs: float | None) -> str:
@@ -187,6 +198,7 @@ def render_table(table: Table, results: Results, paper: dict) -> list[str]:
                 cell(lookup(ours, c.key), paper_number(theirs, generator, backbone, c.key))
                 for c in table.columns]) + " |")
     lines.append("")
+    lines += caveat([*results, *(b for backbones in results.values() for b in backbones)], paper)
     if table.footnote:
         lines += FOOTNOTES[table.footnote](results)
     return lines
@@ -217,4 +229,4 @@ def render_cross(cross: dict[str, dict[str, list]], paper: dict) -> list[str]:
                                                     f"{cell(row['auc'], None)}")
             lines.append(f"| `{train}` | " + " | ".join(cells) + " |")
         lines.append("")
-    return lines
+    return [*lines, *caveat(by_backbone, paper)]
