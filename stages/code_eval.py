@@ -101,15 +101,14 @@ def write_grid(path: Path, rows: list[dict]) -> None:
     """The head x generator x transformation grid as CSV (DVC plot data); empty cells are not applicable."""
     import csv
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, csv_cell
 
     columns = list(rows[0])
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-                             for k, v in row.items()})
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
 def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],

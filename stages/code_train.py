@@ -44,13 +44,13 @@ def write_curve(path: Path, history: list[dict[str, float]], monitor: str) -> No
     """The per-epoch curve as CSV (DVC plot data); throughput is left out so the file is deterministic."""
     import csv
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, csv_cell
 
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([*PLOT_COLUMNS, monitor])
         for record in history:
-            writer.writerow([f"{record[c]:.6g}" for c in (*PLOT_COLUMNS, monitor)])
+            writer.writerow([csv_cell(float(record[c])) for c in (*PLOT_COLUMNS, monitor)])
 
 
 def run(clusters: Path, children_root: Path, generators: list[str], out: Path, checkpoints: Path, metrics: Path,

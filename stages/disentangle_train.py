@@ -30,7 +30,7 @@ def run(parents: Path, children: Path, out: Path, history: Path, config, *, prog
     """Train S and T on the train split; write the weights and the losses; return the losses."""
     import math
 
-    from stages.contracts.io import check_outputs, write_json
+    from stages.contracts.io import check_outputs, write_plot_json
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import save_projections, train_projections
 
@@ -50,7 +50,7 @@ def run(parents: Path, children: Path, out: Path, history: Path, config, *, prog
     save_projections(out, model, {"backbone": str(clusters.attrs.get("backbone")), "children": str(children),
                                   "temperature": str(config.temperature), "epochs": str(config.epochs),
                                   "batch_size": str(config.batch_size), "lr": str(config.lr)})
-    write_json(history, losses)  # plot data: losses hold float noise, never a metric
+    write_plot_json(history, losses)  # plot data: losses hold float noise, never a metric
     return losses
 
 

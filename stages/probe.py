@@ -33,7 +33,7 @@ EVAL_SPLITS = ("val", "test")
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
         grid: list[float], seed: int, max_iter: int, protocol: Protocol, c_search: Path | None = None) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
-    from stages.contracts.io import check_outputs, write_json, write_metrics
+    from stages.contracts.io import check_outputs, write_metrics, write_plot_json
     from stages.heads.metrics import roc_points
     from stages.study.clusters import child_cache, load_clusters
     from stages.study.probe import all_rows, evaluate, fit_probe
@@ -56,17 +56,17 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     for split in EVAL_SPLITS:
         result[split] = evaluate(fit.probe, clusters.select(split))
     test_x, test_y, _ = all_rows(clusters.select("test"))
-    write_json(roc, roc_points(fit.probe.decision(test_x), test_y))
+    write_plot_json(roc, roc_points(fit.probe.decision(test_x), test_y))
 
     rows = []
     for other in generators:
         tested = clusters if other == generator else load_clusters(parents, child_cache(embeddings, other))
         rows.append({"train_generator": generator, "test_generator": other,
                      **evaluate(fit.probe, tested.select("test"))})
-    write_json(cross, rows)
+    write_plot_json(cross, rows)
     if c_search is not None:
         # the search is plot data keyed by C itself: a metrics key per grid position would pair unequal Cs
-        write_json(c_search, [{"c": c, "val_overall_accuracy": acc} for c, acc in fit.grid])
+        write_plot_json(c_search, [{"c": c, "val_overall_accuracy": acc} for c, acc in fit.grid])
     write_metrics(metrics, result)
     return result
 

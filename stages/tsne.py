@@ -42,7 +42,7 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
     import numpy as np
     import pandas as pd
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import PLOT_DIGITS, atomic_path
     from stages.contracts.labels import REAL
     from stages.study.clusters import load_clusters
     from stages.study.disentangle import load_projections, project
@@ -63,7 +63,7 @@ def run(parents: Path, children: Path, projections: Path, out: Path, *, max_clus
                                    strict=True):
             xy = tsne_2d(features, perplexity=perplexity, seed=seed)
             pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": labels, "cluster_id": cluster}).to_csv(
-                tmp / f"{space}.csv", index=False, float_format="%.4f")
+                tmp / f"{space}.csv", index=False, float_format=f"%.{PLOT_DIGITS}g")
     return {"clusters": len(keep), "points": len(labels)}
 
 

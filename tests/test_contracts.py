@@ -43,6 +43,21 @@ def test_embedding_cache_round_trip_and_alignment(tmp_path):
         EmbeddingTable(np.zeros((2, 1)), ["a", "a"], [0, 0], [0, 0], [0, 0], ["train", "train"])
 
 
+def test_plot_data_is_written_at_the_precision_its_figures_need(tmp_path):
+    """Plot data keeps 4 significant digits: a fresh clone's demo on another machine (another summation order)
+    writes the same bytes (the demo's plot files held 15-17 digits, and 14 tracked files changed)."""
+    from stages.contracts.io import csv_cell, write_plot_json
+
+    rows = [{"fpr": 0.0, "tpr": 0.06666666666666667, "threshold": 0.737005537191625, "n": 18, "label": "real"}]
+    write_plot_json(tmp_path / "a.json", rows)
+    noisy = [{**rows[0], "threshold": 0.737005537191625 + 2e-13}]
+    write_plot_json(tmp_path / "b.json", noisy)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert json.loads((tmp_path / "a.json").read_text()) == [
+        {"fpr": 0.0, "tpr": 0.06667, "threshold": 0.737, "n": 18, "label": "real"}]
+    assert [csv_cell(v) for v in (None, 7.130482196807861, 18, "clean", 1.0)] == ["", "7.13", 18, "clean", "1"]
+
+
 def test_metrics_keep_integers_round_floats_and_are_atomic(tmp_path):
     write_metrics(tmp_path / "m.json", {"a": {"b": 1.0, "na": None, "n": 18, "acc": 17 / 18, "small": 5.70351e-08}})
     text = (tmp_path / "m.json").read_text()

@@ -339,6 +339,36 @@ def _checked(obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+# Significant digits of plot data (curves, grids, t-SNE points, losses per epoch): what a figure needs. A chart is
+# read to two or three digits; four keep a curve's points apart and drop the float noise (summation order, BLAS,
+# threads) that differs between machines, so a fresh clone's demo writes the same plot files.
+PLOT_DIGITS = 4
+
+
+def plot_cell(value: Any) -> Any:
+    """A plot data value as written: a float to PLOT_DIGITS significant digits, anything else as it is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{PLOT_DIGITS}g}")
+    return value
+
+
+def plot_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of plot data with every float at PLOT_DIGITS significant digits (integers and text kept)."""
+    return [{key: plot_cell(value) for key, value in row.items()} for row in rows]
+
+
+def csv_cell(value: Any) -> Any:
+    """A plot data value as a CSV cell: empty for None (not applicable), a float at PLOT_DIGITS significant digits."""
+    if value is None:
+        return ""
+    return f"{value:.{PLOT_DIGITS}g}" if isinstance(value, float) else value
+
+
+def write_plot_json(target: Path | str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write rows of plot data as JSON (atomically, sorted keys), every float at PLOT_DIGITS significant digits."""
+    write_json(target, plot_rows(rows))
+
+
 def read_parquet_checked(path: Path | str, columns: tuple[str, ...], *, what: str, made_by: str):
     """A contract's Parquet file as a pandas DataFrame: FileNotFoundError naming the stage that writes it when
     it is missing, InputError naming the file when it is no Parquet file or lacks the contract's columns."""

@@ -189,14 +189,13 @@ def roc_rows(scored: Scored, name: str) -> list[dict[str, float]]:
 def write_grid(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, csv_cell
 
     with atomic_path(path, kind="file") as tmp, tmp.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=GRID_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
-                             for k in GRID_COLUMNS})
+            writer.writerow({k: csv_cell(row[k]) for k in GRID_COLUMNS})
 
 
 def write_scores(path: Path, scored: Scored) -> None:
@@ -221,12 +220,13 @@ def write_roc(folder: Path, scored: Scored) -> None:
     """<folder>/<detector>.json: the ROC points of every detector (DVC plot data)."""
     import json
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, plot_rows
 
     with atomic_path(folder, kind="dir", stage="benchmark") as tmp:
         tmp.mkdir()
         for name in scored.scores:
-            (tmp / f"{name}.json").write_text(json.dumps(roc_rows(scored, name), indent=2, sort_keys=True) + "\n")
+            rows = plot_rows(roc_rows(scored, name))
+            (tmp / f"{name}.json").write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
 
 
 def _printable(text: str) -> str:

@@ -205,11 +205,11 @@ def write_robustness(target: Path, rows: list[dict[str, Any]]) -> None:
     """The grid as CSV plot data (DVC plots, the report): one row per transform and generator."""
     import csv
 
-    from stages.contracts.io import atomic_path
+    from stages.contracts.io import atomic_path, csv_cell
 
     with atomic_path(target) as tmp, tmp.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=ROBUSTNESS_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in ROBUSTNESS_COLUMNS})
+            writer.writerow({k: csv_cell(row[k]) for k in ROBUSTNESS_COLUMNS})
 
