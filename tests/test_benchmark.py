@@ -32,6 +32,7 @@ from stages.external.scoring import (
 from stages.external.sets import SHARED, Entry, Layout, read_set
 from stages.heads.metrics import TPR_AT_FPR, classification_metrics, tpr_at_fpr
 from stages.imaging.transforms import Transform
+from tests.fixtures import BOOTSTRAP
 from tests.images import photo, write_truncated
 from tests.test_detector_artifact import random_detector
 from tests.tiny_backbone import TinyBackbone
@@ -304,7 +305,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--detector", str(out / "no-detector"), "--registry", str(out / "none.yaml"),
             "--code-model", str(out / "none.pt"), "--code-setting", str(out / "setting.json"),
             "--clusters", str(out / "clusters.parquet"), "--children-root", str(out / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
@@ -386,7 +387,7 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--detector", str(pipeline_root / "detector"), "--registry", str(pipeline_root / "none.yaml"),
             "--code-model", str(pipeline_root / "model.pt"), "--code-setting", str(pipeline_root / "setting.json"),
             "--clusters", str(pipeline_root / "clusters.parquet"), "--children-root", str(pipeline_root / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", "--batch-size", "4", *extra]
 

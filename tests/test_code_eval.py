@@ -21,12 +21,12 @@ from stages.heads import metrics as toolkit_metrics
 from stages.heads import threshold as toolkit_threshold
 from stages.heads.metrics import classification_metrics
 from stages.heads.threshold import choose_threshold, predict
-from tests.fixtures import write_children, write_clusters
+from tests.fixtures import BOOTSTRAP, write_children, write_clusters
 
 torch.set_num_threads(1)
 # every option of the command but the paths and the generators: params.yaml's demo values
 OPTIONS = [*[word for t in TEST_TRANSFORMS for word in ("--transforms", t)], "--threshold", "val", "--seed", "0",
-           "--batch-size", "64", "--workers", "0", "--threads", "1"]
+           *BOOTSTRAP, "--batch-size", "64", "--workers", "0", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -187,3 +187,20 @@ def test_bootstrap_settings_are_checked():
                 dict(resamples=True, seed=0)]:
         with pytest.raises(ValueError, match="bootstrap"):
             Bootstrap(**bad)
+
+
+def test_a_proportion_interval_is_the_bootstrap_of_its_hits():
+    from stages.study.distances import with_distance_intervals
+
+    boot = Bootstrap(resamples=300, seed=3)
+    figures = with_distance_intervals({"min_distance_accuracy": 0.3, "max_distance_accuracy": None, "clusters": 40},
+                                      boot)
+    hits = np.array([1.0] * 12 + [0.0] * 28)
+    rng = np.random.default_rng(3)
+    loop = [hits[rng.integers(0, 40, size=40)].mean() for _ in range(300)]
+    assert (figures["min_distance_accuracy_low"], figures["min_distance_accuracy_high"]) == pytest.approx(
+        tuple(np.quantile(loop, [0.025, 0.975])), abs=1e-12)
+    assert figures["max_distance_accuracy_low"] is None and figures["max_distance_accuracy_high"] is None
+    assert list(figures) == ["min_distance_accuracy", "min_distance_accuracy_low", "min_distance_accuracy_high",
+                             "max_distance_accuracy", "max_distance_accuracy_low", "max_distance_accuracy_high",
+                             "clusters"]

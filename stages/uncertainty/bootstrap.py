@@ -217,3 +217,25 @@ def mean_interval(hits: np.ndarray, units: np.ndarray | None, bootstrap: Bootstr
     count = np.bincount(unit, minlength=n_units).astype(np.float64)
     values = [_ratio(counts @ total, counts @ count) for counts in draws(n_units, bootstrap)]
     return percentile_interval(np.concatenate(values), bootstrap.level)
+
+
+def proportion_interval(hits: int, total: int, bootstrap: Bootstrap) -> tuple[float, float] | None:
+    """The interval of hits / total where each of `total` independent units scores one hit or none (a cluster's
+    min-distance hit in Table 1): `mean_interval` of `hits` ones and `total - hits` zeros; None for no unit."""
+    if total == 0:
+        return None
+    return mean_interval(np.repeat([1.0, 0.0], [hits, total - hits]), None, bootstrap)
+
+
+def with_intervals(figures: dict, intervals: Mapping[str, tuple[float, float] | None]) -> dict:
+    """`figures` with `<key>_low` and `<key>_high` (stages.heads.metrics.bounds) right after each key of
+    `intervals` (null bounds where the interval is None)."""
+    from stages.heads.metrics import bounds
+
+    out = {}
+    for key, value in figures.items():
+        out[key] = value
+        if key in intervals:
+            low, high = bounds(key)
+            out[low], out[high] = intervals[key] or (None, None)
+    return out
