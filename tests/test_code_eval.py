@@ -111,8 +111,9 @@ def test_metrics_values_and_not_applicable():
     scores, labels = np.array([0.1, 0.9, 0.8, 0.3]), np.array([REAL, REAL, FAKE, FAKE])
     m = classification_metrics(scores, labels, threshold=0.5)
     # no cluster ids in CoDE's evaluation: full-cluster accuracy is left out
-    assert m == {"real_accuracy": 0.5, "fake_accuracy": 0.5, "overall_accuracy": 0.5, "auc": 0.5,
-                 "ap": pytest.approx(7 / 12)}
+    assert m == {"auc": 0.5, "balanced_accuracy": 0.5, "real_accuracy": 0.5, "fake_accuracy": 0.5,
+                 "overall_accuracy": 0.5, "ap": pytest.approx(7 / 12), "n_real": 2, "real_correct": 1, "n_fake": 2,
+                 "fake_correct": 1}
     only_fakes = classification_metrics(np.array([1.0, -1.0]), np.array([FAKE, FAKE]), threshold=0.0)
     assert only_fakes["real_accuracy"] is None and only_fakes["auc"] is None and only_fakes["fake_accuracy"] == 0.5
 

@@ -199,8 +199,9 @@ def write_grid(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(stream, fieldnames=GRID_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
-                             for k in GRID_COLUMNS})
+            # no bootstrap (a run without one): the bounds' columns are empty
+            writer.writerow({k: "" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float)
+                             else row[k] for k in GRID_COLUMNS})
 
 
 def write_scores(path: Path, scored: Scored) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stages.contracts.labels import FAKE, REAL
+from stages.uncertainty.bootstrap import bounds
 
 if TYPE_CHECKING:
     from stages.uncertainty.bootstrap import Bootstrap
@@ -59,17 +60,8 @@ HEADLINE = ("auc", "balanced_accuracy", *TPR_AT_FPR)
 METRICS = (*HEADLINE, "real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "ap")
 # the counts behind the class accuracies: correct reals k of n_real, caught fakes k of n_fake
 COUNTS = ("n_real", "real_correct", "n_fake", "fake_correct")
-# the figures that carry a bootstrap interval (with `bootstrap`): <key>_low and <key>_high beside <key>
+# the figures that carry a bootstrap interval (with `bootstrap`): <key>_low and <key>_high beside <key> (`bounds`)
 INTERVALS = (*HEADLINE, "overall_accuracy", "full_cluster_accuracy")
-
-
-def bounds(key: str) -> tuple[str, str]:
-    """The metrics keys of a figure's interval: `<key>_low`, `<key>_high`.
-
-    Flat keys beside the figure rather than a nested {value, low, high}: the figure keeps its key (`auc`), so
-    `dvc metrics diff` against a revision without intervals still compares it, and a diff lists `auc`,
-    `auc_high`, `auc_low` side by side (DVC sorts keys) instead of moving every figure one level down."""
-    return f"{key}_low", f"{key}_high"
 
 
 def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: float = 0.0,

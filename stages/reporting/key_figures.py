@@ -4,10 +4,12 @@
     tsne_<generator>.svg      Fig. 6: val clusters of the focus backbone in the original, S and T spaces,
                               coloured real against generated
     code_train.svg            CoDE's training loss and its validation metric per epoch
-    code_robustness.svg       CoDE's overall test accuracy per transform, a bar per head (all generators)
-    detector_robustness.svg   the shipped detector's test accuracy per transform, a bar per generator
+    code_robustness.svg       CoDE's balanced test accuracy per transform, a bar per head (all generators)
+    detector_robustness.svg   the shipped detector's balanced test accuracy per transform, a bar per generator
 
-A figure whose data is missing is left out (the report says which plot data is missing)."""
+A figure whose data is missing is left out (the report says which plot data is missing). Above the figures,
+`headline_lines` prints the headline figures with their 95 % intervals (`figure [low, high]`): each probe's test
+AUC and balanced accuracy, the shipped detector's and each CoDE head's on all generators."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances
+from stages.reporting.cells import figure
 from stages.reporting.figures import Panel, render_svg
 
 TSNE_SPACES = {"original": "original space", "semantic_S": "semantic space S", "style_T": "style space T"}
@@ -100,7 +103,8 @@ def _transform_bars(rows: list[dict], series_of, value: str) -> tuple[list[str],
     for r in rows:
         name = series_of(r)
         if name is not None:
-            series.setdefault(name, [None] * len(transforms))[transforms.index(r["transform"])] = _num(r[value])
+            # r.get: plot data written before the column existed draws no bar rather than failing the report
+            series.setdefault(name, [None] * len(transforms))[transforms.index(r["transform"])] = _num(r.get(value))
     return transforms, series
 
 
@@ -108,16 +112,40 @@ def code_robustness_figure(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     bars = _transform_bars(_rows(path), lambda r: HEADS.get(r["head"], r["head"]) if r["generator"] == "overall"
-                           else None, "overall_accuracy")
-    panel = Panel("all generators", "test transform", "overall accuracy", bars=bars, y_range=(0, 1), span=2)
-    return {"code_robustness.svg": render_svg("CoDE robustness: test accuracy per transform and head", [panel])}
+                           else None, "balanced_accuracy")
+    panel = Panel("all generators", "test transform", "balanced accuracy", bars=bars, y_range=(0, 1), span=2)
+    return {"code_robustness.svg": render_svg("CoDE robustness: balanced test accuracy per transform and head",
+                                              [panel])}
 
 
 def detector_robustness_figure(path: Path, backbone: str) -> dict[str, str]:
     if not path.is_file():
         return {}
-    bars = _transform_bars(_rows(path), lambda r: r["generator"], "overall_accuracy")
-    panel = Panel(f"backbone {backbone}", "test transform", "overall accuracy", bars=bars, y_range=(0, 1),
+    bars = _transform_bars(_rows(path), lambda r: r["generator"], "balanced_accuracy")
+    panel = Panel(f"backbone {backbone}", "test transform", "balanced accuracy", bars=bars, y_range=(0, 1),
                   span=2)
     return {"detector_robustness.svg": render_svg(
-        "Shipped detector robustness: test accuracy per transform and generator", [panel])}
+        "Shipped detector robustness: balanced test accuracy per transform and generator", [panel])}
+
+
+def headline_lines(probe: dict[str, dict[str, dict]], detector: dict | None, code: dict | None) -> list[str]:
+    """The headline figures, each `figure [low, high]` (95 % bootstrap interval): the test AUC and balanced
+    accuracy of each probe (`probe`: generator -> backbone -> its metrics, as stages.reporting.study.collect
+    reads them), of the shipped detector on all generators (metrics/detector.json) and of each CoDE head on all
+    generators (metrics/code_eval.json). Empty when none of them exists yet."""
+    def both(figures: dict) -> str:
+        return f"AUC {figure(figures, 'auc')}, balanced accuracy {figure(figures, 'balanced_accuracy')}"
+
+    lines = [f"- Probe (Table 2), `{generator}` / `{backbone}`, test: {both(metrics['test'])}"
+             for generator in sorted(probe) for backbone, metrics in sorted(probe[generator].items())
+             if isinstance(metrics.get("test"), dict)]
+    test = (detector or {}).get("test", {})
+    if isinstance(test.get("all"), dict):
+        lines.append(f"- Shipped detector, test, all generators: {both(test['all'])}")
+    for head, name in HEADS.items():
+        figures = (code or {}).get(head, {}).get("overall")
+        if isinstance(figures, dict):
+            lines.append(f"- CoDE {name} head, test, all generators: {both(figures)}")
+    if not lines:
+        return []
+    return ["Headline figures, percentages with their 95 % bootstrap intervals (docs/intervals.md):", "", *lines, ""]

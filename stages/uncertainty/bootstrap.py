@@ -227,11 +227,18 @@ def proportion_interval(hits: int, total: int, bootstrap: Bootstrap) -> tuple[fl
     return mean_interval(np.repeat([1.0, 0.0], [hits, total - hits]), None, bootstrap)
 
 
-def with_intervals(figures: dict, intervals: Mapping[str, tuple[float, float] | None]) -> dict:
-    """`figures` with `<key>_low` and `<key>_high` (stages.heads.metrics.bounds) right after each key of
-    `intervals` (null bounds where the interval is None)."""
-    from stages.heads.metrics import bounds
+def bounds(key: str) -> tuple[str, str]:
+    """The metrics keys of a figure's interval: `<key>_low`, `<key>_high`.
 
+    Flat keys beside the figure rather than a nested {value, low, high}: the figure keeps its key (`auc`), so
+    `dvc metrics diff` against a revision without intervals still compares it, and a diff lists `auc`,
+    `auc_high`, `auc_low` side by side (DVC sorts keys) instead of moving every figure one level down."""
+    return f"{key}_low", f"{key}_high"
+
+
+def with_intervals(figures: dict, intervals: Mapping[str, tuple[float, float] | None]) -> dict:
+    """`figures` with `<key>_low` and `<key>_high` (`bounds`) right after each key of `intervals` (null bounds
+    where the interval is None)."""
     out = {}
     for key, value in figures.items():
         out[key] = value
