@@ -167,8 +167,13 @@ def test_command_writes_metrics_and_grid(data, tmp_path):
     for head in HEADS:
         # the transformed results are plot data (the grid), not metrics
         assert set(metrics[head]) == {"g1", "g2", "overall"}
-        assert set(metrics[head]["overall"]) == {"real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"}
+        # the headline with its intervals (test clusters resampled), the detail, the counts
+        with_bounds = {f"{f}{b}" for f in ("auc", "balanced_accuracy", "overall_accuracy")
+                       for b in ("", "_low", "_high")}
+        assert set(metrics[head]["overall"]) == {*with_bounds, "real_accuracy", "fake_accuracy", "ap", "n_real",
+                                                 "real_correct", "n_fake", "fake_correct"}
         assert 0 <= metrics[head]["overall"]["overall_accuracy"] <= 1
+        assert metrics[head]["overall"]["auc_low"] <= metrics[head]["overall"]["auc_high"]
     rows = list(csv.DictReader((tmp_path / "grid.csv").open()))
     assert len(rows) == len(HEADS) * 3 * (1 + len(TEST_TRANSFORMS))
     assert {r["transform"] for r in rows} == {CLEAN, *TEST_TRANSFORMS}
