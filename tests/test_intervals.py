@@ -204,3 +204,21 @@ def test_a_proportion_interval_is_the_bootstrap_of_its_hits():
     assert list(figures) == ["min_distance_accuracy", "min_distance_accuracy_low", "min_distance_accuracy_high",
                              "max_distance_accuracy", "max_distance_accuracy_low", "max_distance_accuracy_high",
                              "clusters"]
+
+
+def test_exactly_the_stages_that_report_intervals_depend_on_the_bootstrap_params():
+    """A change of `bootstrap` reruns the stages with an interval (and the check), nothing upstream."""
+    import yaml
+
+    from tests.imports import REPO
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    passing, listing = set(), set()
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        if "${bootstrap.resamples}" in body["cmd"] and "${bootstrap.seed}" in body["cmd"]:
+            passing.add(name)
+        if "bootstrap" in body.get("params", []):
+            listing.add(name)
+    assert passing == listing == {"check", "distances", "distances_model", "probe", "probe_model", "disentangle",
+                                  "disentangle_model", "detector", "code_eval", "benchmark"}
