@@ -222,3 +222,10 @@ def test_exactly_the_stages_that_report_intervals_depend_on_the_bootstrap_params
             listing.add(name)
     assert passing == listing == {"check", "distances", "distances_model", "probe", "probe_model", "disentangle",
                                   "disentangle_model", "detector", "code_eval", "benchmark"}
+
+
+def test_full_cluster_accuracy_is_resampled_by_cluster_only():
+    score, label, cluster = tied_set(seed=6, n_clusters=10)
+    for units in (None, np.arange(len(label))):
+        with pytest.raises(ValueError, match="units must be the cluster ids"):
+            classification_metrics(score, label, cluster_id=cluster, units=units, bootstrap=Bootstrap(50, 0))

@@ -178,7 +178,7 @@ def classification_intervals(score: np.ndarray, label: np.ndarray, predicted: np
         "real": label == REAL, "fake": label == FAKE, "real_right": (label == REAL) & right,
         "fake_right": (label == FAKE) & right, "right": right, "all": np.ones(len(label))}.items()}
     if "full_cluster_accuracy" in wanted:
-        if cluster_id is None or (units is not None and not _same_partition(cluster_id, units)):
+        if cluster_id is None or units is None or not _same_partition(cluster_id, units):
             raise ValueError("full-cluster accuracy's interval resamples clusters: units must be the cluster ids")
         per_unit["full_right"] = (np.bincount(unit, weights=~right, minlength=n_units) == 0).astype(np.float64)
     stacked = np.stack(list(per_unit.values()), axis=1)  # (U, V)
