@@ -157,7 +157,7 @@ def auc_of(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
 ACCURACIES = {
     "overall_accuracy": lambda s, n: _ratio(s["right"], s["all"]),
     "balanced_accuracy": lambda s, n: (_ratio(s["real_right"], s["real"]) + _ratio(s["fake_right"], s["fake"])) / 2,
-    "full_cluster_accuracy": lambda s, n: s["full_right"] / n,
+    "full_cluster_accuracy": lambda s, n: _ratio(s["full_right"], s["with_child"]),
 }
 
 
@@ -167,7 +167,8 @@ def classification_intervals(score: np.ndarray, label: np.ndarray, predicted: np
                              cluster_id: np.ndarray | None = None) -> dict[str, tuple[float, float] | None]:
     """Bootstrap intervals of the classification figures named in `figures` (stages.heads.metrics' keys) whose
     value is not None: auc, balanced_accuracy, overall_accuracy, full_cluster_accuracy (needs `cluster_id`, and
-    `units` equal to it: a cluster is drawn whole) and each key of `low_fpr` (key -> FPR). `units`: the
+    `units` equal to it: a cluster is drawn whole; the share of the drawn clusters with a child that are right in
+    every element) and each key of `low_fpr` (key -> FPR). `units`: the
     independent unit of each element (None: each element its own). Returns key -> (low, high) or None."""
     score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel()
     right = np.asarray(predicted).ravel() == label
@@ -180,7 +181,11 @@ def classification_intervals(score: np.ndarray, label: np.ndarray, predicted: np
     if "full_cluster_accuracy" in wanted:
         if cluster_id is None or units is None or not _same_partition(cluster_id, units):
             raise ValueError("full-cluster accuracy's interval resamples clusters: units must be the cluster ids")
-        per_unit["full_right"] = (np.bincount(unit, weights=~right, minlength=n_units) == 0).astype(np.float64)
+        # over the clusters with a child (a parent alone is no cluster to get fully right)
+        has_child = per_unit["fake"] > 0
+        per_unit["with_child"] = has_child.astype(np.float64)
+        per_unit["full_right"] = ((np.bincount(unit, weights=~right, minlength=n_units) == 0) & has_child).astype(
+            np.float64)
     stacked = np.stack(list(per_unit.values()), axis=1)  # (U, V)
     ranked = RankedScores.of(score, label, unit, n_units) if "auc" in wanted or low_fpr else None
     values: dict[str, list[np.ndarray]] = {k: [] for k in wanted}
