@@ -220,8 +220,9 @@ def test_exactly_the_stages_that_report_intervals_depend_on_the_bootstrap_params
             passing.add(name)
         if "bootstrap" in body.get("params", []):
             listing.add(name)
-    assert passing == listing == {"check", "distances", "distances_model", "probe", "probe_model", "disentangle",
-                                  "disentangle_model", "detector", "code_eval", "benchmark"}
+    assert passing == listing == {"check", "distances", "distances_model", "probe", "probe_model", "retrieval",
+                                  "retrieval_model", "disentangle", "disentangle_model", "detector", "code_eval",
+                                  "benchmark"}
 
 
 def test_full_cluster_accuracy_is_resampled_by_cluster_only():

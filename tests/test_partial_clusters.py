@@ -262,7 +262,7 @@ def study_commands(folder, out):
         "--roc", str(out / "roc.json"), "--cross", str(m / "plots" / "cross_generator" / "bb" / "g1.json"),
         "--c-search", str(out / "c.json")])
     outputs["retrieval"] = runner.invoke(retrieval.app, [
-        "--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", "16",
+        "--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", "16", *BOOTSTRAP,
         "--metrics", str(m / "retrieval" / "bb" / "g1.json")])
     outputs["disentangle_train"] = runner.invoke(disentangle_train.app, disentangle_train_args(folder, out))
     outputs["disentangle"] = runner.invoke(disentangle.app, disentangle_args(folder, out))
