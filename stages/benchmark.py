@@ -5,7 +5,8 @@ points (plot data), and every image's scores (data/benchmark/<name>.csv).
     python -m stages.benchmark --layout forensynths --root /data/cnn_synth_test --manifest '' --split '' \\
         --transforms jpeg75 --transforms half --detector data/detector --registry stages/embedding/backbones.yaml \\
         --code-model data/code/model.pt --code-setting data/code/setting.json --clusters data/clusters.parquet \\
-        --children-root data/children --code-threshold val --seed 0 --scores data/benchmark/cnn_synth.csv \\
+        --children-root data/children --code-threshold val --seed 0 --bootstrap-resamples 1000 \\
+        --bootstrap-seed 0 --scores data/benchmark/cnn_synth.csv \\
         --metrics metrics/benchmark/cnn_synth.json --grid metrics/plots/benchmark/cnn_synth.csv \\
         --roc metrics/plots/benchmark_roc/cnn_synth
 
@@ -17,9 +18,11 @@ grid's (stages.imaging.transforms); repeat it; none gives the clean images only.
 Detectors (stages.external.scoring): `shipped`, the shipped detector (its backbone from the registry, its logit,
 its threshold); `code_logreg`, `code_knn`, `code_ocsvm`, CoDE's heads as code_eval fits them (stages.code.fitted)
 on the train / val images of the generators CoDE was trained on (--code-setting), thresholds by
---code-threshold. Figures (stages.heads.metrics): real, fake and overall accuracy at each detector's threshold,
-AUC, AP, and the TPR at 1 % and 5 % FPR (`tpr_at_fpr`, a threshold on the reals' scores), per generator (its
-images and the shared reals) and overall, on the clean images; the transformed ones are plot data.
+--code-threshold. Figures (stages.heads.metrics): the headline AUC, balanced accuracy and TPR at 1 % and 5 % FPR
+(`tpr_at_fpr`, a threshold on the reals' scores; null with fewer than 100 / 20 reals), then real, fake and overall
+accuracy at each detector's threshold, AP and the counts, per generator (its images and the shared reals) and
+overall, on the clean images; the transformed ones are plot data. The headline figures and overall accuracy
+carry 95 % bootstrap intervals, images resampled (docs/intervals.md).
 Bad files (missing, empty, truncated, not an image, special files, broken links) are counted in the metrics
 (`skipped`), listed in the scores file's error column and on stderr, and never stop the run; a set, layout or
 option that is wrong stops it with exit code 2 and a message naming it. Runs offline.
@@ -40,6 +43,8 @@ from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
 from stages.external.sets import Layout
 from stages.imaging.transforms import Transform
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 
@@ -77,7 +82,7 @@ def shipped_scorer(detector_path: Path, registry: Path, device: str):
 
 def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[Transform],
         load_scorers: Callable[[], list], *, scores: Path, metrics: Path, grid: Path, roc: Path, seed: int,
-        batch_size: int = 32, workers: int = 0, progress: bool = True) -> dict:
+        batch_size: int = 32, workers: int = 0, progress: bool = True, bootstrap: Bootstrap | None = None) -> dict:
     """Read the set (before `load_scorers` loads any model, so a wrong set is reported in seconds), score it with
     every scorer, write every output; return the metrics."""
     from stages.contracts.errors import InputError, Skips
@@ -98,7 +103,7 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
     if scored.good.sum() == 0:
         raise InputError(str(root), f"not one of its {len(entries)} images could be read: "
                          + "; ".join(f"{entries[i].path}: {e}" for i, e in sorted(scored.errors.items())[:3]))
-    by_detector, rows = results(scored)
+    by_detector, rows = results(scored, bootstrap)
     figures = {**counts(scored, skips.as_metrics(WALK_REASONS)), **by_detector}
     write_scores(scores, scored)
     write_grid(grid, rows)
@@ -133,6 +138,8 @@ def main(
     code_threshold: ThresholdRule = typer.Option(..., help="CoDE heads' thresholds: val (code_eval's rule) or "
                                                            "natural (0)."),
     seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random transforms (the crop), per image."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
     scores: Path = typer.Option(..., help="Output CSV: every image's clean scores and errors."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output plot data: detector x generator x transform figures (CSV)."),
@@ -156,7 +163,8 @@ def main(
 
     with user_errors():
         figures = run(layout, root, manifest, split, list(transforms), load_scorers, scores=scores, metrics=metrics,
-                      grid=grid, roc=roc, seed=seed, batch_size=batch_size, workers=workers)
+                      grid=grid, roc=roc, seed=seed, batch_size=batch_size, workers=workers,
+                      bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
     images, skipped = figures["images"], figures["skipped"]
     overall = ", ".join(f"{name} {figures[name]['overall']['overall_accuracy']:.3f}"
                         for name in figures if name not in ("images", "skipped"))

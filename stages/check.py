@@ -15,7 +15,7 @@ download fails in seconds, before hours of generation.
         --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
-        --layout stages/reporting/layout.yaml --out data/check.txt \\
+        --layout stages/reporting/layout.yaml --out data/check.txt --bootstrap-resamples 1000 --bootstrap-seed 0 \\
         --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
 
 import_children.sets (a dict: name -> layout, root, generator) and benchmark.sets arrive as DVC renders a dict,
@@ -63,6 +63,8 @@ class Setting:
     coco_captions: str
     karpathy_split: Path | None
     benchmarks: tuple[str, ...] = ()  # benchmark.sets' names
+    bootstrap_resamples: int = 1000  # bootstrap.resamples
+    bootstrap_seed: int = 0  # bootstrap.seed
 
 
 def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
@@ -91,6 +93,7 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
         found += [_unknown("backbone", a, param, set(backbones), backbone_registry)
                   for a in aliases if a not in backbones]
     found += import_problems(setting)
+    found += bootstrap_problems(setting)
     sets = setting.children_sets
     for param, aliases in {"model.generators": setting.model_generators,
                            "code_train.data.generators": setting.code_train_generators,
@@ -113,6 +116,21 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
         if alias in backbones:
             problem = weights_problem(backbones[alias])
             found += [problem] if problem else []
+    return found
+
+
+# fewer resamples than this cannot place the 2.5 % and 97.5 % quantiles of a 95 % interval on a resample each
+MIN_RESAMPLES = 40
+
+
+def bootstrap_problems(setting: Setting) -> list[str]:
+    """The bootstrap's params (docs/intervals.md): enough resamples for a 95 % interval, a seed >= 0."""
+    found = []
+    if setting.bootstrap_resamples < MIN_RESAMPLES:
+        found.append(f"bootstrap.resamples: {setting.bootstrap_resamples}; a 95 % interval needs at least "
+                     f"{MIN_RESAMPLES} resamples (1000 is the usual choice)")
+    if not 0 <= setting.bootstrap_seed < 2**63:
+        found.append(f"bootstrap.seed: {setting.bootstrap_seed}; expected a whole number in [0, 2^63)")
     return found
 
 
@@ -234,6 +252,8 @@ def main(
                                            "any more are listed (a warning; the report never reads them)."),
     layout: Path = typer.Option(..., help="The report's layout: its tables name the study stages."),
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
+    bootstrap_resamples: int = typer.Option(..., help="bootstrap.resamples: resamples behind each 95 % interval."),
+    bootstrap_seed: int = typer.Option(..., help="bootstrap.seed: seed of the resampling draws."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
     from stages.contracts.io import atomic_path, check_outputs
@@ -248,7 +268,8 @@ def main(
                       code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
                       input_path=input_path, coco_captions=coco_captions,
                       karpathy_split=Path(karpathy_split) if karpathy_split else None,
-                      benchmarks=tuple(dicts["benchmarks"]))
+                      benchmarks=tuple(dicts["benchmarks"]), bootstrap_resamples=bootstrap_resamples,
+                      bootstrap_seed=bootstrap_seed)
     with user_errors():
         check_outputs(writes=[out], reads=[input_path, karpathy_split, backbone_registry, generator_registry,
                                            layout])

@@ -4,7 +4,8 @@ generator x transformation grid (metrics/plots/code_eval.csv).
     python -m stages.code_eval --model data/code/model.pt --clusters data/clusters.parquet \\
         --children-root data/children --generators tiny_random --fit tiny_random --transforms jpeg95 \\
         --transforms jpeg75 --transforms jpeg50 --transforms half --transforms blur1 --transforms crop \\
-        --threshold val --seed 0 --batch-size 64 --workers 0 --threads 1 \\
+        --threshold val --seed 0 --bootstrap-resamples 1000 --bootstrap-seed 0 --batch-size 64 --workers 0 \\
+        --threads 1 \\
         --metrics metrics/code_eval.json --grid metrics/plots/code_eval.csv
 
 Each of --generators, --fit and --transforms takes one value; repeat it for several.
@@ -19,9 +20,11 @@ Protocol (the released evaluation, plus AUC and AP):
      one-class SVM on the train reals only (on the raw features);
   3. each head's threshold from val (stages.heads.threshold: balanced accuracy, ties nearest 0) or its
      natural 0 (--threshold), never from test; FAKE where score >= threshold;
-  4. per generator (all test parents + that generator's test children) and overall (all of them): real,
-     fake and overall accuracy, AUC and AP (stages.heads.metrics; no full-cluster accuracy: images here
-     carry no cluster ids), clean and per transformation.
+  4. per generator (all test parents + that generator's test children) and overall (all of them): the
+     headline AUC and balanced accuracy, then real, fake and overall accuracy, AP and the counts
+     (stages.heads.metrics; no full-cluster accuracy), clean and per transformation; the AUC, balanced and
+     overall accuracy each with its 95 % bootstrap interval, test clusters resampled (a parent and its
+     children are not independent; docs/intervals.md).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.transforms import Transform
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 OVERALL = "overall"
@@ -43,14 +48,15 @@ OVERALL = "overall"
 
 def evaluate(model, image_size: int, refs, generators: list[str], fit_generators: list[str],
              transforms: list[str], *, threshold: ThresholdRule, seed: int = 0, batch_size: int = 64,
-             num_workers: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+             num_workers: int = 0, progress: bool = True,
+             bootstrap: Bootstrap | None = None) -> tuple[dict, list[dict]]:
     """Fit the heads and score every (head, generator, transformation); returns (metrics, grid rows)."""
     import numpy as np
 
     from stages.code.augment import CLEAN
     from stages.code.data import EvalImages, extract_features
     from stages.code.heads import HEADS, fit_head
-    from stages.heads.metrics import METRICS, classification_metrics
+    from stages.heads.metrics import COUNTS, INTERVALS, METRICS, bounds, classification_metrics
     from stages.heads.threshold import choose_threshold
 
     def features(chosen, transform=CLEAN):
@@ -66,6 +72,7 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
 
     (train, y_train), (val, y_val), (test, y_test) = pick("train", fit_generators), pick("val", fit_generators), \
         pick("test", generators)
+    test_clusters = np.array([r.cluster_id for r in test])
     x_train, x_val = features(train), features(val)
     scorers = {head: fit_head(head, x_train, y_train) for head in HEADS}
     thresholds = {head: choose_threshold(scorers[head](x_val), y_val) if threshold is ThresholdRule.val else 0.0
@@ -81,13 +88,14 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
             for group, mask in groups.items():
                 rows.append({"head": head, "generator": group, "transform": transform,
                              # no cluster ids here: full-cluster accuracy is left out
-                             **classification_metrics(scores[mask], y_test[mask], threshold=thresholds[head]),
-                             "threshold": thresholds[head], "n_real": int((y_test[mask] == 0).sum()),
-                             "n_fake": int((y_test[mask] == 1).sum())})
+                             **classification_metrics(scores[mask], y_test[mask], threshold=thresholds[head],
+                                                      units=test_clusters[mask], bootstrap=bootstrap),
+                             "threshold": thresholds[head]})
 
     metrics: dict = {head: {} for head in HEADS}
     for row in rows:
-        scores = {k: row[k] for k in METRICS if k in row}
+        keys = [c for m in METRICS for c in ((m, *bounds(m)) if m in INTERVALS else (m,))] + list(COUNTS)
+        scores = {k: row[k] for k in keys if k in row}
         # the robustness grid and the thresholds (on each head's own score scale, chosen between neighbouring
         # scores: not a figure that holds across machines) are plot data only
         if row["transform"] == CLEAN:
@@ -113,7 +121,8 @@ def write_grid(path: Path, rows: list[dict]) -> None:
 
 def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],
         transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule, seed: int,
-        batch_size: int, num_workers: int, device: str = "auto", threads: int, progress: bool = True) -> dict:
+        batch_size: int, num_workers: int, device: str = "auto", threads: int, progress: bool = True,
+        bootstrap: Bootstrap | None = None) -> dict:
     import torch
 
     from stages.code.data import TEST_TRANSFORMS, read_images
@@ -133,7 +142,7 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
     try:
         metrics, rows = evaluate(model, config.image_size, refs, generators, fit_generators, transforms,
                                  threshold=threshold, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                                 progress=progress)
+                                 progress=progress, bootstrap=bootstrap)
     except ValueError as error:
         raise InputError(str(clusters), str(error)) from error
     write_metrics(metrics_path, metrics)
@@ -157,6 +166,8 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
     seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random test crop and the heads."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
     batch_size: int = typer.Option(64, min=1, envvar="PARENTAGE_CODE_EVAL_BATCH_SIZE",
                                    help="Images per forward pass."),
     workers: int = parallel_option(0, envvar="PARENTAGE_CODE_EVAL_WORKERS", help="DataLoader worker processes."),
@@ -170,7 +181,7 @@ def main(
     with user_errors():
         result = run(model, clusters, children_root, generators, fit_generators, [t.value for t in transforms],
                      metrics, grid, threshold=threshold, seed=seed, batch_size=batch_size, num_workers=workers,
-                     device=device, threads=threads)
+                     device=device, threads=threads, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
     overall = {head: result[head][OVERALL]["overall_accuracy"] for head in ("logreg", "knn", "ocsvm")}
     typer.echo(f"{metrics}: overall clean accuracy " + ", ".join(f"{h} {a:.3f}" for h, a in overall.items()))
 

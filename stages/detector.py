@@ -5,14 +5,16 @@ metrics (metrics/detector.json) and its robustness (metrics/plots/detector_robus
         --registry stages/embedding/backbones.yaml --selection data/selections/model.json \\
         --embeddings data/embeddings/model --clusters data/clusters.parquet \\
         --children data/children --transforms jpeg95 --transforms jpeg75 --transforms jpeg50 --transforms half \\
-        --transforms blur1 --transforms crop --seed 0 --batch-size 32 --workers 2 --device cpu \\
+        --transforms blur1 --transforms crop --seed 0 --bootstrap-resamples 1000 --bootstrap-seed 0 \\
+        --batch-size 32 --workers 2 --device cpu \\
         --out data/detector --metrics metrics/detector.json --robustness metrics/plots/detector_robustness.csv
 
 The head is trained on the train split of the parents and of the children of every `--generators`, reading
 the embedding caches (no image is embedded again for training); C and the threshold are chosen on val
-(stages.shipped.head_fit). Metrics (stages.heads.metrics): real, fake, overall and full-cluster accuracy at
-the threshold, AUC and AP, on val and test, per generator (its children with the split's parents) and for
-all generators together.
+(stages.shipped.head_fit). Metrics (stages.heads.metrics): the headline AUC and balanced accuracy, then real,
+fake, overall and full-cluster accuracy at the threshold, AP and the counts, on val and test, per generator (its
+children with the split's parents) and for all generators together; the AUC, balanced, overall and full-cluster
+accuracy each with its 95 % bootstrap interval, test clusters resampled (docs/intervals.md).
 Robustness: the test images, read again and embedded through the registry's backbone after each transform
 (stages.imaging.transforms), scored with the shipped detector.
 """
@@ -29,6 +31,8 @@ from stages.contracts.errors import InputError, user_errors
 from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.transforms import Transform
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 # largest |clean re-embedding - cached embedding| that still counts as the same path (float32 and threads)
@@ -59,6 +63,8 @@ def main(
     transforms: list[Transform] = typer.Option(..., help="Transforms of the robustness test (repeat)."),
     seed: int = typer.Option(..., min=0, max=2**32 - 1,
                              help="Seed of the robustness test's random crop (L-BFGS draws nothing)."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
     batch_size: int = typer.Option(32, envvar="PARENTAGE_DETECTOR_BATCH_SIZE", min=1,
                                    help="Images per backbone forward (robustness)."),
     workers: int = parallel_option(2, envvar="PARENTAGE_DETECTOR_WORKERS",
@@ -86,9 +92,10 @@ def main(
             raise InputError(str(embeddings), str(error),
                              "the caches were embedded with another registry entry: rerun embed") from error
         save_detector(detector, out)
-        result = evaluate(detector, tables)
+        bootstrap = Bootstrap(bootstrap_resamples, bootstrap_seed)
+        result = evaluate(detector, tables, bootstrap)
         rows = robustness_rows(detector, encoder, clusters, children, generators, transforms, tables=tables,
-                               seed=seed, batch_size=batch_size, workers=workers)
+                               seed=seed, batch_size=batch_size, workers=workers, bootstrap=bootstrap)
         # float noise in itself: the metric says whether it stays within the tolerance, the log gives it
         gap = rows.clean_max_abs_diff
         result["checks"] = {"clean_embedding_within_tolerance": None if gap is None else int(gap < CLEAN_TOLERANCE)}
@@ -96,8 +103,8 @@ def main(
         write_robustness(robustness, rows.rows)
         write_metrics(metrics, result)
     test = result["test"]["all"]
-    typer.echo(f"{out}: detector {detector.id}, threshold {detector.threshold:.3f}; test accuracy "
-               f"{test['overall_accuracy']:.3f}, AUC {test['auc']:.3f}"
+    typer.echo(f"{out}: detector {detector.id}, threshold {detector.threshold:.3f}; test AUC {test['auc']:.3f}, "
+               f"balanced accuracy {test['balanced_accuracy']:.3f}, accuracy {test['overall_accuracy']:.3f}"
                + (f" ({detector.caveat}: a demo of the plumbing)" if detector.caveat else ""))
 
 

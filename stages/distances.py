@@ -3,6 +3,7 @@ distance accuracy on val and test.
 
     python -m stages.distances --parents data/embeddings/efficientnet_lite0/parents.h5 \\
         --children data/embeddings/efficientnet_lite0/tiny_random.h5 \\
+        --bootstrap-resamples 1000 --bootstrap-seed 0 \\
         --metrics metrics/distances/efficientnet_lite0/tiny_random.json
 
 In each cluster every element's mean cosine distance to the others is computed; "min" scores a hit when
@@ -13,8 +14,9 @@ places a real photograph among its children.
 Partial clusters (an imported set, stages.study.clusters): each cluster is ranked at its own size; clusters
 with fewer than 2 children are left out. Per split the metrics hold both accuracies, `chance` (the mean chance
 level of the ranked clusters), `clusters` (ranked) and `unranked` (left out); the accuracies and chance are
-null when no cluster of the split could be ranked. The top-level `chance` is the mean chance level of the
-ranked clusters of val and test together (1/(N+1) for a generated set).
+null when no cluster of the split could be ranked. Each accuracy carries its 95 % bootstrap interval
+(`<key>_low`, `<key>_high`: the ranked clusters resampled, docs/intervals.md). The top-level `chance` is the
+mean chance level of the ranked clusters of val and test together (1/(N+1) for a generated set).
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ import typer
 
 from stages.contracts.errors import user_errors
 from stages.contracts.runtime import Command
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 EVAL_SPLITS = ("val", "test")
 
 
-def run(parents: Path, children: Path, metrics: Path) -> dict:
+def run(parents: Path, children: Path, metrics: Path, bootstrap: Bootstrap | None = None) -> dict:
     """Compute and write the metrics; return them."""
     import numpy as np
 
     from stages.contracts.io import check_outputs, write_metrics
     from stages.study.clusters import load_clusters
-    from stages.study.distances import chance_level, distance_accuracy
+    from stages.study.distances import chance_level, distance_accuracy, with_distance_intervals
 
     check_outputs(writes=[metrics], reads=[parents, children])
     clusters = load_clusters(parents, children)
@@ -44,7 +48,7 @@ def run(parents: Path, children: Path, metrics: Path) -> dict:
     result: dict = {"chance": chance_level(clusters.children[evaluated])}
     for split in EVAL_SPLITS:
         part = clusters.select(split)
-        result[split] = distance_accuracy(part.embeddings, part.children)
+        result[split] = with_distance_intervals(distance_accuracy(part.embeddings, part.children), bootstrap)
     write_metrics(metrics, result)
     return result
 
@@ -54,10 +58,12 @@ def main(
     parents: Path = typer.Option(..., help="Embedding cache of the parents (data/embeddings/<backbone>/parents.h5)."),
     children: Path = typer.Option(..., help="Embedding cache of one generator's children, same backbone."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
 ) -> None:
     """Min / max intra-cluster distance accuracy of a backbone's raw features (the paper's Table 1)."""
     with user_errors():
-        result = run(parents, children, metrics)
+        result = run(parents, children, metrics, Bootstrap(bootstrap_resamples, bootstrap_seed))
     for split in EVAL_SPLITS:
         values = result[split]
         if values["min_distance_accuracy"] is not None:

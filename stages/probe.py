@@ -3,7 +3,7 @@ trained on one generator, its accuracy on val and test, and its accuracy on ever
 
     python -m stages.probe --embeddings data/embeddings/efficientnet_lite0 --generator tiny_random \\
         --generators tiny_random --c-min 0.001 --c-max 1000 --c-steps 7 --seed 0 --max-iter 1000 \\
-        --protocol standardised \\
+        --protocol standardised --bootstrap-resamples 1000 --bootstrap-seed 0 \\
         --metrics metrics/probe/efficientnet_lite0/tiny_random.json \\
         --roc metrics/plots/roc/efficientnet_lite0/tiny_random.json \\
         --cross metrics/plots/cross_generator/efficientnet_lite0/tiny_random.json \\
@@ -11,7 +11,10 @@ trained on one generator, its accuracy on val and test, and its accuracy on ever
 
 Protocol (stages.study.probe): L2 logistic regression, L-BFGS, on the train split's parents and one
 seeded random child per cluster; C from a log-spaced grid, chosen by overall accuracy on val (never test).
-Reported on all elements of val and test: overall, full-cluster, real and fake accuracy, AUC and AP.
+Reported on all elements of val and test: the headline AUC and balanced accuracy, then overall, full-cluster,
+real and fake accuracy, AP and the counts; the AUC, balanced, overall and full-cluster accuracy each with its
+95 % bootstrap interval, clusters resampled (`<key>_low`, `<key>_high`; docs/intervals.md), on the
+cross-generator rows too.
 The cross-generator grid (this probe on the test split of each generator in --generators) and the val
 accuracy of each C of the grid are plot data; the metrics hold the chosen C.
 """
@@ -25,13 +28,16 @@ import typer
 from stages.contracts.errors import InputError, user_errors
 from stages.contracts.runtime import Command
 from stages.study.probe import Protocol
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 EVAL_SPLITS = ("val", "test")
 
 
 def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, roc: Path, cross: Path, *,
-        grid: list[float], seed: int, max_iter: int, protocol: Protocol, c_search: Path | None = None) -> dict:
+        grid: list[float], seed: int, max_iter: int, protocol: Protocol, c_search: Path | None = None,
+        bootstrap: Bootstrap | None = None) -> dict:
     """Fit the probe on `generator`, evaluate it on every generator, write metrics and plot data."""
     from stages.contracts.io import check_outputs, write_metrics, write_plot_json
     from stages.heads.metrics import roc_points
@@ -54,7 +60,7 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
         "train_rows": int(fit.train_rows),
     }
     for split in EVAL_SPLITS:
-        result[split] = evaluate(fit.probe, clusters.select(split))
+        result[split] = evaluate(fit.probe, clusters.select(split), bootstrap)
     test_x, test_y, _ = all_rows(clusters.select("test"))
     write_plot_json(roc, roc_points(fit.probe.decision(test_x), test_y))
 
@@ -62,7 +68,7 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     for other in generators:
         tested = clusters if other == generator else load_clusters(parents, child_cache(embeddings, other))
         rows.append({"train_generator": generator, "test_generator": other,
-                     **evaluate(fit.probe, tested.select("test"))})
+                     **evaluate(fit.probe, tested.select("test"), bootstrap)})
     write_plot_json(cross, rows)
     if c_search is not None:
         # the search is plot data keyed by C itself: a metrics key per grid position would pair unequal Cs
@@ -89,6 +95,8 @@ def main(
     roc: Path = typer.Option(..., help="Output ROC curve on the test split (plot data)."),
     cross: Path = typer.Option(..., help="Output cross-generator rows on the test split (plot data)."),
     c_search: Path = typer.Option(..., help="Output val overall accuracy of each C of the grid (plot data)."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
 ) -> None:
     """Linear probe of a backbone's features (the paper's Table 2), plus the cross-generator grid."""
     from stages.study.probe import c_grid
@@ -96,10 +104,12 @@ def main(
     with user_errors():
         result = run(embeddings, generator, generators, metrics, roc, cross,
                      grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, protocol=protocol,
-                     c_search=c_search)
+                     c_search=c_search, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
     for split in EVAL_SPLITS:
         values = result[split]
-        typer.echo(f"{split}: overall {values['overall_accuracy']:.4f}  full-cluster "
+        headline = "  ".join(f"{name} {values[key]:.4f}" for name, key in
+                             (("AUC", "auc"), ("balanced", "balanced_accuracy")) if values.get(key) is not None)
+        typer.echo(f"{split}: {headline}  overall {values['overall_accuracy']:.4f}  full-cluster "
                    f"{values['full_cluster_accuracy']:.4f}  (C={result['c']:g})")
 
 

@@ -3,6 +3,7 @@ exact-pair and intra-cluster recall@1/3/5 of caption retrieval from each child, 
 
     python -m stages.retrieval --children data/embeddings/openclip_vitb32_random/tiny_random.h5 \\
         --captions data/embeddings/openclip_vitb32_random/captions.h5 --chunk 2048 \\
+        --bootstrap-resamples 1000 --bootstrap-seed 0 \\
         --metrics metrics/retrieval/openclip_vitb32_random/tiny_random.json
 
 Each child ranks every caption of its split by cosine similarity. Exact pair: a hit at k when the caption
@@ -13,6 +14,8 @@ captions cache has 0 rows, attribute text_tower=False) records every value as nu
 Children whose caption index is unknown (an imported set: caption_index < 0, stages.contracts.children) are
 queries of the intra-cluster recall only; exact-pair recall is computed on the children whose caption index
 is known, `exact_pair_queries` of the split's `queries`, and is null (not applicable) when there are none.
+Each recall carries its 95 % bootstrap interval (`r1_low`, `r1_high`, ...: the children's clusters resampled,
+docs/intervals.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import typer
 
 from stages.contracts.errors import InputError, user_errors
 from stages.contracts.runtime import Command
+from stages.uncertainty.bootstrap import Bootstrap
+from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 EVAL_SPLITS = ("val", "test")
@@ -30,7 +35,8 @@ KS = (1, 3, 5)
 
 
 def not_applicable() -> dict:
-    return {split: {kind: {f"r{k}": None for k in KS} for kind in ("exact_pair", "intra_cluster")}
+    return {split: {kind: {f"r{k}{b}": None for k in KS for b in ("", "_low", "_high")}
+                    for kind in ("exact_pair", "intra_cluster")}
             | {"queries": None, "exact_pair_queries": None} for split in EVAL_SPLITS}
 
 
@@ -64,7 +70,8 @@ def caption_rows(children, captions, *, where: str):
     return rows
 
 
-def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) -> dict:
+def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int,
+        bootstrap: Bootstrap | None = None) -> dict:
     import numpy as np
 
     from stages.contracts.embeddings import read_embeddings, same_backbone
@@ -91,7 +98,8 @@ def run(children_path: Path, captions_path: Path, metrics: Path, *, chunk: int) 
         local = np.full(len(captions) + 1, -1)  # the last entry: row -1, a child of unknown caption index
         local[keys] = np.arange(len(keys))
         result[split] = recall_at_k(children.embeddings[queries], captions.embeddings[keys], local[rows[queries]],
-                                    children.cluster_id[queries], captions.cluster_id[keys], ks=KS, chunk=chunk)
+                                    children.cluster_id[queries], captions.cluster_id[keys], ks=KS, chunk=chunk,
+                                    bootstrap=bootstrap)
         result[split]["queries"] = int(queries.sum())
         result[split]["exact_pair_queries"] = int((rows[queries] >= 0).sum())
     write_metrics(metrics, result)
@@ -104,10 +112,12 @@ def main(
     captions: Path = typer.Option(..., help="Caption embedding cache of the same backbone (captions.h5)."),
     chunk: int = typer.Option(..., min=1, help="Children per similarity block (memory: chunk x captions)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON (nulls for a backbone without a text tower)."),
+    bootstrap_resamples: int = resamples_option(),
+    bootstrap_seed: int = seed_option(),
 ) -> None:
     """Caption retrieval from generated images (the paper's Table 3)."""
     with user_errors():
-        result = run(children, captions, metrics, chunk=chunk)
+        result = run(children, captions, metrics, chunk=chunk, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
     for split in EVAL_SPLITS:
         exact, intra = result[split]["exact_pair"], result[split]["intra_cluster"]
         if intra["r1"] is None:

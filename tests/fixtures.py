@@ -15,6 +15,9 @@ from PIL import Image
 from stages.contracts.ids import child_id
 from tests.images import photo
 
+# the bootstrap options of every stage that reports intervals (params.yaml `bootstrap`), few resamples for speed
+BOOTSTRAP = ["--bootstrap-resamples", "50", "--bootstrap-seed", "0"]
+
 
 def write_clusters(folder: Path, n_parents: int = 9, n_captions: int = 5, size: tuple[int, int] = (48, 32)) -> Path:
     """`n_parents` random photos split train/val/test in turn, with `n_captions` captions each."""

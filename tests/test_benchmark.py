@@ -32,6 +32,8 @@ from stages.external.scoring import (
 from stages.external.sets import SHARED, Entry, Layout, read_set
 from stages.heads.metrics import TPR_AT_FPR, classification_metrics, tpr_at_fpr
 from stages.imaging.transforms import Transform
+from stages.uncertainty.bootstrap import Bootstrap
+from tests.fixtures import BOOTSTRAP
 from tests.images import photo, write_truncated
 from tests.test_detector_artifact import random_detector
 from tests.tiny_backbone import TinyBackbone
@@ -233,7 +235,8 @@ def test_tpr_at_fpr_against_a_hand_computation():
     tied = np.array([1.0, 1.0, 1.0, 1.0, 0.0] * 4 + [1.0, 2.0])
     assert tpr_at_fpr(tied, np.array([REAL] * 20 + [FAKE] * 2), 0.05) == 1 / 2
     got = classification_metrics(score, label, low_fpr=True)
-    assert (got["tpr_at_fpr_1pct"], got["tpr_at_fpr_5pct"]) == (1 / 5, 3 / 5) and set(TPR_AT_FPR) <= set(got)
+    # 20 reals: enough for 5 % (20), not for 1 % (100), where the metrics report null rather than a TPR at 0 % FPR
+    assert (got["tpr_at_fpr_1pct"], got["tpr_at_fpr_5pct"]) == (None, 3 / 5) and set(TPR_AT_FPR) <= set(got)
     assert classification_metrics(reals, np.zeros(20, int), low_fpr=True)["tpr_at_fpr_5pct"] is None
     with pytest.raises(ValueError, match="both real and fake"):
         tpr_at_fpr(reals, np.zeros(20, int), 0.05)
@@ -304,7 +307,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--detector", str(out / "no-detector"), "--registry", str(out / "none.yaml"),
             "--code-model", str(out / "none.pt"), "--code-setting", str(out / "setting.json"),
             "--clusters", str(out / "clusters.parquet"), "--children-root", str(out / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
@@ -386,7 +389,7 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--detector", str(pipeline_root / "detector"), "--registry", str(pipeline_root / "none.yaml"),
             "--code-model", str(pipeline_root / "model.pt"), "--code-setting", str(pipeline_root / "setting.json"),
             "--clusters", str(pipeline_root / "clusters.parquet"), "--children-root", str(pipeline_root / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", "--batch-size", "4", *extra]
 
@@ -473,7 +476,8 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     root = bad_real_fake(tmp_path / "set")
     benchmark.run(Layout.real_fake, root, "", "", [Transform.half], lambda: [shipped()],
                   scores=tmp_path / "data" / "mine.csv", metrics=tmp_path / "metrics" / "mine.json",
-                  grid=tmp_path / "grids" / "mine.csv", roc=tmp_path / "roc" / "mine", seed=0, progress=False)
+                  grid=tmp_path / "grids" / "mine.csv", roc=tmp_path / "roc" / "mine", seed=0, progress=False,
+                  bootstrap=Bootstrap(resamples=50, seed=0))
     text = "\n".join(render_benchmarks(tmp_path / "metrics", tmp_path / "grids", ["mine"]))
     assert "## Benchmark `mine`" in text
     assert "Images scored: 4 real (4 shared by every generator), 5 fake; left out: 1 not images, 0 special files, " \
@@ -481,9 +485,13 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
     g1 = metrics[SHIPPED]["g1"]
     row = next(line for line in text.splitlines() if line.startswith("| `g1` |"))
-    # k/n beside each share; 4 reals are under 20 and 100: both TPRs are marked as at 0 % FPR
-    assert f"({round(g1['real_accuracy'] * 4)}/4)" in row and f"({round(g1['overall_accuracy'] * 7)}/7)" in row
-    assert row.count(" *") == 2
+    # k/n beside each class accuracy and overall; 4 reals are under 20 and 100: both TPRs are n/a and say why
+    assert f"({g1['real_correct']}/4)" in row and f"({g1['fake_correct']}/{g1['n_fake']})" in row
+    assert f"({g1['real_correct'] + g1['fake_correct']}/7)" in row
+    assert row.count("n/a (4 reals < 100)") == 1 and row.count("n/a (4 reals < 20)") == 1
+    # the headline leads, with its 95 % interval (images resampled)
+    assert "| Detector / generator | AUC | Balanced acc. | TPR @ 1 % FPR | TPR @ 5 % FPR | Real acc. |" in text
+    assert row.startswith(f"| `g1` | {100 * g1['auc']:.2f} [{100 * g1['auc_low']:.2f}, {100 * g1['auc_high']:.2f}] | ")
     assert "| Detector | Clean | Resize 1/2 |" in text
     assert "No benchmark results" in "\n".join(render_benchmarks(tmp_path / "none", tmp_path / "none", ["wild"]))
 

@@ -184,3 +184,10 @@ def test_the_owned_files_are_those_dvc_renders(tmp_path):
                         for stage in repo.index.stages for out in stage.outs
                         if str(out.def_path).startswith("metrics/")}
         assert owned(from_params(values), study_stages(REPO / "stages/reporting/layout.yaml")) == rendered, case
+
+
+def test_too_few_bootstrap_resamples_are_named(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, bootstrap__resamples=10)
+    assert done.exit_code == 2 and "bootstrap.resamples: 10; a 95 % interval needs at least 40" in done.output
+    assert "Traceback" not in done.output and not (tmp_path / "check.txt").exists()

@@ -21,12 +21,12 @@ from stages.heads import metrics as toolkit_metrics
 from stages.heads import threshold as toolkit_threshold
 from stages.heads.metrics import classification_metrics
 from stages.heads.threshold import choose_threshold, predict
-from tests.fixtures import write_children, write_clusters
+from tests.fixtures import BOOTSTRAP, write_children, write_clusters
 
 torch.set_num_threads(1)
 # every option of the command but the paths and the generators: params.yaml's demo values
 OPTIONS = [*[word for t in TEST_TRANSFORMS for word in ("--transforms", t)], "--threshold", "val", "--seed", "0",
-           "--batch-size", "64", "--workers", "0", "--threads", "1"]
+           *BOOTSTRAP, "--batch-size", "64", "--workers", "0", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,9 @@ def test_metrics_values_and_not_applicable():
     scores, labels = np.array([0.1, 0.9, 0.8, 0.3]), np.array([REAL, REAL, FAKE, FAKE])
     m = classification_metrics(scores, labels, threshold=0.5)
     # no cluster ids in CoDE's evaluation: full-cluster accuracy is left out
-    assert m == {"real_accuracy": 0.5, "fake_accuracy": 0.5, "overall_accuracy": 0.5, "auc": 0.5,
-                 "ap": pytest.approx(7 / 12)}
+    assert m == {"auc": 0.5, "balanced_accuracy": 0.5, "real_accuracy": 0.5, "fake_accuracy": 0.5,
+                 "overall_accuracy": 0.5, "ap": pytest.approx(7 / 12), "n_real": 2, "real_correct": 1, "n_fake": 2,
+                 "fake_correct": 1}
     only_fakes = classification_metrics(np.array([1.0, -1.0]), np.array([FAKE, FAKE]), threshold=0.0)
     assert only_fakes["real_accuracy"] is None and only_fakes["auc"] is None and only_fakes["fake_accuracy"] == 0.5
 
@@ -166,8 +167,13 @@ def test_command_writes_metrics_and_grid(data, tmp_path):
     for head in HEADS:
         # the transformed results are plot data (the grid), not metrics
         assert set(metrics[head]) == {"g1", "g2", "overall"}
-        assert set(metrics[head]["overall"]) == {"real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"}
+        # the headline with its intervals (test clusters resampled), the detail, the counts
+        with_bounds = {f"{f}{b}" for f in ("auc", "balanced_accuracy", "overall_accuracy")
+                       for b in ("", "_low", "_high")}
+        assert set(metrics[head]["overall"]) == {*with_bounds, "real_accuracy", "fake_accuracy", "ap", "n_real",
+                                                 "real_correct", "n_fake", "fake_correct"}
         assert 0 <= metrics[head]["overall"]["overall_accuracy"] <= 1
+        assert metrics[head]["overall"]["auc_low"] <= metrics[head]["overall"]["auc_high"]
     rows = list(csv.DictReader((tmp_path / "grid.csv").open()))
     assert len(rows) == len(HEADS) * 3 * (1 + len(TEST_TRANSFORMS))
     assert {r["transform"] for r in rows} == {CLEAN, *TEST_TRANSFORMS}

@@ -20,7 +20,7 @@ from stages.contracts.labels import FAKE, PARENT_CAPTION_INDEX, REAL
 from stages.embedding.backbones import BackboneSpec, register
 from stages.shipped.artifact import SPEC_FILE, load_detector
 from stages.shipped.wild import ImageItems, embed_items, load_registry_backbone
-from tests.fixtures import write_children, write_clusters
+from tests.fixtures import BOOTSTRAP, write_children, write_clusters
 from tests.wild_files import write_wild_folder
 
 BACKBONE = "tiny_clip"
@@ -91,7 +91,7 @@ def pipeline(tmp_path_factory, repo_root):
 def run_stage(root: Path, clusters: Path, repo_root: Path, *extra: str, alias: str = BACKBONE,
               transforms: tuple[str, ...] = ("jpeg95", "jpeg75", "jpeg50", "half", "blur1", "crop")):
     args = ["--backbone", alias, *[a for g in GENERATORS for a in ("--generators", g)], "--head", "logreg",
-            *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", "--batch-size", "32",
+            *[a for t in transforms for a in ("--transforms", t)], "--seed", "0", *BOOTSTRAP, "--batch-size", "32",
             "--device", "cpu", "--registry", str(repo_root / "stages" / "embedding" / "backbones.yaml"),
             "--selection", str(root / "selection.json"), "--embeddings", str(root / "embeddings" / alias),
             "--clusters", str(clusters), "--children", str(root / "children"), "--out", str(root / "detector"),

@@ -17,6 +17,7 @@ from stages.study.disentangle import (
 )
 from stages.study.distances import distance_accuracy
 from stages.study.probe import all_rows, fit_probe
+from tests.fixtures import BOOTSTRAP
 from tests.study_caches import write_study_caches
 from tests.synthetic import SyntheticSpec, style_direction, synthetic_tables
 
@@ -76,7 +77,7 @@ def train_args(folder, tmp_path, *, temperature="0.2"):
 def score_args(folder, tmp_path, *, c_steps="3", metrics="m.json"):
     return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
             "--projections", str(tmp_path / "w.safetensors"), "--seed", "0", "--c-min", "0.001", "--c-max", "1000",
-            "--c-steps", c_steps, "--max-iter", "1000", "--protocol", "standardised",
+            "--c-steps", c_steps, "--max-iter", "1000", "--protocol", "standardised", *BOOTSTRAP,
             "--metrics", str(tmp_path / metrics)]
 
 
@@ -94,8 +95,11 @@ def test_stages_write_weights_history_metrics_and_tsne(tmp_path):
     # params are not echoed, losses are plot data: the metrics are the figures and the S probe's C
     assert set(metrics) == {"s_probe_c", "val", "test"}
     for split in ("val", "test"):
-        assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy"}
-        assert set(metrics[split]["T"]) == {"min_distance_accuracy", "max_distance_accuracy"}
+        # each figure with its interval's bounds
+        assert set(metrics[split]["S"]) == {f"{f}{b}" for f in ("overall_accuracy", "full_cluster_accuracy")
+                                            for b in ("", "_low", "_high")}
+        assert set(metrics[split]["T"]) == {f"{f}{b}" for f in ("min_distance_accuracy", "max_distance_accuracy")
+                                            for b in ("", "_low", "_high")}
 
     tsne.run(folder / "parents.h5", folder / "g1.h5", tmp_path / "w.safetensors", tmp_path / "tsne",
              max_clusters=4, perplexity=30.0, seed=0)

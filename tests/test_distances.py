@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 from stages import distances
 from stages.contracts.embeddings import read_embeddings, write_embeddings
 from stages.contracts.io import as_written
+from tests.fixtures import BOOTSTRAP
 from tests.study_caches import write_study_caches
 
 
@@ -29,16 +30,21 @@ def test_without_style_the_parent_is_the_most_central(tmp_path):
 def test_cli_and_caches_out_of_step(tmp_path):
     folder = write_study_caches(tmp_path)
     runner = CliRunner()
-    done = runner.invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children",
+    done = runner.invoke(distances.app, [*BOOTSTRAP, "--parents", str(folder / "parents.h5"), "--children",
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m.json")])
     assert done.exit_code == 0, done.output
     assert "val: min" in done.output
+    written = json.loads((tmp_path / "m.json").read_text())
+    for split in ("val", "test"):  # each accuracy with its interval (the clusters resampled) beside it
+        figures = written[split]
+        for key in ("min_distance_accuracy", "max_distance_accuracy"):
+            assert figures[f"{key}_low"] <= figures[key] <= figures[f"{key}_high"]
     parents = read_embeddings(folder / "parents.h5")
     write_embeddings(folder / "parents.h5", parents.select(np.arange(len(parents)) != 3))
-    done = runner.invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children",
+    done = runner.invoke(distances.app, [*BOOTSTRAP, "--parents", str(folder / "parents.h5"), "--children",
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m2.json")])
     assert done.exit_code == 2 and "g1.h5" in done.output and "have no parent row" in done.output
     assert not (tmp_path / "m2.json").exists()
-    done = runner.invoke(distances.app, ["--parents", str(tmp_path / "none.h5"), "--children",
+    done = runner.invoke(distances.app, [*BOOTSTRAP, "--parents", str(tmp_path / "none.h5"), "--children",
                                          str(folder / "g1.h5"), "--metrics", str(tmp_path / "m2.json")])
     assert done.exit_code == 2 and "embed stage" in done.output

@@ -7,7 +7,7 @@ from stages.contracts.embeddings import EmbeddingTable
 from stages.contracts.labels import FAKE, REAL
 from stages.heads import linear, metrics, threshold
 from stages.heads.linear import LinearHead, best_c, fit_logistic, sigmoid, standardiser
-from stages.heads.metrics import METRICS, TPR_AT_FPR, classification_metrics
+from stages.heads.metrics import COUNTS, METRICS, TPR_AT_FPR, classification_metrics
 from stages.heads.threshold import choose_threshold, predict
 from stages.study.clusters import Clusters
 from tests.tiny_backbone import SPEC
@@ -121,17 +121,19 @@ def test_choose_threshold_ties_go_to_the_candidate_nearest_zero():
 def test_metrics_one_key_set_and_none_when_a_class_is_absent():
     scores, labels = np.array([-1.0, 2.0, 1.0, -0.5]), np.array([REAL, REAL, FAKE, FAKE])
     got = classification_metrics(scores, labels, cluster_id=np.array([0, 1, 0, 1]))
-    assert list(got) == [m for m in METRICS if m not in TPR_AT_FPR]
-    assert got == {"real_accuracy": 0.5, "fake_accuracy": 0.5, "overall_accuracy": 0.5,
-                   "full_cluster_accuracy": 0.5, "auc": 0.5, "ap": pytest.approx(7 / 12)}
+    assert list(got) == [m for m in METRICS if m not in TPR_AT_FPR] + list(COUNTS)
+    assert got == {"auc": 0.5, "balanced_accuracy": 0.5, "real_accuracy": 0.5, "fake_accuracy": 0.5,
+                   "overall_accuracy": 0.5, "full_cluster_accuracy": 0.5, "ap": pytest.approx(7 / 12),
+                   "n_real": 2, "real_correct": 1, "n_fake": 2, "fake_correct": 1}
     # without cluster ids (CoDE) full-cluster accuracy is left out, never made up
     assert list(classification_metrics(scores, labels)) == [m for m in METRICS if m != "full_cluster_accuracy"
-                                                            and m not in TPR_AT_FPR]
-    assert list(classification_metrics(scores, labels, low_fpr=True)) == [m for m in METRICS
-                                                                          if m != "full_cluster_accuracy"]
+                                                            and m not in TPR_AT_FPR] + list(COUNTS)
+    with_low_fpr = [m for m in METRICS if m != "full_cluster_accuracy"] + list(COUNTS)
+    assert list(classification_metrics(scores, labels, low_fpr=True)) == with_low_fpr
     only_reals = classification_metrics(scores[:2], labels[:2], threshold=1.5)
-    assert only_reals == {"real_accuracy": 0.5, "fake_accuracy": None, "overall_accuracy": 0.5, "auc": None,
-                          "ap": None}
+    assert only_reals == {"auc": None, "balanced_accuracy": None, "real_accuracy": 0.5, "fake_accuracy": None,
+                          "overall_accuracy": 0.5, "ap": None, "n_real": 2, "real_correct": 1, "n_fake": 0,
+                          "fake_correct": 0}
     with pytest.raises(ValueError, match="labels"):
         classification_metrics(scores, np.array([0, 1, 2, 1]))
 

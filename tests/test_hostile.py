@@ -20,6 +20,7 @@ from PIL import Image
 from stages.clusters import Source
 from stages.contracts.errors import InputError, Skips
 from stages.imaging.load import inspect_image, load_rgb
+from tests.fixtures import BOOTSTRAP
 from tests.images import photo, write_truncated
 from tests.test_clusters import five, run, run_coco, write_coco
 from tests.wild_files import write_png_bomb
@@ -533,7 +534,7 @@ def test_a_folder_where_a_file_is_expected_says_so(tmp_path):
     from stages import distances
 
     (tmp_path / "parents.h5").mkdir()
-    result = CliRunner().invoke(distances.app, ["--parents", str(tmp_path / "parents.h5"), "--children",
+    result = CliRunner().invoke(distances.app, [*BOOTSTRAP, "--parents", str(tmp_path / "parents.h5"), "--children",
                                                 str(tmp_path / "c.h5"), "--metrics", str(tmp_path / "m.json")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "is a folder" in _plain(result.output) or "does not exist" not in _plain(result.output), result.output

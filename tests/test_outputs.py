@@ -7,6 +7,7 @@ import pytest
 
 from stages import detect
 from stages.contracts.io import MARKER, OutputError, atomic_path
+from tests.fixtures import BOOTSTRAP
 from tests.test_hostile import assert_refused  # exit 2, a message naming each name, no traceback
 
 
@@ -339,8 +340,8 @@ def test_a_stages_output_never_replaces_its_own_input(tmp_path):
     (tmp_path / "link.h5").symlink_to(cache)
     kept = cache.read_bytes()
     for out in (cache, tmp_path / "link.h5"):
-        result = CliRunner().invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children", str(cache),
-                                                    "--metrics", str(out)])
+        result = CliRunner().invoke(distances.app, [*BOOTSTRAP, "--parents", str(folder / "parents.h5"),
+                                                    "--children", str(cache), "--metrics", str(out)])
         assert_refused(result, f"{out}: is {cache}, an input of this command")
     assert cache.read_bytes() == kept and (tmp_path / "link.h5").is_symlink()
 

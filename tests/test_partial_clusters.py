@@ -20,6 +20,7 @@ from stages.study.clusters import PADDING, Clusters, load_clusters, stack_cluste
 from stages.study.distances import distance_accuracy
 from stages.study.probe import all_rows, balanced_rows, evaluate
 from stages.study.retrieval import recall_at_k
+from tests.fixtures import BOOTSTRAP
 from tests.study_caches import partial_children, write_partial_caches, write_study_caches
 from tests.synthetic import SyntheticSpec, synthetic_tables
 from tests.test_report import LAYOUT, absent_detector_files, params_file, study_args
@@ -114,7 +115,7 @@ def test_duplicate_ids_are_an_error_naming_the_file(tmp_path):
         f.create_dataset("id", data=ids.astype(object), dtype=h5py.string_dtype())
     with pytest.raises(InputError, match=r"g1\.h5: ids are not unique"):
         load_clusters(folder / "parents.h5", folder / "g1.h5")
-    done = CliRunner().invoke(distances.app, ["--parents", str(folder / "parents.h5"), "--children",
+    done = CliRunner().invoke(distances.app, [*BOOTSTRAP, "--parents", str(folder / "parents.h5"), "--children",
                                               str(folder / "g1.h5"), "--metrics", str(tmp_path / "m.json")])
     assert done.exit_code == 2 and "ids are not unique" in done.output and not (tmp_path / "m.json").exists()
 
@@ -242,7 +243,7 @@ def disentangle_train_args(folder, out):
 def disentangle_args(folder, out):
     return ["--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
             "--projections", str(out / "w.safetensors"), "--seed", "0", "--c-min", "0.01", "--c-max", "100",
-            "--c-steps", "3", "--max-iter", "1000", "--protocol", "standardised",
+            "--c-steps", "3", "--max-iter", "1000", "--protocol", "standardised", *BOOTSTRAP,
             "--metrics", str(out / "metrics" / "disentangle" / "bb" / "g1.json")]
 
 
@@ -252,16 +253,16 @@ def study_commands(folder, out):
     runner = CliRunner()
     outputs = {}
     outputs["distances"] = runner.invoke(distances.app, [
-        "--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
+        *BOOTSTRAP, "--parents", str(folder / "parents.h5"), "--children", str(folder / "g1.h5"),
         "--metrics", str(m / "distances" / "bb" / "g1.json")])
     outputs["probe"] = runner.invoke(probe.app, [
         "--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
         "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--seed", "0", "--max-iter", "1000",
-        "--protocol", "standardised", "--metrics", str(m / "probe" / "bb" / "g1.json"),
+        "--protocol", "standardised", *BOOTSTRAP, "--metrics", str(m / "probe" / "bb" / "g1.json"),
         "--roc", str(out / "roc.json"), "--cross", str(m / "plots" / "cross_generator" / "bb" / "g1.json"),
         "--c-search", str(out / "c.json")])
     outputs["retrieval"] = runner.invoke(retrieval.app, [
-        "--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", "16",
+        "--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", "16", *BOOTSTRAP,
         "--metrics", str(m / "retrieval" / "bb" / "g1.json")])
     outputs["disentangle_train"] = runner.invoke(disentangle_train.app, disentangle_train_args(folder, out))
     outputs["disentangle"] = runner.invoke(disentangle.app, disentangle_args(folder, out))

@@ -7,13 +7,14 @@ from stages import probe
 from stages.contracts.errors import InputError
 from stages.contracts.io import metric_float
 from stages.study.probe import c_grid
+from tests.fixtures import BOOTSTRAP
 from tests.study_caches import write_study_caches
 
 
 def cli(folder, tmp_path, *extra):
     return ["--embeddings", str(folder), "--generator", "g1", "--generators", "g1", "--generators", "g2",
             "--c-min", "0.1", "--c-max", "10", "--c-steps", "3", "--seed", "0", "--max-iter", "1000",
-            "--protocol", "standardised",
+            "--protocol", "standardised", *BOOTSTRAP,
             "--metrics", str(tmp_path / "m.json"),
             "--roc", str(tmp_path / "roc.json"), "--cross", str(tmp_path / "cross.json"),
             "--c-search", str(tmp_path / "c_search.json"), *extra]
@@ -32,9 +33,15 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
     assert all(0 <= row["val_overall_accuracy"] <= 1 for row in search)
     assert metrics["train_rows"] == 2 * 54 and isinstance(metrics["train_rows"], int)
     for split in ("val", "test"):
-        assert set(metrics[split]) == {"overall_accuracy", "full_cluster_accuracy", "real_accuracy",
-                                       "fake_accuracy", "auc", "ap"}
+        figures = {"auc", "balanced_accuracy", "overall_accuracy", "full_cluster_accuracy"}
+        assert set(metrics[split]) == {*figures, *(f"{f}_{b}" for f in figures for b in ("low", "high")),
+                                       "real_accuracy", "fake_accuracy", "ap", "n_real", "real_correct", "n_fake",
+                                       "fake_correct"}
         assert metrics[split]["overall_accuracy"] > 0.9 and metrics[split]["auc"] > 0.95
+        # the interval holds the figure (a percentile interval of a figure near its bound may not, not here)
+        assert metrics[split]["auc_low"] <= metrics[split]["auc"] <= metrics[split]["auc_high"]
+        # counts k/n of both classes: every parent and child of the split
+        assert metrics[split]["n_fake"] == 5 * metrics[split]["n_real"] and isinstance(metrics[split]["n_real"], int)
     roc = json.loads((tmp_path / "roc.json").read_text())
     assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1
     cross = json.loads((tmp_path / "cross.json").read_text())

@@ -76,7 +76,8 @@ def render(tmp_path, *, layout=LAYOUT, extra=()):
 def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     m = tmp_path / "metrics"
     write(m / "distances" / "clip_rn50_openai" / "sd14.json",
-          {"val": {"min_distance_accuracy": 0.05, "max_distance_accuracy": 0.4, "chance": 1 / 6},
+          {"val": {"min_distance_accuracy": 0.05, "min_distance_accuracy_low": 0.02, "min_distance_accuracy_high": 0.09,
+                   "max_distance_accuracy": 0.4, "chance": 1 / 6},
            "test": {"min_distance_accuracy": 0.04, "max_distance_accuracy": 0.41, "chance": 1 / 6}})
     write(m / "distances" / "openclip_vitb32_random" / "tiny_random.json",
           {"val": {"min_distance_accuracy": 0.1, "max_distance_accuracy": 0.2},
@@ -84,12 +85,17 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     write(m / "retrieval" / "efficientnet_lite0" / "sd14.json",
           {"val": {"exact_pair": {"r1": None}}, "test": {"exact_pair": {"r1": None}}})
     write(m / "plots" / "cross_generator" / "clip_rn50_openai" / "sd14.json",
-          [{"train_generator": "sd14", "test_generator": "sd14", "overall_accuracy": 0.99, "auc": 0.999},
-           {"train_generator": "sd14", "test_generator": "sd21", "overall_accuracy": 0.9, "auc": 0.95}])
+          [{"train_generator": "sd14", "test_generator": "sd14", "overall_accuracy": 0.99, "auc": 0.999,
+            "auc_low": 0.99, "auc_high": 1.0, "balanced_accuracy": 0.98, "balanced_accuracy_low": 0.96,
+            "balanced_accuracy_high": 0.99},
+           {"train_generator": "sd14", "test_generator": "sd21", "overall_accuracy": 0.9, "auc": 0.95,
+            "balanced_accuracy": 0.9}])
     code, output, text = render(tmp_path)
     assert code == 0, output
     # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24; the chance level beside (the paper has none)
-    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 (paper 3.72) | 40.00 (paper 38.48) | 16.67 | " \
+    # a figure with its 95 % interval reads `ours [low, high] (paper P)`
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 [2.00, 9.00] (paper 3.72) | 40.00 (paper 38.48) | " \
+           "16.67 | " \
            "4.00 (paper 3.60) | 41.00 (paper 41.24) | 16.67 |" in text
     assert "| `openclip_vitb32_random` | 10.00 | 20.00 | n/a | 30.00 | 10.00 | n/a |" in text
     assert "| **`tiny_random`** |" in text and "Stable Diffusion v1.4 (`sd14`)" in text
@@ -108,7 +114,8 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     assert "params.yaml digest `" in setting and "revision" not in text
     # image-only retrieval is n/a, and the paper's Table 3 has no row for it
     assert "| `efficientnet_lite0` | n/a |" in text
-    assert "| `sd14` | 99.00 / 99.90 | 90.00 / 95.00 |" in text
+    # the cross-generator grid leads with AUC / balanced accuracy, with intervals where the rows hold them
+    assert "| `sd14` | 99.90 [99.00, 100.00] / 98.00 [96.00, 99.00] | 95.00 / 90.00 |" in text
     assert "No `probe` metrics yet" in text
     assert text.index("Table 1") < text.index("Table 2") < text.index("Table 3") < text.index("Table 4")
     # the paper file's notes stay under their tables
@@ -158,19 +165,19 @@ def test_a_new_column_is_one_edit_of_the_layout(tmp_path):
     the key."""
     m = tmp_path / "metrics"
     write(m / "probe" / "clip_rn50_openai" / "sd14.json",
-          {"val": {"overall_accuracy": 0.5, "full_cluster_accuracy": 0.25, "auc": 0.75},
+          {"val": {"overall_accuracy": 0.5, "full_cluster_accuracy": 0.25, "auc": 0.75, "ap": 0.625},
            "test": {"overall_accuracy": 0.5, "full_cluster_accuracy": 0.125}})
 
     def add(tables):
         table2 = next(t for t in tables if t["name"] == "table2")
-        table2["columns"].insert(1, {"key": "val.auc", "label": "val AUC"})
+        table2["columns"].insert(3, {"key": "val.ap", "label": "val AP"})
 
     code, output, text = render(tmp_path, layout=edited_layout(tmp_path, add))
     assert code == 0, output
     table = text[text.index("## Table 2"):text.index("## Table 3")]
-    assert "| Backbone | val Overall acc. | val AUC | val Full cluster acc. | test Overall acc. |" in table
-    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 50.00 (paper 99.07) | 75.00 | 25.00 (paper 94.60) | " \
-           "50.00 (paper 99.17) | 12.50 (paper 95.30) |" in table
+    assert "| Backbone | val AUC | val Balanced acc. | val Overall acc. | val AP | val Full cluster acc. |" in table
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 75.00 | n/a | 50.00 (paper 99.07) | 62.50 | " \
+           "25.00 (paper 94.60) | n/a | n/a | 50.00 (paper 99.17) | 12.50 (paper 95.30) |" in table
 
 
 def test_a_new_table_is_one_entry_of_the_layout(tmp_path):
@@ -307,28 +314,54 @@ def test_setting_file_round_trips_and_a_bad_one_is_named(tmp_path):
             read_setting(path)
 
 
-def code_scores(acc, auc=0.9):
-    return {"real_accuracy": 1.0, "fake_accuracy": acc, "overall_accuracy": acc, "auc": auc, "ap": 0.95}
+def with_bounds(figures: dict, spread: float = 0.05) -> dict:
+    """`figures` with an interval [value - spread, value + spread] beside its AUC and balanced accuracy."""
+    out = {}
+    for key, value in figures.items():
+        out[key] = value
+        if key in ("auc", "balanced_accuracy") and value is not None:
+            out[f"{key}_low"], out[f"{key}_high"] = round(value - spread, 4), round(min(1.0, value + spread), 4)
+    return out
+
+
+def scores(fake: float, auc: float, n_real: int, n_fake: int, real: float = 1.0, ap: float | None = 0.95) -> dict:
+    """A detection row of the metrics key set: headline, detail, counts (k/n of both classes)."""
+    real_correct, fake_correct = round(real * n_real), round(fake * n_fake)
+    return with_bounds({"auc": auc, "balanced_accuracy": (real + fake) / 2, "real_accuracy": real,
+                        "fake_accuracy": fake, "overall_accuracy": (real_correct + fake_correct) / (n_real + n_fake),
+                        "ap": ap, "n_real": n_real, "real_correct": real_correct, "n_fake": n_fake,
+                        "fake_correct": fake_correct})
+
+
+def code_scores(acc, auc=0.9, n_fake=15):
+    return scores(acc, auc, 3, n_fake)
+
+
+def grid_csv(rows: list[dict], first: tuple[str, ...]) -> str:
+    columns = list(first) + [k for k in rows[0] if k not in first]
+    return "\n".join([",".join(columns)] + [",".join("" if r.get(c) is None else str(r[c]) for c in columns)
+                                            for r in rows]) + "\n"
 
 
 def write_detector_inputs(m):
     """Small CoDE and shipped-detector metrics of two generators, with known values in every section."""
-    grid = ["head,generator,transform,real_accuracy,fake_accuracy,overall_accuracy,auc,ap,threshold,n_real,n_fake"]
+    grid = []
     for head, threshold in (("logreg", 0.5), ("knn", 0.0), ("ocsvm", -0.25)):
         clean = 0.6 if head == "ocsvm" else 0.8
-        grid.append(f"{head},overall,clean,1,{clean},{clean},0.9,0.95,{threshold},3,30")
         transformed = {"jpeg95": 0.4, "half": 0.3} if head == "ocsvm" else {"jpeg95": 0.5, "half": 0.25, "crop": 0.125}
-        grid += [f"{head},overall,{t},1,{a},{a},0.9,0.95,{threshold},3,30" for t, a in transformed.items()]
+        for transform, fake in {"clean": clean, **transformed}.items():
+            grid.append({"head": head, "generator": "overall", "transform": transform,
+                         **scores(fake, 0.9, 3, 30), "threshold": threshold})
     m.mkdir(parents=True, exist_ok=True)
-    (m / "code_eval.csv").write_text("\n".join(grid) + "\n")
+    (m / "code_eval.csv").write_text(grid_csv(grid, ("head", "generator", "transform")))
     write(m / "code_train.json", {"best": {"val_accuracy": 0.75}, "best_epoch": 3.0, "epochs_run": 5.0,
                                   "images": {"train_real": 7.0, "train_fake": 35.0, "val_real": 3.0, "val_fake": 15.0},
                                   "stopped_early": 1.0})
     write(m / "code_eval.json", {
         "images": {"test_real": 3.0, "test_fake_sd14": 15.0, "test_fake_tiny_random": 15.0},
-        **{head: {"overall": code_scores(0.8), "sd14": code_scores(0.7, 0.875), "tiny_random": code_scores(0.9)}
-           for head in ("logreg", "knn")},
-        "ocsvm": {"overall": code_scores(0.6), "sd14": code_scores(0.5), "tiny_random": code_scores(0.7)}})
+        **{head: {"overall": code_scores(0.8, n_fake=30), "sd14": code_scores(0.8, 0.875),
+                  "tiny_random": code_scores(0.9)} for head in ("logreg", "knn")},
+        "ocsvm": {"overall": code_scores(0.6, n_fake=30), "sd14": code_scores(0.5), "tiny_random": code_scores(0.7)}})
     write(m / "detector" / "detector.json", {
         "id": "efficientnet_lite0-logreg-0123456789ab", "threshold": 0.4321,
         "backbone": {"alias": "efficientnet_lite0", "library": "timm", "architecture": "tf_efficientnet_lite0",
@@ -336,15 +369,14 @@ def write_detector_inputs(m):
         "head": {"kind": "logreg", "params": {"C": 10.0}},
         "trained_on": {"generators": ["sd14", "tiny_random"], "random_weight_generators": ["tiny_random"],
                        "counts": {"train": {"real": 7, "fake": 70}, "val": {"real": 3, "fake": 30}}}})
-    split = {"sd14": {"real_accuracy": 1.0, "fake_accuracy": 0.5, "overall_accuracy": 0.55, "auc": 0.8, "ap": 0.9},
-             "tiny_random": dict.fromkeys(("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap"), 1.0),
-             "all": {"real_accuracy": 1.0, "fake_accuracy": 0.75, "overall_accuracy": 0.76, "auc": 0.9, "ap": 0.95}}
+    split = {"sd14": scores(0.6, 0.8, 3, 15, ap=0.9), "tiny_random": scores(1.0, 1.0, 3, 15, ap=1.0),
+             "all": scores(0.8, 0.9, 3, 30)}
     write(m / "detector.json", {"threshold": 0.4321, "val": split, "test": split})
-    (m / "robustness.csv").write_text(
-        "transform,generator,real_accuracy,fake_accuracy,overall_accuracy,full_cluster_accuracy,auc,ap,count\n"
-        "clean,sd14,1.0,0.5,0.55,0.5,0.8,0.9,18.0\nclean,tiny_random,1.0,1.0,1.0,1.0,1.0,1.0,18.0\n"
-        "clean,all,1.0,0.75,0.76,0.5,0.9,0.95,33.0\njpeg50,sd14,0.5,0.25,0.3,0.0,0.6,,18.0\n"
-        "jpeg50,tiny_random,1.0,0.5,0.55,0.0,0.7,0.8,18.0\njpeg50,all,0.5,0.375,0.4,0.0,0.65,0.7,33.0\n")
+    robustness = [{"transform": "clean", "generator": g, **figures} for g, figures in split.items()]
+    robustness += [{"transform": "jpeg50", "generator": "sd14", **scores(0.2, 0.6, 3, 15, real=2 / 3, ap=None)},
+                   {"transform": "jpeg50", "generator": "tiny_random", **scores(0.6, 0.7, 3, 15, ap=0.8)},
+                   {"transform": "jpeg50", "generator": "all", **scores(0.4, 0.65, 3, 30, real=2 / 3, ap=0.7)}]
+    (m / "robustness.csv").write_text(grid_csv(robustness, ("transform", "generator")))
 
 
 def test_report_shows_code_and_the_shipped_detector(tmp_path):
@@ -373,52 +405,67 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     assert "Training: 5 epochs run, best epoch 3 (val accuracy 75.00 %), stopped early: yes; train images " \
            "7 real / 35 fake, val 3 real / 15 fake." in code
     assert "Test images: 3 real, 15 fake of `sd14`, 15 fake of `tiny_random`." in code
-    # each threshold's scale is named; small sets show their counts beside the percentages
+    # each threshold's scale is named; the counts k/n of both classes are beside the class accuracies
     assert "Linear: logit; 1-NN: cosine distance to the nearest real minus to the nearest fake" in code
+    # the headline leads: AUC and balanced accuracy with their intervals, then the detail
+    assert "| Head / generator | AUC | Balanced acc. | Real acc. | Fake acc. | Overall acc. | AP |" in code
     # per head: a header row with the val threshold, then the paper's generator, ours, and all together
     head = code.index("| **Linear (logistic regression)** (threshold 0.5) |")
-    assert code.index("| Stable Diffusion v1.4 (`sd14`) | 100.00 (3/3) | 70.00 (10/15) | 70.00 (13/18) | 87.50 | "
-                      "95.00 |", head) \
+    assert code.index("| Stable Diffusion v1.4 (`sd14`) | 87.50 [82.50, 92.50] | 90.00 [85.00, 95.00] | "
+                      "100.00 (3/3) | 80.00 (12/15) | 83.33 (15/18) | 95.00 |", head) \
         < code.index("| `tiny_random` |", head) \
-        < code.index("| All generators | 100.00 (3/3) | 80.00 (24/30) | 80.00 (26/33) | 90.00 | 95.00 |", head) \
+        < code.index("| All generators | 90.00 [85.00, 95.00] | 90.00 [85.00, 95.00] | 100.00 (3/3) | "
+                     "80.00 (24/30) | 81.82 (27/33) | 95.00 |", head) \
         < code.index("| **1-NN (cosine)** (threshold 0) |")
     assert "| **One-class SVM (fitted on reals only)** (threshold -0.25) |" in code
-    # the robustness grid: transforms present in any head are columns, a missing one is n/a
+    # the robustness grid: balanced accuracy with its interval; transforms present in any head are columns, a
+    # missing one is n/a
     assert "| Head | Clean | JPEG 95 | Resize 1/2 | Random crop |" in code
-    assert "| Linear (logistic regression) | 80.00 (26/33) | 50.00 (16/33) | 25.00 (8/33) | 12.50 (4/33) |" in code
-    assert "| One-class SVM (fitted on reals only) | 60.00 (20/33) | 40.00 (13/33) | 30.00 (10/33) | n/a |" in code
+    assert "| Linear (logistic regression) | 90.00 [85.00, 95.00] | 75.00 [70.00, 80.00] | 62.50 [57.50, 67.50] | " \
+           "56.25 [51.25, 61.25] |" in code
+    assert "| One-class SVM (fitted on reals only) | 80.00 [75.00, 85.00] | 70.00 [65.00, 75.00] | " \
+           "65.00 [60.00, 70.00] | n/a |" in code
 
+    # the key figures open with the headline figures and their intervals
+    figures = text[text.index("## Key figures"):text.index("## Table 1")]
+    assert "- Shipped detector, test, all generators: AUC 90.00 [85.00, 95.00], balanced accuracy 90.00 " \
+           "[85.00, 95.00]" in figures
+    assert "- CoDE linear head, test, all generators: AUC 90.00 [85.00, 95.00]" in figures
     shipped = text[text.index("# Shipped detector"):]
     assert "- Detector id: `efficientnet_lite0-logreg-0123456789ab`" in shipped
     assert "- Backbone: `efficientnet_lite0` (timm `tf_efficientnet_lite0`, weights `in1k`, 1280-d)" in shipped
     assert "- Head: logreg (C 10)" in shipped and "- Threshold: 0.4321 " in shipped
     assert ("- Trained on the train split of `sd14`, `tiny_random` (random weights) (train 7 real / 70 fake; "
             "val 3 real / 30 fake)") in shipped
-    assert "| Generator | val Real acc. | val Fake acc. | val Overall acc. | val AUC | val AP | test Real acc. |" \
-        in shipped
-    assert "| Stable Diffusion v1.4 (`sd14`) | 100.00 | 50.00 | 55.00 | 80.00 | 90.00 | 100.00 | 50.00 | 55.00 |" \
-        in shipped
-    assert "| All generators | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 | 100.00 | 75.00 | 76.00 | 90.00 | 95.00 |" \
-        in shipped
+    assert "| Generator | val AUC | val Balanced acc. | val Real acc. | val Fake acc. | val Overall acc. | val AP | " \
+           "test AUC |" in shipped
+    assert "| Stable Diffusion v1.4 (`sd14`) | 80.00 [75.00, 85.00] | 80.00 [75.00, 85.00] | 100.00 (3/3) | " \
+           "60.00 (9/15) | 66.67 (12/18) | 90.00 | 80.00 [75.00, 85.00] |" in shipped
+    assert "| All generators | 90.00 [85.00, 95.00] | 90.00 [85.00, 95.00] | 100.00 (3/3) | 80.00 (24/30) | " \
+           "81.82 (27/33) | 95.00 | 90.00 [85.00, 95.00] |" in shipped
     grid = shipped[shipped.index("robustness (test split)"):]
     # a block per generator, then all of them; rows are transforms in the order written, an empty cell is n/a
     sd14 = grid.index("| **Stable Diffusion v1.4 (`sd14`)** |")
-    assert grid.index("| JPEG 50 | 50.00 | 25.00 | 30.00 (5/18) | 60.00 | n/a |") > sd14
+    assert grid.index("| JPEG 50 | 60.00 [55.00, 65.00] | 43.33 [38.33, 48.33] | 66.67 (2/3) | 20.00 (3/15) | "
+                      "27.78 (5/18) | n/a |") > sd14
     everything = grid.index("| **All generators** |")
-    assert grid.index("| Clean | 100.00 | 75.00 | 76.00 (25/33) | 90.00 | 95.00 |") > everything > sd14
-    assert grid.index("| JPEG 50 | 50.00 | 37.50 | 40.00 (13/33) | 65.00 | 70.00 |") > everything
+    assert grid.index("| Clean | 90.00 [85.00, 95.00] | 90.00 [85.00, 95.00] | 100.00 (3/3) | 80.00 (24/30) | "
+                      "81.82 (27/33) | 95.00 |") > everything > sd14
+    assert grid.index("| JPEG 50 | 65.00 [60.00, 70.00] | 53.33 [48.33, 58.33] | 66.67 (2/3) | 40.00 (12/30) | "
+                      "42.42 (14/33) | 70.00 |") > everything
 
 
 def test_one_generator_robustness_is_shown_once(tmp_path):
     from stages.reporting.detectors import read_csv, render_detector
 
     path = tmp_path / "robustness.csv"
-    path.write_text("transform,generator,real_accuracy,fake_accuracy,overall_accuracy,auc,ap\n"
-                    "clean,tiny_random,1.0,0.5,0.6,0.7,0.8\nclean,all,1.0,0.5,0.6,0.7,0.8\n")
+    path.write_text("transform,generator,auc,balanced_accuracy,real_accuracy,fake_accuracy,overall_accuracy,ap\n"
+                    "clean,tiny_random,0.7,0.75,1.0,0.5,0.6,0.8\nclean,all,0.7,0.75,1.0,0.5,0.6,0.8\n")
     lines = render_detector(None, None, read_csv(path), lambda g: f"`{g}`",
                             paths=(tmp_path / "a", tmp_path / "b", path))
-    assert "| **`tiny_random`** |  |  |  |  |  |" in lines and "| **All generators** |  |  |  |  |  |" not in lines
-    assert lines.count("| Clean | 100.00 | 50.00 | 60.00 | 70.00 | 80.00 |") == 1
+    assert "| **`tiny_random`** |  |  |  |  |  |  |" in lines
+    assert not any(line.startswith("| **All generators** |") for line in lines)
+    assert lines.count("| Clean | 70.00 | 75.00 | 100.00 | 50.00 | 60.00 | 80.00 |") == 1
 
 
 def test_paper_setting_differs_only_in_its_parents():

@@ -7,12 +7,13 @@ from typer.testing import CliRunner
 from stages import retrieval
 from stages.contracts.embeddings import read_embeddings, write_embeddings
 from stages.contracts.errors import InputError
+from tests.fixtures import BOOTSTRAP
 from tests.study_caches import write_study_caches
 
 
 def args(folder, tmp_path, chunk="5"):
     return ["--children", str(folder / "g1.h5"), "--captions", str(folder / "captions.h5"), "--chunk", chunk,
-            "--metrics", str(tmp_path / "m.json")]
+            *BOOTSTRAP, "--metrics", str(tmp_path / "m.json")]
 
 
 def test_retrieval_finds_the_generating_caption(tmp_path):
@@ -24,7 +25,9 @@ def test_retrieval_finds_the_generating_caption(tmp_path):
     for split in ("val", "test"):
         exact, intra = metrics[split]["exact_pair"], metrics[split]["intra_cluster"]
         assert exact["r1"] > 0.8 and exact["r1"] <= exact["r3"] <= exact["r5"]
-        assert all(intra[k] >= exact[k] for k in exact)
+        assert all(intra[k] >= exact[k] for k in ("r1", "r3", "r5"))
+        # each recall with its interval (the children's clusters resampled)
+        assert all(kind[f"{k}_low"] <= kind[k] <= kind[f"{k}_high"] for kind in (exact, intra) for k in ("r1", "r3"))
         assert metrics[split]["queries"] == 8 * 5
 
 
@@ -43,7 +46,8 @@ def test_image_only_backbone_is_not_applicable_never_zero(tmp_path):
     done = CliRunner().invoke(retrieval.app, args(folder, tmp_path))
     assert done.exit_code == 0 and "not applicable" in done.output
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["val"]["exact_pair"] == {"r1": None, "r3": None, "r5": None}
+    # every figure and its interval's bounds null: the same keys as an applicable backbone's
+    assert metrics["val"]["exact_pair"] == {f"r{k}{b}": None for k in (1, 3, 5) for b in ("", "_low", "_high")}
     assert metrics["test"]["intra_cluster"]["r5"] is None
 
 

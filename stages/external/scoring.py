@@ -11,8 +11,9 @@ scored and never a crash. An image one backbone reads and another cannot is left
 figures, so all of them are measured on the same images.
 
 Groups: each generator's images with the shared reals (stages.external.sets.SHARED), and OVERALL (every image).
-Metrics (stages.heads.metrics, with the TPR at 1 % and 5 % FPR): clean images only; the transformed ones are
-plot data (the grid), as in code_eval.
+Metrics (stages.heads.metrics, with the TPR at 1 % and 5 % FPR; the AUC, balanced and overall accuracy and the
+TPRs each with its 95 % bootstrap interval, images resampled: docs/intervals.md): clean images only; the
+transformed ones are plot data (the grid), as in code_eval.
 """
 
 from __future__ import annotations
@@ -28,17 +29,21 @@ import numpy as np
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 from stages.external.sets import SHARED, Entry
-from stages.heads.metrics import classification_metrics, roc_points
+from stages.heads.metrics import COUNTS, INTERVALS, METRICS, bounds, classification_metrics, roc_points
 from stages.imaging.load import MAX_PIXELS
 from stages.imaging.transforms import Transform
 from stages.shipped.wild import Backbone
+from stages.uncertainty.bootstrap import Bootstrap
 
 OVERALL = "overall"
 SHIPPED = "shipped"
 # why an image was not scored; the folder walk's reasons (stages.shipped.wild.SKIP_REASONS) and `unreadable`
 SKIP_REASONS = ("not_an_image", "special_file", "broken_link", "unreadable")
-GRID_COLUMNS = ("detector", "generator", "transform", "real_accuracy", "fake_accuracy", "overall_accuracy", "auc",
-                "ap", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", "n_real", "n_fake", "threshold")
+# the metrics key set (no full-cluster accuracy: an external set has no clusters), each interval's bounds beside
+# its figure
+FIGURE_COLUMNS = tuple(c for m in METRICS if m != "full_cluster_accuracy"
+                       for c in ((m, *bounds(m)) if m in INTERVALS else (m,)))
+GRID_COLUMNS = ("detector", "generator", "transform", *FIGURE_COLUMNS, *COUNTS, "threshold")
 # chunk of images whose embeddings are scored together (CoDE's 1-NN head is slow one image at a time)
 SCORE_CHUNK = 1024
 
@@ -137,17 +142,16 @@ def groups_of(entries: Sequence[Entry]) -> dict[str, np.ndarray]:
             OVERALL: np.ones(len(entries), dtype=bool)}
 
 
-def measure(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
-    """The toolkit's metrics with the TPR at low FPR, and the group's counts; every metric None for no image."""
-    n_real, n_fake = int((labels == REAL).sum()), int((labels == FAKE).sum())
-    if n_real + n_fake == 0:
-        metrics: dict[str, Any] = dict.fromkeys(GRID_COLUMNS[3:-3])
-    else:
-        metrics = classification_metrics(scores, labels, threshold=threshold, low_fpr=True)
-    return {**metrics, "n_real": n_real, "n_fake": n_fake}
+def measure(scores: np.ndarray, labels: np.ndarray, threshold: float,
+            bootstrap: Bootstrap | None = None) -> dict[str, Any]:
+    """The toolkit's metrics with the TPR at low FPR, and the group's counts; every metric None for no image. The
+    intervals (with `bootstrap`) resample images: an external set's images are taken as independent."""
+    if len(labels) == 0:
+        return {**dict.fromkeys(FIGURE_COLUMNS), **dict.fromkeys(COUNTS, 0)}
+    return classification_metrics(scores, labels, threshold=threshold, low_fpr=True, bootstrap=bootstrap)
 
 
-def results(scored: Scored) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def results(scored: Scored, bootstrap: Bootstrap | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics: detector -> group -> figures on clean images; grid rows: detector x group x transform)."""
     labels = np.array([e.label for e in scored.entries])
     good = scored.good
@@ -159,7 +163,7 @@ def results(scored: Scored) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for t, transform in enumerate(scored.transforms):
             for group, mask in groups.items():
                 chosen = mask & good
-                figures = measure(array[t, chosen], labels[chosen], scored.thresholds[name])
+                figures = measure(array[t, chosen], labels[chosen], scored.thresholds[name], bootstrap)
                 rows.append({"detector": name, "generator": group, "transform": transform.value, **figures,
                              "threshold": scored.thresholds[name]})
                 if transform is Transform.clean:
@@ -195,7 +199,8 @@ def write_grid(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(stream, fieldnames=GRID_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: csv_cell(row[k]) for k in GRID_COLUMNS})
+            # no bootstrap (a run without one): the bounds' columns are empty
+            writer.writerow({k: csv_cell(row.get(k)) for k in GRID_COLUMNS})
 
 
 def write_scores(path: Path, scored: Scored) -> None:

@@ -7,9 +7,15 @@ None of these functions modifies its inputs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from stages.contracts.labels import FAKE, REAL
+from stages.uncertainty.bootstrap import bounds
+
+if TYPE_CHECKING:
+    from stages.uncertainty.bootstrap import Bootstrap
 
 
 def overall_accuracy(predicted: np.ndarray, label: np.ndarray) -> float:
@@ -37,20 +43,45 @@ def class_accuracy(predicted: np.ndarray, label: np.ndarray, cls: int) -> float 
     return float((predicted[mask] == cls).mean()) if mask.any() else None
 
 
+def balanced_accuracy(predicted: np.ndarray, label: np.ndarray) -> float | None:
+    """The mean of real and fake accuracy: what overall accuracy would be with as many reals as fakes, so that a
+    detector that calls everything real scores 0.5 however many reals a set holds; None when a class is absent."""
+    real, fake = class_accuracy(predicted, label, REAL), class_accuracy(predicted, label, FAKE)
+    return None if real is None or fake is None else (real + fake) / 2
+
+
 # the low false-positive-rate operating points (key -> the FPR): `tpr_at_fpr`, reported on external benchmarks
 TPR_AT_FPR = {"tpr_at_fpr_1pct": 0.01, "tpr_at_fpr_5pct": 0.05}
-METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "auc", "ap", *TPR_AT_FPR)
+# reals a TPR at FPR needs (1 / FPR): with fewer, floor(FPR x reals) is 0, no real may pass the threshold and the
+# figure would be the TPR at 0 % FPR decided by the single highest real; it is then None (the report says why)
+MIN_REALS = {"tpr_at_fpr_1pct": 100, "tpr_at_fpr_5pct": 20}
+# the headline (a table leads with these), then the detail; every key `classification_metrics` can return
+HEADLINE = ("auc", "balanced_accuracy", *TPR_AT_FPR)
+METRICS = (*HEADLINE, "real_accuracy", "fake_accuracy", "overall_accuracy", "full_cluster_accuracy", "ap")
+# the counts behind the class accuracies: correct reals k of n_real, caught fakes k of n_fake
+COUNTS = ("n_real", "real_correct", "n_fake", "fake_correct")
+# the figures that carry a bootstrap interval (with `bootstrap`): <key>_low and <key>_high beside <key> (`bounds`)
+INTERVALS = (*HEADLINE, "overall_accuracy", "full_cluster_accuracy")
 
 
 def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: float = 0.0,
-                           cluster_id: np.ndarray | None = None, low_fpr: bool = False) -> dict[str, float | None]:
-    """The one key set (`METRICS`): real, fake and overall accuracy at `threshold`, full-cluster accuracy
-    when `cluster_id` is given (left out otherwise), the AUC and AP of the scores (FAKE positive), and with
-    `low_fpr` the TPR at each false positive rate of `TPR_AT_FPR` (`tpr_at_fpr`; left out otherwise).
+                           cluster_id: np.ndarray | None = None, low_fpr: bool = False,
+                           bootstrap: Bootstrap | None = None,
+                           units: np.ndarray | None = None) -> dict[str, float | int | None]:
+    """The one key set (`METRICS`, then `COUNTS`): the headline first, AUC (FAKE positive), balanced accuracy
+    (mean of real and fake accuracy) and with `low_fpr` the TPR at each false positive rate of `TPR_AT_FPR`
+    (`tpr_at_fpr`; None with fewer reals than `MIN_REALS`; left out without `low_fpr`); then the detail: real,
+    fake and overall accuracy at `threshold`, full-cluster accuracy when `cluster_id` is given (left out
+    otherwise), the AP; then the counts (reals, reals called real, fakes, fakes caught).
+
+    With `bootstrap`, each figure of `INTERVALS` that is not None gets its 95 % interval as `<key>_low` and
+    `<key>_high` right after it (`bounds`), from stages.uncertainty.bootstrap resampling `units` (each element's
+    independent unit: the cluster id in the study, None for images that are independent).
 
     `score` is a decision value, higher = more likely FAKE (a linear head's logit, never its probability:
     probabilities saturate to 1.0 and tie, stages.heads.linear); a row is FAKE where score >= threshold
-    (stages.heads.threshold). A class accuracy, the AUC and the AP are None when a class is absent."""
+    (stages.heads.threshold). A class accuracy, the balanced accuracy, the AUC and the AP are None when a class
+    is absent."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     from stages.heads.threshold import predict
@@ -63,19 +94,40 @@ def classification_metrics(score: np.ndarray, label: np.ndarray, *, threshold: f
     if not np.isfinite(score).all():
         raise ValueError(f"{int((~np.isfinite(score)).sum())} scores are not finite")
     predicted = predict(score, threshold)
-    both = (label == REAL).any() and (label == FAKE).any()
-    metrics: dict[str, float | None] = {
+    n_real, n_fake = int((label == REAL).sum()), int((label == FAKE).sum())
+    both = n_real > 0 and n_fake > 0
+    metrics: dict[str, float | int | None] = {
+        "auc": float(roc_auc_score(label == FAKE, score)) if both else None,
+        "balanced_accuracy": balanced_accuracy(predicted, label),
+    }
+    if low_fpr:
+        metrics.update({key: tpr_at_fpr(score, label, fpr) if both and n_real >= MIN_REALS[key] else None
+                        for key, fpr in TPR_AT_FPR.items()})
+    metrics.update({
         "real_accuracy": class_accuracy(predicted, label, REAL),
         "fake_accuracy": class_accuracy(predicted, label, FAKE),
         "overall_accuracy": overall_accuracy(predicted, label),
-    }
+    })
     if cluster_id is not None:
         metrics["full_cluster_accuracy"] = full_cluster_accuracy(predicted, label, cluster_id)
-    metrics["auc"] = float(roc_auc_score(label == FAKE, score)) if both else None
     metrics["ap"] = float(average_precision_score(label == FAKE, score)) if both else None
-    if low_fpr:
-        metrics.update({key: tpr_at_fpr(score, label, fpr) if both else None for key, fpr in TPR_AT_FPR.items()})
-    return metrics
+    metrics.update({"n_real": n_real, "real_correct": int(((predicted == REAL) & (label == REAL)).sum()),
+                    "n_fake": n_fake, "fake_correct": int(((predicted == FAKE) & (label == FAKE)).sum())})
+    if bootstrap is None:
+        return metrics
+    from stages.uncertainty.bootstrap import classification_intervals
+
+    intervals = classification_intervals(
+        score, label, predicted, units=units, bootstrap=bootstrap, cluster_id=cluster_id,
+        figures={k: metrics[k] for k in INTERVALS if k in metrics},
+        low_fpr={k: f for k, f in TPR_AT_FPR.items() if k in metrics})
+    with_bounds: dict[str, float | int | None] = {}
+    for key, value in metrics.items():
+        with_bounds[key] = value
+        if key in INTERVALS:  # a figure that is None (or none of whose resamples is defined): null bounds
+            low, high = bounds(key)
+            with_bounds[low], with_bounds[high] = intervals.get(key) or (None, None)
+    return with_bounds
 
 
 def allowed_false_positives(n_real: int, fpr: float) -> int:
@@ -95,8 +147,9 @@ def tpr_at_fpr(score: np.ndarray, label: np.ndarray, fpr: float) -> float:
 
     Few reals: with fewer than 1 / fpr reals (100 for 1 %, 20 for 5 %) k is 0, no real may score at or above
     the threshold, and the figure is the TPR at 0 % FPR: stricter than its name, and decided by the single
-    highest real. A report prints the number of reals beside it. With every real allowed (k = n_real, only for
-    fpr = 1) every fake counts. Raises ValueError when either class is absent or a score is not finite."""
+    highest real; `classification_metrics` reports None there instead (`MIN_REALS`). With every real allowed
+    (k = n_real, only for fpr = 1) every fake counts. Raises ValueError when either class is absent or a score
+    is not finite."""
     score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel()
     if score.shape != label.shape:
         raise ValueError(f"scores {score.shape} and labels {label.shape} must match")

@@ -20,6 +20,8 @@ from typing import Any
 
 from stages.code.setting import CodeSetting
 from stages.contracts.errors import InputError
+from stages.heads.metrics import INTERVALS, MIN_REALS
+from stages.reporting.cells import counted, figure, pct
 
 Label = Callable[[str], str]  # generator alias -> Markdown label
 Caveat = Callable[[Iterable[str]], list[str]]  # a table's generator aliases -> its caveat lines (study.caveat)
@@ -33,8 +35,10 @@ CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
 # the scale each CoDE head's score and threshold are on (stages.code.heads): higher = more likely generated
 CODE_SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
                "ocsvm": "minus the SVM decision function"}
-CODE_METRICS = DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
-METRIC_NAMES = ("Real acc.", "Fake acc.", "Overall acc.", "AUC", "AP")
+# the headline first (AUC, balanced accuracy: with their 95 % intervals), then the detail (stages.heads.metrics)
+CODE_METRICS = DETECTOR_METRICS = ("auc", "balanced_accuracy", "real_accuracy", "fake_accuracy", "overall_accuracy",
+                                   "ap")
+METRIC_NAMES = ("AUC", "Balanced acc.", "Real acc.", "Fake acc.", "Overall acc.", "AP")
 TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg50": "JPEG 50",
               "half": "Resize 1/2", "blur1": "Blur (sigma 1)", "crop": "Random crop"}
 CODE_OVERALL = "overall"  # stages.code_eval.OVERALL; transformed results are keyed overall_<transform>
@@ -70,19 +74,20 @@ def read_csv(path: Path) -> list[dict[str, Any]] | None:
         raise InputError(str(path), f"expected numbers in every metric column ({error})") from error
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
-# a split this small or smaller shows its counts beside each accuracy: one image moves it by 1/n
-SMALL_SET = 1000
-
-
-def counted(value: float | None, n: int | None) -> str:
-    """A percentage, with `k/n` beside it when the set is small (n <= SMALL_SET images)."""
-    if value is None or not n or n > SMALL_SET:
-        return pct(value)
-    return f"{pct(value)} ({round(value * n)}/{n})"
+def metric_cell(figures: dict, metric: str) -> str:
+    """One figure of a detection table: the headline with its interval (`figure [low, high]`), the class
+    accuracies with their counts (correct reals k of n, caught fakes k of n), overall accuracy with the images
+    right of all, AP alone."""
+    if metric == "real_accuracy":
+        return counted(figures, metric, "real_correct", "n_real")
+    if metric == "fake_accuracy":
+        return counted(figures, metric, "fake_correct", "n_fake")
+    if metric == "overall_accuracy":
+        parts = [figures.get(k) for k in ("real_correct", "fake_correct", "n_real", "n_fake")]
+        if any(not isinstance(v, (int, float)) for v in parts) or not parts[2] + parts[3]:
+            return pct(figures.get(metric))
+        return f"{pct(figures.get(metric))} ({int(parts[0] + parts[1])}/{int(parts[2] + parts[3])})"
+    return figure(figures, metric) if metric in INTERVALS else pct(figures.get(metric))
 
 
 def row(cells: list[str]) -> str:
@@ -165,7 +170,9 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
     thresholds = {r["head"]: r.get("threshold") for r in grid or []}
     n_real = int(images.get("test_real", 0))
     lines += ["## CoDE: test split, per head and generator", "",
-              f"Percentages. Test images: {n_real} real, "
+              "Percentages; AUC and balanced accuracy (the mean of real and fake accuracy) with their 95 % bootstrap "
+              "intervals, test clusters resampled (docs/intervals.md); `k/n` counts the images right. "
+              f"Test images: {n_real} real, "
               + ", ".join(f"{images.get(f'test_fake_{g}', 0):g} fake of `{g}`" for g in generators)
               + ". A generator's row scores its children against all test parents; *All generators* scores "
               "everything. Each head's threshold is chosen on val, on the scale of its score: "
@@ -179,28 +186,20 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
                          + [""] * len(CODE_METRICS)))
         for key, text in [*((g, label(g)) for g in generators), (CODE_OVERALL, "All generators")]:
             scores = evaluation[head].get(key, {})
-            n_fake = sum(int(images.get(f"test_fake_{g}", 0)) for g in (generators if key == CODE_OVERALL
-                                                                          else [key]))
-            counts = {"real_accuracy": n_real, "fake_accuracy": n_fake, "overall_accuracy": n_real + n_fake}
-            lines.append(row([text] + [counted(scores.get(m), counts.get(m)) for m in CODE_METRICS]))
-    lines += ["", *caveat(generators), "## CoDE: robustness (test split, all generators, overall accuracy)", ""]
+            lines.append(row([text] + [metric_cell(scores, m) for m in CODE_METRICS]))
+    lines += ["", *caveat(generators), "## CoDE: robustness (test split, all generators, balanced accuracy)", ""]
     if grid is None:
         return [*lines, missing(paths[3], "code_eval"), ""]
-    lines += ["Percentages. The same heads and thresholds on the test images after each transformation; "
-              f"per generator, with AUC and AP: `{paths[3]}`.", ""]
+    lines += ["Percentages, with 95 % intervals. The same heads and thresholds on the test images after each "
+              f"transformation; per generator, with AUC, overall accuracy and AP: `{paths[3]}`.", ""]
     overall = {(r["head"], r["transform"]): r for r in grid if r["generator"] == CODE_OVERALL}
     transforms = [t for t in TRANSFORMS if any((h, t) in overall for h in CODE_HEADS)]
     lines += header(["Head", *(TRANSFORMS[t] for t in transforms)])
     for head, name in CODE_HEADS.items():
         if any((head, t) in overall for t in transforms):
             cells = [overall.get((head, t), {}) for t in transforms]
-            lines.append(row([name] + [counted(c.get("overall_accuracy"), _total(c)) for c in cells]))
+            lines.append(row([name] + [figure(c, "balanced_accuracy") for c in cells]))
     return [*lines, ""]
-
-
-def _total(grid_row: dict) -> int | None:
-    n = [grid_row.get(k) for k in ("n_real", "n_fake")]
-    return None if None in n else int(sum(n))
 
 
 # ------------------------------------------------------------------------------------------- detector
@@ -235,7 +234,9 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
              "What `parentage detect` runs (`model.backbone`, `model.head`, `model.generators`). Percentages.", ""]
     lines += describe_detector(spec) if spec is not None else [missing(paths[0], "detector")]
     lines.append("")
-    lines += ["## Shipped detector: val and test, per generator", ""]
+    lines += ["## Shipped detector: val and test, per generator", "",
+              "AUC and balanced accuracy with their 95 % bootstrap intervals, clusters resampled (docs/intervals.md); "
+              "`k/n` counts the images right.", ""]
     if metrics is None:
         lines += [missing(paths[1], "detector"), ""]
     else:
@@ -243,7 +244,7 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         generators = sorted({g for s in splits for g in metrics[s]} - {DETECTOR_ALL})
         lines += header(["Generator", *(f"{s} {m}" for s in splits for m in METRIC_NAMES)])
         for key, text in [*((g, label(g)) for g in generators), (DETECTOR_ALL, "All generators")]:
-            lines.append(row([text] + [_detector_cell(metrics[s].get(key, {}), m) for s in splits
+            lines.append(row([text] + [metric_cell(metrics[s].get(key, {}), m) for s in splits
                                        for m in DETECTOR_METRICS]))
         lines += ["", *caveat(generators)]
     lines += ["## Shipped detector: robustness (test split)", "",
@@ -259,24 +260,16 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
         lines.append(row([f"**{text}**"] + [""] * len(DETECTOR_METRICS)))
         for r in (r for r in robustness if r["generator"] == key):
             name = TRANSFORMS.get(r["transform"], r["transform"])
-            lines.append(row([name] + [_detector_cell(r, m) for m in DETECTOR_METRICS]))
+            lines.append(row([name] + [metric_cell(r, m) for m in DETECTOR_METRICS]))
     return [*lines, "", *caveat(generators)]
-
-
-def _detector_cell(scores: dict, metric: str) -> str:
-    """A detector metric; overall accuracy with its count of images when the set is small."""
-    count = scores.get("count")
-    return counted(scores.get(metric), None if count is None or metric != "overall_accuracy" else int(count))
 
 
 # --------------------------------------------------------------------------------------- external benchmarks
 BENCHMARK_DETECTORS = {"shipped": "Shipped detector", "code_logreg": "CoDE linear", "code_knn": "CoDE 1-NN",
                        "code_ocsvm": "CoDE one-class SVM"}
-BENCHMARK_METRICS = (*DETECTOR_METRICS, "tpr_at_fpr_1pct", "tpr_at_fpr_5pct")
-BENCHMARK_NAMES = (*METRIC_NAMES, "TPR @ 1 % FPR", "TPR @ 5 % FPR")
+BENCHMARK_METRICS = ("auc", "balanced_accuracy", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", *DETECTOR_METRICS[2:])
+BENCHMARK_NAMES = ("AUC", "Balanced acc.", "TPR @ 1 % FPR", "TPR @ 5 % FPR", *METRIC_NAMES[2:])
 BENCHMARK_OVERALL = "overall"  # stages.external.scoring.OVERALL
-# reals below which no real may pass the TPR's threshold (1 / FPR): the cell is then the TPR at 0 % FPR
-LOW_FPR_REALS = {"tpr_at_fpr_1pct": 100, "tpr_at_fpr_5pct": 20}
 SKIPPED_NAMES = {"not_an_image": "not images", "special_file": "special files", "broken_link": "broken links",
                  "unreadable": "unreadable"}
 
@@ -292,11 +285,12 @@ def render_benchmarks(folder: Path, grids: Path, names: Iterable[str]) -> list[s
                 ""]
     lines += ["Each set of params.yaml's `benchmark.sets`, scored by the shipped detector and by CoDE's heads (fitted "
               "as code_eval fits them), each at its own threshold. Percentages. A generator's rows score its images "
-              "with the set's shared reals; *All* scores every image. `k/n` counts the images behind a figure when "
-              "the set is small: reals for real accuracy, fakes for fake accuracy and the TPRs, both for overall "
-              "accuracy. TPR @ x % FPR: the share of fakes above the threshold that lets at most x % of the reals "
-              "through (taken on the reals' scores); a `*` marks fewer than 1 / x reals (100 for 1 %, 20 for 5 %), "
-              "where no real may pass and the figure is the TPR at 0 % FPR.", ""]
+              "with the set's shared reals; *All* scores every image. The headline (AUC, balanced accuracy: the mean "
+              "of real and fake accuracy, and the TPRs) carries 95 % bootstrap intervals, images resampled "
+              "(docs/intervals.md); overall accuracy, which the reals dominate on an imbalanced set, is detail. "
+              "`k/n` counts the images right: reals called real, fakes caught, all. TPR @ x % FPR: the share of "
+              "fakes above the threshold that lets at most x % of the reals through (taken on the reals' scores); "
+              "n/a with fewer than 1 / x reals (100 for 1 %, 20 for 5 %), where no real could pass.", ""]
     for path in files:
         lines += _render_benchmark(path.stem, read_json(path) or {}, read_csv(grids / f"{path.stem}.csv"),
                                    grids / f"{path.stem}.csv")
@@ -326,23 +320,23 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
     lines.append("")
     transforms = sorted({r["transform"] for r in grid or []} - {"clean"}, key=list(TRANSFORMS).index)
     if grid and transforms:
-        lines += [f"Robustness: overall accuracy on every image after each transform (per generator, with AUC, AP "
-                  f"and the TPRs: `{grid_path}`).", ""]
+        lines += [f"Robustness: balanced accuracy on every image after each transform, with its 95 % interval (per "
+                  f"generator, with AUC, the TPRs, overall accuracy and AP: `{grid_path}`).", ""]
         overall = {(r["detector"], r["transform"]): r for r in grid if r["generator"] == BENCHMARK_OVERALL}
         columns = ["clean", *transforms]
         lines += header(["Detector", *(TRANSFORMS[t] for t in columns)])
         for detector, title in BENCHMARK_DETECTORS.items():
             if any((detector, t) in overall for t in columns):
                 cells = [overall.get((detector, t), {}) for t in columns]
-                lines.append(row([title] + [_benchmark_cell(c, "overall_accuracy") for c in cells]))
+                lines.append(row([title] + [_benchmark_cell(c, "balanced_accuracy") for c in cells]))
         lines.append("")
     return lines
 
 
 def _benchmark_cell(figures: dict, metric: str) -> str:
-    n_real, n_fake = figures.get("n_real"), figures.get("n_fake")
-    n = {"real_accuracy": n_real, "fake_accuracy": n_fake, "tpr_at_fpr_1pct": n_fake, "tpr_at_fpr_5pct": n_fake,
-         "overall_accuracy": None if n_real is None or n_fake is None else n_real + n_fake}.get(metric)
-    text = counted(figures.get(metric), None if n is None else int(n))
-    few = metric in LOW_FPR_REALS and n_real is not None and n_real < LOW_FPR_REALS[metric]
-    return f"{text} *" if few and figures.get(metric) is not None else text
+    """A benchmark figure (`metric_cell`); a TPR that is n/a says why: too few reals for its FPR."""
+    n_real = figures.get("n_real")
+    if metric in MIN_REALS and figures.get(metric) is None and isinstance(n_real, (int, float)) \
+            and n_real < MIN_REALS[metric]:
+        return f"n/a ({int(n_real)} reals < {MIN_REALS[metric]})"
+    return metric_cell(figures, metric)

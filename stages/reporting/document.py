@@ -20,7 +20,9 @@ from stages.reporting.setting import SettingFiles, render_setting
 from stages.reporting.study import FOOTNOTES, Results, collect, generator_label, read_paper, render_cross, render_table
 
 INTRO = ["# COCOFake study: our numbers beside the paper's", "",
-         "Percentages. A cell reads `ours (paper P)` where the backbone and the generator are the paper's; "
+         "Percentages. A cell reads `ours [low, high] (paper P)`: our figure, its 95 % bootstrap interval where "
+         "it has one (docs/intervals.md: clusters resampled in the study, images in an external set) and the "
+         "paper's number where the backbone and the generator are the paper's; "
          "`n/a` is not applicable (e.g. retrieval for a backbone without a text tower; the lines under a table "
          "say why); `k/n` beside a "
          "percentage counts the images of a small set. Built by the `report` stage from `metrics/`; do not edit "
@@ -66,9 +68,10 @@ def build_figures(files: FigureFiles, detectors: DetectorFiles, instances: Insta
             **kf.detector_robustness_figure(detectors.robustness, files.focus_backbone, templates)}
 
 
-def render_figures(figures: dict[str, str], link: str) -> list[str]:
-    """The key figures section: each figure embedded from `link` (the figures folder, relative to the report)."""
-    lines = ["## Key figures", ""]
+def render_figures(figures: dict[str, str], link: str, headline: Sequence[str] = ()) -> list[str]:
+    """The key figures section: the `headline` lines (stages.reporting.key_figures.headline_lines), then each
+    figure embedded from `link` (the figures folder, relative to the report)."""
+    lines = ["## Key figures", "", *headline]
     if not figures:
         return [*lines, "No plot data yet (dvc repro).", ""]
     for name in figures:
@@ -126,6 +129,7 @@ def build(study_root: Path, cross: Path, layout: Path, paper_path: Path, detecto
 
     from stages.contracts.instances import read_instances
     from stages.reporting.detectors import read_json
+    from stages.reporting.key_figures import headline_lines
 
     paper = read_paper(paper_path)
     tables = read_layout(layout, paper_tables=paper["tables"], footnotes=FOOTNOTES)
@@ -136,8 +140,10 @@ def build(study_root: Path, cross: Path, layout: Path, paper_path: Path, detecto
     backbones = sorted({b for r in results.values() for gens in r.values() for b in gens})
     drawn = build_figures(figures, detectors, instances)
     link = Path(os.path.relpath(figures.out, report.parent)).as_posix()
+    headline = headline_lines(results.get("probe", {}), read_json(detectors.detector_metrics),
+                              read_json(detectors.code_eval))
     header = [*render_setting(setting, read_json(setting.clusters_metrics), generators, backbones),
-              *render_figures(drawn, link)]
+              *render_figures(drawn, link, headline)]
     text = render(tables, results, collect(cross, model_backbone, instances), paper,
                   render_detectors(detectors, paper, setting.source, instances.benchmarks), header)
     return text, drawn

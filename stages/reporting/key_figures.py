@@ -6,10 +6,12 @@
     tsne_<generator>.svg      Fig. 6: val clusters of the focus backbone in the original, S and T spaces,
                               coloured real against generated
     code_train.svg            CoDE's training loss and its validation metric per epoch (a panel each)
-    code_robustness.svg       CoDE's overall test accuracy per transform, a bar per head (all generators)
-    detector_robustness.svg   the shipped detector's test accuracy per transform, a bar per generator
+    code_robustness.svg       CoDE's balanced test accuracy per transform, a bar per head (all generators)
+    detector_robustness.svg   the shipped detector's balanced test accuracy per transform, a bar per generator
 
-A figure whose data is missing is left out (the report says which plot data is missing)."""
+A figure whose data is missing is left out (the report says which plot data is missing). Above the figures,
+`headline_lines` prints the headline figures with their 95 % intervals (`figure [low, high]`): each probe's test
+AUC and balanced accuracy, the shipped detector's and each CoDE head's on all generators."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances
+from stages.reporting.cells import figure
 from stages.reporting.figures import datapoints, render_svg
 
 # the templates (file names in the templates folder, .dvc/plots)
@@ -88,20 +91,43 @@ def code_train_figure(path: Path, templates: Path) -> dict[str, str]:
 
 
 def code_robustness_figure(path: Path, templates: Path) -> dict[str, str]:
-    """CoDE's overall test accuracy per transform, a bar per head (the template keeps the `overall` rows)."""
+    """CoDE's balanced test accuracy per transform, a bar per head (the template keeps the `overall` rows)."""
     if not path.is_file():
         return {}
     rows = [{**r, "head": HEADS.get(r["head"], r["head"])} for r in _rows(path)]
-    points, y = datapoints(rows, rev="all generators", ys=["overall_accuracy"])
+    points, y = datapoints(rows, rev="all generators", ys=["balanced_accuracy"])
     return {"code_robustness.svg": render_svg(templates / HEAD_BARS, points, x=y, y="transform",
-                                              title="CoDE robustness: test accuracy per transform and head")}
+                                              title="CoDE robustness: balanced test accuracy per transform and head")}
 
 
 def detector_robustness_figure(path: Path, backbone: str, templates: Path) -> dict[str, str]:
     """The shipped detector's overall test accuracy per transform, a bar per generator (and `all`)."""
     if not path.is_file():
         return {}
-    points, y = datapoints(_rows(path), rev=f"backbone {backbone}", ys=["overall_accuracy"])
+    points, y = datapoints(_rows(path), rev=f"backbone {backbone}", ys=["balanced_accuracy"])
     return {"detector_robustness.svg": render_svg(
         templates / GENERATOR_BARS, points, x=y, y="transform",
-        title="Shipped detector robustness: test accuracy per transform and generator")}
+        title="Shipped detector robustness: balanced test accuracy per transform and generator")}
+
+
+def headline_lines(probe: dict[str, dict[str, dict]], detector: dict | None, code: dict | None) -> list[str]:
+    """The headline figures, each `figure [low, high]` (95 % bootstrap interval): the test AUC and balanced
+    accuracy of each probe (`probe`: generator -> backbone -> its metrics, as stages.reporting.study.collect
+    reads them), of the shipped detector on all generators (metrics/detector.json) and of each CoDE head on all
+    generators (metrics/code_eval.json). Empty when none of them exists yet."""
+    def both(figures: dict) -> str:
+        return f"AUC {figure(figures, 'auc')}, balanced accuracy {figure(figures, 'balanced_accuracy')}"
+
+    lines = [f"- Probe (Table 2), `{generator}` / `{backbone}`, test: {both(metrics['test'])}"
+             for generator in sorted(probe) for backbone, metrics in sorted(probe[generator].items())
+             if isinstance(metrics.get("test"), dict)]
+    test = (detector or {}).get("test", {})
+    if isinstance(test.get("all"), dict):
+        lines.append(f"- Shipped detector, test, all generators: {both(test['all'])}")
+    for head, name in HEADS.items():
+        figures = (code or {}).get(head, {}).get("overall")
+        if isinstance(figures, dict):
+            lines.append(f"- CoDE {name} head, test, all generators: {both(figures)}")
+    if not lines:
+        return []
+    return ["Headline figures, percentages with their 95 % bootstrap intervals (docs/intervals.md):", "", *lines, ""]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances
+from stages.reporting.cells import figure, with_interval
 from stages.reporting.layout import Table
 from stages.reporting.setting import RANDOM
 
@@ -113,8 +114,9 @@ def caveat(aliases: Iterable[str], paper: dict) -> list[str]:
             + (f" {RANDOM} random weights: they test the pipeline, not the method.*" if random else "*"), ""]
 
 
-def cell(ours: float | None, theirs: float | None) -> str:
-    text = "n/a" if ours is None else f"{100 * ours:.2f}"
+def cell(ours: float | None, theirs: float | None, low: float | None = None, high: float | None = None) -> str:
+    """Our figure with its 95 % interval when it has one (`ours [low, high]`), then the paper's number."""
+    text = with_interval(ours, low, high)
     return text if theirs is None else f"{text} (paper {theirs:.2f})"
 
 
@@ -195,7 +197,8 @@ def render_table(table: Table, results: Results, paper: dict) -> list[str]:
         for backbone in ordered(results[generator], paper["backbones"]):
             ours = results[generator][backbone]
             lines.append("| " + " | ".join([backbone_label(backbone, paper)] + [
-                cell(lookup(ours, c.key), paper_number(theirs, generator, backbone, c.key))
+                cell(lookup(ours, c.key), paper_number(theirs, generator, backbone, c.key),
+                     lookup(ours, f"{c.key}_low"), lookup(ours, f"{c.key}_high"))
                 for c in table.columns]) + " |")
     lines.append("")
     lines += caveat([*results, *(b for backbones in results.values() for b in backbones)], paper)
@@ -206,7 +209,9 @@ def render_table(table: Table, results: Results, paper: dict) -> list[str]:
 
 def render_cross(cross: dict[str, dict[str, list]], paper: dict) -> list[str]:
     """Per backbone: rows the generator a probe was trained on, columns the generator it was tested on."""
-    lines = ["## Cross-generator probe (test split, overall accuracy / AUC)", ""]
+    lines = ["## Cross-generator probe (test split, AUC / balanced accuracy)", "",
+             "Each with its 95 % bootstrap interval (test clusters resampled); overall accuracy, the counts and AP: "
+             "`metrics/plots/cross_generator/`.", ""]
     if not cross:
         return [*lines, "No cross-generator rows yet (dvc repro).", ""]
     by_backbone: dict[str, dict[str, list]] = {}
@@ -225,8 +230,7 @@ def render_cross(cross: dict[str, dict[str, list]], paper: dict) -> list[str]:
             cells = []
             for test in tested:
                 row = grid.get((train, test))
-                cells.append("" if row is None else f"{cell(row['overall_accuracy'], None)} / "
-                                                    f"{cell(row['auc'], None)}")
+                cells.append("" if row is None else f"{figure(row, 'auc')} / {figure(row, 'balanced_accuracy')}")
             lines.append(f"| `{train}` | " + " | ".join(cells) + " |")
         lines.append("")
     return [*lines, *caveat(by_backbone, paper)]

@@ -14,15 +14,19 @@ import numpy as np
 from stages.contracts.embeddings import EmbeddingTable, check_alignment, read_embeddings, row_ids, same_backbone
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
-from stages.heads.metrics import classification_metrics
+from stages.heads.metrics import COUNTS, INTERVALS, METRICS, TPR_AT_FPR, bounds, classification_metrics
 from stages.imaging.transforms import Transform
 from stages.shipped.artifact import Detector, describe_backbone
 from stages.shipped.head_fit import C_GRID, fit_detector_head
+from stages.uncertainty.bootstrap import Bootstrap
 
 PARENTS = "parents"
 ALL = "all"
-ROBUSTNESS_COLUMNS = ("transform", "generator", "real_accuracy", "fake_accuracy", "overall_accuracy",
-                      "full_cluster_accuracy", "auc", "ap", "count")
+# the metrics key set without the TPRs (few test reals), each interval's bounds beside its figure, the counts
+ROBUSTNESS_COLUMNS = ("transform", "generator",
+                      *(c for m in METRICS if m not in TPR_AT_FPR
+                        for c in ((m, *bounds(m)) if m in INTERVALS else (m,))),
+                      *COUNTS, "count")
 
 
 def read_tables(folder: Path, generators: Sequence[str]) -> dict[str, EmbeddingTable]:
@@ -100,8 +104,10 @@ def train(folder: Path, generators: Sequence[str], *, head: str = "logreg", seed
     return detector, tables
 
 
-def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str, Any]:
-    """Metrics on val and test: per generator (its children with the split's parents) and all together."""
+def evaluate(detector: Detector, tables: dict[str, EmbeddingTable],
+             bootstrap: Bootstrap | None = None) -> dict[str, Any]:
+    """Metrics on val and test: per generator (its children with the split's parents) and all together; with
+    `bootstrap`, the headline figures' intervals (clusters resampled)."""
     generators = [name for name in tables if name != PARENTS]
     # the threshold (a logit) stays in the artifact: chosen between neighbouring val scores, it is not a figure
     # that holds across machines; C is a grid value, keyed `c` like the probe's
@@ -110,15 +116,17 @@ def evaluate(detector: Detector, tables: dict[str, EmbeddingTable]) -> dict[str,
         result[split] = {}
         for name, gens in [*((g, [g]) for g in generators), (ALL, generators)]:
             x, y, cluster = _pool(tables, split, gens)
-            result[split][name] = measure(detector, detector.decision(x), y, cluster)
+            result[split][name] = measure(detector, detector.decision(x), y, cluster, bootstrap)
     result["train_count"] = int(len(_pool(tables, "train", generators)[1]))
     return result
 
 
 def measure(detector: Detector, decisions: np.ndarray, labels: np.ndarray,
-            cluster_id: np.ndarray) -> dict[str, float | None]:
-    """The toolkit's metrics (stages.heads.metrics) at the detector's threshold, plus the number of images."""
-    return {**classification_metrics(decisions, labels, threshold=detector.threshold, cluster_id=cluster_id),
+            cluster_id: np.ndarray, bootstrap: Bootstrap | None = None) -> dict[str, float | None]:
+    """The toolkit's metrics (stages.heads.metrics) at the detector's threshold, plus the number of images; the
+    intervals (with `bootstrap`) resample clusters: a parent and its children are not independent."""
+    return {**classification_metrics(decisions, labels, threshold=detector.threshold, cluster_id=cluster_id,
+                                     units=cluster_id, bootstrap=bootstrap),
             "count": len(labels)}
 
 
@@ -155,7 +163,8 @@ def _test_sources(clusters: Path, children: Path,
 
 def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path, generators: Sequence[str],
                     transforms: Sequence[Transform], *, tables: dict[str, EmbeddingTable], seed: int = 0,
-                    batch_size: int = 32, workers: int = 2, progress: bool = True) -> Robustness:
+                    batch_size: int = 32, workers: int = 2, progress: bool = True,
+                    bootstrap: Bootstrap | None = None) -> Robustness:
     """Embed every test image after each transform and score it; one row per (transform, generator | all)."""
     from stages.shipped.wild import ImageItems, draft_for, embed_items
 
@@ -182,7 +191,7 @@ def robustness_rows(detector: Detector, backbone, clusters: Path, children: Path
         for name, gens in [*((g, [g]) for g in generators), (ALL, list(generators))]:
             mask = np.isin(sets, [PARENTS, *gens])
             rows.append({"transform": transform.value, "generator": name,
-                         **measure(detector, decisions[mask], labels[mask], cluster_ids[mask])})
+                         **measure(detector, decisions[mask], labels[mask], cluster_ids[mask], bootstrap)})
     return Robustness(rows, _clean_difference(embedded[0], sets, ids, tables))
 
 
@@ -211,5 +220,5 @@ def write_robustness(target: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(stream, fieldnames=ROBUSTNESS_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: csv_cell(row[k]) for k in ROBUSTNESS_COLUMNS})
+            writer.writerow({k: csv_cell(row.get(k)) for k in ROBUSTNESS_COLUMNS})
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.uncertainty.bootstrap import Bootstrap, proportion_interval, with_intervals
+
 MIN_CHILDREN = 2  # fewer children: a cluster is not ranked
 
 
@@ -70,6 +72,18 @@ def distance_accuracy(clusters: np.ndarray, children: np.ndarray | None = None, 
                 "unranked": k}
     return {"min_distance_accuracy": hits_min / total, "max_distance_accuracy": hits_max / total,
             "chance": chance_level(counts), "clusters": total, "unranked": int(k - total)}
+
+
+def with_distance_intervals(figures: dict, bootstrap: Bootstrap | None) -> dict:
+    """`distance_accuracy`'s figures (or the min / max keys of them, with `clusters`) with the bootstrap interval
+    of each accuracy beside it: the ranked clusters resampled, each one hit or none (docs/intervals.md)."""
+    if bootstrap is None:
+        return figures
+    total = int(figures.get("clusters") or 0)
+    intervals = {key: None if figures.get(key) is None else
+                 proportion_interval(round(figures[key] * total), total, bootstrap)
+                 for key in ("min_distance_accuracy", "max_distance_accuracy") if key in figures}
+    return with_intervals(figures, intervals)
 
 
 def chance_level(children: np.ndarray) -> float | None:

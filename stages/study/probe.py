@@ -29,6 +29,7 @@ from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead, best_c, fit_logistic
 from stages.heads.metrics import classification_metrics, overall_accuracy
 from stages.study.clusters import PARENT, Clusters
+from stages.uncertainty.bootstrap import Bootstrap
 
 
 class Protocol(StrEnum):
@@ -92,9 +93,10 @@ def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
     return [float(c) for c in np.geomspace(c_min, c_max, steps)]
 
 
-def evaluate(probe: LinearHead, clusters: Clusters) -> dict[str, float | None]:
+def evaluate(probe: LinearHead, clusters: Clusters, bootstrap: Bootstrap | None = None) -> dict[str, float | None]:
     """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters, as
-    they are: a cluster is fully right when its parent and every child it has are right."""
+    they are: a cluster is fully right when its parent and every child it has are right. With `bootstrap`, the
+    headline figures' intervals resample clusters (a parent and its children are not independent)."""
     x, y, cluster = all_rows(clusters)
-    return classification_metrics(probe.decision(x), y, cluster_id=cluster)
+    return classification_metrics(probe.decision(x), y, cluster_id=cluster, units=cluster, bootstrap=bootstrap)
 

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from stages.study.distances import _unit
+from stages.uncertainty.bootstrap import Bootstrap, mean_interval, with_intervals
 
 
 def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray, query_group: np.ndarray,
-                key_group: np.ndarray, *, ks: Sequence[int] = (1, 3, 5), chunk: int = 2048
-                ) -> dict[str, dict[str, float | None]]:
+                key_group: np.ndarray, *, ks: Sequence[int] = (1, 3, 5), chunk: int = 2048,
+                bootstrap: Bootstrap | None = None) -> dict[str, dict[str, float | None]]:
     """Exact-pair and intra-cluster recall@k of cosine retrieval, computed `chunk` queries at a time.
 
     queries (Q, D) retrieve among keys (C, D). Exact pair: a hit at k when key `query_target[q]` ranks in the
@@ -45,8 +46,16 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray,
     known = query_target >= 0
     if not known.all():  # a partial set: exact pairs of the known targets only
         exact_rank = exact_rank[known]
-    return {
+    result = {
         "exact_pair": {f"r{k}": float((exact_rank < k).mean()) if len(exact_rank) else None for k in ks},
         "intra_cluster": {f"r{k}": float((group_rank < k).mean()) for k in ks},
     }
+    if bootstrap is None:
+        return result
+    # each recall with its interval, the queries' groups (their clusters) resampled: a cluster's children share
+    # their captions' cluster and are not independent queries
+    for kind, rank, unit in (("exact_pair", exact_rank, query_group[known]),
+                             ("intra_cluster", group_rank, query_group)):
+        result[kind] = with_intervals(result[kind], {f"r{k}": mean_interval(rank < k, unit, bootstrap) for k in ks})
+    return result
 

@@ -1,0 +1,1 @@
+"""How sure a figure is: bootstrap confidence intervals resampling the independent unit (docs/intervals.md)."""
