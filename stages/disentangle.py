@@ -50,7 +50,8 @@ def run(parents: Path, children: Path, projections: Path, metrics: Path, *, seed
         scores = evaluate(fit.probe, in_s.select(split))
         t = distance_accuracy(style[mask], clusters.children[mask])  # Table 1's clusters: its chance level
         result[split] = {"S": {"overall_accuracy": scores["overall_accuracy"],
-                               "full_cluster_accuracy": scores["full_cluster_accuracy"]},
+                               "full_cluster_accuracy": scores["full_cluster_accuracy"],
+                               "childless_clusters": scores["childless_clusters"]},
                          "T": {key: t[key] for key in ("min_distance_accuracy", "max_distance_accuracy")}}
     write_metrics(metrics, result)
     return result
@@ -79,8 +80,9 @@ def main(
         s, t = result[split]["S"], result[split]["T"]
         t_text = ("n/a (no cluster with 2 children or more)" if t["min_distance_accuracy"] is None else
                   f"min {t['min_distance_accuracy']:.4f} max {t['max_distance_accuracy']:.4f}")
-        typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {s['full_cluster_accuracy']:.4f}"
-                   f" | T {t_text}")
+        full = s["full_cluster_accuracy"]
+        full_text = "n/a (no cluster with a child)" if full is None else f"{full:.4f}"
+        typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {full_text} | T {t_text}")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,11 @@ def main(
                      c_search=c_search)
     for split in EVAL_SPLITS:
         values = result[split]
+        full = values["full_cluster_accuracy"]
         typer.echo(f"{split}: overall {values['overall_accuracy']:.4f}  full-cluster "
-                   f"{values['full_cluster_accuracy']:.4f}  (C={result['c']:g})")
+                   f"{'n/a' if full is None else f'{full:.4f}'}  (C={result['c']:g})"
+                   + (f"  ({values['childless_clusters']} clusters without a child left out)"
+                      if values["childless_clusters"] else ""))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_stages_write_weights_history_metrics_and_tsne(tmp_path):
     # params are not echoed, losses are plot data: the metrics are the figures and the S probe's C
     assert set(metrics) == {"s_probe_c", "val", "test"}
     for split in ("val", "test"):
-        assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy"}
+        assert set(metrics[split]["S"]) == {"overall_accuracy", "full_cluster_accuracy", "childless_clusters"}
         assert set(metrics[split]["T"]) == {"min_distance_accuracy", "max_distance_accuracy"}
 
     tsne.run(folder / "parents.h5", folder / "g1.h5", tmp_path / "w.safetensors", tmp_path / "tsne",

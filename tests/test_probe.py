@@ -33,7 +33,8 @@ def test_probe_metrics_roc_and_cross_generator_grid(tmp_path):
     assert metrics["train_rows"] == 2 * 54 and isinstance(metrics["train_rows"], int)
     for split in ("val", "test"):
         assert set(metrics[split]) == {"overall_accuracy", "full_cluster_accuracy", "real_accuracy",
-                                       "fake_accuracy", "auc", "ap"}
+                                       "fake_accuracy", "auc", "ap", "childless_clusters"}
+        assert metrics[split]["childless_clusters"] == 0
         assert metrics[split]["overall_accuracy"] > 0.9 and metrics[split]["auc"] > 0.95
     roc = json.loads((tmp_path / "roc.json").read_text())
     assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1

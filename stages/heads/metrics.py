@@ -20,14 +20,23 @@ def overall_accuracy(predicted: np.ndarray, label: np.ndarray) -> float:
     return float((predicted == label).mean())
 
 
-def full_cluster_accuracy(predicted: np.ndarray, label: np.ndarray, cluster_id: np.ndarray) -> float:
-    """Fraction of clusters whose every element (the parent and its N children) is classified right."""
+def full_cluster_accuracy(predicted: np.ndarray, label: np.ndarray, cluster_id: np.ndarray) -> float | None:
+    """Fraction of clusters whose every element (the parent and its N children) is classified right, over the
+    clusters with at least one child (as the paper's Table 1 counts them): a parent alone (a partial set) is not
+    a cluster to get fully right. None when no cluster has a child; `childless_clusters` counts those left out."""
     predicted, label, cluster_id = (np.asarray(a).ravel() for a in (predicted, label, cluster_id))
     if not (len(predicted) == len(label) == len(cluster_id)) or len(label) == 0:
         raise ValueError("predictions, labels and cluster ids must have the same non-zero length")
     clusters, index = np.unique(cluster_id, return_inverse=True)
     wrong = np.bincount(index, weights=predicted != label, minlength=len(clusters))
-    return float((wrong == 0).mean())
+    has_child = np.bincount(index, weights=label == FAKE, minlength=len(clusters)) > 0
+    return float((wrong[has_child] == 0).mean()) if has_child.any() else None
+
+
+def childless_clusters(label: np.ndarray, cluster_id: np.ndarray) -> int:
+    """How many clusters hold no child (no FAKE element): those `full_cluster_accuracy` leaves out."""
+    label, cluster_id = np.asarray(label).ravel(), np.asarray(cluster_id).ravel()
+    return len(np.unique(cluster_id)) - len(np.unique(cluster_id[label == FAKE]))
 
 
 def class_accuracy(predicted: np.ndarray, label: np.ndarray, cls: int) -> float | None:

@@ -13,7 +13,9 @@ regularisation); the decision threshold is logit 0 (probability 0.5).
 
 Partial clusters (an imported set, stages.study.clusters) are counted as they are: training draws one child of
 each cluster that has one (a cluster without children gives no training row), evaluation scores every parent
-and every child there is, and a cluster is fully right when its parent and all of its existing children are.
+and every child there is, and a cluster is fully right when its parent and all of its existing children are;
+full-cluster accuracy is over the clusters with at least one child (a parent alone has no cluster to get right),
+and the clusters left out are counted (`childless_clusters`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
 from stages.heads.linear import LinearHead, best_c, fit_logistic
-from stages.heads.metrics import classification_metrics, overall_accuracy
+from stages.heads.metrics import childless_clusters, classification_metrics, overall_accuracy
 from stages.study.clusters import PARENT, Clusters
 
 
@@ -92,9 +94,11 @@ def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
     return [float(c) for c in np.geomspace(c_min, c_max, steps)]
 
 
-def evaluate(probe: LinearHead, clusters: Clusters) -> dict[str, float | None]:
+def evaluate(probe: LinearHead, clusters: Clusters) -> dict[str, float | int | None]:
     """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters, as
-    they are: a cluster is fully right when its parent and every child it has are right."""
+    they are: a cluster is fully right when its parent and every child it has are right. Full-cluster accuracy
+    is over the clusters with at least one child; `childless_clusters` counts the others (left out of it)."""
     x, y, cluster = all_rows(clusters)
-    return classification_metrics(probe.decision(x), y, cluster_id=cluster)
+    return classification_metrics(probe.decision(x), y, cluster_id=cluster) | {
+        "childless_clusters": childless_clusters(y, cluster)}
 
