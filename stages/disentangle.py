@@ -47,7 +47,7 @@ def run(parents: Path, children: Path, projections: Path, metrics: Path, *, seed
     result: dict = {"s_probe_c": fit.c}
     for split in EVAL_SPLITS:
         mask = clusters.split == split
-        scores = evaluate(fit.probe, in_s.select(split))
+        scores = evaluate(fit.head_for(split), in_s.select(split))
         t = distance_accuracy(style[mask], clusters.children[mask])  # Table 1's clusters: its chance level
         result[split] = {"S": {"overall_accuracy": scores["overall_accuracy"],
                                "full_cluster_accuracy": scores["full_cluster_accuracy"],

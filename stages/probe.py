@@ -13,7 +13,9 @@ Protocol (stages.study.probe): L2 logistic regression, L-BFGS, on the train spli
 seeded random child per cluster; C from a log-spaced grid, chosen by overall accuracy on val (never test).
 Reported on all elements of val and test: overall, full-cluster, real and fake accuracy, AUC and AP.
 The cross-generator grid (this probe on the test split of each generator in --generators) and the val
-accuracy of each C of the grid are plot data; the metrics hold the chosen C.
+accuracy, L-BFGS iterations and convergence of each C of the grid are plot data; the metrics hold the chosen C
+and how many fits stopped at --max-iter. Under --protocol raw (CLIP's) the tolerance is scaled to the problem and
+the probe is refit on train + val at the chosen C (refit_rows); val figures are the train-only head's.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     result: dict = {
         "c": fit.c,
         "train_rows": int(fit.train_rows),
+        "refit_rows": int(fit.refit_rows),
+        "unconverged_fits": int(fit.unconverged),
     }
     for split in EVAL_SPLITS:
-        result[split] = evaluate(fit.probe, clusters.select(split))
+        result[split] = evaluate(fit.head_for(split), clusters.select(split))
     test_x, test_y, _ = all_rows(clusters.select("test"))
     write_json(roc, roc_points(fit.probe.decision(test_x), test_y))
 
@@ -66,7 +70,8 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     write_json(cross, rows)
     if c_search is not None:
         # the search is plot data keyed by C itself: a metrics key per grid position would pair unequal Cs
-        write_json(c_search, [{"c": c, "val_overall_accuracy": acc} for c, acc in fit.grid])
+        # with each fit's L-BFGS iterations and whether it stopped before max_iter
+        write_json(c_search, [point._asdict() for point in fit.grid])
     write_metrics(metrics, result)
     return result
 
@@ -97,6 +102,9 @@ def main(
         result = run(embeddings, generator, generators, metrics, roc, cross,
                      grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, protocol=protocol,
                      c_search=c_search)
+    if result["unconverged_fits"]:
+        typer.echo(f"note: {result['unconverged_fits']} fits stopped at --max-iter {max_iter} before converging "
+                   f"(see {c_search})")
     for split in EVAL_SPLITS:
         values = result[split]
         full = values["full_cluster_accuracy"]

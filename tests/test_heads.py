@@ -178,7 +178,8 @@ def test_every_stage_that_classifies_uses_the_toolkit(monkeypatch):
     import stages.study.probe as probe
 
     # the probe (and disentangle's S probe, which calls it), the detector and CoDE's logistic head
-    assert probe.fit_logistic is head_fit.fit_logistic is code_heads.fit_logistic is linear.fit_logistic
+    assert probe.fit_logistic_path is linear.fit_logistic_path
+    assert head_fit.fit_logistic is code_heads.fit_logistic is linear.fit_logistic
     assert artifact.LinearHead is LinearHead
     assert probe.classification_metrics is shipped_train.classification_metrics is metrics.classification_metrics
     assert artifact.predict is threshold.predict

@@ -227,9 +227,9 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
     clusters = stack_clusters(made["parents"], made["g"], where="x")
     grid = [1e-3, 1e-1, 10.0]
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=0)
-    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [c for c, _ in fit.grid] == grid
-    best = max(acc for _, acc in fit.grid)
-    assert dict(fit.grid)[fit.c] == best
+    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [point.c for point in fit.grid] == grid
+    best = max(point.val_overall_accuracy for point in fit.grid)
+    assert {point.c: point.val_overall_accuracy for point in fit.grid}[fit.c] == best
     val_x = clusters.select("val").embeddings.reshape(-1, 16)
     assert overall_accuracy(fit.probe.predict(val_x), clusters.select("val").labels().ravel()) == best > 0.9
     # scrambling the test split changes nothing in the fit
