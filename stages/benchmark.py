@@ -48,6 +48,7 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
                  device: str, batch_size: int, workers: int, progress: bool = True) -> list:
     """A Scorer per CoDE head, fitted as code_eval fits them on the generators of CoDE's setting."""
     from stages.code.fitted import CodeBackbone, fit_heads
+    from stages.code.heads import SCALES
     from stages.code.net import load_model
     from stages.code.setting import read_setting
     from stages.contracts.device import resolve_device
@@ -61,7 +62,8 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
     fitted = fit_heads(model, config.image_size, clusters, children_root, setting.generators, rule=rule,
                        batch_size=batch_size, num_workers=workers, progress=progress)
     backbone = CodeBackbone(model, config.image_size)
-    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head]) for head in fitted.scorers]
+    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head], scale=SCALES[head])
+            for head in fitted.scorers]
 
 
 def shipped_scorer(detector_path: Path, registry: Path, device: str):

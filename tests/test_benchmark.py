@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from stages import benchmark, benchmark_demo
+from stages.code.heads import SCALES
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import MARKER
 from stages.contracts.labels import FAKE, REAL
@@ -416,6 +417,13 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
     assert sorted(p.name for p in (out / "roc").iterdir()) == sorted([MARKER, *(f"{d}.json" for d in detectors)])
     assert {"fpr", "tpr"} <= set(json.loads((out / "roc" / "shipped.json").read_text())[0])
     scores = list(csv.DictReader((out / "scores.csv").open()))
+    # ROC thresholds stay on each detector's own scale, named: every one is a score an image got, never squashed
+    for name, scale in [("shipped", "logit"), *((f"code_{head}", SCALES[head]) for head in SCALES)]:
+        roc = json.loads((out / "roc" / f"{name}.json").read_text())
+        given = [float(r[name]) for r in scores if r[name]]
+        assert roc[0]["threshold"] is None and {r["scale"] for r in roc} == {scale}
+        for point in roc[1:]:
+            assert min(abs(point["threshold"] - g) for g in given) <= 1e-5 * max(1.0, abs(point["threshold"]))
     assert len(scores) == 10
     broken = next(r for r in scores if r["path"].endswith("broken.jpg"))
     assert broken["error"] and broken["shipped"] == ""

@@ -26,6 +26,9 @@ from stages.heads.classes import need_both_classes
 from stages.heads.linear import fit_logistic
 
 HEADS = ("logreg", "knn", "ocsvm")
+# the scale each head's score and threshold are on (module docstring): higher = more likely generated
+SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
+          "ocsvm": "minus the SVM decision function"}
 LOGREG_C = 0.316
 
 

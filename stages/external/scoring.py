@@ -12,7 +12,8 @@ figures, so all of them are measured on the same images.
 
 Groups: each generator's images with the shared reals (stages.external.sets.SHARED), and OVERALL (every image).
 Metrics (stages.heads.metrics, with the TPR at 1 % and 5 % FPR): clean images only; the transformed ones are
-plot data (the grid), as in code_eval.
+plot data (the grid), as in code_eval. ROC points keep each detector's thresholds on its own score scale (the
+shipped detector's logit, CoDE's heads' scales of stages.code.heads.SCALES), named in every row.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Scorer:
     score: Callable[[np.ndarray], np.ndarray]  # (M, D) -> (M,)
     threshold: float
     draft: int | None = None  # draft decoding of JPEGs as the detector's training images were (ImageItems)
+    scale: str = "logit"  # what the score is (its ROC thresholds stay on this scale)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Scored:
     scores: dict[str, np.ndarray]
     thresholds: dict[str, float]
     errors: dict[int, str] = field(default_factory=dict)
+    scales: dict[str, str] = field(default_factory=dict)  # detector -> its score's scale (default: logit)
 
     @property
     def good(self) -> np.ndarray:
@@ -109,7 +112,8 @@ def score_entries(entries: Sequence[Entry], scorers: Sequence[Scorer], transform
         array[:, sorted(errors)] = np.nan  # read by one backbone, not the other: left out of every figure
         if not np.isfinite(array[:, [i for i in range(len(entries)) if i not in errors]]).all():
             raise InputError(name, "gave a score that is not a finite number", "the model's weights are broken")
-    return Scored(entries, transforms, scores, {s.name: s.threshold for s in scorers}, errors)
+    return Scored(entries, transforms, scores, {s.name: s.threshold for s in scorers}, errors,
+                  {s.name: s.scale for s in scorers})
 
 
 def _score_chunk(chunk: list[tuple[int, np.ndarray]], scorers: Sequence[Scorer], scores: dict[str, np.ndarray]) -> None:
@@ -177,13 +181,14 @@ def counts(scored: Scored, skipped: dict[str, int]) -> dict[str, Any]:
             "skipped": {**skipped, "unreadable": len(scored.errors)}}
 
 
-def roc_rows(scored: Scored, name: str) -> list[dict[str, float]]:
-    """The ROC of one detector over every clean image read (plot data), or [] without both classes."""
+def roc_rows(scored: Scored, name: str) -> list[dict[str, Any]]:
+    """The ROC of one detector over every clean image read (plot data), or [] without both classes; thresholds on
+    the detector's own score scale (a 1-NN distance difference or an SVM decision is not a logit)."""
     labels = np.array([e.label for e in scored.entries])
     good = scored.good
     if len(set(labels[good].tolist())) < 2:
         return []
-    return roc_points(scored.scores[name][0, good], labels[good])
+    return roc_points(scored.scores[name][0, good], labels[good], scale=scored.scales.get(name, "logit"))
 
 
 def write_grid(path: Path, rows: list[dict[str, Any]]) -> None:

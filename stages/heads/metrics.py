@@ -122,13 +122,13 @@ def tpr_at_fpr(score: np.ndarray, label: np.ndarray, fpr: float) -> float:
     return float((fakes > reals[k]).mean())
 
 
-def roc_points(score: np.ndarray, label: np.ndarray) -> list[dict[str, float]]:
-    """The ROC curve of logits (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold}``, the
-    threshold shown as the probability it stands for (sigmoid of the logit; 1.0 for sklearn's +inf)."""
+def roc_points(score: np.ndarray, label: np.ndarray, *, scale: str = "logit") -> list[dict[str, float | str | None]]:
+    """The ROC curve of decision values (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold, scale}``:
+    each threshold on the scores' own scale, named by `scale` (a logit, a distance difference...: never squashed
+    through a sigmoid, which is meaningless for a score that is not a logit and prints 60 and 88 both as 1.0);
+    null for the curve's first point, where no score reaches the threshold (sklearn's +inf)."""
     from sklearn.metrics import roc_curve
 
-    from stages.heads.linear import sigmoid
-
     fpr, tpr, thresholds = roc_curve(np.asarray(label).ravel() == FAKE, np.asarray(score, dtype=np.float64).ravel())
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
-            for f, t, h in zip(fpr, tpr, sigmoid(thresholds), strict=True)]
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h) if np.isfinite(h) else None, "scale": scale}
+            for f, t, h in zip(fpr, tpr, thresholds, strict=True)]

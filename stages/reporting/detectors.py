@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from stages.code.heads import SCALES
 from stages.code.setting import CodeSetting
 from stages.contracts.errors import InputError
 
@@ -25,9 +26,7 @@ Label = Callable[[str], str]  # generator alias -> Markdown label
 
 CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
               "ocsvm": "One-class SVM (fitted on reals only)"}
-# the scale each CoDE head's score and threshold are on (stages.code.heads): higher = more likely generated
-CODE_SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
-               "ocsvm": "minus the SVM decision function"}
+CODE_SCALES = SCALES  # the scale each CoDE head's score and threshold are on (stages.code.heads)
 CODE_METRICS = DETECTOR_METRICS = ("real_accuracy", "fake_accuracy", "overall_accuracy", "auc", "ap")
 METRIC_NAMES = ("Real acc.", "Fake acc.", "Overall acc.", "AUC", "AP")
 TRANSFORMS = {"clean": "Clean", "jpeg95": "JPEG 95", "jpeg75": "JPEG 75", "jpeg50": "JPEG 50",
