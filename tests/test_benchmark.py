@@ -298,6 +298,37 @@ def test_scores_match_detect_for_the_same_files(tmp_path):
         assert rows[entry.path].score == pytest.approx(1 / (1 + np.exp(-decision)), rel=1e-5)
 
 
+def test_auc_recomputed_from_detect_output_is_the_benchmarks(tmp_path):
+    """detect's logit column is the benchmark's decision value: the AUC recomputed from detect's output on the same
+    images is the benchmark's, even where logits are so large that the probabilities tie at 0.0 and 1.0."""
+    import io
+
+    from sklearn.metrics import roc_auc_score
+
+    from stages import detect
+    from stages.shipped.wild import expand_inputs
+
+    root = tmp_path / "set"
+    images(root / "real", 10)
+    images(root / "fake" / "g1", 10, seed=10)
+    detector = random_detector()
+    detector.head.coef *= 3000  # logits in the thousands: exp under- and overflows in float64
+    entries = read_set(Layout.real_fake, root)
+    scorer = Scorer(SHIPPED, TinyBackbone(), detector.decision, detector.threshold)
+    benchmark_auc = results(score_entries(entries, [scorer], [], progress=False))[0][SHIPPED][OVERALL]["auc"]
+    stream = io.StringIO()
+    tally = detect.write_rows(detect.score_inputs(detector, TinyBackbone(), expand_inputs([str(root)]), workers=0,
+                                                  progress=False), stream, detect.OutputFormat.csv)
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert len(rows) == tally.scored == 20
+    truth = [Path(r["path"]).parent.name != "real" for r in rows]
+    assert roc_auc_score(truth, [float(r["logit"]) for r in rows]) == benchmark_auc
+    # the probability column alone cannot give it: saturated probabilities tie
+    probabilities = [float(r["score"]) for r in rows]
+    assert 0.0 not in probabilities and len(set(probabilities)) < len(rows)
+    assert roc_auc_score(truth, probabilities) != benchmark_auc
+
+
 # ------------------------------------------------------------------------------------------------ command
 def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", manifest: str = "",
                 split: str = ""):
