@@ -1,9 +1,9 @@
 """check: the pipeline's setting (its params, passed as options) and the two registries -> data/check.txt, or one
 message listing everything that would stop the pipeline later: unknown generator or backbone aliases (with the
 nearest known ones), a children set the study, the detector or CoDE uses that neither generate nor
-import_children makes (or that both make), an import with an unknown layout or a missing root, missing COCO
-images, caption files or split file, and the missing weights of every generator and backbone, each with how to
-get it.
+import_children makes (or that both make), an import with an unknown layout or a missing root, code_eval's
+protocol, subsample size or threshold rule that is not one, missing COCO images, caption files or split file,
+and the missing weights of every generator and backbone, each with how to get it.
 Every other stage runs after it (clusters and tiny_generator depend on its output), so a typo or a missing
 download fails in seconds, before hours of generation.
 
@@ -12,6 +12,7 @@ download fails in seconds, before hours of generation.
         --imports.cocofake_sd14.layout cocofake --imports.cocofake_sd14.root stages/sources/demo \\
         --imports.cocofake_sd14.generator '' --models-root models \\
         --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
+        --code-eval-protocol toolkit --code-eval-released-fit-images 9600 --code-eval-threshold val \\
         --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
@@ -63,6 +64,9 @@ class Setting:
     coco_captions: str
     karpathy_split: Path | None
     benchmarks: tuple[str, ...] = ()  # benchmark.sets' names
+    code_eval_protocol: str = "toolkit"
+    code_eval_released_fit_images: str = "9600"
+    code_eval_threshold: str = "val"
 
 
 def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
@@ -100,6 +104,7 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
                   "and embeds; add it there (and to generate.generators or import_children.sets)"
                   for a in aliases if a not in sets]
 
+    found += code_eval_problems(setting)
     if setting.source == "coco":
         found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
     elif not setting.input_path.exists():
@@ -113,6 +118,22 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
         if alias in backbones:
             problem = weights_problem(backbones[alias])
             found += [problem] if problem else []
+    return found
+
+
+def code_eval_problems(setting: Setting) -> list[str]:
+    """code_eval's protocol, released subsample size and threshold rule (stages.code.heads)."""
+    from stages.code.heads import EvalProtocol, ThresholdRule
+
+    found = []
+    for param, value, kind in (("code_eval.protocol", setting.code_eval_protocol, EvalProtocol),
+                               ("code_eval.threshold", setting.code_eval_threshold, ThresholdRule)):
+        if value not in kind.__members__:
+            found.append(f"{param}: {value!r} is not one of {list(kind.__members__)}")
+    size = setting.code_eval_released_fit_images
+    if not size.isdigit() or int(size) < 1:
+        found.append(f"code_eval.released_fit_images: {size!r} is not a positive whole number of train images "
+                     "(the released evaluation's is 9600)")
     return found
 
 
@@ -221,6 +242,9 @@ def main(
     code_train_generators: list[str] = typer.Option(..., help="code_train.data.generators (repeat)."),
     code_eval_generators: list[str] = typer.Option(..., help="code_eval.data.generators (repeat)."),
     code_eval_fit: list[str] = typer.Option(..., help="code_eval.data.fit (repeat)."),
+    code_eval_protocol: str = typer.Option(..., help="code_eval.protocol: toolkit | released."),
+    code_eval_released_fit_images: str = typer.Option(..., help="code_eval.released_fit_images: a positive integer."),
+    code_eval_threshold: str = typer.Option(..., help="code_eval.threshold: val | natural."),
     source: str = typer.Option(..., help="clusters.source: demo | coco | manifest (clusters validates it)."),
     input_path: Path = typer.Option(..., "--input", help="clusters.input: the source's folder or manifest."),
     coco_captions: str = typer.Option(..., help="clusters.coco_captions: glob of caption files under --input."),
@@ -248,7 +272,9 @@ def main(
                       code_eval_generators=code_eval_generators, code_eval_fit=code_eval_fit, source=source,
                       input_path=input_path, coco_captions=coco_captions,
                       karpathy_split=Path(karpathy_split) if karpathy_split else None,
-                      benchmarks=tuple(dicts["benchmarks"]))
+                      benchmarks=tuple(dicts["benchmarks"]), code_eval_protocol=code_eval_protocol,
+                      code_eval_released_fit_images=code_eval_released_fit_images,
+                      code_eval_threshold=code_eval_threshold)
     with user_errors():
         check_outputs(writes=[out], reads=[input_path, karpathy_split, backbone_registry, generator_registry,
                                            layout])

@@ -61,7 +61,8 @@ def test_the_check_reads_no_params_file():
     assert "params.yaml\")" not in source and not re.search(r"--params\b", source)
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["check"]
     for param in ("model.backbone", "model.generators", "embed.backbones", "generate.generators",
-                  "generate.models_root", "code_train.data", "code_eval.data", "clusters.source", "clusters.input",
+                  "generate.models_root", "code_train.data", "code_eval.data", "code_eval.protocol",
+                  "code_eval.released_fit_images", "code_eval.threshold", "clusters.source", "clusters.input",
                   "clusters.coco_captions", "clusters.karpathy_split"):
         assert param in stage["params"], param
 
@@ -184,3 +185,16 @@ def test_the_owned_files_are_those_dvc_renders(tmp_path):
                         for stage in repo.index.stages for out in stage.outs
                         if str(out.def_path).startswith("metrics/")}
         assert owned(from_params(values), study_stages(REPO / "stages/reporting/layout.yaml")) == rendered, case
+
+
+def test_code_eval_protocol_size_and_threshold_are_checked(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, code_eval__protocol="relased", code_eval__released_fit_images=0,
+                     code_eval__threshold="best")
+    assert done.exit_code == 2, done.output
+    assert "code_eval.protocol: 'relased' is not one of ['toolkit', 'released']" in done.output
+    assert "code_eval.threshold: 'best' is not one of ['val', 'natural']" in done.output
+    assert "code_eval.released_fit_images: '0' is not a positive whole number" in done.output
+    assert not (tmp_path / "check.txt").exists()
+    released = run_check(repo_root, tmp_path, code_eval__protocol="released", code_eval__released_fit_images=9600)
+    assert released.exit_code == 0, released.output

@@ -161,8 +161,10 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
     lines += ["## CoDE: test split, per head and generator", "",
               f"Percentages. Test images: {n_real} real, "
               + ", ".join(f"{images.get(f'test_fake_{g}', 0):g} fake of `{g}`" for g in generators)
-              + ". A generator's row scores its children against all test parents; *All generators* scores "
-              "everything. Each head's threshold is chosen on val, on the scale of its score: "
+              + f". The heads are fitted on {images.get('train', 0):g} train images. A generator's row scores its "
+              "children against all test parents; *All generators* scores everything. Each head's threshold "
+              "(beside its name; 0 is the head's own decision, code_eval.protocol released) is on the scale of its "
+              "score: "
               + "; ".join(f"{CODE_HEADS[h].split(' (')[0]}: {scale}" for h, scale in CODE_SCALES.items()) + ".", ""]
     lines += header(["Head / generator", *METRIC_NAMES])
     for head, name in CODE_HEADS.items():
