@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from stages.external.scoring import (
     GRID_COLUMNS,
     OVERALL,
     SHIPPED,
+    Duplicates,
     Scorer,
     counts,
     groups_of,
@@ -329,6 +331,50 @@ def test_auc_recomputed_from_detect_output_is_the_benchmarks(tmp_path):
     assert roc_auc_score(truth, probabilities) != benchmark_auc
 
 
+# ------------------------------------------------------------------------------------------------ duplicates
+def run_set(root: Path, out: Path, layout: Layout = Layout.genimage, **options) -> dict:
+    return benchmark.run(layout, root, "", "", [], lambda: [shipped()], scores=out / "scores.csv",
+                         metrics=out / "m.json", grid=out / "grid.csv", roc=out / "roc", seed=0, workers=0,
+                         progress=False, **options)
+
+
+def test_reals_repeated_per_generator_count_once_overall(tmp_path):
+    """A GenImage-style set repeats its photographs under every generator: each is one real in the overall row
+    (and one in each generator's row), and a byte-identical fake counts once too."""
+    root = tmp_path / "genimage"
+    for generator, seed in (("adm", 10), ("midjourney", 20)):
+        images(root / generator / "nature", 4)  # the same 4 photographs, byte for byte, under both
+        images(root / generator / "ai", 3, seed=seed)
+    shutil.copy(root / "adm" / "ai" / "10.png", root / "adm" / "ai" / "copy.png")
+    figures = run_set(root, tmp_path / "out")
+    overall = figures[SHIPPED][OVERALL]
+    assert (overall["n_real"], overall["n_fake"]) == (4, 6)
+    assert (figures[SHIPPED]["adm"]["n_real"], figures[SHIPPED]["adm"]["n_fake"]) == (4, 3)
+    assert (figures[SHIPPED]["midjourney"]["n_real"], figures[SHIPPED]["midjourney"]["n_fake"]) == (4, 3)
+    assert figures["images"] == {"real": 4, "fake": 6, "shared_real": 0}
+    assert figures["duplicates"] == {"within_class": 5, "real_and_fake": 0}  # 4 photographs and 1 fake again
+    written = json.loads((tmp_path / "out" / "m.json").read_text())
+    assert written["duplicates"] == figures["duplicates"]
+
+
+def test_an_image_both_real_and_fake_is_an_error_naming_both_or_a_counted_exclusion(tmp_path):
+    root = tmp_path / "set"
+    images(root / "real", 3)
+    images(root / "fake" / "g1", 3, seed=10)
+    shutil.copy(root / "real" / "1.png", root / "fake" / "g1" / "leak.png")
+    with pytest.raises(InputError, match=r"fake/g1/leak\.png.*same image.*real/1\.png") as caught:
+        run_set(root, tmp_path / "out", layout=Layout.real_fake)
+    assert "duplicates: exclude" in str(caught.value) and not (tmp_path / "out" / "m.json").exists()
+    figures = run_set(root, tmp_path / "out", layout=Layout.real_fake, duplicates=Duplicates.exclude)
+    assert figures["duplicates"] == {"within_class": 0, "real_and_fake": 2}
+    assert (figures[SHIPPED][OVERALL]["n_real"], figures[SHIPPED][OVERALL]["n_fake"]) == (2, 3)
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "out" / "scores.csv").open())}
+    assert rows["leak.png"]["error"].startswith("left out") and rows["leak.png"][SHIPPED] == ""
+    assert rows["1.png"]["error"].startswith("left out") and rows["0.png"]["error"] == ""
+    done = run_command(root, tmp_path / "cli")
+    assert done.exit_code == 2 and "leak.png" in done.output and "real/1.png" in done.output
+
+
 # ------------------------------------------------------------------------------------------------ command
 def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", manifest: str = "",
                 split: str = ""):
@@ -438,7 +484,8 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
     assert metrics["images"] == {"real": 3, "fake": 6, "shared_real": 3}
     assert metrics["skipped"]["unreadable"] == 1
     detectors = ["shipped", "code_logreg", "code_knn", "code_ocsvm"]
-    assert [k for k in metrics if k not in ("images", "skipped")] == sorted(detectors)
+    assert [k for k in metrics if k not in ("images", "skipped", "duplicates")] == sorted(detectors)
+    assert metrics["duplicates"] == {"within_class": 0, "real_and_fake": 0}
     for name in detectors:
         assert set(metrics[name]) == {"g1", OVERALL}
         assert set(metrics[name][OVERALL]) == set(GRID_COLUMNS[3:-1])
@@ -517,6 +564,8 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     assert "## Benchmark `mine`" in text
     assert "Images scored: 4 real (4 shared by every generator), 5 fake; left out: 1 not images, 0 special files, " \
            "1 broken links, 2 unreadable" in text
+    assert "Duplicates (same bytes): 0 further copies of an image within its class, each counted once; 0 images " \
+           "present as both real and fake, left out." in text
     metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
     g1 = metrics[SHIPPED]["g1"]
     row = next(line for line in text.splitlines() if line.startswith("| `g1` |"))

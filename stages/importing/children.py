@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from stages.contracts.errors import InputError, Skips
+from stages.contracts.files import content_digest
 from stages.contracts.ids import child_id
 from stages.generation.shards import Child, Shard
-from stages.importing.layouts import Found, Reader, content_digest
+from stages.importing.layouts import Found, Reader
 
 REASONS = ("unknown_parent", "duplicate", "unreadable", "caption_index")
 TRAILING_DIGITS = re.compile(r"(\d+)$")

@@ -299,6 +299,15 @@ def render_benchmarks(folder: Path, grids: Path, names: Iterable[str]) -> list[s
     return lines
 
 
+def _duplicates_sentence(duplicates: dict | None) -> str:
+    """What the content hash found (stages.external.scoring.find_duplicates), or nothing when it was not run."""
+    if duplicates is None:
+        return ""
+    return (f" Duplicates (same bytes): {int(duplicates.get('within_class', 0))} further copies of an image within "
+            f"its class, each counted once; {int(duplicates.get('real_and_fake', 0))} images present as both real "
+            "and fake, left out.")
+
+
 def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_path: Path) -> list[str]:
     images, skipped = metrics.get("images", {}), metrics.get("skipped", {})
     shared = int(images.get("shared_real", 0))
@@ -306,7 +315,7 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
     lines = [f"## Benchmark `{name}`", "",
              f"Images scored: {int(images.get('real', 0))} real ({shared} shared by every generator), "
              f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
-             f"`data/benchmark/{name}.csv`).", ""]
+             f"`data/benchmark/{name}.csv`)." + _duplicates_sentence(metrics.get("duplicates")), ""]
     lines += header(["Detector / generator", *BENCHMARK_NAMES])
     for detector, title in BENCHMARK_DETECTORS.items():
         groups = metrics.get(detector)
