@@ -64,6 +64,7 @@ class Setting:
     coco_captions: str
     karpathy_split: Path | None
     benchmarks: tuple[str, ...] = ()  # benchmark.sets' names
+    benchmark_duplicates: tuple[tuple[str, str], ...] = ()  # (set, its duplicates rule) where the set gives one
     code_eval_protocol: str = "toolkit"
     code_eval_released_fit_images: str = "9600"
     code_eval_threshold: str = "val"
@@ -104,7 +105,7 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
                   "and embeds; add it there (and to generate.generators or import_children.sets)"
                   for a in aliases if a not in sets]
 
-    found += code_eval_problems(setting)
+    found += code_eval_problems(setting) + benchmark_problems(setting)
     if setting.source == "coco":
         found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
     elif not setting.input_path.exists():
@@ -119,6 +120,12 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
             problem = weights_problem(backbones[alias])
             found += [problem] if problem else []
     return found
+
+
+def benchmark_problems(setting: Setting) -> list[str]:
+    """Each benchmark set's duplicates rule (stages.external.scoring.Duplicates), where it gives one."""
+    return [f"benchmark.sets.{name}.duplicates: {rule!r} is not one of {list(DUPLICATE_RULES)}"
+            for name, rule in setting.benchmark_duplicates if rule not in DUPLICATE_RULES]
 
 
 def code_eval_problems(setting: Setting) -> list[str]:
@@ -138,6 +145,9 @@ def code_eval_problems(setting: Setting) -> list[str]:
 
 
 IMPORT_KEYS = ("layout", "root", "generator")
+# stages.external.scoring.Duplicates' values, named here so the check does not import the scoring stack (a test
+# keeps the two in step)
+DUPLICATE_RULES = ("error", "exclude")
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 RESERVED = ("parents", "captions")  # data/embeddings/<backbone>/{parents,captions}.h5 (the embed stage refuses them)
 
@@ -273,6 +283,8 @@ def main(
                       input_path=input_path, coco_captions=coco_captions,
                       karpathy_split=Path(karpathy_split) if karpathy_split else None,
                       benchmarks=tuple(dicts["benchmarks"]), code_eval_protocol=code_eval_protocol,
+                      benchmark_duplicates=tuple((name, entry["duplicates"]) for name, entry in
+                                                 dicts["benchmarks"].items() if "duplicates" in entry),
                       code_eval_released_fit_images=code_eval_released_fit_images,
                       code_eval_threshold=code_eval_threshold)
     with user_errors():

@@ -198,3 +198,16 @@ def test_code_eval_protocol_size_and_threshold_are_checked(repo_root, tmp_path, 
     assert not (tmp_path / "check.txt").exists()
     released = run_check(repo_root, tmp_path, code_eval__protocol="released", code_eval__released_fit_images=9600)
     assert released.exit_code == 0, released.output
+
+
+def test_a_benchmark_sets_duplicates_rule_is_checked(repo_root, tmp_path, monkeypatch):
+    from stages.check import DUPLICATE_RULES
+    from stages.external.scoring import Duplicates
+
+    assert tuple(Duplicates) == DUPLICATE_RULES
+    monkeypatch.chdir(repo_root)
+    sets = yaml.safe_load((repo_root / "params.yaml").read_text())["benchmark"]["sets"]
+    sets["demo"]["duplicates"] = "drop"
+    done = run_check(repo_root, tmp_path, benchmark__sets=sets)
+    assert done.exit_code == 2, done.output
+    assert "benchmark.sets.demo.duplicates: 'drop' is not one of ['error', 'exclude']" in done.output
