@@ -5,7 +5,8 @@ points (plot data), and every image's scores (data/benchmark/<name>.csv).
     python -m stages.benchmark --layout forensynths --root /data/cnn_synth_test --manifest '' --split '' \\
         --transforms jpeg75 --transforms half --detector data/detector --registry stages/embedding/backbones.yaml \\
         --code-model data/code/model.pt --code-setting data/code/setting.json --clusters data/clusters.parquet \\
-        --children-root data/children --code-threshold val --seed 0 --scores data/benchmark/cnn_synth.csv \\
+        --children-root data/children --code-threshold val --duplicates error --seed 0 \\
+        --scores data/benchmark/cnn_synth.csv \\
         --metrics metrics/benchmark/cnn_synth.json --grid metrics/plots/benchmark/cnn_synth.csv \\
         --roc metrics/plots/benchmark_roc/cnn_synth
 
@@ -139,7 +140,7 @@ def main(
                                         "their path (GenImage's val); '' keeps all."),
     transforms: list[Transform] = typer.Option([], help="Transforms of the robustness grid also scored (repeat); "
                                                         "none: clean images only."),
-    duplicates: Duplicates = typer.Option(Duplicates.error, help="An image (same bytes) both real and fake: error "
+    duplicates: Duplicates = typer.Option(..., help="An image (same bytes) both real and fake: error "
                                                                  "(naming both paths) or exclude (left out of every "
                                                                  "figure, counted). Copies within a class count "
                                                                  "once either way."),

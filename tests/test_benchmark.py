@@ -382,7 +382,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--detector", str(out / "no-detector"), "--registry", str(out / "none.yaml"),
             "--code-model", str(out / "none.pt"), "--code-setting", str(out / "setting.json"),
             "--clusters", str(out / "clusters.parquet"), "--children-root", str(out / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--duplicates", "error", "--seed", "0", "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
@@ -464,7 +464,7 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--detector", str(pipeline_root / "detector"), "--registry", str(pipeline_root / "none.yaml"),
             "--code-model", str(pipeline_root / "model.pt"), "--code-setting", str(pipeline_root / "setting.json"),
             "--clusters", str(pipeline_root / "clusters.parquet"), "--children-root", str(pipeline_root / "children"),
-            "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--duplicates", "error", "--seed", "0", "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", "--batch-size", "4", *extra]
 
@@ -577,9 +577,10 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- DVC wiring
-SETS = {"mine": {"layout": "real_fake", "root": "sets/mine", "manifest": "", "split": "", "transforms": []},
+SETS = {"mine": {"layout": "real_fake", "root": "sets/mine", "manifest": "", "split": "", "duplicates": "error",
+                 "transforms": []},
         "listed": {"layout": "manifest", "root": "sets/listed", "manifest": "list.csv", "split": "",
-                   "transforms": ["jpeg75", "crop"]}}
+                   "duplicates": "exclude", "transforms": ["jpeg75", "crop"]}}
 
 
 def with_sets(params: Path, sets: dict, **model) -> None:
