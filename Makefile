@@ -48,7 +48,8 @@ PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_cap
 	-S 'code_train.data.generators=[sd14,sd21]' -S code_train.image_size=224 -S code_train.local_size=96 \
 	-S code_train.epochs=150 -S code_train.batch_size=256 -S code_train.warmup_epochs=5 \
 	-S code_train.probe_images=9600 \
-	-S 'code_eval.data.generators=[sd14,sd21]' -S 'code_eval.data.fit=[sd14,sd21]'
+	-S 'code_eval.data.generators=[sd14,sd21]' -S 'code_eval.data.fit=[sd14,sd21]' \
+	-S code_eval.protocol=released -S code_eval.released_fit_images=9600
 
 # runtime settings (speed, not results) are environment variables, not params: README "Runtime settings"
 paper: install

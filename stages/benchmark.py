@@ -5,7 +5,7 @@ points (plot data), and every image's scores (data/benchmark/<name>.csv).
     python -m stages.benchmark --layout forensynths --root /data/cnn_synth_test --manifest '' --split '' \\
         --transforms jpeg75 --transforms half --detector data/detector --registry stages/embedding/backbones.yaml \\
         --code-model data/code/model.pt --code-setting data/code/setting.json --clusters data/clusters.parquet \\
-        --children-root data/children --code-threshold val --seed 0 --bootstrap-resamples 1000 \\
+        --children-root data/children --code-threshold val --duplicates error --seed 0 --bootstrap-resamples 1000 \\
         --bootstrap-seed 0 --scores data/benchmark/cnn_synth.csv \\
         --metrics metrics/benchmark/cnn_synth.json --grid metrics/plots/benchmark/cnn_synth.csv \\
         --roc metrics/plots/benchmark_roc/cnn_synth
@@ -23,6 +23,9 @@ on the train / val images of the generators CoDE was trained on (--code-setting)
 accuracy at each detector's threshold, AP and the counts, per generator (its images and the shared reals) and
 overall, on the clean images; the transformed ones are plot data. The headline figures and overall accuracy
 carry 95 % bootstrap intervals, images resampled (docs/intervals.md).
+Duplicates (stages.external.scoring.find_duplicates): images are hashed by content; copies within a class count
+once, an image both real and fake stops the run naming both paths, or with --duplicates exclude is left out of
+every figure; both are counted in the metrics (`duplicates`).
 Bad files (missing, empty, truncated, not an image, special files, broken links) are counted in the metrics
 (`skipped`), listed in the scores file's error column and on stderr, and never stop the run; a set, layout or
 option that is wrong stops it with exit code 2 and a message naming it. Runs offline.
@@ -41,6 +44,7 @@ from stages.contracts.device import device_option
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
+from stages.external.scoring import Duplicates
 from stages.external.sets import Layout
 from stages.imaging.transforms import Transform
 from stages.uncertainty.bootstrap import Bootstrap
@@ -53,6 +57,7 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
                  device: str, batch_size: int, workers: int, progress: bool = True) -> list:
     """A Scorer per CoDE head, fitted as code_eval fits them on the generators of CoDE's setting."""
     from stages.code.fitted import CodeBackbone, fit_heads
+    from stages.code.heads import SCALES
     from stages.code.net import load_model
     from stages.code.setting import read_setting
     from stages.contracts.device import resolve_device
@@ -66,7 +71,8 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
     fitted = fit_heads(model, config.image_size, clusters, children_root, setting.generators, rule=rule,
                        batch_size=batch_size, num_workers=workers, progress=progress)
     backbone = CodeBackbone(model, config.image_size)
-    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head]) for head in fitted.scorers]
+    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head], scale=SCALES[head])
+            for head in fitted.scorers]
 
 
 def shipped_scorer(detector_path: Path, registry: Path, device: str):
@@ -82,12 +88,21 @@ def shipped_scorer(detector_path: Path, registry: Path, device: str):
 
 def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[Transform],
         load_scorers: Callable[[], list], *, scores: Path, metrics: Path, grid: Path, roc: Path, seed: int,
-        batch_size: int = 32, workers: int = 0, progress: bool = True, bootstrap: Bootstrap | None = None) -> dict:
+        batch_size: int = 32, workers: int = 0, progress: bool = True, bootstrap: Bootstrap | None = None,
+        duplicates: Duplicates = Duplicates.error) -> dict:
     """Read the set (before `load_scorers` loads any model, so a wrong set is reported in seconds), score it with
     every scorer, write every output; return the metrics."""
     from stages.contracts.errors import InputError, Skips
     from stages.contracts.io import check_outputs, write_metrics
-    from stages.external.scoring import counts, results, score_entries, write_grid, write_roc, write_scores
+    from stages.external.scoring import (
+        counts,
+        find_duplicates,
+        results,
+        score_entries,
+        write_grid,
+        write_roc,
+        write_scores,
+    )
     from stages.external.sets import read_set
     from stages.shipped.wild import SKIP_REASONS as WALK_REASONS
 
@@ -98,8 +113,9 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
     entries = read_set(layout, root, manifest=manifest, split=split, skips=skips)
     # before any model loads: no output is the set's manifest or one of its images
     check_outputs(writes=[scores, metrics, grid, roc], reads=[manifest, *(entry.path for entry in entries)])
+    repeats = find_duplicates(entries, duplicates)  # an image both real and fake stops here, before any model
     scored = score_entries(entries, load_scorers(), transforms, seed=seed, batch_size=batch_size, workers=workers,
-                           progress=progress)
+                           progress=progress, repeats=repeats)
     if scored.good.sum() == 0:
         raise InputError(str(root), f"not one of its {len(entries)} images could be read: "
                          + "; ".join(f"{entries[i].path}: {e}" for i, e in sorted(scored.errors.items())[:3]))
@@ -128,6 +144,10 @@ def main(
                                         "their path (GenImage's val); '' keeps all."),
     transforms: list[Transform] = typer.Option([], help="Transforms of the robustness grid also scored (repeat); "
                                                         "none: clean images only."),
+    duplicates: Duplicates = typer.Option(..., help="An image (same bytes) both real and fake: error "
+                                                                 "(naming both paths) or exclude (left out of every "
+                                                                 "figure, counted). Copies within a class count "
+                                                                 "once either way."),
     detector: Path = typer.Option(..., help="The shipped detector's folder (the detector stage's data/detector)."),
     registry: Path = typer.Option(..., help="Backbone registry: the detector's backbone is loaded from it."),
     code_model: Path = typer.Option(..., help="CoDE's model (code_train's data/code/model.pt)."),
@@ -164,10 +184,10 @@ def main(
     with user_errors():
         figures = run(layout, root, manifest, split, list(transforms), load_scorers, scores=scores, metrics=metrics,
                       grid=grid, roc=roc, seed=seed, batch_size=batch_size, workers=workers,
-                      bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
+                      bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed), duplicates=duplicates)
     images, skipped = figures["images"], figures["skipped"]
     overall = ", ".join(f"{name} {figures[name]['overall']['overall_accuracy']:.3f}"
-                        for name in figures if name not in ("images", "skipped"))
+                        for name in figures if name not in ("images", "skipped", "duplicates"))
     typer.echo(f"{metrics}: {images['real']} real and {images['fake']} fake images scored, "
                f"{sum(skipped.values())} left out; overall accuracy {overall}")
 

@@ -1,9 +1,9 @@
 """check: the pipeline's setting (its params, passed as options) and the two registries -> data/check.txt, or one
 message listing everything that would stop the pipeline later: unknown generator or backbone aliases (with the
 nearest known ones), a children set the study, the detector or CoDE uses that neither generate nor
-import_children makes (or that both make), an import with an unknown layout or a missing root, missing COCO
-images, caption files or split file, and the missing weights of every generator and backbone, each with how to
-get it.
+import_children makes (or that both make), an import with an unknown layout or a missing root, code_eval's
+protocol, subsample size or threshold rule that is not one, missing COCO images, caption files or split file,
+and the missing weights of every generator and backbone, each with how to get it.
 Every other stage runs after it (clusters and tiny_generator depend on its output), so a typo or a missing
 download fails in seconds, before hours of generation.
 
@@ -12,6 +12,7 @@ download fails in seconds, before hours of generation.
         --imports.cocofake_sd14.layout cocofake --imports.cocofake_sd14.root stages/sources/demo \\
         --imports.cocofake_sd14.generator '' --models-root models \\
         --code-train-generators tiny_random --code-eval-generators tiny_random --code-eval-fit tiny_random \\
+        --code-eval-protocol toolkit --code-eval-released-fit-images 9600 --code-eval-threshold val \\
         --source demo --input stages/sources/demo --coco-captions 'annotations/captions_*.json' \\
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
@@ -65,6 +66,10 @@ class Setting:
     benchmarks: tuple[str, ...] = ()  # benchmark.sets' names
     bootstrap_resamples: int = 1000  # bootstrap.resamples
     bootstrap_seed: int = 0  # bootstrap.seed
+    benchmark_duplicates: tuple[tuple[str, str], ...] = ()  # (set, its duplicates rule) where the set gives one
+    code_eval_protocol: str = "toolkit"
+    code_eval_released_fit_images: str = "9600"
+    code_eval_threshold: str = "val"
 
 
 def _unknown(kind: str, alias: str, param: str, known: set[str], registry: Path) -> str:
@@ -103,6 +108,7 @@ def problems(setting: Setting, backbone_registry: Path, generator_registry: Path
                   "and embeds; add it there (and to generate.generators or import_children.sets)"
                   for a in aliases if a not in sets]
 
+    found += code_eval_problems(setting) + benchmark_problems(setting)
     if setting.source == "coco":
         found += coco_problems(setting.input_path, setting.coco_captions, setting.karpathy_split)
     elif not setting.input_path.exists():
@@ -134,7 +140,32 @@ def bootstrap_problems(setting: Setting) -> list[str]:
     return found
 
 
+def benchmark_problems(setting: Setting) -> list[str]:
+    """Each benchmark set's duplicates rule (stages.external.scoring.Duplicates), where it gives one."""
+    return [f"benchmark.sets.{name}.duplicates: {rule!r} is not one of {list(DUPLICATE_RULES)}"
+            for name, rule in setting.benchmark_duplicates if rule not in DUPLICATE_RULES]
+
+
+def code_eval_problems(setting: Setting) -> list[str]:
+    """code_eval's protocol, released subsample size and threshold rule (stages.code.heads)."""
+    from stages.code.heads import EvalProtocol, ThresholdRule
+
+    found = []
+    for param, value, kind in (("code_eval.protocol", setting.code_eval_protocol, EvalProtocol),
+                               ("code_eval.threshold", setting.code_eval_threshold, ThresholdRule)):
+        if value not in kind.__members__:
+            found.append(f"{param}: {value!r} is not one of {list(kind.__members__)}")
+    size = setting.code_eval_released_fit_images
+    if not size.isdigit() or int(size) < 1:
+        found.append(f"code_eval.released_fit_images: {size!r} is not a positive whole number of train images "
+                     "(the released evaluation's is 9600)")
+    return found
+
+
 IMPORT_KEYS = ("layout", "root", "generator")
+# stages.external.scoring.Duplicates' values, named here so the check does not import the scoring stack (a test
+# keeps the two in step)
+DUPLICATE_RULES = ("error", "exclude")
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 RESERVED = ("parents", "captions")  # data/embeddings/<backbone>/{parents,captions}.h5 (the embed stage refuses them)
 
@@ -239,6 +270,9 @@ def main(
     code_train_generators: list[str] = typer.Option(..., help="code_train.data.generators (repeat)."),
     code_eval_generators: list[str] = typer.Option(..., help="code_eval.data.generators (repeat)."),
     code_eval_fit: list[str] = typer.Option(..., help="code_eval.data.fit (repeat)."),
+    code_eval_protocol: str = typer.Option(..., help="code_eval.protocol: toolkit | released."),
+    code_eval_released_fit_images: str = typer.Option(..., help="code_eval.released_fit_images: a positive integer."),
+    code_eval_threshold: str = typer.Option(..., help="code_eval.threshold: val | natural."),
     source: str = typer.Option(..., help="clusters.source: demo | coco | manifest (clusters validates it)."),
     input_path: Path = typer.Option(..., "--input", help="clusters.input: the source's folder or manifest."),
     coco_captions: str = typer.Option(..., help="clusters.coco_captions: glob of caption files under --input."),
@@ -269,7 +303,11 @@ def main(
                       input_path=input_path, coco_captions=coco_captions,
                       karpathy_split=Path(karpathy_split) if karpathy_split else None,
                       benchmarks=tuple(dicts["benchmarks"]), bootstrap_resamples=bootstrap_resamples,
-                      bootstrap_seed=bootstrap_seed)
+                      bootstrap_seed=bootstrap_seed, code_eval_protocol=code_eval_protocol,
+                      benchmark_duplicates=tuple((name, entry["duplicates"]) for name, entry in
+                                                 dicts["benchmarks"].items() if "duplicates" in entry),
+                      code_eval_released_fit_images=code_eval_released_fit_images,
+                      code_eval_threshold=code_eval_threshold)
     with user_errors():
         check_outputs(writes=[out], reads=[input_path, karpathy_split, backbone_registry, generator_registry,
                                            layout])

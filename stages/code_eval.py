@@ -4,22 +4,26 @@ generator x transformation grid (metrics/plots/code_eval.csv).
     python -m stages.code_eval --model data/code/model.pt --clusters data/clusters.parquet \\
         --children-root data/children --generators tiny_random --fit tiny_random --transforms jpeg95 \\
         --transforms jpeg75 --transforms jpeg50 --transforms half --transforms blur1 --transforms crop \\
-        --threshold val --seed 0 --bootstrap-resamples 1000 --bootstrap-seed 0 --batch-size 64 --workers 0 \\
+        --protocol toolkit --released-fit-images 9600 --threshold val --seed 0 --bootstrap-resamples 1000 \\
+        --bootstrap-seed 0 --batch-size 64 --workers 0 \\
         --threads 1 \\
         --metrics metrics/code_eval.json --grid metrics/plots/code_eval.csv
 
 Each of --generators, --fit and --transforms takes one value; repeat it for several.
 
-Protocol (the released evaluation, plus AUC and AP):
+Protocol (--protocol toolkit: the released evaluation's steps with every train image and a threshold rule, plus
+AUC and AP; --protocol released: CoDE's released evaluation exactly, see step 2 and 3):
   1. frozen features, L2-normalised, of the centre crop of each image at the model's size without resizing
      (smaller images padded with black), for the train and val splits (parents + children of
      --fit) and the test split (parents + children of --generators), the test split also after
      each transformation of --transforms (JPEG 95/75/50, half-size resize, Gaussian blur sigma 1, a random
      crop; stages.imaging.transforms);
   2. the three heads (stages.code.heads) fitted on train: logistic regression, 1-NN (cosine) and a
-     one-class SVM on the train reals only (on the raw features);
+     one-class SVM on the train reals only (on the raw features); under `released` on a subsample of
+     --released-fit-images train images drawn with --seed (the released code's 9,600), else on all of them;
   3. each head's threshold from val (stages.heads.threshold: balanced accuracy, ties nearest 0) or its
-     natural 0 (--threshold), never from test; FAKE where score >= threshold;
+     natural 0 (--threshold; `released` always takes the natural 0: each head's own prediction), never from
+     test; FAKE where score >= threshold;
   4. per generator (all test parents + that generator's test children) and overall (all of them): the
      headline AUC and balanced accuracy, then real, fake and overall accuracy, AP and the counts
      (stages.heads.metrics; no full-cluster accuracy), clean and per transformation; the AUC, balanced and
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import typer
 
-from stages.code.heads import ThresholdRule
+from stages.code.heads import EvalProtocol, ThresholdRule
 from stages.contracts.device import device_option, resolve_device
 from stages.contracts.errors import user_errors
 from stages.contracts.hub import stay_offline
@@ -44,18 +48,20 @@ from stages.uncertainty.options import resamples_option, seed_option
 
 app = Command()
 OVERALL = "overall"
+RELEASED_FIT_IMAGES = 9600  # the released evaluation's training subsample
 
 
 def evaluate(model, image_size: int, refs, generators: list[str], fit_generators: list[str],
              transforms: list[str], *, threshold: ThresholdRule, seed: int = 0, batch_size: int = 64,
-             num_workers: int = 0, progress: bool = True,
-             bootstrap: Bootstrap | None = None) -> tuple[dict, list[dict]]:
+             num_workers: int = 0, progress: bool = True, bootstrap: Bootstrap | None = None,
+             protocol: EvalProtocol = EvalProtocol.toolkit,
+             released_fit_images: int = RELEASED_FIT_IMAGES) -> tuple[dict, list[dict]]:
     """Fit the heads and score every (head, generator, transformation); returns (metrics, grid rows)."""
     import numpy as np
 
     from stages.code.augment import CLEAN
     from stages.code.data import EvalImages, extract_features
-    from stages.code.heads import HEADS, fit_head
+    from stages.code.heads import HEADS, fit_head, fit_subsample
     from stages.heads.metrics import COUNTS, INTERVALS, METRICS, bounds, classification_metrics
     from stages.heads.threshold import choose_threshold
 
@@ -72,11 +78,17 @@ def evaluate(model, image_size: int, refs, generators: list[str], fit_generators
 
     (train, y_train), (val, y_val), (test, y_test) = pick("train", fit_generators), pick("val", fit_generators), \
         pick("test", generators)
+    if protocol is EvalProtocol.released:  # the released code's subsample, and each head's own decision
+        kept = fit_subsample(len(train), released_fit_images, seed)
+        train, y_train, threshold = [train[i] for i in kept], y_train[kept], ThresholdRule.natural
     test_clusters = np.array([r.cluster_id for r in test])
-    x_train, x_val = features(train), features(val)
+    x_train = features(train)
     scorers = {head: fit_head(head, x_train, y_train) for head in HEADS}
-    thresholds = {head: choose_threshold(scorers[head](x_val), y_val) if threshold is ThresholdRule.val else 0.0
-                  for head in HEADS}
+    if threshold is ThresholdRule.val:
+        x_val = features(val)
+        thresholds = {head: choose_threshold(scorers[head](x_val), y_val) for head in HEADS}
+    else:
+        thresholds = dict.fromkeys(HEADS, 0.0)
 
     groups = {OVERALL: np.ones(len(test), bool)} | {
         gen: np.array([not r.generator or r.generator == gen for r in test]) for gen in generators}
@@ -122,7 +134,8 @@ def write_grid(path: Path, rows: list[dict]) -> None:
 def run(model_path: Path, clusters: Path, children_root: Path, generators: list[str], fit_generators: list[str],
         transforms: list[str], metrics_path: Path, grid_path: Path, *, threshold: ThresholdRule, seed: int,
         batch_size: int, num_workers: int, device: str = "auto", threads: int, progress: bool = True,
-        bootstrap: Bootstrap | None = None) -> dict:
+        bootstrap: Bootstrap | None = None, protocol: EvalProtocol = EvalProtocol.toolkit,
+        released_fit_images: int = RELEASED_FIT_IMAGES) -> dict:
     import torch
 
     from stages.code.data import TEST_TRANSFORMS, read_images
@@ -142,7 +155,8 @@ def run(model_path: Path, clusters: Path, children_root: Path, generators: list[
     try:
         metrics, rows = evaluate(model, config.image_size, refs, generators, fit_generators, transforms,
                                  threshold=threshold, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                                 progress=progress, bootstrap=bootstrap)
+                                 progress=progress, bootstrap=bootstrap, protocol=protocol,
+                                 released_fit_images=released_fit_images)
     except ValueError as error:
         raise InputError(str(clusters), str(error)) from error
     write_metrics(metrics_path, metrics)
@@ -161,8 +175,13 @@ def main(
                                                                 "heads and choose thresholds; repeat the option."),
     transforms: list[Transform] = typer.Option(..., help="Test transformations (stages.imaging.transforms); "
                                                          "repeat the option."),
-    threshold: ThresholdRule = typer.Option(..., help="val: each head's threshold maximises balanced accuracy on "
-                                                      "val; natural: the head's own decision."),
+    protocol: EvalProtocol = typer.Option(..., help="toolkit: every train image fits the heads, thresholds by "
+                                                    "--threshold; released: CoDE's released evaluation (heads fitted "
+                                                    "on --released-fit-images train images, natural thresholds)."),
+    released_fit_images: int = typer.Option(..., min=1, help="released: train images (a seeded subsample) that fit "
+                                                             "the heads; the released code's 9600."),
+    threshold: ThresholdRule = typer.Option(..., help="toolkit: val (each head's threshold maximises balanced "
+                                                      "accuracy on val) or natural (the head's own decision)."),
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output head x generator x transformation grid (CSV)."),
     seed: int = typer.Option(..., min=0, max=2**32 - 1, help="Seed of the random test crop and the heads."),
@@ -181,7 +200,8 @@ def main(
     with user_errors():
         result = run(model, clusters, children_root, generators, fit_generators, [t.value for t in transforms],
                      metrics, grid, threshold=threshold, seed=seed, batch_size=batch_size, num_workers=workers,
-                     device=device, threads=threads, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
+                     device=device, threads=threads, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed),
+                     protocol=protocol, released_fit_images=released_fit_images)
     overall = {head: result[head][OVERALL]["overall_accuracy"] for head in ("logreg", "knn", "ocsvm")}
     typer.echo(f"{metrics}: overall clean accuracy " + ", ".join(f"{h} {a:.3f}" for h, a in overall.items()))
 

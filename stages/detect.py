@@ -2,7 +2,8 @@
 
     parentage detect photos/ 'downloads/**/*.png' --detector data/detector --out scores.csv
 
-One row per file: path, score (probability that the image is generated), label (real / fake: the head's
+One row per file: path, score (probability that the image is generated), logit (the head's decision value, exact:
+what the benchmark ranks and thresholds, so AUCs recomputed from it are the benchmark's), label (real / fake: the
 logit at least the detector's threshold), threshold (shown as a probability, so fake is score >= threshold),
 detector (its id), caveat (empty, or what the detector was trained on that makes its scores meaningless for
 real generators: random-weight generators or backbone; said once on stderr too), error. A file that cannot be
@@ -10,7 +11,9 @@ read (missing, empty, truncated, not an image, a decompression bomb, a FIFO or o
 explicitly) gets a row with its error and empty score, and the run goes on. Inside folders and glob matches,
 files that are not images (by their suffix), special files and broken links are skipped and counted (on stderr
 and in the summary line); links that loop are followed only once. File names that are not UTF-8 are written
-with backslash escapes.
+with backslash escapes. The probability saturates in float64 (1.0 above a logit of about 37) but never
+underflows to 0.0 for a finite logit (it is at least the smallest positive double): rank and compare the logit.
+The run ends with the count of images called real and fake (stderr, and the --summary JSON when given).
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
 """
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -43,12 +47,13 @@ if TYPE_CHECKING:
 
 app = Command()
 
-COLUMNS = ("path", "score", "label", "threshold", "detector", "caveat", "error")
+COLUMNS = ("path", "score", "logit", "label", "threshold", "detector", "caveat", "error")
 # the registry shipped inside the package, so detect works from any folder
 REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
 # the pipeline's detector in the checkout the package runs from (an editable install), whatever the cwd
 DETECTOR = Path(__file__).resolve().parents[1] / "data" / "detector"
 LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
+TINIEST = math.ulp(0.0)  # the smallest positive double: a finite logit's probability floor
 
 
 class OutputFormat(StrEnum):
@@ -60,6 +65,7 @@ class OutputFormat(StrEnum):
 class Row:
     path: str
     score: float | None
+    logit: float | None  # the head's decision value (float64): score is its sigmoid, label compares it
     label: str | None
     threshold: float
     detector: str
@@ -73,7 +79,6 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
     """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
     for each other input. JPEGs are decoded as `jpeg_decode` says, by default as the detector's training
     images were (Detector.jpeg_decode)."""
-    from stages.heads.linear import sigmoid
     from stages.shipped.wild import ImageItems, embed_items
 
     detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
@@ -86,17 +91,41 @@ def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input]
                               description="detect"):
         path = inputs[result.index].path
         if result.error is not None:
-            yield Row(path, None, None, threshold, detector_id, caveat, result.error)
+            yield Row(path, None, None, None, threshold, detector_id, caveat, result.error)
             continue
         decision = detector.decision(result.embeddings[:1])  # (1, D) -> (1,)
         # the label compares logits: probabilities round to 1.0 for every logit above ~37
         label = LABEL_NAMES[int(detector.predict(decision)[0])]
-        yield Row(path, float(sigmoid(decision)[0]), label, threshold, detector_id, caveat, None)
+        yield Row(path, probability(float(decision[0])), float(decision[0]), label, threshold, detector_id, caveat,
+                  None)
 
 
-def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:
-    """Write rows as they come (CSV with a header, or one JSON object a line); return (scored, failed)."""
-    scored = failed = 0
+def probability(logit: float) -> float:
+    """The sigmoid of a logit, computed stably; for a finite logit never exactly 0.0 (float64's exp underflows
+    below a logit of about -745: the result is then the smallest positive double, still below every real one)."""
+    from stages.heads.linear import sigmoid
+
+    value = float(sigmoid(logit))
+    return max(value, TINIEST) if math.isfinite(logit) else value
+
+
+@dataclass
+class Tally:
+    """What a run wrote: rows scored and failed, and the scored rows per label (real, fake)."""
+
+    scored: int = 0
+    failed: int = 0
+    labels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABEL_NAMES, 0))
+
+    def line(self) -> str:
+        return f"{self.scored} scored ({', '.join(f'{n} {name}' for name, n in self.labels.items())}), " \
+               f"{self.failed} failed"
+
+
+def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> Tally:
+    """Write rows as they come (CSV with a header, or one JSON object a line); return what was written. The
+    logit is written at full precision (Python's shortest round-trip repr) in both formats."""
+    tally = Tally()
     writer = csv.DictWriter(stream, fieldnames=COLUMNS) if fmt is OutputFormat.csv else None
     if writer:
         writer.writeheader()
@@ -107,9 +136,11 @@ def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple
         else:
             stream.write(json.dumps(record) + "\n")
         stream.flush()
-        failed += row.error is not None
-        scored += row.error is None
-    return scored, failed
+        tally.failed += row.error is not None
+        tally.scored += row.error is None
+        if row.label is not None:
+            tally.labels[row.label] += 1
+    return tally
 
 
 def printable(text: str) -> str:
@@ -133,23 +164,35 @@ def output(out: Path, inputs: Sequence[Path | str] = ()):
 
 def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputFormat, *, registry: Path,
            batch_size: int = 32, workers: int = 2, device: str = "cpu", max_pixels: int = MAX_PIXELS,
-           progress: bool = True, skips: Skips | None = None, jpeg_decode: JpegDecode | None = None) -> tuple[int, int]:
-    """Score every input and write the rows; return (scored, failed). Files left out of folders and globs
-    (not images, special files, broken links) are counted in `skips`."""
+           progress: bool = True, skips: Skips | None = None, jpeg_decode: JpegDecode | None = None,
+           summary: Path | None = None) -> Tally:
+    """Score every input and write the rows; return what was written. Files left out of folders and globs
+    (not images, special files, broken links) are counted in `skips`. With `summary`, the counts (scored and
+    failed rows, scored rows per label, skipped files by reason) are also written there as JSON."""
     from stages.shipped.wild import expand_inputs
 
     if not paths:
         raise InputError("PATHS", "no image paths given; pass files, folders or globs")
     inputs = expand_inputs(paths, skips)
+    if summary is not None and str(out) != "-" and Path(summary).absolute() == Path(out).absolute():
+        raise InputError("--summary", f"{summary} is also --out; give it another name")
     # the output is checked (never an input, the detector's folder, a special file) before the detector loads
-    with output(out, [*(i.path for i in inputs), detector_path, registry]) as stream:
+    guarded = [*(i.path for i in inputs), detector_path, registry]
+    with output(out, guarded) as stream:
         detector, backbone = load_checked(detector_path, registry, device)
         if detector.caveat:
             print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
                   "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
         rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
                             max_pixels=max_pixels, progress=progress, jpeg_decode=jpeg_decode)
-        return write_rows(rows, stream, fmt)
+        tally = write_rows(rows, stream, fmt)
+    if summary is not None:
+        with output(summary, guarded) as stream:
+            json.dump({"scored": tally.scored, "failed": tally.failed, "labels": tally.labels,
+                       "skipped": dict(sorted((skips.counts if skips else {}).items())),
+                       "detector": detector.id}, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+    return tally
 
 
 @app.command()
@@ -162,6 +205,8 @@ def main(
                                                  "by alias (offline) and must match the one it was trained on."),
     out: Path = typer.Option(Path("-"), help="Output file; - for stdout."),
     format: OutputFormat = typer.Option(OutputFormat.csv, "--format", help="csv (with a header) or jsonl."),
+    summary: Path | None = typer.Option(None, help="Also write the run's counts as JSON here: rows scored and "
+                                                   "failed, scored rows per label, files skipped by reason."),
     batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_DETECT_BATCH_SIZE",
                                    help="Images per backbone forward."),
     workers: int = parallel_option(min(4, os.cpu_count() or 1), envvar="PARENTAGE_DETECT_WORKERS",
@@ -179,9 +224,9 @@ def main(
     skips = Skips(skip=True)
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
     with user_errors():
-        scored, failed = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
-                                device=device, max_pixels=max_pixels, progress=progress, skips=skips,
-                                jpeg_decode=jpeg_decode)
+        tally = detect(paths, detector, out, format, registry=registry, batch_size=batch_size, workers=workers,
+                       device=device, max_pixels=max_pixels, progress=progress, skips=skips, jpeg_decode=jpeg_decode,
+                       summary=summary)
     for reason, examples in skips.examples.items():
         more = skips.counts[reason] - len(examples)
         for example in examples:
@@ -189,9 +234,9 @@ def main(
         if more:
             print(f"skipped {more} more: {reason.replace('_', ' ')}", file=sys.stderr)
     left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(skips.counts.items()))
-    print(f"detect: {scored} scored, {failed} failed, {skips.total} skipped" + (f" ({left_out})" if left_out else ""),
+    print(f"detect: {tally.line()}, {skips.total} skipped" + (f" ({left_out})" if left_out else ""),
           file=sys.stderr)
-    if scored == 0:
+    if tally.scored == 0:
         print("error: every input failed; see the error column", file=sys.stderr)
         raise typer.Exit(1)
 

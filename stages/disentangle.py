@@ -51,12 +51,13 @@ def run(parents: Path, children: Path, projections: Path, metrics: Path, *, seed
     result: dict = {"s_probe_c": fit.c}
     for split in EVAL_SPLITS:
         mask = clusters.split == split
-        scores = evaluate(fit.probe, in_s.select(split), bootstrap)
+        scores = evaluate(fit.head_for(split), in_s.select(split), bootstrap)
         t = distance_accuracy(style[mask], clusters.children[mask])  # Table 1's clusters: its chance level
         s_keys = [k for k in scores if k.startswith(("overall_accuracy", "full_cluster_accuracy"))]
         t_figures = with_distance_intervals({key: t[key] for key in ("min_distance_accuracy", "max_distance_accuracy",
                                                                      "clusters")}, bootstrap)
-        result[split] = {"S": {key: scores[key] for key in s_keys},
+        result[split] = {"S": {**{key: scores[key] for key in s_keys},
+                               "childless_clusters": scores["childless_clusters"]},
                          "T": {key: value for key, value in t_figures.items() if key != "clusters"}}
     write_metrics(metrics, result)
     return result
@@ -88,8 +89,9 @@ def main(
         s, t = result[split]["S"], result[split]["T"]
         t_text = ("n/a (no cluster with 2 children or more)" if t["min_distance_accuracy"] is None else
                   f"min {t['min_distance_accuracy']:.4f} max {t['max_distance_accuracy']:.4f}")
-        typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {s['full_cluster_accuracy']:.4f}"
-                   f" | T {t_text}")
+        full = s["full_cluster_accuracy"]
+        full_text = "n/a (no cluster with a child)" if full is None else f"{full:.4f}"
+        typer.echo(f"{split}: S overall {s['overall_accuracy']:.4f} full-cluster {full_text} | T {t_text}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ real and fake accuracy, AP and the counts; the AUC, balanced, overall and full-c
 95 % bootstrap interval, clusters resampled (`<key>_low`, `<key>_high`; docs/intervals.md), on the
 cross-generator rows too.
 The cross-generator grid (this probe on the test split of each generator in --generators) and the val
-accuracy of each C of the grid are plot data; the metrics hold the chosen C.
+accuracy, L-BFGS iterations and convergence of each C of the grid are plot data; the metrics hold the chosen C
+and how many fits stopped at --max-iter. Under --protocol raw (CLIP's) the tolerance is scaled to the problem and
+the probe is refit on train + val at the chosen C (refit_rows); val figures are the train-only head's.
 """
 
 from __future__ import annotations
@@ -58,9 +60,11 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     result: dict = {
         "c": fit.c,
         "train_rows": int(fit.train_rows),
+        "refit_rows": int(fit.refit_rows),
+        "unconverged_fits": int(fit.unconverged),
     }
     for split in EVAL_SPLITS:
-        result[split] = evaluate(fit.probe, clusters.select(split), bootstrap)
+        result[split] = evaluate(fit.head_for(split), clusters.select(split), bootstrap)
     test_x, test_y, _ = all_rows(clusters.select("test"))
     write_plot_json(roc, roc_points(fit.probe.decision(test_x), test_y))
 
@@ -72,7 +76,8 @@ def run(embeddings: Path, generator: str, generators: list[str], metrics: Path, 
     write_plot_json(cross, rows)
     if c_search is not None:
         # the search is plot data keyed by C itself: a metrics key per grid position would pair unequal Cs
-        write_plot_json(c_search, [{"c": c, "val_overall_accuracy": acc} for c, acc in fit.grid])
+        # with each fit's L-BFGS iterations and whether it stopped before max_iter
+        write_plot_json(c_search, [point._asdict() for point in fit.grid])
     write_metrics(metrics, result)
     return result
 
@@ -105,12 +110,18 @@ def main(
         result = run(embeddings, generator, generators, metrics, roc, cross,
                      grid=c_grid(c_min, c_max, c_steps), seed=seed, max_iter=max_iter, protocol=protocol,
                      c_search=c_search, bootstrap=Bootstrap(bootstrap_resamples, bootstrap_seed))
+    if result["unconverged_fits"]:
+        typer.echo(f"note: {result['unconverged_fits']} fits stopped at --max-iter {max_iter} before converging "
+                   f"(see {c_search})")
     for split in EVAL_SPLITS:
         values = result[split]
         headline = "  ".join(f"{name} {values[key]:.4f}" for name, key in
                              (("AUC", "auc"), ("balanced", "balanced_accuracy")) if values.get(key) is not None)
+        full = values["full_cluster_accuracy"]
         typer.echo(f"{split}: {headline}  overall {values['overall_accuracy']:.4f}  full-cluster "
-                   f"{values['full_cluster_accuracy']:.4f}  (C={result['c']:g})")
+                   f"{'n/a' if full is None else f'{full:.4f}'}  (C={result['c']:g})"
+                   + (f"  ({values['childless_clusters']} clusters without a child left out)"
+                      if values["childless_clusters"] else ""))
 
 
 if __name__ == "__main__":

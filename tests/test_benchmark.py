@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,15 @@ import torch
 from typer.testing import CliRunner
 
 from stages import benchmark, benchmark_demo
+from stages.code.heads import SCALES
 from stages.contracts.errors import InputError, Skips
-from stages.contracts.io import MARKER
+from stages.contracts.io import MARKER, PLOT_DIGITS
 from stages.contracts.labels import FAKE, REAL
 from stages.external.scoring import (
     GRID_COLUMNS,
     OVERALL,
     SHIPPED,
+    Duplicates,
     Scorer,
     counts,
     groups_of,
@@ -300,6 +303,81 @@ def test_scores_match_detect_for_the_same_files(tmp_path):
         assert rows[entry.path].score == pytest.approx(1 / (1 + np.exp(-decision)), rel=1e-5)
 
 
+def test_auc_recomputed_from_detect_output_is_the_benchmarks(tmp_path):
+    """detect's logit column is the benchmark's decision value: the AUC recomputed from detect's output on the same
+    images is the benchmark's, even where logits are so large that the probabilities tie at 0.0 and 1.0."""
+    import io
+
+    from sklearn.metrics import roc_auc_score
+
+    from stages import detect
+    from stages.shipped.wild import expand_inputs
+
+    root = tmp_path / "set"
+    images(root / "real", 10)
+    images(root / "fake" / "g1", 10, seed=10)
+    detector = random_detector()
+    detector.head.coef *= 3000  # logits in the thousands: exp under- and overflows in float64
+    entries = read_set(Layout.real_fake, root)
+    scorer = Scorer(SHIPPED, TinyBackbone(), detector.decision, detector.threshold)
+    benchmark_auc = results(score_entries(entries, [scorer], [], progress=False))[0][SHIPPED][OVERALL]["auc"]
+    stream = io.StringIO()
+    tally = detect.write_rows(detect.score_inputs(detector, TinyBackbone(), expand_inputs([str(root)]), workers=0,
+                                                  progress=False), stream, detect.OutputFormat.csv)
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert len(rows) == tally.scored == 20
+    truth = [Path(r["path"]).parent.name != "real" for r in rows]
+    assert roc_auc_score(truth, [float(r["logit"]) for r in rows]) == benchmark_auc
+    # the probability column alone cannot give it: saturated probabilities tie
+    probabilities = [float(r["score"]) for r in rows]
+    assert 0.0 not in probabilities and len(set(probabilities)) < len(rows)
+    assert roc_auc_score(truth, probabilities) != benchmark_auc
+
+
+# ------------------------------------------------------------------------------------------------ duplicates
+def run_set(root: Path, out: Path, layout: Layout = Layout.genimage, **options) -> dict:
+    return benchmark.run(layout, root, "", "", [], lambda: [shipped()], scores=out / "scores.csv",
+                         metrics=out / "m.json", grid=out / "grid.csv", roc=out / "roc", seed=0, workers=0,
+                         progress=False, **options)
+
+
+def test_reals_repeated_per_generator_count_once_overall(tmp_path):
+    """A GenImage-style set repeats its photographs under every generator: each is one real in the overall row
+    (and one in each generator's row), and a byte-identical fake counts once too."""
+    root = tmp_path / "genimage"
+    for generator, seed in (("adm", 10), ("midjourney", 20)):
+        images(root / generator / "nature", 4)  # the same 4 photographs, byte for byte, under both
+        images(root / generator / "ai", 3, seed=seed)
+    shutil.copy(root / "adm" / "ai" / "10.png", root / "adm" / "ai" / "copy.png")
+    figures = run_set(root, tmp_path / "out")
+    overall = figures[SHIPPED][OVERALL]
+    assert (overall["n_real"], overall["n_fake"]) == (4, 6)
+    assert (figures[SHIPPED]["adm"]["n_real"], figures[SHIPPED]["adm"]["n_fake"]) == (4, 3)
+    assert (figures[SHIPPED]["midjourney"]["n_real"], figures[SHIPPED]["midjourney"]["n_fake"]) == (4, 3)
+    assert figures["images"] == {"real": 4, "fake": 6, "shared_real": 0}
+    assert figures["duplicates"] == {"within_class": 5, "real_and_fake": 0}  # 4 photographs and 1 fake again
+    written = json.loads((tmp_path / "out" / "m.json").read_text())
+    assert written["duplicates"] == figures["duplicates"]
+
+
+def test_an_image_both_real_and_fake_is_an_error_naming_both_or_a_counted_exclusion(tmp_path):
+    root = tmp_path / "set"
+    images(root / "real", 3)
+    images(root / "fake" / "g1", 3, seed=10)
+    shutil.copy(root / "real" / "1.png", root / "fake" / "g1" / "leak.png")
+    with pytest.raises(InputError, match=r"fake/g1/leak\.png.*same image.*real/1\.png") as caught:
+        run_set(root, tmp_path / "out", layout=Layout.real_fake)
+    assert "duplicates: exclude" in str(caught.value) and not (tmp_path / "out" / "m.json").exists()
+    figures = run_set(root, tmp_path / "out", layout=Layout.real_fake, duplicates=Duplicates.exclude)
+    assert figures["duplicates"] == {"within_class": 0, "real_and_fake": 2}
+    assert (figures[SHIPPED][OVERALL]["n_real"], figures[SHIPPED][OVERALL]["n_fake"]) == (2, 3)
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "out" / "scores.csv").open())}
+    assert rows["leak.png"]["error"].startswith("left out") and rows["leak.png"][SHIPPED] == ""
+    assert rows["1.png"]["error"].startswith("left out") and rows["0.png"]["error"] == ""
+    done = run_command(root, tmp_path / "cli")
+    assert done.exit_code == 2 and "leak.png" in done.output and "real/1.png" in done.output
+
+
 # ------------------------------------------------------------------------------------------------ command
 def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", manifest: str = "",
                 split: str = ""):
@@ -307,7 +385,8 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--detector", str(out / "no-detector"), "--registry", str(out / "none.yaml"),
             "--code-model", str(out / "none.pt"), "--code-setting", str(out / "setting.json"),
             "--clusters", str(out / "clusters.parquet"), "--children-root", str(out / "children"),
-            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--duplicates", "error", "--seed", "0", *BOOTSTRAP, "--scores",
+            str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
@@ -389,7 +468,8 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--detector", str(pipeline_root / "detector"), "--registry", str(pipeline_root / "none.yaml"),
             "--code-model", str(pipeline_root / "model.pt"), "--code-setting", str(pipeline_root / "setting.json"),
             "--clusters", str(pipeline_root / "clusters.parquet"), "--children-root", str(pipeline_root / "children"),
-            "--code-threshold", "val", "--seed", "0", *BOOTSTRAP, "--scores", str(out / "scores.csv"),
+            "--code-threshold", "val", "--duplicates", "error", "--seed", "0", *BOOTSTRAP, "--scores",
+            str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
             "--workers", "0", "--batch-size", "4", *extra]
 
@@ -409,7 +489,8 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
     assert metrics["images"] == {"real": 3, "fake": 6, "shared_real": 3}
     assert metrics["skipped"]["unreadable"] == 1
     detectors = ["shipped", "code_logreg", "code_knn", "code_ocsvm"]
-    assert [k for k in metrics if k not in ("images", "skipped")] == sorted(detectors)
+    assert [k for k in metrics if k not in ("images", "skipped", "duplicates")] == sorted(detectors)
+    assert metrics["duplicates"] == {"within_class": 0, "real_and_fake": 0}
     for name in detectors:
         assert set(metrics[name]) == {"g1", OVERALL}
         assert set(metrics[name][OVERALL]) == set(GRID_COLUMNS[3:-1])
@@ -419,6 +500,14 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
     assert sorted(p.name for p in (out / "roc").iterdir()) == sorted([MARKER, *(f"{d}.json" for d in detectors)])
     assert {"fpr", "tpr"} <= set(json.loads((out / "roc" / "shipped.json").read_text())[0])
     scores = list(csv.DictReader((out / "scores.csv").open()))
+    # ROC thresholds stay on each detector's own scale, named: every one is a score an image got, never squashed
+    for name, scale in [("shipped", "logit"), *((f"code_{head}", SCALES[head]) for head in SCALES)]:
+        roc = json.loads((out / "roc" / f"{name}.json").read_text())
+        given = [float(r[name]) for r in scores if r[name]]
+        assert roc[0]["threshold"] is None and {r["scale"] for r in roc} == {scale}
+        for point in roc[1:]:  # plot data keeps PLOT_DIGITS significant digits
+            assert min(abs(point["threshold"] - g) for g in given) <= 0.5 * 10 ** (1 - PLOT_DIGITS) * max(
+                1e-3, abs(point["threshold"]))
     assert len(scores) == 10
     broken = next(r for r in scores if r["path"].endswith("broken.jpg"))
     assert broken["error"] and broken["shipped"] == ""
@@ -482,6 +571,8 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
     assert "## Benchmark `mine`" in text
     assert "Images scored: 4 real (4 shared by every generator), 5 fake; left out: 1 not images, 0 special files, " \
            "1 broken links, 2 unreadable" in text
+    assert "Duplicates (same bytes): 0 further copies of an image within its class, each counted once; 0 images " \
+           "present as both real and fake, left out." in text
     metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
     g1 = metrics[SHIPPED]["g1"]
     row = next(line for line in text.splitlines() if line.startswith("| `g1` |"))
@@ -497,9 +588,10 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- DVC wiring
-SETS = {"mine": {"layout": "real_fake", "root": "sets/mine", "manifest": "", "split": "", "transforms": []},
+SETS = {"mine": {"layout": "real_fake", "root": "sets/mine", "manifest": "", "split": "", "duplicates": "error",
+                 "transforms": []},
         "listed": {"layout": "manifest", "root": "sets/listed", "manifest": "list.csv", "split": "",
-                   "transforms": ["jpeg75", "crop"]}}
+                   "duplicates": "exclude", "transforms": ["jpeg75", "crop"]}}
 
 
 def with_sets(params: Path, sets: dict, **model) -> None:

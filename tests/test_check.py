@@ -61,7 +61,8 @@ def test_the_check_reads_no_params_file():
     assert "params.yaml\")" not in source and not re.search(r"--params\b", source)
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["check"]
     for param in ("model.backbone", "model.generators", "embed.backbones", "generate.generators",
-                  "generate.models_root", "code_train.data", "code_eval.data", "clusters.source", "clusters.input",
+                  "generate.models_root", "code_train.data", "code_eval.data", "code_eval.protocol",
+                  "code_eval.released_fit_images", "code_eval.threshold", "clusters.source", "clusters.input",
                   "clusters.coco_captions", "clusters.karpathy_split"):
         assert param in stage["params"], param
 
@@ -191,3 +192,29 @@ def test_too_few_bootstrap_resamples_are_named(repo_root, tmp_path, monkeypatch)
     done = run_check(repo_root, tmp_path, bootstrap__resamples=10)
     assert done.exit_code == 2 and "bootstrap.resamples: 10; a 95 % interval needs at least 40" in done.output
     assert "Traceback" not in done.output and not (tmp_path / "check.txt").exists()
+
+
+def test_code_eval_protocol_size_and_threshold_are_checked(repo_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    done = run_check(repo_root, tmp_path, code_eval__protocol="relased", code_eval__released_fit_images=0,
+                     code_eval__threshold="best")
+    assert done.exit_code == 2, done.output
+    assert "code_eval.protocol: 'relased' is not one of ['toolkit', 'released']" in done.output
+    assert "code_eval.threshold: 'best' is not one of ['val', 'natural']" in done.output
+    assert "code_eval.released_fit_images: '0' is not a positive whole number" in done.output
+    assert not (tmp_path / "check.txt").exists()
+    released = run_check(repo_root, tmp_path, code_eval__protocol="released", code_eval__released_fit_images=9600)
+    assert released.exit_code == 0, released.output
+
+
+def test_a_benchmark_sets_duplicates_rule_is_checked(repo_root, tmp_path, monkeypatch):
+    from stages.check import DUPLICATE_RULES
+    from stages.external.scoring import Duplicates
+
+    assert tuple(Duplicates) == DUPLICATE_RULES
+    monkeypatch.chdir(repo_root)
+    sets = yaml.safe_load((repo_root / "params.yaml").read_text())["benchmark"]["sets"]
+    sets["demo"]["duplicates"] = "drop"
+    done = run_check(repo_root, tmp_path, benchmark__sets=sets)
+    assert done.exit_code == 2, done.output
+    assert "benchmark.sets.demo.duplicates: 'drop' is not one of ['error', 'exclude']" in done.output

@@ -25,8 +25,9 @@ from tests.fixtures import BOOTSTRAP, write_children, write_clusters
 
 torch.set_num_threads(1)
 # every option of the command but the paths and the generators: params.yaml's demo values
-OPTIONS = [*[word for t in TEST_TRANSFORMS for word in ("--transforms", t)], "--threshold", "val", "--seed", "0",
-           *BOOTSTRAP, "--batch-size", "64", "--workers", "0", "--threads", "1"]
+OPTIONS = [*[word for t in TEST_TRANSFORMS for word in ("--transforms", t)], "--protocol", "toolkit",
+           "--released-fit-images", "9600", "--threshold", "val", "--seed", "0", *BOOTSTRAP, "--batch-size", "64",
+           "--workers", "0", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,36 @@ def test_thresholds_come_from_val_never_test(data, monkeypatch):
     # the thresholds are plot data (a column of the grid), never metrics: they do not hold across machines
     assert "thresholds" not in metrics and not any(k.startswith("overall_") for k in metrics["logreg"])
     assert sorted(set(measured)) == sorted({r["threshold"] for r in rows}) and len(measured) == len(rows)
+
+
+def test_released_protocol_fits_a_seeded_subsample_and_keeps_each_heads_own_decision(data, monkeypatch):
+    """CoDE's released evaluation: heads fitted on a subsample of the train images (9,600 there; 10 of 24 here),
+    drawn with the seed, and thresholds at each head's natural 0, whatever --threshold says; val is never read."""
+    from stages.code.net import load_model
+
+    fitted, chosen = [], []
+    original = code_heads.fit_head
+    monkeypatch.setattr(code_heads, "fit_head", lambda h, x, y: fitted.append((h, x.copy(), y.copy()))
+                        or original(h, x, y))
+    monkeypatch.setattr(toolkit_threshold, "choose_threshold", lambda s, y: chosen.append(len(y)) or 1.0)
+    model, _, _ = load_model(data / "model.pt")
+    refs = read_images(data / "clusters.parquet", data / "children", ["g1"], ("train", "val", "test"))
+    runs = [code_eval.evaluate(model, 32, refs, ["g1"], ["g1"], [], threshold=code_heads.ThresholdRule.val,
+                               progress=False, protocol=code_heads.EvalProtocol.released, released_fit_images=10,
+                               seed=seed) for seed in (0, 0, 1)]
+    assert chosen == []  # no threshold chosen on val
+    assert all(row["threshold"] == 0.0 for _, rows in runs for row in rows)
+    assert [metrics["images"]["train"] for metrics, _ in runs] == [10, 10, 10]
+    first, again, other = (fitted[i * len(HEADS)][1] for i in range(3))
+    assert len(first) == 10 and np.array_equal(first, again) and not np.array_equal(first, other)
+    # 10 distinct images of the 24 train ones, as the toolkit protocol sees them
+    toolkit = code_eval.evaluate(model, 32, refs, ["g1"], ["g1"], [], threshold=code_heads.ThresholdRule.natural,
+                                 progress=False)
+    everything = fitted[-len(HEADS)][1]
+    assert toolkit[0]["images"]["train"] == len(everything) == 24
+    assert len({row.tobytes() for row in first}) == 10
+    assert {row.tobytes() for row in first} <= {row.tobytes() for row in everything}
+    assert code_heads.fit_subsample(5, 9600, 0).tolist() == [0, 1, 2, 3, 4]  # fewer than asked: all of them
 
 
 @pytest.mark.slow

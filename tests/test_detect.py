@@ -78,13 +78,17 @@ def test_expand_files_globs_missing_and_duplicates(wild, tmp_path):
 def test_output_formats_parse(wild, fmt):
     root, good, bad = wild
     stream = io.StringIO()
-    scored, failed = detect.write_rows(iter(rows_for([root])), stream, fmt)
-    assert (scored, failed) == (len(good), len(bad) - 1)  # notes.txt is skipped
+    tally = detect.write_rows(iter(rows_for([root])), stream, fmt)
+    assert (tally.scored, tally.failed) == (len(good), len(bad) - 1)  # notes.txt is skipped
+    assert sum(tally.labels.values()) == tally.scored and set(tally.labels) == {"real", "fake"}
     text = stream.getvalue()
     if fmt is detect.OutputFormat.csv:
         records = list(csv.DictReader(io.StringIO(text)))
         assert list(records[0]) == list(detect.COLUMNS)
-        assert all((r["score"] == "") == bool(r["error"]) for r in records)
+        assert all((r["score"] == "") == bool(r["error"]) == (r["logit"] == "") for r in records)
+        # the label is the logit against the detector's threshold, the score its sigmoid
+        threshold = random_detector().threshold
+        assert all(r["label"] == ("fake" if float(r["logit"]) >= threshold else "real") for r in records if r["logit"])
         assert all(float(r["threshold"]) == random_detector().score_threshold for r in records)
     else:
         records = [json.loads(line) for line in text.splitlines()]
@@ -197,10 +201,38 @@ def test_names_that_are_not_utf8_are_written(tmp_path, fmt):
     name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
     photo(0, (16, 16)).save(tmp_path / name)
     stream = io.StringIO()
-    scored, failed = detect.write_rows(iter(rows_for([tmp_path])), stream, fmt)
-    assert (scored, failed) == (1, 0)
+    tally = detect.write_rows(iter(rows_for([tmp_path])), stream, fmt)
+    assert (tally.scored, tally.failed) == (1, 0)
     text = stream.getvalue()
     text.encode("utf-8")  # the output is valid UTF-8
     path = next(csv.DictReader(io.StringIO(text)))["path"] if fmt is detect.OutputFormat.csv \
         else json.loads(text)["path"]
     assert path == str(tmp_path / "caf\\xe9.png")
+
+
+def test_probability_never_underflows_to_zero_and_the_logit_is_exact():
+    assert detect.probability(-800.0) > 0.0 and detect.probability(-800.0) < detect.probability(-700.0)
+    assert detect.probability(0.0) == 0.5 and detect.probability(800.0) == 1.0  # float64 saturates: read the logit
+    row = detect.Row("a.png", detect.probability(-1234.5), -1234.5, "real", 0.5, "d", None, None)
+    stream = io.StringIO()
+    detect.write_rows([row], stream, detect.OutputFormat.csv)
+    written = next(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert float(written["logit"]) == -1234.5 and float(written["score"]) > 0.0
+
+
+def test_summary_counts_each_label(wild, tmp_path, monkeypatch):
+    root, good, bad = wild
+    detector_folder = tmp_path / "det"
+    from stages.shipped.artifact import save_detector
+
+    save_detector(random_detector(), detector_folder)
+    monkeypatch.setattr(detect, "load_checked", lambda *a: (random_detector(), TinyBackbone()))
+    out, summary = tmp_path / "rows.csv", tmp_path / "summary.json"
+    tally = detect.detect([str(root)], detector_folder, out, detect.OutputFormat.csv, registry=tmp_path / "r.yaml",
+                          workers=0, progress=False, summary=summary)
+    rows = list(csv.DictReader(out.open()))
+    written = json.loads(summary.read_text())
+    for name in ("real", "fake"):
+        assert written["labels"][name] == tally.labels[name] == sum(r["label"] == name for r in rows)
+    assert written["scored"] == len(good) and written["failed"] == len(bad) - 1
+    assert "scored (" in tally.line() and f"{tally.labels['fake']} fake" in tally.line()

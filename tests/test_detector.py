@@ -176,7 +176,9 @@ def test_detect_cli_on_a_mixed_folder(trained, tmp_path):
     # notes.txt inside the folder is not an image: skipped and counted, not a row
     assert len(records) == len(good) + len(bad) - 1
     assert str(bad["notes.txt"]) not in {r["path"] for r in records}
-    assert f"detect: {len(good)} scored, {len(bad) - 1} failed, 1 skipped (1 not an image)" in result.stderr
+    called = {name: sum(r["label"] == name for r in records) for name in ("real", "fake")}
+    assert (f"detect: {len(good)} scored ({called['real']} real, {called['fake']} fake), {len(bad) - 1} failed, "
+            "1 skipped (1 not an image)") in result.stderr
     assert f"skipped {bad['notes.txt']}: not an image" in result.stderr
     scored = {r["path"] for r in records if r["error"] is None}
     assert scored == {str(p) for p in good.values()}

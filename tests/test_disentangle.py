@@ -95,9 +95,9 @@ def test_stages_write_weights_history_metrics_and_tsne(tmp_path):
     # params are not echoed, losses are plot data: the metrics are the figures and the S probe's C
     assert set(metrics) == {"s_probe_c", "val", "test"}
     for split in ("val", "test"):
-        # each figure with its interval's bounds
+        # each figure with its interval's bounds, and the clusters left out of full-cluster accuracy
         assert set(metrics[split]["S"]) == {f"{f}{b}" for f in ("overall_accuracy", "full_cluster_accuracy")
-                                            for b in ("", "_low", "_high")}
+                                            for b in ("", "_low", "_high")} | {"childless_clusters"}
         assert set(metrics[split]["T"]) == {f"{f}{b}" for f in ("min_distance_accuracy", "max_distance_accuracy")
                                             for b in ("", "_low", "_high")}
 

@@ -180,7 +180,8 @@ def test_every_stage_that_classifies_uses_the_toolkit(monkeypatch):
     import stages.study.probe as probe
 
     # the probe (and disentangle's S probe, which calls it), the detector and CoDE's logistic head
-    assert probe.fit_logistic is head_fit.fit_logistic is code_heads.fit_logistic is linear.fit_logistic
+    assert probe.fit_logistic_path is linear.fit_logistic_path
+    assert head_fit.fit_logistic is code_heads.fit_logistic is linear.fit_logistic
     assert artifact.LinearHead is LinearHead
     assert probe.classification_metrics is shipped_train.classification_metrics is metrics.classification_metrics
     assert artifact.predict is threshold.predict
@@ -193,3 +194,14 @@ def test_every_stage_that_classifies_uses_the_toolkit(monkeypatch):
     monkeypatch.setattr(threshold, "choose_threshold", lambda s, y: calls.append(len(y)) or 0.25)
     x, y = blobs(20, 40)
     assert head_fit.fit_detector_head(x, y, x[::2], y[::2]).threshold == 0.25 and calls == [30]
+
+
+def test_roc_thresholds_stay_on_the_scores_own_scale():
+    # a 1-NN or SVM score is not a logit: 60 and 88 are two thresholds, not both 1.0
+    from stages.heads.metrics import roc_points
+
+    rows = roc_points(np.array([10.0, 60.0, 88.0]), np.array([REAL, FAKE, FAKE]), scale="distance")
+    assert [r["threshold"] for r in rows] == [None, 88.0, 60.0, 10.0]
+    assert {r["scale"] for r in rows} == {"distance"} and rows[-1] == {"fpr": 1.0, "tpr": 1.0, "threshold": 10.0,
+                                                                       "scale": "distance"}
+    assert 88.0 in {r["threshold"] for r in roc_points(np.array([10.0, 60.0, 88.0]), np.array([REAL, FAKE, REAL]))}

@@ -256,7 +256,7 @@ def test_bad_children_are_counted_with_on_bad_skip(tmp_path, clusters):
     write_truncated(root / "val2014" / "4" / "4_3.jpg")
     out, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
     assert result["skipped"] == {"unknown_parent": 1, "duplicate": 1, "unreadable": 3, "caption_index": 1,
-                                 "total": 6}
+                                 "leak": 0, "total": 6}
     assert len(read_manifest(out)) == 2 * N_PARENTS
 
 
@@ -344,8 +344,10 @@ def test_a_cocofake_link_leading_out_of_the_root_is_named_never_followed(tmp_pat
     assert f"{root / 'train2014' / '5'}: is a link leading out of the set's root" in done.output, done.output
     out, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
     assert result["skipped"]["unreadable"] == 2
+    # the link inside the root is followed: to a copy of 2_0.jpg, so the same image again, imported once
+    assert result["skipped"]["duplicate"] == 1
     assert sorted(c for c, i in read_manifest(out)[["cluster_id", "caption_index"]].itertuples(index=False)
-                  if i == 2) == [2, 4]
+                  if i == 2) == [4]
     assert 5 not in set(read_manifest(out)["cluster_id"])
 
 
@@ -568,3 +570,32 @@ def test_a_manifest_row_with_a_fractional_caption_index_is_named(tmp_path, clust
     pd.DataFrame({"path": ["a.jpg"], "parent": ["1"], "caption_index": ["-1"]}).to_csv(folder / "m.csv", index=False)
     out, _ = import_set(tmp_path, clusters, "manifest", folder / "m.csv")
     assert list(read_manifest(out)["child_id"]) == [child_id(1, -1)]
+
+
+def test_the_same_image_twice_is_counted_once_and_across_splits_or_as_a_parent_is_a_leak(tmp_path, clusters):
+    """Children are hashed by content: a copy in the same split is a duplicate (imported once), a copy whose parent
+    is in another split is a leak, and so is a child with the bytes of a parent's photograph (real and fake)."""
+    table = read_clusters(clusters)
+    split = dict(zip(table["cluster_id"], table["split"], strict=True))
+    root = tmp_path / "cocofake"
+    write_cocofake(root, per_parent=2)
+    folder = {c: root / ("train2014" if c % 2 else "val2014") / str(c) for c in range(N_PARENTS)}
+    same = next(c for c in range(1, N_PARENTS) if split[c] == split[0])
+    other = next(c for c in range(1, N_PARENTS) if split[c] != split[0])
+    shutil.copy(folder[0] / "0_0.jpg", folder[same] / f"{same}_1.jpg")  # a copy within the split
+    shutil.copy(folder[0] / "0_1.jpg", folder[other] / f"{other}_1.jpg")  # a copy across splits
+    parent = table["image_path"].iloc[3]
+    parent_file = next(p for p in (clusters.parent / parent, tmp_path / "parents" / parent) if p.is_file())
+    shutil.copy(parent_file, folder[3] / "3_0.jpg")  # a parent's photograph as its own child
+    from stages.contracts.errors import InputError
+
+    with pytest.raises(InputError, match=r"3_0\.jpg.*same image \(same bytes\) as the parent \(real\) image"):
+        import_set(tmp_path, clusters, "cocofake", root)
+    out, result = import_set(tmp_path, clusters, "cocofake", root, on_bad="skip")
+    assert result["skipped"]["duplicate"] == 1 and result["skipped"]["leak"] == 2
+    kept = imported(out)
+    assert len(kept) == 2 * N_PARENTS - 3
+    assert len({data for *_, data in kept.values()}) == len(kept)  # every image once
+    # of two copies one is kept (the first in the originals' order); the parent's photograph never is
+    taken = {(c, i) for c, i, *_ in kept.values()}
+    assert len(taken & {(0, 0), (same, 1)}) == 1 and len(taken & {(0, 1), (other, 1)}) == 1 and (3, 0) not in taken

@@ -61,11 +61,11 @@ def test_detect_holds_at_most_a_batch_of_images_whatever_n(tmp_path):
         backbone = Counting()
         inputs = expand_inputs(small_files(tmp_path / str(n), n))
         tracemalloc.start()
-        scored, failed = write_rows(score_inputs(random_detector(), backbone, inputs, batch_size=batch, workers=0,
-                                                 progress=False), io.StringIO(), OutputFormat.csv)
+        tally = write_rows(score_inputs(random_detector(), backbone, inputs, batch_size=batch, workers=0,
+                                        progress=False), io.StringIO(), OutputFormat.csv)
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert (scored, failed) == (n, 0)
+        assert (tally.scored, tally.failed) == (n, 0)
         # the batch being embedded (its views are stacked, then freed) and the one before, never more
         assert backbone.views.most <= 2 * batch, backbone.views.most
         assert backbone.outputs.most <= 2, backbone.outputs.most

@@ -339,7 +339,8 @@ def layout_column(demo: Demo) -> Ran:
 
 def benchmark_set(demo: Demo) -> Ran:
     # the demo's own set again, clean only (other transforms): a second instance over the same root
-    entry = {"layout": "real_fake", "root": "data/benchmark_demo", "manifest": "", "split": "", "transforms": []}
+    entry = {"layout": "real_fake", "root": "data/benchmark_demo", "manifest": "", "split": "", "duplicates": "error",
+             "transforms": []}
     return _params(demo, lambda p: p["benchmark"]["sets"].__setitem__(NAMES["bench"], entry))
 
 

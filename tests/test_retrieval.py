@@ -58,3 +58,39 @@ def test_missing_caption_is_an_error(tmp_path):
     with pytest.raises(InputError, match=r"no caption embedding \(e.g. c000000000002_1\)"):
         retrieval.run(folder / "g1.h5", folder / "captions.h5", tmp_path / "m.json", chunk=2048)
     assert not (tmp_path / "m.json").exists()
+
+
+def test_duplicated_captions_tie_by_identity_never_by_float_luck():
+    # every caption twice: the generating caption always has a twin exactly as similar, so no child can rank its
+    # own caption strictly first; exact R@1 must be exactly 0 (float32 products used to break ~2 % of the ties)
+    from stages.study.retrieval import recall_at_k
+
+    rng = np.random.default_rng(0)
+    n, dim = 400, 512
+    captions = rng.standard_normal((n, dim)).astype(np.float32)
+    twins = captions.copy()
+    # the same text embedded in another batch: a few coordinates a few ulp off (a text encoder's float32 sums
+    # depend on the batch), so the twin's similarity differs from the original's in its last bits
+    nudged = rng.random((n, dim)) < 0.05
+    away = np.where(rng.random(nudged.sum()) < 0.5, -np.inf, np.inf).astype(np.float32)
+    twins[nudged] = np.nextafter(twins[nudged], away)
+    assert (twins != captions).any(axis=1).all()
+    queries = captions + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    cluster = np.arange(n) // 5
+    for keys in (np.repeat(captions, 2, axis=0), np.stack([captions, twins], axis=1).reshape(2 * n, dim)):
+        target = 2 * np.arange(n) + rng.integers(0, 2, n)  # either copy is "the" generating one
+        result = recall_at_k(queries, keys, target, cluster, np.repeat(cluster, 2), ks=(1, 2, 3))
+        assert result["exact_pair"]["r1"] == 0.0
+        assert result["exact_pair"]["r2"] == 1.0  # the pair itself is the top 2: nothing else comes close
+        # the intra-cluster rank counts keys of other clusters only: duplicates inside a cluster do not hurt it
+        assert result["intra_cluster"]["r1"] == 1.0
+
+
+def test_near_equal_similarities_within_the_stated_tolerance_are_ties():
+    from stages.study.retrieval import TIE_TOLERANCE, recall_at_k
+
+    keys = np.array([[1.0, 0.0], [np.cos(TIE_TOLERANCE / 10), np.sin(TIE_TOLERANCE / 10)], [0.0, 1.0]])
+    # the query is the target itself; the second key is a different caption within the tolerance: a tie
+    result = recall_at_k(keys[:1], keys, np.array([0]), np.array([0]), np.array([0, 1, 2]), ks=(1, 2))
+    assert result["exact_pair"] == {"r1": 0.0, "r2": 1.0}
+    assert result["intra_cluster"] == {"r1": 0.0, "r2": 1.0}

@@ -6,7 +6,13 @@ import torch
 
 from stages.contracts.embeddings import EmbeddingTable
 from stages.contracts.labels import FAKE, REAL
-from stages.heads.metrics import class_accuracy, classification_metrics, full_cluster_accuracy, overall_accuracy
+from stages.heads.metrics import (
+    childless_clusters,
+    class_accuracy,
+    classification_metrics,
+    full_cluster_accuracy,
+    overall_accuracy,
+)
 from stages.study.clusters import Clusters, stack_clusters
 from stages.study.distances import distance_accuracy
 from stages.study.probe import balanced_rows, fit_probe
@@ -82,6 +88,11 @@ def test_full_cluster_and_overall_accuracy_on_hand_made_predictions():
     metrics = classification_metrics(logits, label, cluster_id=cluster)
     assert metrics["overall_accuracy"] == pytest.approx(7 / 9) and 0 < metrics["auc"] <= 1
     assert metrics["full_cluster_accuracy"] == pytest.approx(1 / 3)
+    # a parent alone is no cluster to get fully right: left out (not counted as right), and counted
+    alone = (np.append(predicted, REAL), np.append(label, REAL), np.append(cluster, 4))
+    assert full_cluster_accuracy(*alone) == pytest.approx(1 / 3)
+    assert childless_clusters(alone[1], alone[2]) == 1 and childless_clusters(label, cluster) == 0
+    assert full_cluster_accuracy(*(a[label == REAL] for a in (predicted, label, cluster))) is None
     fakes = label == FAKE
     assert classification_metrics(logits[fakes], label[fakes], cluster_id=cluster[fakes])["auc"] is None
 
@@ -216,9 +227,9 @@ def test_probe_chooses_c_on_val_and_never_looks_at_test():
     clusters = stack_clusters(made["parents"], made["g"], where="x")
     grid = [1e-3, 1e-1, 10.0]
     fit = fit_probe(clusters.select("train"), clusters.select("val"), grid, seed=0)
-    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [c for c, _ in fit.grid] == grid
-    best = max(acc for _, acc in fit.grid)
-    assert dict(fit.grid)[fit.c] == best
+    assert fit.c in grid and fit.probe.params == {"C": fit.c} and [point.c for point in fit.grid] == grid
+    best = max(point.val_overall_accuracy for point in fit.grid)
+    assert {point.c: point.val_overall_accuracy for point in fit.grid}[fit.c] == best
     val_x = clusters.select("val").embeddings.reshape(-1, 16)
     assert overall_accuracy(fit.probe.predict(val_x), clusters.select("val").labels().ravel()) == best > 0.9
     # scrambling the test split changes nothing in the fit

@@ -26,12 +26,32 @@ from stages.heads.classes import need_both_classes
 from stages.heads.linear import fit_logistic
 
 HEADS = ("logreg", "knn", "ocsvm")
+# the scale each head's score and threshold are on (module docstring): higher = more likely generated
+SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
+          "ocsvm": "minus the SVM decision function"}
 LOGREG_C = 0.316
 
 
 class ThresholdRule(StrEnum):
     val = "val"  # maximise balanced accuracy on the val split
     natural = "natural"  # 0: the head's own decision (logit 0, nearer class, SVM boundary)
+
+
+class EvalProtocol(StrEnum):
+    """How code_eval fits and thresholds the heads."""
+
+    toolkit = "toolkit"  # every train image fits the heads; thresholds by the ThresholdRule (val or natural)
+    released = "released"  # CoDE's released evaluation: a seeded subsample fits the heads, thresholds natural
+
+
+def fit_subsample(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` of `n` training images drawn without replacement with `seed` (all of them when
+    `size` >= n): the released evaluation fits its heads on such a subsample (9,600 images)."""
+    if size < 1:
+        raise ValueError(f"the heads' training subsample must hold at least 1 image; got {size}")
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

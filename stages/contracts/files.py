@@ -4,8 +4,10 @@ FIFO hung `detect`)."""
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from stages.contracts.errors import InputError
 
@@ -36,3 +38,23 @@ def regular_or_absent(path: Path | str, *, what: str) -> Path:
         raise InputError(str(path), f"is {kind}, not {what}; not opened (remove it, and rerun the stage that "
                          "writes it)")
     return path
+
+
+def content_digest(stream: BinaryIO) -> str:
+    """A BLAKE2b digest (16 bytes, hex) of everything `stream` holds from its start, read a block at a time:
+    the one content hash of imports and benchmarks (byte-identical files have the same digest)."""
+    stream.seek(0)
+    return hashlib.file_digest(stream, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def file_digest(path: Path | str) -> str | None:
+    """`content_digest` of a regular file's bytes; None for what is not one (missing, special, unreadable): its
+    reader reports that."""
+    path = Path(path)
+    if special_kind(path) or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as stream:
+            return content_digest(stream)
+    except OSError:
+        return None

@@ -88,15 +88,42 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0).astype(np.float32), np.where(std > MIN_SCALE, std, 1.0).astype(np.float32)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c_values: Iterable[float], *, balanced: bool = False,
-                 standardise: bool = True, max_iter: int = 1000, kind: str = "logreg") -> dict[float, LinearHead]:
-    """One L2 logistic regression (L-BFGS) per inverse regularisation strength C: {C: head}.
+@dataclass
+class LogisticFit:
+    """One fit of `fit_logistic_path`: the head, L-BFGS's iterations and whether it converged (stopped before
+    `max_iter`, sklearn's own test: n_iter_ < max_iter)."""
+
+    head: LinearHead
+    iterations: int
+    converged: bool
+
+
+def scaled_tolerance(z: np.ndarray, y: np.ndarray, weight: np.ndarray, relative: float) -> float:
+    """L-BFGS's gradient tolerance for sklearn's objective on (N, D) inputs `z`: `relative` times the largest
+    gradient component at the zero start (every logit 0), so that the stopping rule means the same on raw features
+    of any scale. sklearn's default, an absolute 1e-4 on its sample-averaged loss, is already met at the start on
+    raw features of small scale (L-BFGS then stops after 1 or 2 iterations with the intercept at 0)."""
+    residual = weight * (0.5 - (y == FAKE)) / weight.sum()  # (N,): d loss / d logit at logit 0, averaged
+    start = max(float(np.abs(z.T @ residual).max(initial=0.0)), abs(float(residual.sum())))
+    return relative * start if start > 0 else 1e-4  # no gradient at all: any tolerance stops at the start
+
+
+def fit_logistic_path(x: np.ndarray, y: np.ndarray, c_values: Iterable[float], *, balanced: bool = False,
+                      standardise: bool = True, center: bool = False, max_iter: int = 1000, kind: str = "logreg",
+                      relative_tol: float | None = None) -> dict[float, LogisticFit]:
+    """One L2 logistic regression (L-BFGS) per inverse regularisation strength C: {C: fit}.
 
     Protocol: the rows are standardised with their own mean and scale (`standardiser`), or taken as they
-    are with `standardise=False` (mean 0, scale 1); the fits run from the smallest C to the largest, each
-    starting from the previous solution (warm start: the optimum of each strictly convex problem is the
-    same, the path is cheaper); `balanced` weights each class by N / (2 N_class) (sklearn's "balanced"),
-    so the minority class counts as much as the majority. Labels follow stages.contracts.labels."""
+    are with `standardise=False` (mean 0, scale 1), or only centred with `center=True` (the rows' mean,
+    scale 1: the same problem, since the intercept is not penalised the optimal decision function is
+    unchanged, but L-BFGS no longer has to move the intercept against every weight at once); the fits run
+    from the smallest C to the largest, each starting from the previous solution (warm start: the optimum
+    of each strictly convex problem is the same, the path is cheaper); `balanced` weights each class by
+    N / (2 N_class) (sklearn's "balanced"), so the minority class counts as much as the majority. The
+    stopping tolerance is sklearn's default (an absolute 1e-4), or with `relative_tol` that fraction of the
+    problem's own gradient at the start (`scaled_tolerance`). Each fit records its iterations and whether
+    it stopped before `max_iter`.
+    Labels follow stages.contracts.labels."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -110,21 +137,34 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c_values: Iterable[float], *, bal
     if standardise:
         mean, scale = standardiser(x)
     else:
-        mean, scale = np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
+        mean = standardiser(x)[0] if center else np.zeros(x.shape[1], np.float32)
+        scale = np.ones(x.shape[1], np.float32)
     # standardise with the float32 values the head stores, so the fitted coefficients match the head's inputs
     z = (x.astype(np.float64) - mean) / scale
-    model = LogisticRegression(C=c_values[0], max_iter=max_iter, warm_start=True,
+    fake = y == FAKE
+    weight = np.where(fake, len(y) / (2 * fake.sum()), len(y) / (2 * (~fake).sum())) if balanced else np.ones(len(y))
+    tol = 1e-4 if relative_tol is None else scaled_tolerance(z, y, weight, relative_tol)
+    model = LogisticRegression(C=c_values[0], max_iter=max_iter, warm_start=True, tol=tol,
                                class_weight="balanced" if balanced else None)  # lbfgs, L2: sklearn's defaults
-    heads: dict[float, LinearHead] = {}
+    fits: dict[float, LogisticFit] = {}
     for c in c_values:
         model.set_params(C=c)
         with warnings.catch_warnings():
-            # a C far too large for separable data never "converges"; its validation score already says so
+            # recorded per fit instead (`LogisticFit.converged`): a C far too large for separable data never
+            # converges, and its validation score already says so
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(z, y == FAKE)
-        heads[c] = LinearHead(mean, scale, model.coef_[0].copy(), model.intercept_.copy(), kind=kind,
-                              params={"C": c})
-    return heads
+            model.fit(z, fake)
+        iterations = int(model.n_iter_[0])
+        fits[c] = LogisticFit(LinearHead(mean, scale, model.coef_[0].copy(), model.intercept_.copy(), kind=kind,
+                                         params={"C": c}), iterations, iterations < max_iter)
+    return fits
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c_values: Iterable[float], *, balanced: bool = False,
+                 standardise: bool = True, max_iter: int = 1000, kind: str = "logreg") -> dict[float, LinearHead]:
+    """`fit_logistic_path` at sklearn's default tolerance, the heads only: {C: head}."""
+    return {c: fit.head for c, fit in fit_logistic_path(x, y, c_values, balanced=balanced, standardise=standardise,
+                                                         max_iter=max_iter, kind=kind).items()}
 
 
 def best_c(heads: dict[float, LinearHead], rank: Callable[[LinearHead], Any]) -> float:

@@ -26,14 +26,23 @@ def overall_accuracy(predicted: np.ndarray, label: np.ndarray) -> float:
     return float((predicted == label).mean())
 
 
-def full_cluster_accuracy(predicted: np.ndarray, label: np.ndarray, cluster_id: np.ndarray) -> float:
-    """Fraction of clusters whose every element (the parent and its N children) is classified right."""
+def full_cluster_accuracy(predicted: np.ndarray, label: np.ndarray, cluster_id: np.ndarray) -> float | None:
+    """Fraction of clusters whose every element (the parent and its N children) is classified right, over the
+    clusters with at least one child (as the paper's Table 1 counts them): a parent alone (a partial set) is not
+    a cluster to get fully right. None when no cluster has a child; `childless_clusters` counts those left out."""
     predicted, label, cluster_id = (np.asarray(a).ravel() for a in (predicted, label, cluster_id))
     if not (len(predicted) == len(label) == len(cluster_id)) or len(label) == 0:
         raise ValueError("predictions, labels and cluster ids must have the same non-zero length")
     clusters, index = np.unique(cluster_id, return_inverse=True)
     wrong = np.bincount(index, weights=predicted != label, minlength=len(clusters))
-    return float((wrong == 0).mean())
+    has_child = np.bincount(index, weights=label == FAKE, minlength=len(clusters)) > 0
+    return float((wrong[has_child] == 0).mean()) if has_child.any() else None
+
+
+def childless_clusters(label: np.ndarray, cluster_id: np.ndarray) -> int:
+    """How many clusters hold no child (no FAKE element): those `full_cluster_accuracy` leaves out."""
+    label, cluster_id = np.asarray(label).ravel(), np.asarray(cluster_id).ravel()
+    return len(np.unique(cluster_id)) - len(np.unique(cluster_id[label == FAKE]))
 
 
 def class_accuracy(predicted: np.ndarray, label: np.ndarray, cls: int) -> float | None:
@@ -166,13 +175,13 @@ def tpr_at_fpr(score: np.ndarray, label: np.ndarray, fpr: float) -> float:
     return float((fakes > reals[k]).mean())
 
 
-def roc_points(score: np.ndarray, label: np.ndarray) -> list[dict[str, float]]:
-    """The ROC curve of logits (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold}``, the
-    threshold shown as the probability it stands for (sigmoid of the logit; 1.0 for sklearn's +inf)."""
+def roc_points(score: np.ndarray, label: np.ndarray, *, scale: str = "logit") -> list[dict[str, float | str | None]]:
+    """The ROC curve of decision values (FAKE is the positive class) as plot rows ``{fpr, tpr, threshold, scale}``:
+    each threshold on the scores' own scale, named by `scale` (a logit, a distance difference...: never squashed
+    through a sigmoid, which is meaningless for a score that is not a logit and prints 60 and 88 both as 1.0);
+    null for the curve's first point, where no score reaches the threshold (sklearn's +inf)."""
     from sklearn.metrics import roc_curve
 
-    from stages.heads.linear import sigmoid
-
     fpr, tpr, thresholds = roc_curve(np.asarray(label).ravel() == FAKE, np.asarray(score, dtype=np.float64).ravel())
-    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h)}
-            for f, t, h in zip(fpr, tpr, sigmoid(thresholds), strict=True)]
+    return [{"fpr": float(f), "tpr": float(t), "threshold": float(h) if np.isfinite(h) else None, "scale": scale}
+            for f, t, h in zip(fpr, tpr, thresholds, strict=True)]

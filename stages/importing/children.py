@@ -10,7 +10,10 @@ The protocol, in order (every bad child is an InputError naming it, or a counted
    huge or sparse file is never read): a truncated, special, oversized or non-image file, or a link leading out
    of the root, is unreadable; its content digest (a streaming BLAKE2b of its bytes) is taken;
 4. a known caption index must lie in 0..N-1 (else caption_index), and a (parent, index) pair seen before is a
-   duplicate; the k-th child of a cluster without an index gets -(k+1) (stages.contracts.children);
+   duplicate; the k-th child of a cluster without an index gets -(k+1) (stages.contracts.children); a child
+   with the same bytes as one taken before is a duplicate when both are in one split (counted once) and a leak
+   when their parents are in two splits, and a child with the same bytes as a parent's image (real and fake at
+   once) is a leak: each an error naming both paths, or a counted skip;
 5. the children, sorted by (cluster_id, caption_index), are cut into shards as generate cuts its plan; each
    shard's fingerprint covers the settings and its sources' paths and content digests (never sizes and times,
    which a replaced file can keep), so a killed import keeps its finished shards, a rerun is byte-identical, and
@@ -30,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from stages.contracts.errors import InputError, Skips
+from stages.contracts.files import content_digest
 from stages.contracts.ids import child_id
 from stages.generation.shards import Child, Shard
-from stages.importing.layouts import Found, Reader, content_digest
+from stages.importing.layouts import Found, Reader
 
-REASONS = ("unknown_parent", "duplicate", "unreadable", "caption_index")
+REASONS = ("unknown_parent", "duplicate", "unreadable", "caption_index", "leak")
 TRAILING_DIGITS = re.compile(r"(\d+)$")
 # file extensions by Pillow's format name (the image struct's path names the child with one)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
@@ -88,15 +92,19 @@ class ParentIndex:
         return f"parent {token!r} is not in the clusters table (by source id, image file stem or COCO id)"
 
 
-def check_image(reader: Reader, found: Found, where: str) -> tuple[str, str]:
-    """Step 3: decode in full from a bounded read (so truncation is caught); the file extension of its format
-    and the digest of its bytes."""
+def check_image(reader: Reader, found: Found, where: str) -> tuple[str, str, str]:
+    """Step 3: decode in full from a bounded read (so truncation is caught); the file extension of its format,
+    the digest of its bytes, and their SHA-256 (the clusters table's hash of each parent's image)."""
+    import hashlib
+
     from stages.imaging.load import inspect_image
 
     with reader.open(found, where) as stream:
         info = inspect_image(stream, where=where)
         digest = content_digest(stream)
-    return EXTENSIONS.get(info.format, info.format.lower() or "img"), digest
+        stream.seek(0)
+        sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+    return EXTENSIONS.get(info.format, info.format.lower() or "img"), digest, sha256
 
 
 def order(found: Found) -> tuple[str, int]:
@@ -117,7 +125,7 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
     by_cluster = clusters.set_index("cluster_id")
     n_captions = len(clusters["captions"].iloc[0]) if len(clusters) else 0
     seen: set[str] = set()
-    kept: list[tuple[Found, int, str, str]] = []
+    kept: list[tuple[Found, int, str, str, str]] = []
     for child in sorted(found, key=order):
         on_child()
         name = where(child, root)
@@ -134,7 +142,7 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
                          "unknown_parent")
             continue
         try:
-            extension, digest = check_image(reader, child, name)
+            extension, digest, sha256 = check_image(reader, child, name)
         except InputError as error:
             skips.handle(error, "unreadable")
             continue
@@ -145,21 +153,40 @@ def assign(found: Sequence[Found], clusters, *, root: Path, reader: Reader, skip
             skips.handle(InputError(name, f"caption index {child.caption_index} is out of range: parents have "
                                           f"{n_captions} captions (0..{n_captions - 1})"), "caption_index")
             continue
-        kept.append((child, cluster, extension, digest))
+        kept.append((child, cluster, extension, digest, sha256))
 
     taken: dict[tuple[int, int], str] = {}
     unknown: dict[int, int] = defaultdict(int)
     planned = []
-    for child, cluster, extension, digest in kept:
+    parent_images = dict(zip(clusters.get("image_sha256", []), clusters.get("image_path", []), strict=True))
+    copies: dict[str, tuple[str, str]] = {}  # content digest -> (where, split) of the child taken with it
+    for child, cluster, extension, digest, sha256 in kept:
+        name, split = where(child, root), str(by_cluster.loc[cluster, "split"])
+        if child.caption_index is not None and (cluster, child.caption_index) in taken:
+            skips.handle(InputError(name, f"duplicate: caption {child.caption_index} of cluster {cluster} is already "
+                                          f"imported from {taken[cluster, child.caption_index]}"), "duplicate")
+            continue
+        if sha256 in parent_images:
+            skips.handle(InputError(name, f"is the same image (same bytes) as the parent (real) image "
+                                          f"{parent_images[sha256]}: an image cannot be both real and generated"),
+                         "leak")
+            continue
+        if digest in copies:
+            other, other_split = copies[digest]
+            if other_split == split:
+                skips.handle(InputError(name, f"duplicate: the same image (same bytes) as {other}, imported "
+                                              "once"), "duplicate")
+            else:
+                skips.handle(InputError(name, f"is the same image (same bytes) as {other}, whose parent is in the "
+                                              f"{other_split} split while this one's is in {split}: a leak between "
+                                              "splits"), "leak")
+            continue
+        copies[digest] = (name, split)
         if child.caption_index is None:
             unknown[cluster] += 1
             caption_index = -unknown[cluster]
         else:
             caption_index = child.caption_index
-            if (cluster, caption_index) in taken:
-                skips.handle(InputError(where(child, root), f"duplicate: caption {caption_index} of cluster {cluster}"
-                                        f" is already imported from {taken[cluster, caption_index]}"), "duplicate")
-                continue
             taken[cluster, caption_index] = child.original
         parent = by_cluster.loc[cluster]
         caption = child.caption if child.caption is not None else (

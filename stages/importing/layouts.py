@@ -25,7 +25,6 @@ that problem (named, or a counted skip). Special files (a FIFO, a device) are re
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import math
 import os
@@ -333,12 +332,6 @@ def open_child_file(path: Path, where: str, limit: int = MAX_CHILD_BYTES) -> Bin
         os.close(descriptor)
         raise InputError(where, problem)
     return os.fdopen(descriptor, "rb")
-
-
-def content_digest(stream: BinaryIO) -> str:
-    """A BLAKE2b digest of everything `stream` holds from its start, read a block at a time."""
-    stream.seek(0)
-    return hashlib.file_digest(stream, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 class Reader:

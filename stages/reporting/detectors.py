@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from stages.code.heads import SCALES
 from stages.code.setting import CodeSetting
 from stages.contracts.errors import InputError
 from stages.heads.metrics import INTERVALS, MIN_REALS
@@ -32,9 +33,7 @@ def no_caveat(aliases: Iterable[str]) -> list[str]:
 
 CODE_HEADS = {"logreg": "Linear (logistic regression)", "knn": "1-NN (cosine)",
               "ocsvm": "One-class SVM (fitted on reals only)"}
-# the scale each CoDE head's score and threshold are on (stages.code.heads): higher = more likely generated
-CODE_SCALES = {"logreg": "logit", "knn": "cosine distance to the nearest real minus to the nearest fake",
-               "ocsvm": "minus the SVM decision function"}
+CODE_SCALES = SCALES  # the scale each CoDE head's score and threshold are on (stages.code.heads)
 # the headline first (AUC, balanced accuracy: with their 95 % intervals), then the detail (stages.heads.metrics)
 CODE_METRICS = DETECTOR_METRICS = ("auc", "balanced_accuracy", "real_accuracy", "fake_accuracy", "overall_accuracy",
                                    "ap")
@@ -174,8 +173,10 @@ def render_code(setting: CodeSetting | None, training: dict | None, evaluation: 
               "intervals, test clusters resampled (docs/intervals.md); `k/n` counts the images right. "
               f"Test images: {n_real} real, "
               + ", ".join(f"{images.get(f'test_fake_{g}', 0):g} fake of `{g}`" for g in generators)
-              + ". A generator's row scores its children against all test parents; *All generators* scores "
-              "everything. Each head's threshold is chosen on val, on the scale of its score: "
+              + f". The heads are fitted on {images.get('train', 0):g} train images. A generator's row scores its "
+              "children against all test parents; *All generators* scores everything. Each head's threshold "
+              "(beside its name; 0 is the head's own decision, code_eval.protocol released) is on the scale of its "
+              "score: "
               + "; ".join(f"{CODE_HEADS[h].split(' (')[0]}: {scale}" for h, scale in CODE_SCALES.items()) + ".", ""]
     lines += header(["Head / generator", *METRIC_NAMES])
     for head, name in CODE_HEADS.items():
@@ -297,6 +298,15 @@ def render_benchmarks(folder: Path, grids: Path, names: Iterable[str]) -> list[s
     return lines
 
 
+def _duplicates_sentence(duplicates: dict | None) -> str:
+    """What the content hash found (stages.external.scoring.find_duplicates), or nothing when it was not run."""
+    if duplicates is None:
+        return ""
+    return (f" Duplicates (same bytes): {int(duplicates.get('within_class', 0))} further copies of an image within "
+            f"its class, each counted once; {int(duplicates.get('real_and_fake', 0))} images present as both real "
+            "and fake, left out.")
+
+
 def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_path: Path) -> list[str]:
     images, skipped = metrics.get("images", {}), metrics.get("skipped", {})
     shared = int(images.get("shared_real", 0))
@@ -304,7 +314,7 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
     lines = [f"## Benchmark `{name}`", "",
              f"Images scored: {int(images.get('real', 0))} real ({shared} shared by every generator), "
              f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
-             f"`data/benchmark/{name}.csv`).", ""]
+             f"`data/benchmark/{name}.csv`)." + _duplicates_sentence(metrics.get("duplicates")), ""]
     lines += header(["Detector / generator", *BENCHMARK_NAMES])
     for detector, title in BENCHMARK_DETECTORS.items():
         groups = metrics.get(detector)

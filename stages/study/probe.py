@@ -11,9 +11,25 @@ warm-started from the previous one. C is the grid value
 with the best overall accuracy on every validation element (ties go to the smaller C, the stronger
 regularisation); the decision threshold is logit 0 (probability 0.5).
 
+Convergence: every fit records its L-BFGS iterations and whether it stopped before `max_iter` (the C-search plot
+data). Under `raw` the stopping tolerance is scaled to the problem, `RAW_RELATIVE_TOL` times the largest gradient
+component at the zero start (stages.heads.linear.scaled_tolerance): sklearn's absolute default (1e-4) is met at
+the start by raw features of small scale, so L-BFGS stopped after 1-2 iterations at small C and the sweep chose
+among unconverged heads. The raw features are also centred by the training rows' mean for the fit (scale
+untouched, so the penalty and the optimal decision function are CLIP's exactly: the intercept is not penalised):
+at small C the weights are tiny, and an intercept solved only to an absolute tolerance, as on uncentred
+features, decides every prediction. `standardised` keeps sklearn's default, which standardised features put on
+the scale it was made for.
+
+Refit (`raw` only, as CLIP does): once C is chosen, the probe is fitted again at that C on the training rows
+plus the validation rows (each validation cluster's parent and one seeded child, as for train), and that head is
+the one tested. The validation figures are those of the train-only head that chose C (the refit has seen val).
+
 Partial clusters (an imported set, stages.study.clusters) are counted as they are: training draws one child of
 each cluster that has one (a cluster without children gives no training row), evaluation scores every parent
-and every child there is, and a cluster is fully right when its parent and all of its existing children are.
+and every child there is, and a cluster is fully right when its parent and all of its existing children are;
+full-cluster accuracy is over the clusters with at least one child (a parent alone has no cluster to get right),
+and the clusters left out are counted (`childless_clusters`).
 """
 
 from __future__ import annotations
@@ -21,13 +37,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
 from stages.contracts.errors import InputError
 from stages.contracts.labels import FAKE, REAL
-from stages.heads.linear import LinearHead, best_c, fit_logistic
-from stages.heads.metrics import classification_metrics, overall_accuracy
+from stages.heads.linear import LinearHead, best_c, fit_logistic_path
+from stages.heads.metrics import childless_clusters, classification_metrics, overall_accuracy
 from stages.study.clusters import PARENT, Clusters
 from stages.uncertainty.bootstrap import Bootstrap
 
@@ -39,12 +56,37 @@ class Protocol(StrEnum):
     raw = "raw"
 
 
+RAW_RELATIVE_TOL = 1e-6  # L-BFGS's gradient tolerance under `raw`, relative to the gradient at the start
+
+
+class CPoint(NamedTuple):
+    """One C of the search: its validation overall accuracy and its fit's L-BFGS iterations and convergence."""
+
+    c: float
+    val_overall_accuracy: float
+    iterations: int
+    converged: bool
+
+
 @dataclass
 class ProbeFit:
-    probe: LinearHead  # the head of the chosen C
+    probe: LinearHead  # the head that is tested: the chosen C's, refit on train + val under `raw`
+    selected: LinearHead  # the chosen C's head fitted on train alone: its val accuracy chose C
     c: float
-    grid: list[tuple[float, float]]  # (C, validation overall accuracy), in grid order
+    grid: list[CPoint]  # in grid order
     train_rows: int
+    refit_rows: int = 0  # rows of the refit on train + val (0: no refit)
+    refit_iterations: int | None = None
+    refit_converged: bool | None = None
+
+    def head_for(self, split: str) -> LinearHead:
+        """The head whose figures stand for `split`: val is scored by the head that chose C (it never saw val)."""
+        return self.selected if split == "val" else self.probe
+
+    @property
+    def unconverged(self) -> int:
+        """Fits (grid and refit) that stopped at max_iter."""
+        return sum(not point.converged for point in self.grid) + (self.refit_converged is False)
 
 
 def balanced_rows(clusters: Clusters, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,10 +121,20 @@ def fit_probe(train: Clusters, val: Clusters, c_grid: Sequence[float], *, seed: 
     if len(y) == 0:
         raise ValueError("no training cluster has a child; the probe needs at least one")
     val_x, val_y, _ = all_rows(val)
-    heads = fit_logistic(x, y, c_grid, max_iter=max_iter, standardise=protocol == Protocol.standardised)
+    raw = protocol == Protocol.raw
+    options = {"max_iter": max_iter, "standardise": not raw, "center": raw,
+               "relative_tol": RAW_RELATIVE_TOL if raw else None}
+    fits = fit_logistic_path(x, y, c_grid, **options)
+    heads = {c: fit.head for c, fit in fits.items()}
     accuracy = {c: overall_accuracy(head.predict(val_x), val_y) for c, head in heads.items()}
     c = best_c(heads, lambda head: accuracy[head.params["C"]])
-    return ProbeFit(heads[c], c, [(float(g), accuracy[float(g)]) for g in c_grid], len(y))
+    grid = [CPoint(float(g), accuracy[float(g)], fits[float(g)].iterations, fits[float(g)].converged) for g in c_grid]
+    if not raw:
+        return ProbeFit(heads[c], heads[c], c, grid, len(y))
+    # CLIP's protocol: refit at the chosen C on train + val (val's balanced rows: the same draw as train's)
+    more_x, more_y = balanced_rows(val, seed)
+    refit = fit_logistic_path(np.concatenate([x, more_x]), np.concatenate([y, more_y]), [c], **options)[c]
+    return ProbeFit(refit.head, heads[c], c, grid, len(y), len(y) + len(more_y), refit.iterations, refit.converged)
 
 
 def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
@@ -93,10 +145,14 @@ def c_grid(c_min: float, c_max: float, steps: int) -> list[float]:
     return [float(c) for c in np.geomspace(c_min, c_max, steps)]
 
 
-def evaluate(probe: LinearHead, clusters: Clusters, bootstrap: Bootstrap | None = None) -> dict[str, float | None]:
+def evaluate(probe: LinearHead, clusters: Clusters, bootstrap: Bootstrap | None = None
+             ) -> dict[str, float | int | None]:
     """Classification metrics (stages.heads.metrics) of a probe on every element of the given clusters, as
-    they are: a cluster is fully right when its parent and every child it has are right. With `bootstrap`, the
-    headline figures' intervals resample clusters (a parent and its children are not independent)."""
+    they are: a cluster is fully right when its parent and every child it has are right. Full-cluster accuracy
+    is over the clusters with at least one child; `childless_clusters` counts the others (left out of it). With
+    `bootstrap`, the headline figures' intervals resample clusters (a parent and its children are not
+    independent)."""
     x, y, cluster = all_rows(clusters)
-    return classification_metrics(probe.decision(x), y, cluster_id=cluster, units=cluster, bootstrap=bootstrap)
+    return classification_metrics(probe.decision(x), y, cluster_id=cluster, units=cluster, bootstrap=bootstrap) | {
+        "childless_clusters": childless_clusters(y, cluster)}
 

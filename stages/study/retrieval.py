@@ -2,7 +2,13 @@
 
 A child whose generating caption is unknown (an imported set without caption indices) is a query of the
 intra-cluster recall only: exact-pair recall is over the queries with a known target, and not applicable
-(None) when no query has one."""
+(None) when no query has one.
+
+Ties are decided by caption identity, never by floating-point luck: keys with bit-identical embeddings (a
+duplicated caption) are scored once, so they get the very same similarity whatever the matrix product's blocking
+does to a few last bits, and a tie counts against the hit. The same caption embedded in two batches can differ
+in a few last bits of its embedding, so keys whose similarities differ by at most `TIE_TOLERANCE` (far below any
+meaningful difference of cosines, far above float32's rounding of a dot product of unit vectors) are ties too."""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ import numpy as np
 
 from stages.study.distances import _unit
 from stages.uncertainty.bootstrap import Bootstrap, mean_interval, with_intervals
+
+TIE_TOLERANCE = 1e-5  # cosine similarities closer than this are ties (module docstring)
 
 
 def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray, query_group: np.ndarray,
@@ -24,25 +32,29 @@ def recall_at_k(queries: np.ndarray, keys: np.ndarray, query_target: np.ndarray,
     a hit when the most similar key whose group equals `query_group[q]` ranks in the top k. Ties count
     against the hit: the rank of the target is the number of OTHER keys at least as similar (so a caption
     tied with another, e.g. a duplicated text, is never a sure exact hit), and the rank of the best key of the
-    group the number of keys of OTHER groups at least as similar. Memory is O(chunk * C), never O(Q * C)."""
+    group the number of keys of OTHER groups at least as similar. "At least as similar" means identical (the same
+key embedding, module docstring) or within `TIE_TOLERANCE` below. Memory is O(chunk * C), never O(Q * C)."""
     queries, keys = _unit(np.asarray(queries, dtype=np.float32)), _unit(np.asarray(keys, dtype=np.float32))
     query_target, query_group, key_group = map(np.asarray, (query_target, query_group, key_group))
     if len(queries) == 0 or len(keys) == 0:
         raise ValueError("retrieval needs at least one query and one key")
     if not np.isin(query_group, key_group).all():
         raise ValueError("some queries have no key of their group")
+    # one similarity per distinct key embedding: duplicated captions tie exactly
+    distinct, key_of = np.unique(keys, axis=0, return_inverse=True)  # (U, D), (C,)
+    key_of = key_of.reshape(-1)
     exact_rank = np.empty(len(queries), dtype=np.int64)
     group_rank = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
-        similarity = queries[start:stop] @ keys.T  # (c, C)
+        similarity = (queries[start:stop] @ distinct.T)[:, key_of]  # (c, U) -> (c, C)
         rows = np.arange(stop - start)
         target = similarity[rows, np.maximum(query_target[start:stop], 0)]  # (c,); unknown targets unused
         # minus 1: the target itself is at least as similar as itself
-        exact_rank[start:stop] = (similarity >= target[:, None]).sum(axis=1) - 1
+        exact_rank[start:stop] = (similarity >= target[:, None] - TIE_TOLERANCE).sum(axis=1) - 1
         in_group = key_group[None, :] == query_group[start:stop, None]  # (c, C)
         best = np.where(in_group, similarity, -np.inf).max(axis=1)  # (c,)
-        group_rank[start:stop] = (~in_group & (similarity >= best[:, None])).sum(axis=1)
+        group_rank[start:stop] = (~in_group & (similarity >= best[:, None] - TIE_TOLERANCE)).sum(axis=1)
     known = query_target >= 0
     if not known.all():  # a partial set: exact pairs of the known targets only
         exact_rank = exact_rank[known]
