@@ -21,12 +21,12 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import typer
 
@@ -35,63 +35,20 @@ from stages.contracts.errors import InputError, Skips, user_errors
 from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.load import MAX_PIXELS, JpegDecode
-from stages.shipped.wild import draft_for, load_checked
-
-if TYPE_CHECKING:
-    from stages.shipped.artifact import Detector
-    from stages.shipped.wild import Backbone, Input
+from stages.shipped.rows import Row
 
 app = Command()
 
-COLUMNS = ("path", "score", "label", "threshold", "detector", "caveat", "error")
+COLUMNS = ("path", "score", "logit", "label", "threshold", "detector", "caveat", "error")
 # the registry shipped inside the package, so detect works from any folder
 REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
 # the pipeline's detector in the checkout the package runs from (an editable install), whatever the cwd
 DETECTOR = Path(__file__).resolve().parents[1] / "data" / "detector"
-LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
 
 
 class OutputFormat(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
-
-
-@dataclass(frozen=True)
-class Row:
-    path: str
-    score: float | None
-    label: str | None
-    threshold: float
-    detector: str
-    caveat: str | None  # Detector.caveat: what the detector was trained on that its scores should be read with
-    error: str | None
-
-
-def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
-                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True,
-                 jpeg_decode: JpegDecode | None = None) -> Iterator[Row]:
-    """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
-    for each other input. JPEGs are decoded as `jpeg_decode` says, by default as the detector's training
-    images were (Detector.jpeg_decode)."""
-    from stages.heads.linear import sigmoid
-    from stages.shipped.wild import ImageItems, embed_items
-
-    detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
-    caveat = detector.caveat or None
-    sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
-    decode = JpegDecode(jpeg_decode or detector.jpeg_decode)
-    draft = draft_for(backbone, decode)
-    items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels, draft=draft)
-    for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
-                              description="detect"):
-        path = inputs[result.index].path
-        if result.error is not None:
-            yield Row(path, None, None, threshold, detector_id, caveat, result.error)
-            continue
-        decision = detector.decision(result.embeddings[:1])  # (1, D) -> (1,)
-        # the label compares logits: probabilities round to 1.0 for every logit above ~37
-        label = LABEL_NAMES[int(detector.predict(decision)[0])]
-        yield Row(path, float(sigmoid(decision)[0]), label, threshold, detector_id, caveat, None)
 
 
 def write_rows(rows: Iterable[Row], stream: IO[str], fmt: OutputFormat) -> tuple[int, int]:
@@ -143,12 +100,15 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
     inputs = expand_inputs(paths, skips)
     # the output is checked (never an input, the detector's folder, a special file) before the detector loads
     with output(out, [*(i.path for i in inputs), detector_path, registry]) as stream:
-        detector, backbone = load_checked(detector_path, registry, device)
+        from parentage import Detector  # the Python API: the command scores files exactly as it does
+
+        detector = Detector.load(detector_path, registry=registry, device=device)
         if detector.caveat:
             print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
-                  "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
-        rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
-                            max_pixels=max_pixels, progress=progress, jpeg_decode=jpeg_decode)
+                  "photographs and say nothing about real generators (docs/detect.md: \"A real detector\")",
+                  file=sys.stderr)
+        rows = detector.rows(inputs, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                             progress=progress, jpeg_decode=jpeg_decode)
         return write_rows(rows, stream, fmt)
 
 

@@ -278,15 +278,15 @@ def test_bad_files_are_counted_and_listed_never_a_crash(tmp_path):
 
 def test_scores_match_detect_for_the_same_files(tmp_path):
     """The benchmark reads and scores an image as `parentage detect` does: same decision, same label."""
-    from stages import detect
+    from stages.shipped.rows import score_inputs
     from stages.shipped.wild import expand_inputs
 
     root = bad_real_fake(tmp_path / "set")
     entries = [e for e in read_set(Layout.real_fake, root) if e.problem is None]
     scored = score_entries(entries, [shipped()], [], progress=False)
-    rows = {r.path: r for r in detect.score_inputs(random_detector(), TinyBackbone(),
-                                                   expand_inputs([e.path for e in entries]), workers=0,
-                                                   progress=False)}
+    rows = {r.path: r for r in score_inputs(random_detector(), TinyBackbone(),
+                                              expand_inputs([e.path for e in entries]), workers=0,
+                                              progress=False)}
     detector = random_detector()
     for i, entry in enumerate(entries):
         if i in scored.errors:

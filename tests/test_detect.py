@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stages import detect
+from stages.shipped import rows
 from stages.shipped.wild import expand_inputs
 from tests.test_detector_artifact import random_detector
 from tests.tiny_backbone import TinyBackbone
@@ -23,9 +24,9 @@ def wild(tmp_path_factory):
     return root, good, bad
 
 
-def rows_for(arguments, **kwargs) -> list[detect.Row]:
+def rows_for(arguments, **kwargs) -> list[rows.Row]:
     inputs = expand_inputs([str(a) for a in arguments])
-    return list(detect.score_inputs(random_detector(), TinyBackbone(), inputs, batch_size=4, progress=False,
+    return list(rows.score_inputs(random_detector(), TinyBackbone(), inputs, batch_size=4, progress=False,
                                     **kwargs))
 
 
