@@ -833,7 +833,7 @@ def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone
 
-    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    monkeypatch.setattr("stages.shipped.wild.load_checked", lambda *args: (random_detector(), TinyBackbone()))
     photo(0).save(tmp_path / "a.jpg")
     out = tmp_path / "out" / "scores.csv"
     _full_python_files(monkeypatch, out.parent)
@@ -1224,7 +1224,7 @@ def test_detect_gives_a_hostile_file_its_error_row(tmp_path, monkeypatch, name):
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone
 
-    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    monkeypatch.setattr("stages.shipped.wild.load_checked", lambda *args: (random_detector(), TinyBackbone()))
     bad = hostile_file(tmp_path, name)
     good = tmp_path / "good.jpg"
     photo(0).save(good)

@@ -88,27 +88,26 @@ def vit_config(path: Path) -> dict[str, Any]:
     return {key: config[key] for key in keep if key in config}
 
 
-def backbone_state(release: Release, config: dict[str, Any]) -> dict[str, Any]:
-    """The ViTModel's weights (pooler dropped, a `vit.` prefix stripped), checked against its config."""
-    import torch
+def save_backbone(release: Release, config: dict[str, Any], out: Path) -> None:
+    """The release's ViTModel (pooler dropped) saved by transformers as `out` (safetensors, transformers' saved
+    key names); an InputError naming the weights file when they do not fit its config."""
+    from stages.shipped.vit import load_vit
 
-    from stages.shipped.vit import build_vit
+    if release.weights.suffix != ".safetensors":
+        import torch  # transformers reads a .bin with weights_only=True too: tensors only, never other objects
+        from safetensors.torch import save_file
 
-    if release.weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(release.weights))
-    else:  # tensors only: weights_only refuses any other object
         state = torch.load(release.weights, map_location="cpu", weights_only=True)
-    state = {key.removeprefix("vit."): value for key, value in state.items() if not key.startswith(("pooler.",
-                                                                                                     "vit.pooler."))}
-    model = build_vit(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    unexpected = [key for key in unexpected if not key.startswith("classifier.")]
-    if missing or unexpected:
-        raise InputError(str(release.weights), f"does not fit {release.config.name}: missing {missing[:4]}, "
-                                               f"unexpected {unexpected[:4]}")
-    return {key: value.contiguous() for key, value in model.state_dict().items()}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out.parent / "release.safetensors"))
+        folder, name = out.parent, "release.safetensors"
+    else:
+        folder, name = release.folder, release.weights.name
+    try:
+        model = load_vit(config, folder, name)
+    except (ValueError, OSError) as error:
+        raise InputError(str(release.weights), f"does not fit {release.config.name} ({error})") from error
+    model.save_pretrained(out.parent / "vit", safe_serialization=True)
+    (out.parent / "vit" / "model.safetensors").rename(out)
 
 
 def unpickle(path: Path) -> Any:
@@ -183,8 +182,6 @@ def convert(folder: Path, out: Path, *, allow_unpickle: bool, heads: tuple[str, 
     unless `allow_unpickle`: the release's heads are pickles, and unpickling runs whatever they hold."""
     from importlib.metadata import version
 
-    from safetensors.torch import save_file
-
     from stages.shipped.artifact import Detector, file_sha256, save_detector
     from stages.shipped.vit import LIBRARY, vit_preprocessing
 
@@ -199,7 +196,7 @@ def convert(folder: Path, out: Path, *, allow_unpickle: bool, heads: tuple[str, 
     written = {}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "backbone.safetensors"
-        save_file(backbone_state(release, config), str(weights))
+        save_backbone(release, config, weights)
         backbone = {"alias": ALIAS, "library": LIBRARY, "architecture": f"vit-{dim}d-{config.get('num_hidden_layers')}"
                     f"x{config.get('patch_size')}px", "weights": "backbone.safetensors", "seed": -1,
                     "preprocessing": vit_preprocessing(crop, IMAGENET_MEAN, IMAGENET_STD), "dim": dim,

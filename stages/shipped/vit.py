@@ -24,11 +24,30 @@ def vit_preprocessing(crop: int, mean: list[float], std: list[float]) -> dict[st
     return {"center_crop": int(crop), "resize": None, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
-def build_vit(config: dict[str, Any]) -> Any:
-    """An untrained `transformers.ViTModel` of `config` (a ViTConfig as a dict), without its pooler."""
-    from transformers import ViTConfig, ViTModel
+def load_vit(config: dict[str, Any], folder: Path, weights: str = "model.safetensors") -> Any:
+    """`transformers.ViTModel` of `config` (a ViTConfig as a dict) without its pooler, from a safetensors file
+    in transformers' saved layout (`save_pretrained`: its key names hold across transformers versions), offline.
+    ValueError naming the file when the weights do not fit the config."""
+    import os
+    import tempfile
 
-    return ViTModel(ViTConfig(**config), add_pooling_layer=False)
+    from transformers import ViTConfig, ViTModel
+    from transformers.utils import logging
+
+    with tempfile.TemporaryDirectory() as tmp:  # from_pretrained reads a folder; the file keeps its own name
+        os.symlink(Path(folder, weights).resolve(), Path(tmp) / "model.safetensors")
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # its report lists the pooler's weights, left out on purpose
+        try:
+            model, info = ViTModel.from_pretrained(tmp, config=ViTConfig(**config), add_pooling_layer=False,
+                                                   local_files_only=True, output_loading_info=True)
+        finally:
+            logging.set_verbosity(verbosity)
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        raise ValueError(f"{Path(folder, weights)}: weights do not fit the ViT config (missing "
+                         f"{sorted(info.get('missing_keys') or [])[:3]}, mismatched "
+                         f"{sorted(info.get('mismatched_keys') or [])[:3]})")
+    return model.eval()
 
 
 class ArtifactViT:
@@ -36,18 +55,11 @@ class ArtifactViT:
 
     def __init__(self, spec: dict[str, Any], weights: Path, device: str = "cpu") -> None:
         import torch
-        from safetensors.torch import load_file
         from torchvision import transforms as T
 
         self.spec = dict(spec)
         self.device = torch.device(resolve_device(device))
-        model = build_vit(spec["config"])
-        state = load_file(str(weights))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: weights do not fit the recorded ViT config (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
-        self.encoder = model.to(self.device).eval()
+        self.encoder = load_vit(spec["config"], weights.parent, weights.name).to(self.device).eval()
         p = spec["preprocessing"]
         self.transform = T.Compose([T.CenterCrop(p["center_crop"]), T.ToTensor(), T.Normalize(p["mean"], p["std"])])
 
