@@ -209,13 +209,16 @@ def test_each_stage_docstring_example_parses(module):
             pytest.fail(f"{module}'s docstring example does not run as written: {error.format_message()}")
 
 
-def test_readme_stage_commands_parse():
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
-    for module, args in examples("".join(blocks)):
-        try:
-            parse(module, args)
-        except UsageError as error:
-            pytest.fail(f"README's `python -m {module}` command does not run as written: {error.format_message()}")
+def test_readme_and_docs_stage_commands_parse():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for page in pages:
+        blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.DOTALL)
+        for module, args in examples("".join(blocks)):
+            try:
+                parse(module, args)
+            except UsageError as error:
+                pytest.fail(f"{page.relative_to(REPO)}: `python -m {module}` does not run as written: "
+                            f"{error.format_message()}")
 
 
 # --------------------------------------------------------------------------------- what DVC itself does
