@@ -298,6 +298,13 @@ def test_scores_match_detect_for_the_same_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ command
+def no_extra_detectors(out: Path) -> Path:
+    """An empty folder for --detectors: the benchmark's own detectors only."""
+    folder = out.parent / f"{out.name}-no-extra-detectors"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", manifest: str = "",
                 split: str = ""):
     args = ["--layout", layout, "--root", str(root), "--manifest", manifest, "--split", split,
@@ -306,7 +313,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--clusters", str(out / "clusters.parquet"), "--children-root", str(out / "children"),
             "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
-            "--workers", "0", *extra]
+            "--detectors", str(no_extra_detectors(out)), "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
 
 
@@ -388,7 +395,7 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--clusters", str(pipeline_root / "clusters.parquet"), "--children-root", str(pipeline_root / "children"),
             "--code-threshold", "val", "--seed", "0", "--scores", str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
-            "--workers", "0", "--batch-size", "4", *extra]
+            "--detectors", str(no_extra_detectors(out)), "--workers", "0", "--batch-size", "4", *extra]
 
 
 def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):

@@ -141,3 +141,40 @@ def test_nothing_else_in_the_project_unpickles(repo_root):
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
             assert "weights_only=True" in text[match.end():end], f"{name}: torch.load without weights_only=True"
+
+
+def test_the_benchmark_stage_scores_converted_detectors_beside_its_own(release, tmp_path, repo_root):
+    """benchmark --detectors: every artifact below the folder is one more detector of the set's figures (its AUC
+    the release's own ranking), and the report shows it by name."""
+    import shutil
+
+    from sklearn.metrics import roc_auc_score
+
+    from stages import benchmark
+    from stages.external.sets import Layout
+    from stages.reporting.detectors import render_benchmarks
+
+    folder, images, features, heads = release
+    assert convert(folder, "--out", tmp_path / "detectors" / "code_release", "--allow-unpickle").exit_code == 0
+    root = tmp_path / "set"
+    for i, image in enumerate(images):  # the first half real, the second fake
+        target = root / ("real" if i < 6 else "fake/gen") / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, target)
+    registry = repo_root / "stages" / "embedding" / "backbones.yaml"
+    scorers = benchmark.extra_scorers(tmp_path / "detectors", registry, "cpu")
+    assert [s.name for s in scorers] == ["code_release_knn", "code_release_linear", "code_release_svm"]
+    out = tmp_path / "out"
+    figures = benchmark.run(Layout.real_fake, root, "", "", [], lambda: scorers, scores=out / "scores.csv",
+                            metrics=out / "metrics" / "set.json", grid=out / "grid" / "set.csv", roc=out / "roc",
+                            seed=0, workers=0, progress=False)
+    order = [images.index(p) for p in sorted(images[:6]) + sorted(images[6:])]  # the set reads real/, then fake/
+    labels = np.array([0] * 6 + [1] * 6)
+    expected = roc_auc_score(labels, heads["linear"].decision_function(features[order]))
+    assert figures["code_release_linear"]["overall"]["auc"] == pytest.approx(expected, abs=1e-3)
+    text = "\n".join(render_benchmarks(out / "metrics", out / "grid", ["set"]))
+    assert "`code_release_linear`" in text and "`code_release_svm`" in text
+
+    shutil.copytree(tmp_path / "detectors" / "code_release" / "linear", tmp_path / "own" / "shipped")
+    with pytest.raises(ValueError, match="one of the benchmark's own detectors"):
+        benchmark.extra_scorers(tmp_path / "own", registry, "cpu")

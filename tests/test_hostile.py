@@ -288,7 +288,7 @@ INVALID: dict[str, dict[str, str]] = {
     "benchmark": {"layout": "nope", "root": BODY, "manifest": BODY, "split": BODY, "transforms": "nope",
         "detector": BODY, "registry": BODY, "code_model": BODY, "code_setting": BODY, "clusters": BODY,
         "children_root": BODY, "code_threshold": "nope", "seed": "-1", "scores": BODY, "metrics": BODY, "grid": BODY,
-        "roc": BODY, "batch_size": "0", "workers": "-1", "device": "tpu9"},
+        "roc": BODY, "detectors": BODY, "batch_size": "0", "workers": "-1", "device": "tpu9"},
 }
 
 

@@ -307,7 +307,10 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
              f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
              f"`data/benchmark/{name}.csv`).", ""]
     lines += header(["Detector / generator", *BENCHMARK_NAMES])
-    for detector, title in BENCHMARK_DETECTORS.items():
+    # the benchmark's own detectors, then any other it scored (--detectors: converted published ones), by name
+    detectors = {**BENCHMARK_DETECTORS, **{key: f"`{key}`" for key in sorted(metrics)
+                                           if key not in (*BENCHMARK_DETECTORS, "images", "skipped")}}
+    for detector, title in detectors.items():
         groups = metrics.get(detector)
         if not groups:
             continue
@@ -326,7 +329,7 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
         overall = {(r["detector"], r["transform"]): r for r in grid if r["generator"] == BENCHMARK_OVERALL}
         columns = ["clean", *transforms]
         lines += header(["Detector", *(TRANSFORMS[t] for t in columns)])
-        for detector, title in BENCHMARK_DETECTORS.items():
+        for detector, title in detectors.items():
             if any((detector, t) in overall for t in columns):
                 cells = [overall.get((detector, t), {}) for t in columns]
                 lines.append(row([title] + [_benchmark_cell(c, "overall_accuracy") for c in cells]))
