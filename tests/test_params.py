@@ -24,7 +24,7 @@ import yaml
 from tests.imports import PACKAGE, REPO
 
 # Options a stage command declares that dvc.yaml does not pass: runtime knobs that decide speed or placement,
-# never results (STYLE.md 18). Each keeps a default and reads an environment variable (README "Runtime
+# never results (STYLE.md 18). Each keeps a default and reads an environment variable (docs/runtime.md, "Runtime
 # settings"), so changing one changes nothing DVC tracks and reruns nothing.
 RUNTIME_KNOBS = {
     "stages.clusters": {"workers": None},  # threads checking images; results come back in input order
@@ -225,7 +225,7 @@ def test_readme_and_docs_stage_commands_parse():
 @pytest.mark.slow
 def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
     """`dvc repro --dry` prints code_eval's command with one option per list item, and `dvc exp run -S` with
-    a YAML list (the README's syntax) changes them."""
+    a YAML list (the documented syntax) changes them."""
     for dep in ("data/code/model.pt", "data/clusters.parquet", "data/selections/code_eval.json"):
         (dvc_repo.path / dep).parent.mkdir(parents=True, exist_ok=True)
         (dvc_repo.path / dep).write_bytes(b"stand-in: a dry run only checks that the dependencies exist")
