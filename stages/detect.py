@@ -2,8 +2,9 @@
 
     parentage detect photos/ 'downloads/**/*.png' --detector data/detector --out scores.csv
 
-One row per file: path, score (probability that the image is generated), label (real / fake: the head's
-logit at least the detector's threshold), threshold (shown as a probability, so fake is score >= threshold),
+One row per file: path, score (probability that the image is generated), logit (the head's decision the score
+is the sigmoid of: rank by it, it never saturates), label (real / fake: the logit at least the detector's
+threshold), threshold (shown as a probability, so fake is score >= threshold),
 detector (its id), caveat (empty, or what the detector was trained on that makes its scores meaningless for
 real generators: random-weight generators or backbone; said once on stderr too), error. A file that cannot be
 read (missing, empty, truncated, not an image, a decompression bomb, a FIFO or other special file named
@@ -11,6 +12,7 @@ explicitly) gets a row with its error and empty score, and the run goes on. Insi
 files that are not images (by their suffix), special files and broken links are skipped and counted (on stderr
 and in the summary line); links that loop are followed only once. File names that are not UTF-8 are written
 with backslash escapes.
+The scoring is the Python API's (parentage.Detector), so a notebook and this command agree.
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
 """
