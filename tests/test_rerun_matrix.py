@@ -130,7 +130,7 @@ def table() -> str:
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
                                              "head_width": 16},
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-COPIED = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore")
+COPIED = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore", "detectors")
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.M)
 CACHED = re.compile(r"^Stage '([^']+)' is cached", re.M)
 QUEUED = "queued_probe"
