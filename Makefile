@@ -1,10 +1,12 @@
 # One command each, on a fresh machine with Python 3.11: `make demo` and `make test`.
-# The venv is (re)installed when pyproject.toml or constraints.txt change; constraints.txt pins every
-# package exactly (torch and torchvision come from this machine's disk, see README).
+# The venv is (re)installed when pyproject.toml or constraints.txt change; constraints.txt pins every package exactly
+# (docs/install.md: PyPI's torch 2.14.1 is the CUDA 13.0 build; TORCH_INDEX=<a PyTorch index URL> takes torch and
+# torchvision from another variant's index, e.g. https://download.pytorch.org/whl/cpu).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+TORCH_INDEX ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -14,6 +16,8 @@ export DO_NOT_TRACK := 1
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --disable-pip-version-check --index-url $(TORCH_INDEX) \
+		-c constraints.txt torch torchvision)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
@@ -22,14 +26,21 @@ install: $(STAMP)
 demo: install
 	PATH=$(BIN):$$PATH dvc repro
 	$(BIN)/python -m stages.plots_page --out .dvc/plots_page.html
-	@echo "Metrics: metrics/ (dvc metrics show); the tables beside the papers: metrics/report.md"
+	@echo
+	@echo "Done. Where to look:"
+	@echo "  the report (the papers' tables, ours beside theirs): metrics/report.md"
+	@echo "  the headline figures: .venv/bin/dvc metrics show   (detail: docs/review.md)"
+	@echo "  the plots, offline:   .venv/bin/dvc plots show --html-template .dvc/plots_page.html   (then open dvc_plots/index.html)"
+	@echo "  score images:   .venv/bin/parentage detect data/benchmark_demo --detector data/detector"
+	@echo "  from Python:    import parentage; parentage.Detector.load('data/detector').score(['photo.jpg'])"
+	@echo "  (the demo's detector was trained on random-weight children: docs/detect.md says what its scores mean)"
 
 # `dvc plots show` / `dvc plots diff` that draw offline: the page template with Vega inlined (docs/review.md)
 plots-page: install
 	$(BIN)/python -m stages.plots_page --out .dvc/plots_page.html
 
 # The papers' setting in one command: `make paper COCO=/data/coco` (COCO 2014 + Karpathy's dataset_coco.json in
-# that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: README "The paper's setting in
+# that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: docs/paper.md "The paper's setting in
 # one command"). The pipeline's first stage, check, lists everything missing in one message before anything long runs;
 # a run that fails before any stage ran leaves the workspace as it was, one that fails later keeps params.yaml in the
 # paper's setting so that `make paper` again resumes (scripts/exp_run.sh).
@@ -51,7 +62,7 @@ PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_cap
 	-S 'code_eval.data.generators=[sd14,sd21]' -S 'code_eval.data.fit=[sd14,sd21]' \
 	-S code_eval.protocol=released -S code_eval.released_fit_images=9600
 
-# runtime settings (speed, not results) are environment variables, not params: README "Runtime settings"
+# runtime settings (speed, not results) are environment variables, not params: docs/runtime.md
 paper: install
 	PATH=$(BIN):$$PATH PARENTAGE_GENERATE_LAUNCHER='$(LAUNCHER)' PARENTAGE_CODE_TRAIN_LAUNCHER='$(LAUNCHER)' \
 	PARENTAGE_CODE_TRAIN_WORKERS=8 PARENTAGE_CODE_TRAIN_THREADS=0 scripts/exp_run.sh $(PAPER)

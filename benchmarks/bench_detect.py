@@ -8,7 +8,7 @@ Four measures per repeat, interleaved so machine load hits them alike:
 - bare: the registry backbone's forward alone on images decoded and preprocessed beforehand (the ceiling);
 - loop: the plain script a user would write: read, preprocess and forward one batch after another in one
   process (decoding included, no workers);
-- detect: `stages.detect.score_inputs` on the folder (path expansion, per-file robust reading in DataLoader
+- detect: `stages.shipped.rows.score_inputs` on the folder (path expansion, per-file robust reading in DataLoader
   workers, forward, head, one output row per file), rows written to an in-memory CSV;
 - detect draft: the same with --jpeg-decode draft (JPEGs at least twice the backbone's resize decoded
   reduced; stages.imaging.load).
@@ -59,10 +59,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from stages.detect import OutputFormat, score_inputs, write_rows
+    from stages.detect import OutputFormat, write_rows
     from stages.heads.linear import LinearHead
     from stages.imaging.load import JpegDecode, load_rgb
     from stages.shipped.artifact import Detector, save_detector
+    from stages.shipped.rows import score_inputs
     from stages.shipped.wild import expand_inputs, load_registry_backbone
 
     backbone = load_registry_backbone(args.backbone, args.registry)

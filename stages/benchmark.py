@@ -8,7 +8,7 @@ points (plot data), and every image's scores (data/benchmark/<name>.csv).
         --children-root data/children --code-threshold val --duplicates error --seed 0 --bootstrap-resamples 1000 \\
         --bootstrap-seed 0 --scores data/benchmark/cnn_synth.csv \\
         --metrics metrics/benchmark/cnn_synth.json --grid metrics/plots/benchmark/cnn_synth.csv \\
-        --roc metrics/plots/benchmark_roc/cnn_synth
+        --roc metrics/plots/benchmark_roc/cnn_synth --detectors detectors
 
 The set (stages.external.sets): --layout forensynths (<generator>/0_real|1_fake), genimage
 (<generator>/[<split>/]nature|ai), real_fake (real/ and fake/[<generator>/]) or manifest (a CSV, TSV or JSON-lines
@@ -84,6 +84,29 @@ def shipped_scorer(detector_path: Path, registry: Path, device: str):
     # JPEGs decoded as the detector's training images were (embed.jpeg_decode, recorded in it), as detect does
     draft = draft_for(backbone, detector.jpeg_decode)
     return Scorer(SHIPPED, backbone, detector.decision, detector.threshold, draft), detector
+
+
+def extra_scorers(folder: Path, registry: Path, device: str) -> list:
+    """One Scorer per detector artifact below `folder` (each folder holding a detector.json: the pipeline's
+    detectors copied there, converted published ones such as `parentage convert_code_release`'s), named by its
+    path below `folder` with `_` for `/` (code_release/linear -> code_release_linear)."""
+    from stages.contracts.errors import InputError
+    from stages.external.scoring import SHIPPED, Scorer
+    from stages.shipped.artifact import SPEC_FILE
+    from stages.shipped.wild import draft_for, load_checked
+
+    if not folder.is_dir():
+        raise InputError(str(folder), "no such folder of detectors (--detectors)")
+    scorers = []
+    for spec in sorted(folder.rglob(SPEC_FILE)):
+        name = "_".join(spec.parent.relative_to(folder).parts) or folder.name
+        if name == SHIPPED or name.startswith("code_") and name.removeprefix("code_") in ("logreg", "knn", "ocsvm"):
+            raise InputError(str(spec.parent), f"its name {name!r} is one of the benchmark's own detectors; "
+                                               "rename its folder")
+        detector, backbone = load_checked(spec.parent, registry, device)
+        scorers.append(Scorer(name, backbone, detector.decision, detector.threshold,
+                              draft_for(backbone, detector.jpeg_decode)))
+    return scorers
 
 
 def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[Transform],
@@ -164,13 +187,16 @@ def main(
     metrics: Path = typer.Option(..., help="Output metrics JSON."),
     grid: Path = typer.Option(..., help="Output plot data: detector x generator x transform figures (CSV)."),
     roc: Path = typer.Option(..., help="Output folder of plot data: <detector>.json ROC points."),
+    detectors: Path = typer.Option(..., help="A folder of more detector artifacts (none: an empty folder), each "
+                                             "scored beside the shipped detector and CoDE (converted published "
+                                             "detectors: docs/detect.md), named by its path below the folder."),
     batch_size: int = typer.Option(32, min=1, envvar="PARENTAGE_BENCHMARK_BATCH_SIZE",
                                    help="Images per forward pass."),
     workers: int = parallel_option(2, envvar="PARENTAGE_BENCHMARK_WORKERS",
                                    help="DataLoader worker processes reading images."),
     device: str = device_option("cpu", envvar="PARENTAGE_BENCHMARK_DEVICE", what="the models"),
 ) -> None:
-    """Score an external labelled image set with the shipped detector and CoDE's heads."""
+    """Score an external labelled image set with the shipped detector and CoDE's heads (and more detectors)."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches
 
     def load_scorers() -> list:
@@ -178,8 +204,9 @@ def main(
         if loaded.caveat:
             print(f"warning: detector {loaded.id} was {loaded.caveat}: its figures on real generators' images "
                   "say nothing about real detection", file=sys.stderr)
+        extra = extra_scorers(detectors, registry, device)
         return [shipped, *code_scorers(code_model, code_setting, clusters, children_root, code_threshold,
-                                       device=device, batch_size=batch_size, workers=workers)]
+                                       device=device, batch_size=batch_size, workers=workers), *extra]
 
     with user_errors():
         figures = run(layout, root, manifest, split, list(transforms), load_scorers, scores=scores, metrics=metrics,

@@ -200,7 +200,7 @@ def import_problems(setting: Setting) -> list[str]:
         root = entry.get("root")
         if root is not None and not Path(root).exists():
             found.append(f"{where}.root: {root} does not exist; download the set there or point root at it "
-                         "(README \"Imported children\")")
+                         "(docs/stages/import_children.md)")
     return found
 
 

@@ -16,8 +16,11 @@ import typer
 from stages.contracts.runtime import Command
 
 PACKAGE = Path(__file__).parent
-# first in the list: the command for people scoring their own images (not a DVC stage)
-FIRST = ("detect",)
+# first in the list, in their own panel: the commands people run on their own images (not DVC stages); the
+# Python API's counterparts (import parentage: Detector.load(...).score(...))
+FIRST = ("detect", "convert_code_release")
+USER_PANEL = "Score images (Python: import parentage)"
+STAGE_PANEL = "Pipeline stages (dvc repro runs these; each takes its params as options)"
 
 
 def _is_command(decorator: ast.expr) -> bool:
@@ -28,7 +31,7 @@ def _is_command(decorator: ast.expr) -> bool:
 
 def command_modules(package: Path = PACKAGE) -> list[str]:
     """Names of the top-level modules of `package` whose top-level `main` is a Typer command, read with `ast`
-    (nothing is imported). Order: `FIRST`, then alphabetical. Alphabetical rather than pipeline order because
+    (nothing is imported). Order: `FIRST` as listed, then alphabetical. Alphabetical rather than pipeline order because
     that order lives in dvc.yaml, which an installed package does not carry, and a list kept here by hand is
     what this function replaces."""
     names = []
@@ -39,18 +42,22 @@ def command_modules(package: Path = PACKAGE) -> list[str]:
         if any(isinstance(node, ast.FunctionDef) and node.name == "main" and any(map(_is_command, node.decorator_list))
                for node in tree.body):
             names.append(info.name)
-    return sorted(names, key=lambda name: (name not in FIRST, name))
+    return sorted(names, key=lambda name: (FIRST.index(name) if name in FIRST else len(FIRST), name))
 
 
 # (sub-command, module): each module's `main` is its one Typer command.
 COMMANDS = [(name, f"{__package__}.{name}") for name in command_modules()]
 
-app = Command(no_args_is_help=True,
-              help="parentage: real photographs versus the images a diffusion model makes from their captions.")
+HELP = ("parentage: real photographs versus the images a diffusion model makes from their captions.\n\n"
+        "Score images: parentage detect PATHS... --detector data/detector (after make demo, or a detector of "
+        "your own; convert_code_release turns the CoDE authors' release into one). The stages below are what "
+        "dvc repro runs; run them through DVC rather than by hand.")
+app = Command(no_args_is_help=True, help=HELP)
 for name, module in COMMANDS:
     loaded = importlib.import_module(module)
     # a command that takes more than its declared options (check: import_children.sets) says so
-    app.command(name, context_settings=getattr(loaded, "CONTEXT_SETTINGS", None))(loaded.main)
+    app.command(name, context_settings=getattr(loaded, "CONTEXT_SETTINGS", None),
+                rich_help_panel=USER_PANEL if name in FIRST else STAGE_PANEL)(loaded.main)
 
 
 def _version(show: bool) -> None:

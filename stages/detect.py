@@ -14,6 +14,7 @@ and in the summary line); links that loop are followed only once. File names tha
 with backslash escapes. The probability saturates in float64 (1.0 above a logit of about 37) but never
 underflows to 0.0 for a finite logit (it is at least the smallest positive double): rank and compare the logit.
 The run ends with the count of images called real and fake (stderr, and the --summary JSON when given).
+The scoring is the Python API's (parentage.Detector), so a notebook and this command agree.
 Exit code: 0 when at least one file was scored; 1 when every input failed; 2 for a usage error (no
 detector, no paths, a detector whose backbone is not the one the registry gives). Runs offline.
 """
@@ -22,15 +23,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import typer
 
@@ -39,11 +39,7 @@ from stages.contracts.errors import InputError, Skips, user_errors
 from stages.contracts.hub import stay_offline
 from stages.contracts.runtime import Command, parallel_option
 from stages.imaging.load import MAX_PIXELS, JpegDecode
-from stages.shipped.wild import draft_for, load_checked
-
-if TYPE_CHECKING:
-    from stages.shipped.artifact import Detector
-    from stages.shipped.wild import Backbone, Input
+from stages.shipped.rows import LABEL_NAMES, Row
 
 app = Command()
 
@@ -52,61 +48,11 @@ COLUMNS = ("path", "score", "logit", "label", "threshold", "detector", "caveat",
 REGISTRY = Path(__file__).parent / "embedding" / "backbones.yaml"
 # the pipeline's detector in the checkout the package runs from (an editable install), whatever the cwd
 DETECTOR = Path(__file__).resolve().parents[1] / "data" / "detector"
-LABEL_NAMES = ("real", "fake")  # indexed by stages.contracts.labels: REAL = 0, FAKE = 1
-TINIEST = math.ulp(0.0)  # the smallest positive double: a finite logit's probability floor
 
 
 class OutputFormat(StrEnum):
     csv = "csv"
     jsonl = "jsonl"
-
-
-@dataclass(frozen=True)
-class Row:
-    path: str
-    score: float | None
-    logit: float | None  # the head's decision value (float64): score is its sigmoid, label compares it
-    label: str | None
-    threshold: float
-    detector: str
-    caveat: str | None  # Detector.caveat: what the detector was trained on that its scores should be read with
-    error: str | None
-
-
-def score_inputs(detector: Detector, backbone: Backbone, inputs: Sequence[Input], *, batch_size: int = 32,
-                 workers: int = 2, max_pixels: int = MAX_PIXELS, progress: bool = True,
-                 jpeg_decode: JpegDecode | None = None) -> Iterator[Row]:
-    """Rows for `inputs` (stages.shipped.wild.Input), in order: a score for each readable image, an error
-    for each other input. JPEGs are decoded as `jpeg_decode` says, by default as the detector's training
-    images were (Detector.jpeg_decode)."""
-    from stages.shipped.wild import ImageItems, embed_items
-
-    detector_id, threshold = detector.id, detector.score_threshold  # the id hashes the head: compute it once
-    caveat = detector.caveat or None
-    sources = [InputError(i.path, i.problem) if i.problem else Path(i.path) for i in inputs]
-    decode = JpegDecode(jpeg_decode or detector.jpeg_decode)
-    draft = draft_for(backbone, decode)
-    items = ImageItems(sources, [i.path for i in inputs], backbone.preprocess, max_pixels=max_pixels, draft=draft)
-    for result in embed_items(backbone, items, batch_size=batch_size, workers=workers, progress=progress,
-                              description="detect"):
-        path = inputs[result.index].path
-        if result.error is not None:
-            yield Row(path, None, None, None, threshold, detector_id, caveat, result.error)
-            continue
-        decision = detector.decision(result.embeddings[:1])  # (1, D) -> (1,)
-        # the label compares logits: probabilities round to 1.0 for every logit above ~37
-        label = LABEL_NAMES[int(detector.predict(decision)[0])]
-        yield Row(path, probability(float(decision[0])), float(decision[0]), label, threshold, detector_id, caveat,
-                  None)
-
-
-def probability(logit: float) -> float:
-    """The sigmoid of a logit, computed stably; for a finite logit never exactly 0.0 (float64's exp underflows
-    below a logit of about -745: the result is then the smallest positive double, still below every real one)."""
-    from stages.heads.linear import sigmoid
-
-    value = float(sigmoid(logit))
-    return max(value, TINIEST) if math.isfinite(logit) else value
 
 
 @dataclass
@@ -179,12 +125,15 @@ def detect(paths: Sequence[str], detector_path: Path, out: Path, fmt: OutputForm
     # the output is checked (never an input, the detector's folder, a special file) before the detector loads
     guarded = [*(i.path for i in inputs), detector_path, registry]
     with output(out, guarded) as stream:
-        detector, backbone = load_checked(detector_path, registry, device)
+        from parentage import Detector  # the Python API: the command scores files exactly as it does
+
+        detector = Detector.load(detector_path, registry=registry, device=device)
         if detector.caveat:
             print(f"warning: detector {detector.id} was {detector.caveat}: its scores only tell such images from "
-                  "photographs and say nothing about real generators (README: \"A real detector\")", file=sys.stderr)
-        rows = score_inputs(detector, backbone, inputs, batch_size=batch_size, workers=workers,
-                            max_pixels=max_pixels, progress=progress, jpeg_decode=jpeg_decode)
+                  "photographs and say nothing about real generators (docs/detect.md: \"A real detector\")",
+                  file=sys.stderr)
+        rows = detector.rows(inputs, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                             progress=progress, jpeg_decode=jpeg_decode)
         tally = write_rows(rows, stream, fmt)
     if summary is not None:
         with output(summary, guarded) as stream:

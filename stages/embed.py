@@ -120,7 +120,7 @@ def main(
                                                      "twice the backbone's resize reduced (1/2, 1/4, 1/8) in the "
                                                      "DCT domain; gpu: decode and preprocess JPEGs on the run's "
                                                      "device (nvjpeg on a GPU). Both faster, pixels slightly "
-                                                     "different (README)."),
+                                                     "different (docs/stages/embed.md)."),
 ) -> None:
     """Embed parents (and captions) or one generator's children with one backbone into an HDF5 cache."""
     stay_offline()  # no command downloads a model: weights come from disk or the local caches

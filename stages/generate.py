@@ -31,7 +31,7 @@ from stages.contracts.runtime import Command
 from stages.generation.shards import Encoding
 
 app = Command()
-# read by dvc.yaml's shell, not by this module: what runs `-m stages.generate` (README "Runtime settings")
+# read by dvc.yaml's shell, not by this module: what runs `-m stages.generate` (docs/runtime.md)
 ENVIRONMENT = ("PARENTAGE_GENERATE_LAUNCHER",)
 
 

@@ -58,7 +58,7 @@ def dvc_repo(tmp_path: Path):
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore"):
+    for name in ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", "detectors"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -284,15 +284,15 @@ def test_bad_files_are_counted_and_listed_never_a_crash(tmp_path):
 
 def test_scores_match_detect_for_the_same_files(tmp_path):
     """The benchmark reads and scores an image as `parentage detect` does: same decision, same label."""
-    from stages import detect
+    from stages.shipped.rows import score_inputs
     from stages.shipped.wild import expand_inputs
 
     root = bad_real_fake(tmp_path / "set")
     entries = [e for e in read_set(Layout.real_fake, root) if e.problem is None]
     scored = score_entries(entries, [shipped()], [], progress=False)
-    rows = {r.path: r for r in detect.score_inputs(random_detector(), TinyBackbone(),
-                                                   expand_inputs([e.path for e in entries]), workers=0,
-                                                   progress=False)}
+    rows = {r.path: r for r in score_inputs(random_detector(), TinyBackbone(),
+                                              expand_inputs([e.path for e in entries]), workers=0,
+                                              progress=False)}
     detector = random_detector()
     for i, entry in enumerate(entries):
         if i in scored.errors:
@@ -317,13 +317,15 @@ def test_auc_recomputed_from_detect_output_is_the_benchmarks(tmp_path):
     images(root / "real", 10)
     images(root / "fake" / "g1", 10, seed=10)
     detector = random_detector()
+    from stages.shipped.rows import score_inputs
+
     detector.head.coef *= 3000  # logits in the thousands: exp under- and overflows in float64
     entries = read_set(Layout.real_fake, root)
     scorer = Scorer(SHIPPED, TinyBackbone(), detector.decision, detector.threshold)
     benchmark_auc = results(score_entries(entries, [scorer], [], progress=False))[0][SHIPPED][OVERALL]["auc"]
     stream = io.StringIO()
-    tally = detect.write_rows(detect.score_inputs(detector, TinyBackbone(), expand_inputs([str(root)]), workers=0,
-                                                  progress=False), stream, detect.OutputFormat.csv)
+    tally = detect.write_rows(score_inputs(detector, TinyBackbone(), expand_inputs([str(root)]), workers=0,
+                                           progress=False), stream, detect.OutputFormat.csv)
     rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
     assert len(rows) == tally.scored == 20
     truth = [Path(r["path"]).parent.name != "real" for r in rows]
@@ -379,6 +381,13 @@ def test_an_image_both_real_and_fake_is_an_error_naming_both_or_a_counted_exclus
 
 
 # ------------------------------------------------------------------------------------------------ command
+def no_extra_detectors(out: Path) -> Path:
+    """An empty folder for --detectors: the benchmark's own detectors only."""
+    folder = out.parent / f"{out.name}-no-extra-detectors"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", manifest: str = "",
                 split: str = ""):
     args = ["--layout", layout, "--root", str(root), "--manifest", manifest, "--split", split,
@@ -388,7 +397,7 @@ def run_command(root: Path, out: Path, *extra: str, layout: str = "real_fake", m
             "--code-threshold", "val", "--duplicates", "error", "--seed", "0", *BOOTSTRAP, "--scores",
             str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
-            "--workers", "0", *extra]
+            "--detectors", str(no_extra_detectors(out)), "--workers", "0", *extra]
     return CliRunner().invoke(benchmark.app, args)
 
 
@@ -471,7 +480,7 @@ def full_args(root: Path, pipeline_root: Path, out: Path, *extra: str) -> list[s
             "--code-threshold", "val", "--duplicates", "error", "--seed", "0", *BOOTSTRAP, "--scores",
             str(out / "scores.csv"),
             "--metrics", str(out / "m.json"), "--grid", str(out / "grid.csv"), "--roc", str(out / "roc"),
-            "--workers", "0", "--batch-size", "4", *extra]
+            "--detectors", str(no_extra_detectors(out)), "--workers", "0", "--batch-size", "4", *extra]
 
 
 def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):

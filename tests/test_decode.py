@@ -151,9 +151,9 @@ def test_image_items_draft_only_the_clean_view(tmp_path):
 def test_detect_decodes_as_the_detector_was_trained(tmp_path):
     """A detector whose caches were drafted records jpeg_decode=draft; detect drafts by default, and a
     --jpeg-decode given overrides it. A full-decode detector records nothing (its id is unchanged)."""
-    from stages.detect import score_inputs
     from stages.imaging.load import JpegDecode
     from stages.shipped.artifact import describe_backbone
+    from stages.shipped.rows import score_inputs
     from stages.shipped.wild import Input
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone

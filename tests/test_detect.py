@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stages import detect
+from stages.shipped import rows
 from stages.shipped.wild import expand_inputs
 from tests.test_detector_artifact import random_detector
 from tests.tiny_backbone import TinyBackbone
@@ -23,9 +24,9 @@ def wild(tmp_path_factory):
     return root, good, bad
 
 
-def rows_for(arguments, **kwargs) -> list[detect.Row]:
+def rows_for(arguments, **kwargs) -> list[rows.Row]:
     inputs = expand_inputs([str(a) for a in arguments])
-    return list(detect.score_inputs(random_detector(), TinyBackbone(), inputs, batch_size=4, progress=False,
+    return list(rows.score_inputs(random_detector(), TinyBackbone(), inputs, batch_size=4, progress=False,
                                     **kwargs))
 
 
@@ -211,9 +212,9 @@ def test_names_that_are_not_utf8_are_written(tmp_path, fmt):
 
 
 def test_probability_never_underflows_to_zero_and_the_logit_is_exact():
-    assert detect.probability(-800.0) > 0.0 and detect.probability(-800.0) < detect.probability(-700.0)
-    assert detect.probability(0.0) == 0.5 and detect.probability(800.0) == 1.0  # float64 saturates: read the logit
-    row = detect.Row("a.png", detect.probability(-1234.5), -1234.5, "real", 0.5, "d", None, None)
+    assert rows.probability(-800.0) > 0.0 and rows.probability(-800.0) < rows.probability(-700.0)
+    assert rows.probability(0.0) == 0.5 and rows.probability(800.0) == 1.0  # float64 saturates: read the logit
+    row = detect.Row("a.png", rows.probability(-1234.5), -1234.5, "real", 0.5, "d", None, None)
     stream = io.StringIO()
     detect.write_rows([row], stream, detect.OutputFormat.csv)
     written = next(csv.DictReader(io.StringIO(stream.getvalue())))
@@ -226,7 +227,9 @@ def test_summary_counts_each_label(wild, tmp_path, monkeypatch):
     from stages.shipped.artifact import save_detector
 
     save_detector(random_detector(), detector_folder)
-    monkeypatch.setattr(detect, "load_checked", lambda *a: (random_detector(), TinyBackbone()))
+    from stages.shipped import wild
+
+    monkeypatch.setattr(wild, "load_checked", lambda *a: (random_detector(), TinyBackbone()))
     out, summary = tmp_path / "rows.csv", tmp_path / "summary.json"
     tally = detect.detect([str(root)], detector_folder, out, detect.OutputFormat.csv, registry=tmp_path / "r.yaml",
                           workers=0, progress=False, summary=summary)

@@ -292,7 +292,7 @@ INVALID: dict[str, dict[str, str]] = {
     "benchmark": {"layout": "nope", "root": BODY, "manifest": BODY, "split": BODY, "transforms": "nope",
         "detector": BODY, "registry": BODY, "code_model": BODY, "code_setting": BODY, "clusters": BODY,
         "children_root": BODY, "code_threshold": "nope", "seed": "-1", "scores": BODY, "metrics": BODY, "grid": BODY,
-        "roc": BODY, "batch_size": "0", "workers": "-1", "device": "tpu9"},
+        "roc": BODY, "detectors": BODY, "batch_size": "0", "workers": "-1", "device": "tpu9"},
 }
 
 
@@ -837,7 +837,7 @@ def test_detect_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone
 
-    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    monkeypatch.setattr("stages.shipped.wild.load_checked", lambda *args: (random_detector(), TinyBackbone()))
     photo(0).save(tmp_path / "a.jpg")
     out = tmp_path / "out" / "scores.csv"
     _full_python_files(monkeypatch, out.parent)
@@ -1228,7 +1228,7 @@ def test_detect_gives_a_hostile_file_its_error_row(tmp_path, monkeypatch, name):
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone
 
-    monkeypatch.setattr(detect, "load_checked", lambda *args: (random_detector(), TinyBackbone()))
+    monkeypatch.setattr("stages.shipped.wild.load_checked", lambda *args: (random_detector(), TinyBackbone()))
     bad = hostile_file(tmp_path, name)
     good = tmp_path / "good.jpg"
     photo(0).save(good)

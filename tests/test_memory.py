@@ -38,7 +38,8 @@ def small_files(folder: Path, n: int) -> list[str]:
 
 
 def test_detect_holds_at_most_a_batch_of_images_whatever_n(tmp_path):
-    from stages.detect import OutputFormat, score_inputs, write_rows
+    from stages.detect import OutputFormat, write_rows
+    from stages.shipped.rows import score_inputs
     from stages.shipped.wild import expand_inputs
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone

@@ -45,7 +45,7 @@ def test_an_unknown_alias_fails_at_once_naming_the_registry(dvc_repo):
         assert "Traceback" not in text and "No such file or directory" not in text
         edited = yaml.safe_load((root / "params.yaml").read_text())["model"]["backbone"]
         assert edited == ("efficientnet_lite0" if temp else "efficientnet_lite"), temp
-    assert (root / "params.yaml").read_text() != before  # DVC's behaviour without --temp, documented in README
+    assert (root / "params.yaml").read_text() != before  # DVC's behaviour without --temp (docs/experiments.md)
 
 
 @pytest.mark.slow

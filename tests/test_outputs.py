@@ -142,7 +142,7 @@ def scored_by_a_tiny_detector(monkeypatch):
     from tests.test_detector_artifact import random_detector
     from tests.tiny_backbone import TinyBackbone
 
-    monkeypatch.setattr(detect, "load_checked", lambda *args, **kwargs: (random_detector(), TinyBackbone()))
+    monkeypatch.setattr("stages.shipped.wild.load_checked", lambda *args, **kwargs: (random_detector(), TinyBackbone()))
 
 
 def test_a_folder_output_never_replaces_a_folder_no_stage_wrote(tmp_path):

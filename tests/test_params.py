@@ -24,7 +24,7 @@ import yaml
 from tests.imports import PACKAGE, REPO
 
 # Options a stage command declares that dvc.yaml does not pass: runtime knobs that decide speed or placement,
-# never results (STYLE.md 18). Each keeps a default and reads an environment variable (README "Runtime
+# never results (STYLE.md 18). Each keeps a default and reads an environment variable (docs/runtime.md, "Runtime
 # settings"), so changing one changes nothing DVC tracks and reruns nothing.
 RUNTIME_KNOBS = {
     "stages.clusters": {"workers": None},  # threads checking images; results come back in input order
@@ -209,20 +209,23 @@ def test_each_stage_docstring_example_parses(module):
             pytest.fail(f"{module}'s docstring example does not run as written: {error.format_message()}")
 
 
-def test_readme_stage_commands_parse():
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
-    for module, args in examples("".join(blocks)):
-        try:
-            parse(module, args)
-        except UsageError as error:
-            pytest.fail(f"README's `python -m {module}` command does not run as written: {error.format_message()}")
+def test_readme_and_docs_stage_commands_parse():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for page in pages:
+        blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.DOTALL)
+        for module, args in examples("".join(blocks)):
+            try:
+                parse(module, args)
+            except UsageError as error:
+                pytest.fail(f"{page.relative_to(REPO)}: `python -m {module}` does not run as written: "
+                            f"{error.format_message()}")
 
 
 # --------------------------------------------------------------------------------- what DVC itself does
 @pytest.mark.slow
 def test_dvc_renders_list_params_and_exp_run_sets_them(dvc_repo):
     """`dvc repro --dry` prints code_eval's command with one option per list item, and `dvc exp run -S` with
-    a YAML list (the README's syntax) changes them."""
+    a YAML list (the documented syntax) changes them."""
     for dep in ("data/code/model.pt", "data/clusters.parquet", "data/selections/code_eval.json"):
         (dvc_repo.path / dep).parent.mkdir(parents=True, exist_ok=True)
         (dvc_repo.path / dep).write_bytes(b"stand-in: a dry run only checks that the dependencies exist")

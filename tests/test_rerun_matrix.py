@@ -8,12 +8,13 @@ emptied before each change, so each is measured as made for the first time: DVC 
 whose outputs are cached, metrics or plots (check and the gates, for example; never one with a persist output or
 a `cache: false` output that is not a metric or plot), and an earlier change would otherwise hide their runs.
 
-EXPECTED is the matrix of the new design (README, Development: "The rerun matrix" copies it); BEFORE is what
-main ran at 52a3a9d, measured with this file's helper mode. To measure the matrix of the current checkout:
+EXPECTED is the matrix of the new design (docs/development.md, "The rerun matrix", copies it: tests/test_docs.py
+checks the copy); BEFORE is what main ran at 52a3a9d, measured with this file's helper mode. To measure the matrix
+of the current checkout:
 
     python -m tests.test_rerun_matrix            # every change: the stages that ran, against EXPECTED
     python -m tests.test_rerun_matrix probe_grid exp_temp   # some of them
-    python -m tests.test_rerun_matrix --table    # EXPECTED as the README's Markdown table
+    python -m tests.test_rerun_matrix --table    # EXPECTED as the Markdown table in docs/development.md
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ CHANGES = {
     "backbone_added": "a backbone added to `embed.backbones`",
     "backbone_removed": "... and removed again",
     "code_epochs": "`code_train.epochs=1`",
-    "model_head": "`model.head` (only logreg exists)",
+    "model_head": "`model.head` (expected, not measured: `logreg` is its one value)",
     "layout_column": "a column in `stages/reporting/layout.yaml`",
     "benchmark_set": "a second entry in `benchmark.sets`",
     "exp_temp": "`dvc exp run --temp -S probe.c_steps=5`",
@@ -117,7 +118,7 @@ def expected(change: str, matrix: dict[str, tuple[str, ...]] = EXPECTED) -> set[
 
 
 def table() -> str:
-    """EXPECTED as a Markdown table (the README's rerun matrix)."""
+    """EXPECTED as a Markdown table (the rerun matrix of docs/development.md)."""
     rows = ["| change | stages that run |", "|---|---|"]
     rows += [f"| {CHANGES[c]} | {', '.join(f'`{n.format(**NAMES)}`' for n in EXPECTED[c])} |" for c in EXPECTED]
     return "\n".join(rows)
@@ -129,7 +130,7 @@ def table() -> str:
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
                                              "head_width": 16},
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-COPIED = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore")
+COPIED = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore", "detectors")
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.M)
 CACHED = re.compile(r"^Stage '([^']+)' is cached", re.M)
 QUEUED = "queued_probe"

@@ -84,7 +84,7 @@ def test_a_misspelt_variable_is_named_with_the_nearest_known_one(command):
 
 def test_the_known_variables_are_the_commands_options_and_nothing_else_is_needed():
     """known_variables reads the source with ast; it agrees with the options the commands really declare, and
-    every PARENTAGE_* name the README, dvc.yaml and the Makefile use is among them."""
+    every PARENTAGE_* name the README, docs/, dvc.yaml and the Makefile use is among them."""
     import re
 
     from stages.cli import COMMANDS
@@ -95,8 +95,9 @@ def test_the_known_variables_are_the_commands_options_and_nothing_else_is_needed
         __import__(module, fromlist=["app"]).app).params if p.envvar}
     outside = {*speed.ENVIRONMENT, "PARENTAGE_GENERATE_LAUNCHER", "PARENTAGE_CODE_TRAIN_LAUNCHER"}
     assert runtime.known_variables() == declared | outside
-    used = {name for file in ("README.md", "dvc.yaml", "Makefile")
-            for name in re.findall(r"PARENTAGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])", (REPO / file).read_text())}
+    files = [REPO / name for name in ("README.md", "dvc.yaml", "Makefile")] + sorted((REPO / "docs").rglob("*.md"))
+    used = {name for file in files
+            for name in re.findall(r"PARENTAGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])", file.read_text())}
     assert used and used <= runtime.known_variables(), used - runtime.known_variables()
     assert runtime.unknown_variables({"PARENTAGE_FOO": "1", "PATH": "/bin"}) == {"PARENTAGE_FOO": None}
 

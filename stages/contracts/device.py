@@ -6,7 +6,7 @@ accelerate, the device accelerate gives the process), ``cpu``, ``cuda``, ``cuda:
 outside these, or a device this machine does not have, is an `InputError` naming where the value came from, the
 value and what is allowed; nothing here imports torch unless the value names an accelerator, so ``--help`` and
 argument errors stay cheap. A device decides speed, not results, so it is never a param (STYLE.md 18): each
-command reads it from its option or its environment variable (README "Runtime settings").
+command reads it from its option or its environment variable (docs/runtime.md).
 """
 
 from __future__ import annotations

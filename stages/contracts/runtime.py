@@ -103,7 +103,7 @@ def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> None:
     """One line on stderr for each unknown PARENTAGE_* variable, naming the nearest known one."""
     for name, nearest in unknown_variables(environ).items():
         hint = f"did you mean {nearest}?" if nearest else "no command reads it"
-        print(f"warning: {name} is not a parentage setting and is ignored; {hint} (README: \"Runtime settings\")",
+        print(f"warning: {name} is not a parentage setting and is ignored; {hint} (docs/runtime.md)",
               file=sys.stderr)
 
 

@@ -54,6 +54,10 @@ class LinearHead:
     def dim(self) -> int:
         return len(self.coef)
 
+    def tensors(self) -> dict[str, np.ndarray]:
+        """What a detector artifact stores (stages.shipped.artifact), by name."""
+        return {name: getattr(self, name) for name in TENSORS}
+
     def decision(self, x: np.ndarray) -> np.ndarray:
         """(N, D) features -> (N,) float64 logits of FAKE."""
         x = np.asarray(x, dtype=np.float64)

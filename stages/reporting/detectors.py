@@ -268,6 +268,8 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
 # --------------------------------------------------------------------------------------- external benchmarks
 BENCHMARK_DETECTORS = {"shipped": "Shipped detector", "code_logreg": "CoDE linear", "code_knn": "CoDE 1-NN",
                        "code_ocsvm": "CoDE one-class SVM"}
+# a benchmark metrics file's keys that are not detectors: what it read, left out and counted as duplicates
+SET_KEYS = ("images", "skipped", "duplicates")
 BENCHMARK_METRICS = ("auc", "balanced_accuracy", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", *DETECTOR_METRICS[2:])
 BENCHMARK_NAMES = ("AUC", "Balanced acc.", "TPR @ 1 % FPR", "TPR @ 5 % FPR", *METRIC_NAMES[2:])
 BENCHMARK_OVERALL = "overall"  # stages.external.scoring.OVERALL
@@ -316,7 +318,10 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
              f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
              f"`data/benchmark/{name}.csv`)." + _duplicates_sentence(metrics.get("duplicates")), ""]
     lines += header(["Detector / generator", *BENCHMARK_NAMES])
-    for detector, title in BENCHMARK_DETECTORS.items():
+    # the benchmark's own detectors, then any other it scored (--detectors: converted published ones), by name
+    detectors = {**BENCHMARK_DETECTORS, **{key: f"`{key}`" for key in sorted(metrics)
+                                           if key not in (*BENCHMARK_DETECTORS, *SET_KEYS)}}
+    for detector, title in detectors.items():
         groups = metrics.get(detector)
         if not groups:
             continue
@@ -335,7 +340,7 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
         overall = {(r["detector"], r["transform"]): r for r in grid if r["generator"] == BENCHMARK_OVERALL}
         columns = ["clean", *transforms]
         lines += header(["Detector", *(TRANSFORMS[t] for t in columns)])
-        for detector, title in BENCHMARK_DETECTORS.items():
+        for detector, title in detectors.items():
             if any((detector, t) in overall for t in columns):
                 cells = [overall.get((detector, t), {}) for t in columns]
                 lines.append(row([title] + [_benchmark_cell(c, "balanced_accuracy") for c in cells]))

@@ -7,7 +7,10 @@ detector someone shared runs none of their code.
                         data it was trained on (trained_on.random_weight_generators: those with random
                         weights); library versions
     head.safetensors    the head's tensors (stages.heads.linear.LinearHead), float32: mean (D,), scale (D,)
-                        (standardisation fitted on train), coef (D,), intercept (1,)
+                        (standardisation fitted on train), coef (D,), intercept (1,); a converted published
+                        detector may carry a k-NN or one-class SVM head instead (stages.heads.kernel)
+    backbone.safetensors only in a converted published detector (library `transformers_vit`,
+                        stages.shipped.vit): the backbone's weights, their sha256 in detector.json
 
 The head's decision is its logit that an image is generated (FAKE); the label is FAKE when the decision is
 at least the threshold (stages.heads.threshold), and the score shown to people is its probability,
@@ -37,6 +40,7 @@ FORMAT = "parentage-detector"
 FORMAT_VERSION = 2
 SPEC_FILE = "detector.json"
 TENSORS_FILE = "head.safetensors"
+BACKBONE_FILE = "backbone.safetensors"  # only where the backbone's weights travel with the detector
 # What must match between the backbone a detector was trained on and the one it is run with (seed: of random
 # weights, -1 for trained ones).
 BACKBONE_KEYS = ("alias", "library", "architecture", "weights", "seed", "preprocessing", "dim")
@@ -51,7 +55,7 @@ class Detector:
     """A backbone description, a head on its embeddings and a threshold on the head's decision (logit)."""
 
     backbone: dict[str, Any]  # BACKBONE_KEYS and any other attribute of the embedding cache
-    head: LinearHead
+    head: Any  # LinearHead, or a head of stages.heads.kernel (converted published detectors)
     threshold: float  # on the decision: FAKE where decision >= threshold
     trained_on: dict[str, Any] = field(default_factory=dict)  # generators, splits, counts, protocol
     versions: dict[str, str] = field(default_factory=dict)
@@ -87,7 +91,7 @@ class Detector:
     def id(self) -> str:
         """`<backbone>-<head>-<12 hex>`: a hash of every field of detector.json (what decides a label, and also
         what it was trained on and with which library versions) and of the head's tensors."""
-        return content_id(self.spec(), {name: getattr(self.head, name) for name in HEAD_TENSORS})
+        return content_id(self.spec(), self.head.tensors())
 
     def spec(self) -> dict[str, Any]:
         """detector.json without its id."""
@@ -148,22 +152,34 @@ def content_id(spec: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
     field on purpose can recompute it."""
     fields = json.loads(json.dumps({k: v for k, v in spec.items() if k != "id"}, default=str))
     digest = hashlib.sha256(_canonical(fields))
-    for name in HEAD_TENSORS:
+    # a linear head's four tensors in their fixed order (the ids of every detector so far); other heads' by name
+    for name in HEAD_TENSORS if set(HEAD_TENSORS) <= set(tensors) else sorted(tensors):
         digest.update(np.asarray(tensors[name], dtype=np.float32).tobytes())
     head = fields.get("head", {}).get("kind", "?") if isinstance(fields.get("head"), dict) else "?"
     alias = fields.get("backbone", {}).get("alias", "?") if isinstance(fields.get("backbone"), dict) else "?"
     return f"{alias}-{head}-{digest.hexdigest()[:12]}"
 
 
-def save_detector(detector: Detector, folder: Path | str) -> Path:
-    """Write the artifact folder atomically (temporary folder, then rename), marked as the detector stage's."""
+def save_detector(detector: Detector, folder: Path | str, *, stage: str = "detector",
+                  backbone_weights: Path | None = None) -> Path:
+    """Write the artifact folder atomically (temporary folder, then rename), marked as `stage`'s output.
+    `backbone_weights`: a safetensors file copied in as BACKBONE_FILE (its sha256 must be the one the
+    backbone description records)."""
+    import shutil
+
     from safetensors.numpy import save_file
 
     folder = Path(folder)
     spec = {**detector.spec(), "id": detector.id}
-    with atomic_path(folder, kind="dir", stage="detector") as tmp:
+    if (backbone_weights is not None) != ("weights_sha256" in detector.backbone):
+        raise ValueError("backbone weights travel with a detector exactly when its backbone records their sha256")
+    if backbone_weights is not None and file_sha256(backbone_weights) != detector.backbone["weights_sha256"]:
+        raise ValueError(f"{backbone_weights}: not the weights whose sha256 the detector records")
+    with atomic_path(folder, kind="dir", stage=stage) as tmp:
         tmp.mkdir()
-        save_file({name: getattr(detector.head, name) for name in HEAD_TENSORS}, str(tmp / TENSORS_FILE),
+        if backbone_weights is not None:
+            shutil.copyfile(backbone_weights, tmp / BACKBONE_FILE)
+        save_file(detector.head.tensors(), str(tmp / TENSORS_FILE),
                   metadata=safetensors_metadata({"format": FORMAT, "id": detector.id}))
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     return folder
@@ -200,12 +216,8 @@ def load_detector(folder: Path | str) -> Detector:
         tensors = load_file(str(tensors_path))
     except (FileNotFoundError, SafetensorError, OSError) as error:
         raise ValueError(f"{tensors_path}: cannot read the head's tensors ({error})") from error
-    missing = [name for name in HEAD_TENSORS if name not in tensors]
-    if missing:
-        raise ValueError(f"{tensors_path}: missing tensors {missing}")
     try:
-        head = LinearHead(**{name: tensors[name] for name in HEAD_TENSORS}, kind=spec["head"]["kind"],
-                          params=spec["head"].get("params", {}))
+        head = make_head(spec["head"]["kind"], tensors, spec["head"].get("params", {}), where=tensors_path)
         detector = Detector(backbone=spec["backbone"], head=head, threshold=float(spec["threshold"]),
                             trained_on=spec.get("trained_on", {}), versions=spec.get("versions", {}))
     except (KeyError, TypeError, ValueError) as error:
@@ -213,7 +225,32 @@ def load_detector(folder: Path | str) -> Detector:
     if content_id(spec, tensors) != spec.get("id") or detector.id != spec.get("id"):
         raise ValueError(f"{folder}: its content does not match its id {spec.get('id')!r} (edited or mixed up "
                          f"with another detector's files); retrain it or fetch it again")
+    if "weights_sha256" in detector.backbone:
+        weights = regular_or_absent(folder / BACKBONE_FILE, what="a detector's backbone weights")
+        if not weights.is_file() or file_sha256(weights) != detector.backbone["weights_sha256"]:
+            raise ValueError(f"{weights}: missing, or not the backbone weights whose sha256 {folder / SPEC_FILE} "
+                             f"records (edited or mixed up); convert the detector again")
     return detector
+
+
+def make_head(kind: str, tensors: dict[str, np.ndarray], params: dict[str, Any], *, where: Path | str) -> Any:
+    """The head of an artifact from its kind, tensors and hyper-parameters; ValueError naming `where`."""
+    from stages.heads.kernel import NEIGHBOUR_TENSORS, ONE_CLASS_TENSORS, NeighbourHead, OneClassHead
+
+    makers = {"knn": (NeighbourHead, NEIGHBOUR_TENSORS), "ocsvm": (OneClassHead, ONE_CLASS_TENSORS)}
+    make, names = makers.get(kind, (LinearHead, HEAD_TENSORS))
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise ValueError(f"{where}: missing tensors {missing}")
+    return make(**{name: tensors[name] for name in names}, kind=kind, params=params)
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_backbone(detector: Detector, backbone: dict[str, Any], *, where: str = "backbone") -> None:

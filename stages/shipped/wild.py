@@ -326,6 +326,11 @@ def load_checked(detector_path: Path, registry: Path, device: str = "cpu"):
         raise
     except ValueError as error:
         raise InputError(str(detector_path), str(error)) from error
+    if detector.backbone.get("library") == "transformers_vit":  # a converted detector carries its backbone
+        from stages.shipped.artifact import BACKBONE_FILE
+        from stages.shipped.vit import ArtifactViT
+
+        return detector, ArtifactViT(detector.backbone, Path(detector_path) / BACKBONE_FILE, device)
     backbone = load_registry_backbone(detector.backbone["alias"], registry, device)
     try:
         check_backbone(detector, backbone.spec, where="the registry's backbone")
