@@ -118,3 +118,16 @@ def test_the_check_prints_the_estimate_in_the_coco_setting_only(repo_root, tmp_p
     assert "| generate | sd14 | 1,232,870 |" in doubled.output, doubled.output
     demo = run_check(repo_root, tmp_path)
     assert demo.exit_code == 0 and "GPU-hours" not in demo.output
+
+
+def test_docs_cluster_shows_the_estimate_this_code_prints(repo_root, monkeypatch):
+    """docs/cluster.md's table is the output of the command it shows (a derived copy that must not drift)."""
+    import re
+    import shlex
+
+    monkeypatch.chdir(repo_root)
+    text = (repo_root / "docs" / "cluster.md").read_text()
+    command = re.search(r"```bash\n(parentage estimate .*?)\n```", text, re.S).group(1).replace("\\\n", " ")
+    done = CliRunner().invoke(app, shlex.split(command)[2:])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() in text

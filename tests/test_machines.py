@@ -1,12 +1,12 @@
 """One run on several machines, played on this one: two `accelerate launch`es on localhost as machine 0 and
 machine 1 (gloo on CPU, one process each, a free port), exactly as SLURM's `srun` starts them on two nodes
-(docs/cluster.md). generate (the tiny generator) and embed (parents and captions) give the bytes of a one-process
-run; a machine killed half-way makes the other stop within PARENTAGE_LOST_TIMEOUT with an error naming the lost
-rank, and the next run resumes to the same bytes. stages.compute.processes' barrier and timeout are unit-tested
-without processes.
+(docs/cluster.md). generate (the tiny generator) and embed (parents and captions) give the bytes of a
+one-process run; a machine killed or frozen half-way makes the other stop within PARENTAGE_LOST_TIMEOUT with an
+error naming the lost rank, and the next run resumes to the same bytes. stages.compute.processes' barrier and
+timeout are unit-tested without processes.
 
 The slow tests print their timings (run them with -s): the two-machine run beside one process, and the time
-from the kill to the survivor's exit."""
+from the kill (or freeze) to the survivor's exit."""
 
 from __future__ import annotations
 
@@ -92,8 +92,16 @@ def files(folder: Path) -> dict[str, bytes]:
 
 
 def kill_machine(process: subprocess.Popen) -> None:
-    """SIGKILL a launcher and every process under it, as a node's power cut would (torch's launcher starts its
-    workers in their own sessions, so the launcher's process group does not hold them)."""
+    """SIGKILL a launcher and every process under it, as a node's power cut would."""
+    for pid in machine_processes(process):
+        with contextlib.suppress(ProcessLookupError):  # it ended with its parent
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def machine_processes(process: subprocess.Popen) -> list[int]:
+    """A launcher and every process under it (torch's launcher starts its workers in their own sessions, so the
+    launcher's process group does not hold them)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -106,10 +114,7 @@ def kill_machine(process: subprocess.Popen) -> None:
         pid = todo.pop()
         family.append(pid)
         todo += children.get(pid, [])
-    for pid in family:
-        with contextlib.suppress(ProcessLookupError):  # it ended with its parent
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
+    return family
 
 
 # ------------------------------------------------------------------------------------------- two machines
@@ -130,12 +135,14 @@ def test_two_machines_give_the_bytes_of_one_process(inputs, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lost", [1, 0])
-def test_a_lost_machine_is_named_within_the_timeout_and_the_rerun_resumes(inputs, tmp_path, lost):
-    """Machine `lost` is killed once 2 of the 12 one-child shards exist. The other finishes its own shards and
-    stops, at the barrier before the manifest, with an error naming the lost rank, within PARENTAGE_LOST_TIMEOUT
-    (plus its remaining shards and the launcher's teardown), never hanging. No manifest is written; the next
-    run (one process) resumes from the shards on disk and ends byte-identical to an uninterrupted run."""
+@pytest.mark.parametrize(("how", "lost"), [("kill", 1), ("kill", 0), ("freeze", 0)])
+def test_a_lost_machine_is_named_within_the_timeout_and_the_rerun_resumes(inputs, tmp_path, how, lost):
+    """Machine `lost` is killed (SIGKILL: its sockets close) or frozen (SIGSTOP: its sockets stay open and
+    nothing answers, as a node that hangs or drops off the network) once 2 of the 12 one-child shards exist.
+    Machine 0's launcher hosts the run's store. The other machine finishes its own shards and stops, at the
+    barrier before the manifest, with an error naming the lost rank, within PARENTAGE_LOST_TIMEOUT (plus its
+    remaining shards and the launcher's teardown), never hanging. No manifest is written; the next run (one
+    process) resumes from the shards on disk and ends byte-identical to an uninterrupted run."""
     out = tmp_path / "killed"
     args = generate_args(inputs, out, shard_size=1, batch_size=1)
     port = free_port()
@@ -145,18 +152,27 @@ def test_a_lost_machine_is_named_within_the_timeout_and_the_rerun_resumes(inputs
         assert time.monotonic() < deadline and all(p.poll() is None for p in launched.values()), \
             "\n".join(p.communicate()[0] for p in launched.values() if p.poll() is not None)
         time.sleep(0.05)
-    kill_machine(launched[lost])
+    if how == "freeze":
+        family = machine_processes(launched[lost])
+        for pid in family:
+            os.kill(pid, signal.SIGSTOP)
+    else:
+        kill_machine(launched[lost])
     killed_at = time.monotonic()
     survivor = launched[1 - lost]
-    output = survivor.communicate(timeout=LOST + 120)[0]  # a hang fails here
-    stopped = time.monotonic() - killed_at
+    try:
+        output = survivor.communicate(timeout=LOST + 120)[0]  # a hang fails here
+    finally:
+        stopped = time.monotonic() - killed_at
+        if how == "freeze":
+            kill_machine(launched[lost])
     assert survivor.returncode != 0, output
     named = "lost rank 1 (machine 1, host" if lost == 1 else "lost rank 0's machine"
     assert named in output and "PARENTAGE_LOST_TIMEOUT" in output, output
     assert not (out / "children" / "manifest.parquet").exists()
     finished = len(list((out / "children" / "shards").glob("shard-*.parquet")))
     assert 2 <= finished < 12
-    print(f"\nmachine {lost} killed: machine {1 - lost} stopped {stopped:.1f} s later "
+    print(f"\nmachine {lost} {how}: machine {1 - lost} stopped {stopped:.1f} s later "
           f"(PARENTAGE_LOST_TIMEOUT={LOST} s), {finished} of 12 shards kept")
     assert stopped < LOST + 60
 
@@ -238,6 +254,28 @@ def test_a_store_that_stops_answering_names_rank_0s_machine():
     group.close()
 
 
+def test_a_store_that_hangs_names_rank_0s_machine_within_the_timeout():
+    """A frozen machine 0 keeps its sockets open and answers nothing: a store call then blocks for ever. Only the
+    heartbeat thread calls the store, so the barrier gives up on it after the timeout."""
+    import threading
+
+    thawed = threading.Event()
+
+    class Frozen(Store):
+        def add(self, key: str, amount: int) -> int:
+            if key.startswith(f"{procs.PREFIX}/barrier"):
+                thawed.wait(60)
+            return super().add(key, amount)
+
+    group = procs.Processes(1, 2, Frozen(), timeout=0.6)
+    start = time.monotonic()
+    with pytest.raises(procs.LostProcess, match=r"lost rank 0's machine: .*stopped answering \(no answer for"):
+        group.barrier("anything")
+    assert time.monotonic() - start < 5
+    thawed.set()
+    group.close()
+
+
 def test_one_process_has_no_heartbeat_and_its_barriers_return():
     alone = procs.Processes(0, 1, None, timeout=1)
     alone.barrier("nothing")
@@ -250,3 +288,15 @@ def test_a_bad_timeout_names_the_variable(value):
         procs.lost_timeout({"PARENTAGE_LOST_TIMEOUT": value})
     assert procs.lost_timeout({}) == procs.DEFAULT_TIMEOUT == 300
     assert procs.lost_timeout({"PARENTAGE_LOST_TIMEOUT": "2.5"}) == 2.5
+
+
+def test_docs_cluster_shows_the_batch_script_as_it_is():
+    """docs/cluster.md holds scripts/slurm/paper.sbatch verbatim; the script parses and sets the launchers
+    through make paper."""
+    script = (REPO / "scripts" / "slurm" / "paper.sbatch").read_text()
+    assert f"```bash\n{script}```" in (REPO / "docs" / "cluster.md").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "slurm" / "paper.sbatch")]).returncode == 0
+    assert 'make paper COCO="$COCO" LAUNCHER="$launcher"' in script
+    makefile = (REPO / "Makefile").read_text()
+    for stage in ("GENERATE", "EMBED", "CODE_TRAIN"):
+        assert f"PARENTAGE_{stage}_LAUNCHER='$(LAUNCHER)'" in makefile

@@ -75,7 +75,11 @@ def group_timeout() -> Any:
 
 class Processes:
     """This process's view of the run: its rank, the run's size, and (with several processes) the heartbeat
-    and the barriers. Make one per process with `processes(state)`."""
+    and the barriers. Make one per process with `processes(state)`.
+
+    Every store call after the first two runs in the heartbeat thread: a store call to a machine that froze
+    (its sockets open, nothing answering) blocks for ever, so the waiting thread only watches the heartbeat
+    thread's findings and its last answer, and gives up on a store silent for the timeout."""
 
     def __init__(self, rank: int, size: int, store: Any = None, *, timeout: float) -> None:
         self.rank, self.size, self.timeout = rank, size, timeout
@@ -83,33 +87,66 @@ class Processes:
         self.beat = max(0.5, min(10.0, timeout / 6))  # several beats per timeout: one late beat is no loss
         now = time.monotonic()
         self._seen = {r: (-1, now) for r in range(size)}  # rank: (its counter, when it last moved, our clock)
-        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._lock, self._wake = threading.Lock(), threading.Event()
+        self._stopped = False
+        self._pending = self._marked = self._passed = 0  # barrier numbers: waited at, arrival marked, complete
+        self._absent: set[int] = set()  # ranks that have not reached the pending barrier (looked up when silent)
+        self._hosts: dict[int, str] = {}
+        self._answered = now  # when the store last answered the heartbeat thread
         self._broken: BaseException | None = None
         self._thread: threading.Thread | None = None
         if size > 1:
             # torch's elastic launcher (torchrun, accelerate launch) numbers the machines in GROUP_RANK
             machine = os.environ.get("GROUP_RANK")
             where = f"machine {machine}, host {socket.gethostname()}" if machine else f"host {socket.gethostname()}"
-            self._call(store.set, f"{PREFIX}/host/{rank}", where)
-            self._call(store.add, f"{PREFIX}/beat/{rank}", 1)
+            try:  # the store answered the process group's rendezvous a moment ago
+                store.set(f"{PREFIX}/host/{rank}", where)
+                store.add(f"{PREFIX}/beat/{rank}", 1)
+            except Exception as error:
+                raise self._store_lost(str(error)) from error
             self._thread = threading.Thread(target=self._heartbeat, name="parentage-heartbeat", daemon=True)
             self._thread.start()
 
     # ---------------------------------------------------------------------------------------------- beats
     def _heartbeat(self) -> None:
-        """Beat, and note when each other process last beat, until `close` (or the store is gone)."""
+        """Beat and note when each other process last beat; mark and poll the pending barrier. Until `close`
+        or the store fails (the waiting thread reports that)."""
         keys = [f"{PREFIX}/beat/{r}" for r in range(self.size)]
+        next_beat = 0.0
         try:
-            while not self._stop.wait(self.beat):
-                self.store.add(keys[self.rank], 1)
-                now = time.monotonic()
-                for r, key in enumerate(keys):
-                    count = int(self.store.add(key, 0))
-                    with self._lock:
-                        if count != self._seen[r][0]:
-                            self._seen[r] = (count, now)
-        except Exception as error:  # the store's host is gone: the barrier that needs it reports it
+            while not self._stopped:
+                if time.monotonic() >= next_beat:
+                    self.store.add(keys[self.rank], 1)
+                    now = time.monotonic()
+                    for r, key in enumerate(keys):
+                        count = int(self.store.add(key, 0))
+                        with self._lock:
+                            if count != self._seen[r][0]:
+                                self._seen[r] = (count, now)
+                    next_beat = now + self.beat
+                pending = self._pending
+                if pending > self._passed:
+                    self._poll_barrier(pending)
+                self._answered = time.monotonic()
+                self._wake.wait(POLL if self._pending > self._passed else max(0.0, next_beat - time.monotonic()))
+                self._wake.clear()
+        except Exception as error:  # the store's host is gone: the waiting barrier reports it
             self._broken = error
+
+    def _poll_barrier(self, number: int) -> None:
+        key = f"{PREFIX}/barrier/{number}"
+        if self._marked < number:
+            self.store.set(f"{key}/{self.rank}", "1")
+            self.store.add(key, 1)
+            self._marked = number
+        if int(self.store.add(key, 0)) >= self.size:
+            self._passed = number
+            return
+        silent = self.silent()
+        absent = {r for r in silent if not self.store.check([f"{key}/{r}"])}
+        for r in absent - set(self._hosts):
+            self._hosts[r] = self.store.get(f"{PREFIX}/host/{r}").decode()
+        self._absent = absent
 
     def silent(self) -> dict[int, float]:
         """{rank: seconds since its last sign of life} of the other processes silent for longer than the
@@ -126,49 +163,44 @@ class Processes:
         if self.size == 1:
             return
         self.count += 1
-        key = f"{PREFIX}/barrier/{self.count}"
-        self._call(self.store.set, f"{key}/{self.rank}", "1")
-        self._call(self.store.add, key, 1)
-        while int(self._call(self.store.add, key, 0)) < self.size:
+        self._pending = self.count
+        self._wake.set()
+        while self._passed < self.count:
+            if self._broken is not None:
+                raise self._store_lost(str(self._broken)) from self._broken
+            quiet = time.monotonic() - self._answered
+            if quiet > self.timeout:
+                raise self._store_lost(f"no answer for {quiet:.0f} s")
             silent = self.silent()
-            if silent:
-                missing = [r for r in sorted(silent) if not self._call(self.store.check, [f"{key}/{r}"])]
-                if missing:
-                    raise self._lost(missing, silent, what)
+            lost = sorted(r for r in self._absent if r in silent)
+            if lost:
+                raise self._lost(lost, silent, what)
             time.sleep(POLL)
 
     def _lost(self, ranks: list[int], silent: dict[int, float], what: str) -> LostProcess:
-        names = ", ".join(f"rank {r} ({self._host(r)})" for r in ranks)
+        names = ", ".join(f"rank {r} ({self._hosts.get(r, 'host unknown')})" for r in ranks)
         late = max(silent[r] for r in ranks)
-        them = "it" if len(ranks) == 1 else "they"
+        one = len(ranks) == 1
         return LostProcess(f"process {self.rank} of {self.size}",
-                           f"lost {names}: no sign of life for {late:.0f} s while waiting for {what}; {them} or "
-                           f"{'its' if len(ranks) == 1 else 'their'} machine stopped or is unreachable",
-                           f"PARENTAGE_LOST_TIMEOUT={self.timeout:g} s; rerun the same command: what is on "
-                           "disk is kept and the run resumes")
+                           f"lost {names}: no sign of life for {late:.0f} s while waiting for {what}; "
+                           f"{'it or its' if one else 'they or their'} machine stopped or is unreachable",
+                           f"{TIMEOUT_VARIABLE}={self.timeout:g} s; rerun the same command: what is on disk is "
+                           "kept and the run resumes")
 
-    def _host(self, rank: int) -> str:
-        try:
-            return self.store.get(f"{PREFIX}/host/{rank}").decode()
-        except Exception:
-            return "host unknown"
-
-    def _call(self, operation, *args):
-        """One store operation; a store that stopped answering is the loss of the machine hosting it."""
-        try:
-            return operation(*args)
-        except Exception as error:  # torch's DistStoreError / DistNetworkError / RuntimeError, by version
-            address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-            raise LostProcess(f"process {self.rank} of {self.size}",
-                              f"lost rank 0's machine: the run's store at {address}, which machine 0's launcher "
-                              f"hosts, stopped answering ({' '.join(str(error).split())[:160]})",
-                              f"PARENTAGE_LOST_TIMEOUT={self.timeout:g} s; rerun the same command: what is on "
-                              "disk is kept and the run resumes") from error
+    def _store_lost(self, cause: str) -> LostProcess:
+        """The store stopped answering: the machine hosting it (machine 0's launcher) is lost."""
+        address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        return LostProcess(f"process {self.rank} of {self.size}",
+                           f"lost rank 0's machine: the run's store at {address}, which machine 0's launcher hosts, "
+                           f"stopped answering ({' '.join(cause.split())[:160]})",
+                           f"{TIMEOUT_VARIABLE}={self.timeout:g} s; rerun the same command: what is on disk is "
+                           "kept and the run resumes")
 
     def close(self) -> None:
         """Stop the heartbeat (the others' barriers then see this process as silent: call it after the last
         barrier)."""
-        self._stop.set()
+        self._stopped = True
+        self._wake.set()
 
 
 _PROCESSES: dict[tuple[int, int], Processes] = {}
