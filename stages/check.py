@@ -16,7 +16,7 @@ download fails in seconds, before hours of generation.
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
         --layout stages/reporting/layout.yaml --out data/check.txt \\
-        --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
+        --captions-per-parent 5 --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
 
 import_children.sets (a dict: name -> layout, root, generator) and benchmark.sets arrive as DVC renders a dict,
 one `--imports.<name>.<key> <value>` (`--benchmarks...`) pair per entry and key; nothing else may follow the
@@ -236,7 +236,7 @@ def main(
                                            "any more are listed (a warning; the report never reads them)."),
     layout: Path = typer.Option(..., help="The report's layout: its tables name the study stages."),
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
-    captions_per_parent: int = typer.Option(5, min=1, help="clusters.captions_per_parent: children per parent and "
+    captions_per_parent: int = typer.Option(..., min=1, help="clusters.captions_per_parent: children per parent and "
                                                            "generator (the cost estimate of the COCO setting)."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
