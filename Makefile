@@ -44,7 +44,8 @@ plots-page: install
 # one command"). The pipeline's first stage, check, lists everything missing in one message before anything long runs;
 # a run that fails before any stage ran leaves the workspace as it was, one that fails later keeps params.yaml in the
 # paper's setting so that `make paper` again resumes (scripts/exp_run.sh).
-# GPUS=4 runs generate and code_train under `accelerate launch` on 4 GPUs.
+# GPUS=4 runs generate, embed and code_train under `accelerate launch` on 4 GPUs; LAUNCHER='srun ... torchrun ...'
+# across the nodes of a SLURM job (scripts/slurm/paper.sbatch, docs/cluster.md).
 COCO ?= coco
 GPUS ?= 1
 LAUNCHER := $(if $(filter 1,$(GPUS)),python,accelerate launch --multi_gpu --num_processes $(GPUS))
@@ -64,7 +65,8 @@ PAPER := -S clusters.source=coco -S clusters.input=$(COCO) -S 'clusters.coco_cap
 
 # runtime settings (speed, not results) are environment variables, not params: docs/runtime.md
 paper: install
-	PATH=$(BIN):$$PATH PARENTAGE_GENERATE_LAUNCHER='$(LAUNCHER)' PARENTAGE_CODE_TRAIN_LAUNCHER='$(LAUNCHER)' \
+	PATH=$(BIN):$$PATH PARENTAGE_GENERATE_LAUNCHER='$(LAUNCHER)' PARENTAGE_EMBED_LAUNCHER='$(LAUNCHER)' \
+	PARENTAGE_CODE_TRAIN_LAUNCHER='$(LAUNCHER)' \
 	PARENTAGE_CODE_TRAIN_WORKERS=8 PARENTAGE_CODE_TRAIN_THREADS=0 scripts/exp_run.sh $(PAPER)
 
 test: install

@@ -17,13 +17,15 @@ download fails in seconds, before hours of generation.
         --karpathy-split '' --backbone-registry stages/embedding/backbones.yaml \\
         --generator-registry stages/generation/generators.yaml --built tiny_random --metrics metrics \\
         --layout stages/reporting/layout.yaml --out data/check.txt --bootstrap-resamples 1000 --bootstrap-seed 0 \\
-        --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
+        --captions-per-parent 5 --benchmarks.demo.layout real_fake --benchmarks.demo.root data/benchmark_demo
 
 import_children.sets (a dict: name -> layout, root, generator) and benchmark.sets arrive as DVC renders a dict,
 one `--imports.<name>.<key> <value>` (`--benchmarks...`) pair per entry and key; nothing else may follow the
 declared options.
 
-Its output is the same text whenever the check passes: stages after it never rerun because it did. Warnings go
+Its output is the same text whenever the check passes: stages after it never rerun because it did. With
+clusters.source coco (the paper's setting) it also prints the estimated GPU-hours and disk per stage
+(stages.compute.cost; `parentage estimate` for any setting). Warnings go
 to stderr and do not fail the check: model.backbone also listed in embed.backbones (embedded twice), and files
 under metrics/ that no stage of the current params writes (stages.contracts.instances: left behind by a removed
 backbone, set or benchmark; the report never reads them).
@@ -288,6 +290,8 @@ def main(
     out: Path = typer.Option(..., help="Written when everything is there (always the same text)."),
     bootstrap_resamples: int = typer.Option(..., help="bootstrap.resamples: resamples behind each 95 % interval."),
     bootstrap_seed: int = typer.Option(..., help="bootstrap.seed: seed of the resampling draws."),
+    captions_per_parent: int = typer.Option(..., min=1, help="clusters.captions_per_parent: children per parent and "
+                                                           "generator (the cost estimate of the COCO setting)."),
 ) -> None:
     """Check aliases, inputs and weights before anything long runs; list every problem in one message."""
     from stages.contracts.io import atomic_path, check_outputs
@@ -327,7 +331,26 @@ def main(
                   f"git rm {' '.join(stale)}{listing}", file=sys.stderr)
         with atomic_path(out) as tmp:
             tmp.write_text(PASSED)
+        if setting.source == "coco":
+            typer.echo(paper_estimate(setting, captions_per_parent, backbone_registry, generator_registry))
     typer.echo(f"{out}: {PASSED.strip()}")
+
+
+def paper_estimate(setting: Setting, captions_per_parent: int, backbone_registry: Path,
+                   generator_registry: Path) -> str:
+    """The cost of the COCO setting (stages.compute.cost): its generators, backbones (model.backbone first) and
+    children sets at COCO's 123,287 parents, CoDE at the paper's recipe (150 epochs at 224 px: what the check
+    is not given; early stopping makes it an upper bound)."""
+    from stages.compute import cost
+
+    rows = cost.estimate(cost.Scale(captions_per_parent=captions_per_parent),
+                         generators=cost.generators_of(setting.generate_generators, generator_registry),
+                         backbones=cost.backbones_of([setting.model_backbone, *setting.embed_backbones],
+                                                     backbone_registry),
+                         children_sets=len(setting.children_sets), code=cost.Code())
+    return ("The paper's setting (COCO) costs about this on A100/H100-class GPUs (assumed rates: "
+            "stages/compute/cost.py; measure yours with benchmarks/gpu_check.py; `parentage estimate --help`):\n"
+            + cost.table(rows))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Parents (and, for image-text backbones, their captions):
 
 One generator's children: ``--children data/children/tiny_random --captions-out ''``, writing
 ``data/embeddings/<backbone>/tiny_random.h5``. Several GPUs (or CPU processes) split the work with the same
-result: ``accelerate launch --num_processes 2 -m stages.embed ...``. A killed run, rerun, continues from
+result: ``accelerate launch --num_processes 2 -m stages.embed ...``, under DVC PARENTAGE_EMBED_LAUNCHER (on several
+machines too: docs/cluster.md). A killed run, rerun, continues from
 its finished chunks (stages/embedding/runner.py describes the protocol).
 """
 
@@ -28,6 +29,8 @@ from stages.embedding.runner import Precision, RunConfig
 from stages.imaging.load import JpegDecode
 
 app = Command()
+# read by dvc.yaml's shell, not by this module: what runs `-m stages.embed` (docs/cluster.md)
+ENVIRONMENT = ("PARENTAGE_EMBED_LAUNCHER",)
 RESERVED_SETS = ("parents", "captions")  # file names a generator's children may not take
 
 
@@ -38,6 +41,7 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     import torch
     from accelerate import PartialState
 
+    from stages.compute.processes import group_timeout
     from stages.contracts.clusters import read_clusters
     from stages.contracts.io import check_outputs, write_metrics
     from stages.embedding import runner as embedding
@@ -60,7 +64,7 @@ def run(backbone_alias: str, registry: Path, clusters_path: Path, out: Path, met
     clusters = read_clusters(clusters_path)
     rows = embedding.child_rows(children, clusters) if children is not None else embedding.parent_rows(clusters)
 
-    state = PartialState(cpu=device == "cpu")
+    state = PartialState(cpu=device == "cpu", timeout=group_timeout())
     backbone = load_backbone(spec)
     attrs = {**backbone.attrs(), "image_set": image_set}
     if config.jpeg_draft or config.device_decode:  # recorded only when not full: such caches keep their bytes

@@ -50,11 +50,11 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
 
     Returns the metrics on the main process, None on the others."""
     import dataclasses
-    from datetime import timedelta
 
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from stages.compute.processes import group_timeout, processes
     from stages.contracts.clusters import read_clusters
     from stages.contracts.io import check_outputs, write_metrics
     from stages.generation import shards as gen
@@ -72,9 +72,12 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
         raise InputError("generate.jpeg_quality", f"is {jpeg_quality}; expected 1..100")
     if shard_size < 1:
         raise InputError("generate.shard_size", f"is {shard_size}; expected at least 1")
-    # A long timeout: processes wait at barriers while the others finish their last shard or load weights.
     knobs = speed.Speed.from_env()
-    state = PartialState(cpu=device == "cpu", timeout=timedelta(hours=2))
+    # Processes wait for each other (the last shard, loading weights) in group.barrier, which waits as long as
+    # the others beat and names one that stopped (stages.compute.processes); the group's timeout bounds the
+    # calls to a machine that vanished.
+    state = PartialState(cpu=device == "cpu", timeout=group_timeout())
+    group = processes(state)
     children = gen.plan_children(read_clusters(clusters), spec.base_seed)
     shards = gen.plan_shards(children, shard_size)
 
@@ -91,11 +94,11 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
         kept = gen.prepare_folder(out, shards, fingerprints, stage="generate", inputs=[clusters])
         if kept:
             print(f"{out}: resuming, {len(kept)} of {len(shards)} shards already finished")
-    state.wait_for_everyone()  # nobody writes before stale files are gone
+    group.barrier("the main process to clear stale files")  # nobody writes before they are gone
     # The missing shards are dealt out round-robin, so a resumed run stays balanced across processes; which
     # process makes a shard changes nothing in it.
     missing = [s for s in shards if not (out / "shards" / s.name).exists()]
-    state.wait_for_everyone()  # everyone has the same list before anyone adds a shard
+    group.barrier("every process to list the missing shards")  # the same list before a shard is added
     mine = gen.shards_of_process(missing, state.process_index, state.num_processes)
     if state.num_processes > 1:
         print(f"process {state.process_index} of {state.num_processes}: {len(mine)} of {len(missing)} missing shards",
@@ -104,7 +107,8 @@ def run(generator: str, clusters: Path, models_root: Path, out: Path, metrics: P
               disable=not (progress and state.is_main_process), smoothing=0.1) as bar:
         gen.generate_shards(pipeline, spec, mine, out, fingerprints=fingerprints, encoding=encoding,
                             quality=jpeg_quality, batch_size=spec.batch_size, on_batch=bar.update)
-    state.wait_for_everyone()  # every shard is on disk before the manifest names it
+    group.barrier("every shard to be written")  # every shard is on disk before the manifest names it
+    group.close()
 
     if not state.is_main_process:
         return None

@@ -500,3 +500,12 @@ def test_generate_runs_under_the_launcher_the_environment_names():
     stage = _stages()["generate@tiny_random"]
     assert stage["cmd"].startswith(f"${{{LAUNCHER}:-python}} -m stages.generate ")
     assert not any("launcher" in str(p) for p in stage.get("params", []))
+
+
+def test_every_embed_instance_runs_under_the_embed_launcher():
+    """PARENTAGE_EMBED_LAUNCHER (docs/cluster.md) reaches every instance that runs stages.embed, as a shell
+    default the command text holds (so setting it reruns nothing)."""
+    embedding = {name: stage for name, stage in _stages().items() if "-m stages.embed " in stage["cmd"]}
+    assert {name.split("@")[0] for name in embedding} >= {"embed_parents", "embed_children"}, sorted(embedding)
+    for name, stage in embedding.items():
+        assert stage["cmd"].startswith("${PARENTAGE_EMBED_LAUNCHER:-python} -m stages.embed "), name

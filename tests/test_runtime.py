@@ -88,12 +88,14 @@ def test_the_known_variables_are_the_commands_options_and_nothing_else_is_needed
     import re
 
     from stages.cli import COMMANDS
+    from stages.compute import processes
     from stages.generation import speed
     from tests.imports import REPO
 
     declared = {p.envvar for _, module in COMMANDS for p in typer.main.get_command(
         __import__(module, fromlist=["app"]).app).params if p.envvar}
-    outside = {*speed.ENVIRONMENT, "PARENTAGE_GENERATE_LAUNCHER", "PARENTAGE_CODE_TRAIN_LAUNCHER"}
+    outside = {*speed.ENVIRONMENT, *processes.ENVIRONMENT, "PARENTAGE_GENERATE_LAUNCHER", "PARENTAGE_EMBED_LAUNCHER",
+               "PARENTAGE_CODE_TRAIN_LAUNCHER"}
     assert runtime.known_variables() == declared | outside
     files = [REPO / name for name in ("README.md", "dvc.yaml", "Makefile")] + sorted((REPO / "docs").rglob("*.md"))
     used = {name for file in files

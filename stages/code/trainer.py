@@ -48,7 +48,8 @@ BEST = "best.pt"
 # against the import graph (tests/imports.py). DVC reruns code_train when one of them is edited; their bytes in
 # the fingerprint make that rerun train afresh instead of resuming checkpoints the old code wrote.
 TRAINING_CODE = ("stages.code.augment", "stages.code.data", "stages.code.heads", "stages.code.loss", "stages.code.net",
-                 "stages.code.trainer", "stages.contracts.children", "stages.contracts.clusters",
+                 "stages.code.trainer", "stages.compute.processes", "stages.contracts.children",
+                 "stages.contracts.clusters",
                  "stages.contracts.errors", "stages.contracts.files", "stages.contracts.ids", "stages.contracts.io",
                  "stages.contracts.labels", "stages.contracts.runtime",
                  "stages.heads.classes", "stages.heads.linear", "stages.heads.metrics", "stages.heads.threshold",
@@ -292,8 +293,10 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     params give the same bytes."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list
     from tqdm.auto import tqdm
+
+    from stages.compute.processes import group_timeout, processes
 
     if keep_checkpoints < 1:
         raise InputError("--keep-checkpoints (PARENTAGE_CODE_TRAIN_KEEP_CHECKPOINTS)", f"is {keep_checkpoints}; "
@@ -306,7 +309,10 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
     if config.monitor is Monitor.val_accuracy and not {REAL, FAKE} <= {r.label for r in refs if r.split == "val"}:
         raise InputError("val split", "needs real and generated images for val_accuracy")
 
-    accelerator = Accelerator()
+    # waits of unknown length (the main process validating, saving) go through group.barrier, which names a
+    # lost process; the gradient all-reduce runs in lockstep within the group's timeout, the same one
+    accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=group_timeout())])
+    group = processes(accelerator)
     main = accelerator.is_main_process
     model = build_model(net, seed=config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
@@ -340,7 +346,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
             print_(f"resuming from {last} (epoch {state.epoch} of {config.epochs})")
         else:
             print_(f"{checkpoints}: checkpoints of another configuration or data; starting afresh")
-            accelerator.wait_for_everyone()
+            group.barrier("every process to read the checkpoints")
             if main:
                 for stale in [*checkpoints.glob("epoch-*.pt"), checkpoints / BEST]:
                     stale.unlink(missing_ok=True)
@@ -387,6 +393,7 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
                 monitored[0] = val_accuracy(bare, [r for r in refs if r.split in ("train", "val")], net.image_size,
                                             num_workers=num_workers, batch_size=config.batch_size,
                                             limit=config.probe_images, seed=config.seed)
+        group.barrier(f"the main process to validate epoch {epoch + 1}")
         value = float(broadcast_object_list(monitored)[0])
         record[config.monitor.value] = value
         lower_is_better = config.monitor is Monitor.val_loss
@@ -409,6 +416,6 @@ def train(refs: Sequence[ImageRef], net: CodeNetConfig, views: ViewConfig, confi
                                       "state": asdict(state)}), tmp)
             for old in sorted(checkpoints.glob("epoch-*.pt"))[:-keep_checkpoints]:
                 old.unlink()
-        accelerator.wait_for_everyone()
+        group.barrier(f"the main process to save epoch {epoch + 1}")
         epochs_this_call += 1
     return state

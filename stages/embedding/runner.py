@@ -3,8 +3,9 @@
 Protocol, so a run is fast, bounded in memory, resumable and distributable with the same result:
 
 1. The rows are cut into fixed chunks of `chunk_size` (by position in the source order) and each chunk
-   into batches of `batch_size`. Chunk i belongs to process i % world_size, so the batches a row sees do
-   not depend on how many processes run.
+   into batches of `batch_size`. Missing chunk i belongs to process i % world_size (every process of every
+   machine), so the batches a row sees do not depend on how many processes run. Processes wait for each
+   other only in `stages.compute.processes` barriers, which name a process that stopped.
 2. DataLoader workers read, decode and preprocess whole batches; the model runs under inference mode
    (channels-last for conv nets, autocast on GPU). A finished chunk is written as a part file
    (temporary name, then rename) in a parts folder beside the output.
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.compute.processes import processes
 from stages.contracts.embeddings import CAPTION_LABEL, ROW_FIELDS, write_embeddings, write_embeddings_streamed
 from stages.contracts.errors import InputError, Skips
 from stages.contracts.io import atomic_path
@@ -319,7 +321,7 @@ def _prepare_parts(parts: Path, print_: str, state) -> None:
         parts.mkdir(parents=True, exist_ok=True)
         with atomic_path(stamp) as tmp:  # a full disk is then named, and leaves no half-written stamp
             tmp.write_text(print_)
-    state.wait_for_everyone()
+    processes(state).barrier(f"the main process to prepare {parts}")
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -426,7 +428,7 @@ def embed_rows(rows, backbone: Backbone, out: Path, *, kind: str, attrs: dict[st
         if state.num_processes == 1:
             shutil.rmtree(parts, ignore_errors=True)
         raise
-    state.wait_for_everyone()
+    processes(state).barrier(f"every part of {parts}")
     if not state.is_main_process:
         return None
     summary = _merge(rows, parts, n_chunks, out, dim=backbone.dim, attrs={**attrs, "fingerprint": print_})
