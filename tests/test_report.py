@@ -94,10 +94,15 @@ def test_report_sets_the_papers_numbers_beside_ours(tmp_path):
     assert code == 0, output
     # Table 1, CLIP RN50 / SD 1.4 in the paper: 3.72 38.48 3.60 41.24; the chance level beside (the paper has none)
     # a figure with its 95 % interval reads `ours [low, high] (paper P)`
+    # the test split is the table; val (where C and thresholds are chosen) folds under it
+    table1 = text[text.index("## Table 1"):text.index("## Table 2")]
+    main, val = table1.split("<details>")
+    assert "| Backbone | test Min dist. acc. | test Max dist. acc. | test Chance |" in main and "val " not in main
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 4.00 (paper 3.60) | 41.00 (paper 41.24) | 16.67 |" in main
     assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 5.00 [2.00, 9.00] (paper 3.72) | 40.00 (paper 38.48) | " \
-           "16.67 | " \
-           "4.00 (paper 3.60) | 41.00 (paper 41.24) | 16.67 |" in text
-    assert "| `openclip_vitb32_random` | 10.00 | 20.00 | n/a | 30.00 | 10.00 | n/a |" in text
+           "16.67 |" in val
+    assert "| `openclip_vitb32_random` | 30.00 | 10.00 | n/a |" in main
+    assert "| `openclip_vitb32_random` | 10.00 | 20.00 | n/a |" in val
     assert "| **`tiny_random`** |" in text and "Stable Diffusion v1.4 (`sd14`)" in text
     # the caveats are said once per table, under it, never per row (the demo report repeated them about 20 times)
     table1 = text[text.index("## Table 1"):text.index("## Table 2")]
@@ -175,9 +180,12 @@ def test_a_new_column_is_one_edit_of_the_layout(tmp_path):
     code, output, text = render(tmp_path, layout=edited_layout(tmp_path, add))
     assert code == 0, output
     table = text[text.index("## Table 2"):text.index("## Table 3")]
-    assert "| Backbone | val AUC | val Balanced acc. | val Overall acc. | val AP | val Full cluster acc. |" in table
+    main, val = table.split("<details>")
+    assert "| Backbone | val AUC | val Balanced acc. | val Overall acc. | val AP | val Full cluster acc. |" in val
     assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | 75.00 | n/a | 50.00 (paper 99.07) | 62.50 | " \
-           "25.00 (paper 94.60) | n/a | n/a | 50.00 (paper 99.17) | 12.50 (paper 95.30) |" in table
+           "25.00 (paper 94.60) |" in val
+    assert "| CLIP RN50 / OpenAI WIT (`clip_rn50_openai`) | n/a | n/a | 50.00 (paper 99.17) | 12.50 (paper 95.30) |" \
+        in main
 
 
 def test_a_new_table_is_one_entry_of_the_layout(tmp_path):
@@ -437,12 +445,14 @@ def test_report_shows_code_and_the_shipped_detector(tmp_path):
     assert "- Head: logreg (C 10)" in shipped and "- Threshold: 0.4321 " in shipped
     assert ("- Trained on the train split of `sd14`, `tiny_random` (random weights) (train 7 real / 70 fake; "
             "val 3 real / 30 fake)") in shipped
-    assert "| Generator | val AUC | val Balanced acc. | val Real acc. | val Fake acc. | val Overall acc. | val AP | " \
-           "test AUC |" in shipped
+    # the test split is the table, val folds under it
+    assert "| Generator (test) | AUC | Balanced acc. | Real acc. | Fake acc. | Overall acc. | AP |" in shipped
+    assert shipped.index("| Generator (test) |") < shipped.index("<details><summary>The val split") \
+        < shipped.index("| Generator (val) |")
     assert "| Stable Diffusion v1.4 (`sd14`) | 80.00 [75.00, 85.00] | 80.00 [75.00, 85.00] | 100.00 (3/3) | " \
-           "60.00 (9/15) | 66.67 (12/18) | 90.00 | 80.00 [75.00, 85.00] |" in shipped
+           "60.00 (9/15) | 66.67 (12/18) | 90.00 |" in shipped
     assert "| All generators | 90.00 [85.00, 95.00] | 90.00 [85.00, 95.00] | 100.00 (3/3) | 80.00 (24/30) | " \
-           "81.82 (27/33) | 95.00 | 90.00 [85.00, 95.00] |" in shipped
+           "81.82 (27/33) | 95.00 |" in shipped
     grid = shipped[shipped.index("robustness (test split)"):]
     # a block per generator, then all of them; rows are transforms in the order written, an empty cell is n/a
     sd14 = grid.index("| **Stable Diffusion v1.4 (`sd14`)** |")

@@ -1,5 +1,6 @@
 """How the report prints a figure: a percentage with two decimals, its 95 % interval beside it as
-`figure [low, high]` (docs/intervals.md) and its counts as `k/n`; one place for every table."""
+`figure [low, high]` (docs/intervals.md) and its counts as `k/n`; one place for every table. And how it folds
+detail (`details`) under a table."""
 
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ def counted(figures: Mapping, key: str, right: str, total: str) -> str:
 
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def details(summary: str, body: list[str]) -> list[str]:
+    """`body` folded under `summary`: an HTML details element, inside which Markdown renderers draw the table
+    (the blank lines around it are what lets them)."""
+    return [f"<details><summary>{summary}</summary>", "", *body, "</details>", ""]

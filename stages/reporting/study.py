@@ -12,13 +12,13 @@ offline, ...)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances
-from stages.reporting.cells import figure, with_interval
-from stages.reporting.layout import Table
+from stages.reporting.cells import details, figure, with_interval
+from stages.reporting.layout import Column, Table
 from stages.reporting.setting import RANDOM
 
 Results = dict[str, dict[str, dict]]  # generator -> backbone -> metrics
@@ -182,7 +182,9 @@ FOOTNOTES: dict[str, Callable[[Results], list[str]]] = {"distances_scope": dista
 
 
 def render_table(table: Table, results: Results, paper: dict) -> list[str]:
-    """One layout table: heading and notes, a header row, then a block per generator with a row per backbone."""
+    """One layout table: heading and notes, a header row, then a block per generator with a row per backbone.
+    The test split's columns (and any not of a split) make the table; the val split's, where C and thresholds
+    were chosen, follow in a folded detail view (`details`), so a table fits a page."""
     theirs = paper["tables"].get(table.paper) if table.paper else None
     lines = [f"## {table.title}", ""]
     for note in (table.note, (theirs or {}).get("note")):
@@ -190,21 +192,28 @@ def render_table(table: Table, results: Results, paper: dict) -> list[str]:
             lines += [f"*{note}*", ""]
     if not results:
         return [*lines, f"No `{table.stage}` metrics yet (dvc repro).", ""]
-    header = ["Backbone", *(c.label for c in table.columns)]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    val = [c for c in table.columns if c.key.startswith("val.")]
+    lines += _grid([c for c in table.columns if c not in val], results, paper, theirs)
+    lines += caveat([*results, *(b for backbones in results.values() for b in backbones)], paper)
+    if val:
+        lines += details("The val split (where C and the thresholds are chosen)", _grid(val, results, paper, theirs))
+    if table.footnote:
+        lines += FOOTNOTES[table.footnote](results)
+    return lines
+
+
+def _grid(columns: Sequence[Column], results: Results, paper: dict, theirs: dict | None) -> list[str]:
+    header = ["Backbone", *(c.label for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for generator in ordered(results, paper["generators"]):
-        lines.append(f"| **{generator_label(generator, paper)}** |" + " |" * len(table.columns))
+        lines.append(f"| **{generator_label(generator, paper)}** |" + " |" * len(columns))
         for backbone in ordered(results[generator], paper["backbones"]):
             ours = results[generator][backbone]
             lines.append("| " + " | ".join([backbone_label(backbone, paper)] + [
                 cell(lookup(ours, c.key), paper_number(theirs, generator, backbone, c.key),
                      lookup(ours, f"{c.key}_low"), lookup(ours, f"{c.key}_high"))
-                for c in table.columns]) + " |")
-    lines.append("")
-    lines += caveat([*results, *(b for backbones in results.values() for b in backbones)], paper)
-    if table.footnote:
-        lines += FOOTNOTES[table.footnote](results)
-    return lines
+                for c in columns]) + " |")
+    return [*lines, ""]
 
 
 def render_cross(cross: dict[str, dict[str, list]], paper: dict) -> list[str]:
