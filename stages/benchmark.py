@@ -62,6 +62,7 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
     from stages.code.setting import read_setting
     from stages.contracts.device import resolve_device
     from stages.contracts.errors import InputError
+    from stages.contracts.files import file_digest
     from stages.external.scoring import Scorer
 
     setting = read_setting(setting_path)
@@ -71,8 +72,10 @@ def code_scorers(model_path: Path, setting_path: Path, clusters: Path, children_
     fitted = fit_heads(model, config.image_size, clusters, children_root, setting.generators, rule=rule,
                        batch_size=batch_size, num_workers=workers, progress=progress)
     backbone = CodeBackbone(model, config.image_size)
-    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head], scale=SCALES[head])
-            for head in fitted.scorers]
+    digest = (file_digest(model_path) or "")[:12]
+    caveat = f"trained from scratch on the children of {', '.join(setting.generators)}"
+    return [Scorer(f"code_{head}", backbone, fitted.scorers[head], fitted.thresholds[head], scale=SCALES[head],
+                   id=f"code-{digest}-{head}", caveat=caveat) for head in fitted.scorers]
 
 
 def shipped_scorer(detector_path: Path, registry: Path, device: str):
@@ -83,7 +86,8 @@ def shipped_scorer(detector_path: Path, registry: Path, device: str):
     detector, backbone = load_checked(detector_path, registry, device)
     # JPEGs decoded as the detector's training images were (embed.jpeg_decode, recorded in it), as detect does
     draft = draft_for(backbone, detector.jpeg_decode)
-    return Scorer(SHIPPED, backbone, detector.decision, detector.threshold, draft), detector
+    return Scorer(SHIPPED, backbone, detector.decision, detector.threshold, draft, id=detector.id,
+                  caveat=detector.caveat), detector
 
 
 def extra_scorers(folder: Path, registry: Path, device: str) -> list:
@@ -105,7 +109,7 @@ def extra_scorers(folder: Path, registry: Path, device: str) -> list:
                                                "rename its folder")
         detector, backbone = load_checked(spec.parent, registry, device)
         scorers.append(Scorer(name, backbone, detector.decision, detector.threshold,
-                              draft_for(backbone, detector.jpeg_decode)))
+                              draft_for(backbone, detector.jpeg_decode), id=detector.id, caveat=detector.caveat))
     return scorers
 
 
@@ -137,7 +141,8 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
     # before any model loads: no output is the set's manifest or one of its images
     check_outputs(writes=[scores, metrics, grid, roc], reads=[manifest, *(entry.path for entry in entries)])
     repeats = find_duplicates(entries, duplicates)  # an image both real and fake stops here, before any model
-    scored = score_entries(entries, load_scorers(), transforms, seed=seed, batch_size=batch_size, workers=workers,
+    scorers = load_scorers()
+    scored = score_entries(entries, scorers, transforms, seed=seed, batch_size=batch_size, workers=workers,
                            progress=progress, repeats=repeats)
     if scored.good.sum() == 0:
         raise InputError(str(root), f"not one of its {len(entries)} images could be read: "
@@ -147,7 +152,7 @@ def run(layout: Layout, root: Path, manifest: str, split: str, transforms: list[
     write_scores(scores, scored)
     write_grid(grid, rows)
     write_roc(roc, scored)
-    write_metrics(metrics, figures)
+    write_metrics(metrics, figures, provenance={"detectors": {s.name: s.record() for s in scorers}})
     for reason, examples in skips.examples.items():
         for example in examples:
             print(f"skipped ({reason.replace('_', ' ')}) {example}", file=sys.stderr)

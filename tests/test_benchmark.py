@@ -498,8 +498,13 @@ def test_command_on_the_demo_set_built_from_the_test_split(pipeline, tmp_path):
     assert metrics["images"] == {"real": 3, "fake": 6, "shared_real": 3}
     assert metrics["skipped"]["unreadable"] == 1
     detectors = ["shipped", "code_logreg", "code_knn", "code_ocsvm"]
-    assert [k for k in metrics if k not in ("images", "skipped", "duplicates")] == sorted(detectors)
+    assert [k for k in metrics if k not in ("images", "skipped", "duplicates", "detectors")] == sorted(detectors)
     assert metrics["duplicates"] == {"within_class": 0, "real_and_fake": 0}
+    # the file names what produced its figures: each detector's id, threshold on its own scale, and caveat
+    assert sorted(metrics["detectors"]) == sorted(detectors)
+    assert metrics["detectors"]["shipped"]["scale"] == "logit" and metrics["detectors"]["shipped"]["id"]
+    assert metrics["detectors"]["code_knn"]["scale"] == SCALES["knn"]
+    assert metrics["detectors"]["code_knn"]["id"].startswith("code-") and metrics["detectors"]["code_knn"]["caveat"]
     for name in detectors:
         assert set(metrics[name]) == {"g1", OVERALL}
         assert set(metrics[name][OVERALL]) == set(GRID_COLUMNS[3:-1])
@@ -584,7 +589,13 @@ def test_report_section_shows_each_detector_per_generator_with_counts(tmp_path):
            "present as both real and fake, left out." in text
     metrics = json.loads((tmp_path / "metrics" / "mine.json").read_text())
     g1 = metrics[SHIPPED]["g1"]
-    row = next(line for line in text.splitlines() if line.startswith("| `g1` |"))
+    # the headline: AUC / balanced accuracy per generator and detector, then which detector each column is
+    headline = next(line for line in text.splitlines() if line.startswith("| `g1` |"))
+    assert headline == f"| `g1` | {100 * g1['auc']:.2f} / {100 * g1['balanced_accuracy']:.2f} |"
+    assert f"- Shipped detector: `{metrics['detectors'][SHIPPED]['id']}`, threshold" in text
+    # the detail, folded: every figure with its interval and counts
+    row = [line for line in text.splitlines() if line.startswith("| `g1` |")][1]
+    assert text.index("<details>") < text.index(row)
     # k/n beside each class accuracy and overall; 4 reals are under 20 and 100: both TPRs are n/a and say why
     assert f"({g1['real_correct']}/4)" in row and f"({g1['fake_correct']}/{g1['n_fake']})" in row
     assert f"({g1['real_correct'] + g1['fake_correct']}/7)" in row

@@ -300,12 +300,20 @@ def write_json(target: Path | str, obj: Any) -> None:
 METRIC_DIGITS = 4
 
 
-def write_metrics(target: Path | str, metrics: Mapping[str, Any]) -> None:
+def write_metrics(target: Path | str, metrics: Mapping[str, Any], *,
+                  provenance: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Write a metrics file: nested dicts of integers and floats, so `dvc metrics diff` compares them.
 
     Integers are written as integers; floats to METRIC_DIGITS significant digits, so a fresh clone on another
-    machine writes the same bytes. A value that is not applicable is written as JSON null, never as zero."""
-    write_json(target, as_written(metrics))
+    machine writes the same bytes. A value that is not applicable is written as JSON null, never as zero.
+    `provenance` (a key of `metrics` none of its own use -> records of text and numbers) says what produced the
+    figures, e.g. each detector's id, threshold and caveat: written beside them as given."""
+    written = as_written(metrics)
+    for key, records in (provenance or {}).items():
+        if key in written:
+            raise ValueError(f"provenance key {key!r} is also a metric")
+        written[key] = dict(records)
+    write_json(target, written)
 
 
 def as_written(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,17 @@ class Scorer:
     threshold: float
     draft: int | None = None  # draft decoding of JPEGs as the detector's training images were (ImageItems)
     scale: str = "logit"  # what the score is (its ROC thresholds stay on this scale)
+    id: str = ""  # which detector: an artifact's id, CoDE's heads by their model's digest
+    caveat: str = ""  # what its training makes its scores mean (random weights), "" for none
+
+    def record(self) -> dict[str, Any]:
+        """What the metrics file says of this detector, so a result names what produced it: id, threshold (on its
+        score scale, at the plot data's precision: a fitted value, not a figure that holds across machines),
+        scale and caveat."""
+        from stages.contracts.io import plot_cell
+
+        return {"id": self.id, "threshold": plot_cell(float(self.threshold)), "scale": self.scale,
+                "caveat": self.caveat or None}
 
 
 @dataclass

@@ -273,8 +273,9 @@ def render_detector(spec: dict | None, metrics: dict | None, robustness: list[di
 # --------------------------------------------------------------------------------------- external benchmarks
 BENCHMARK_DETECTORS = {"shipped": "Shipped detector", "code_logreg": "CoDE linear", "code_knn": "CoDE 1-NN",
                        "code_ocsvm": "CoDE one-class SVM"}
-# a benchmark metrics file's keys that are not detectors: what it read, left out and counted as duplicates
-SET_KEYS = ("images", "skipped", "duplicates")
+# a benchmark metrics file's keys that are not detectors' figures: what it read, left out and counted as
+# duplicates, and which detectors (id, threshold, scale, caveat) produced the figures
+SET_KEYS = ("images", "skipped", "duplicates", "detectors")
 BENCHMARK_METRICS = ("auc", "balanced_accuracy", "tpr_at_fpr_1pct", "tpr_at_fpr_5pct", *DETECTOR_METRICS[2:])
 BENCHMARK_NAMES = ("AUC", "Balanced acc.", "TPR @ 1 % FPR", "TPR @ 5 % FPR", *METRIC_NAMES[2:])
 BENCHMARK_OVERALL = "overall"  # stages.external.scoring.OVERALL
@@ -322,22 +323,22 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
              f"Images scored: {int(images.get('real', 0))} real ({shared} shared by every generator), "
              f"{int(images.get('fake', 0))} fake; left out: {left} (each listed in its scores file, "
              f"`data/benchmark/{name}.csv`)." + _duplicates_sentence(metrics.get("duplicates")), ""]
-    lines += header(["Detector / generator", *BENCHMARK_NAMES])
     # the benchmark's own detectors, then any other it scored (--detectors: converted published ones), by name
-    detectors = {**BENCHMARK_DETECTORS, **{key: f"`{key}`" for key in sorted(metrics)
-                                           if key not in (*BENCHMARK_DETECTORS, *SET_KEYS)}}
+    detectors = {key: title for key, title in {**BENCHMARK_DETECTORS, **{
+        key: f"`{key}`" for key in sorted(metrics) if key not in (*BENCHMARK_DETECTORS, *SET_KEYS)}}.items()
+        if metrics.get(key)}
+    lines += _benchmark_headline(metrics, detectors)
+    detail = header(["Detector / generator", *BENCHMARK_NAMES])
     for detector, title in detectors.items():
-        groups = metrics.get(detector)
-        if not groups:
-            continue
-        lines.append(row([f"**{title}**"] + [""] * len(BENCHMARK_METRICS)))
+        groups = metrics[detector]
+        detail.append(row([f"**{title}**"] + [""] * len(BENCHMARK_METRICS)))
         generators = sorted(set(groups) - {BENCHMARK_OVERALL})
         # one generator: its rows hold every image (its own and the shared reals), the overall row, so show it once
         rows = [(g, f"`{g}`") for g in generators] if len(generators) == 1 else \
             [*((g, f"`{g}`") for g in generators), (BENCHMARK_OVERALL, "All generators")]
         for key, text in rows:
-            lines.append(row([text] + [_benchmark_cell(groups.get(key, {}), m) for m in BENCHMARK_METRICS]))
-    lines.append("")
+            detail.append(row([text] + [_benchmark_cell(groups.get(key, {}), m) for m in BENCHMARK_METRICS]))
+    lines += details("Every figure per detector and generator, with intervals and counts", [*detail, ""])
     transforms = sorted({r["transform"] for r in grid or []} - {"clean"}, key=list(TRANSFORMS).index)
     if grid and transforms:
         lines += [f"Robustness: balanced accuracy on every image after each transform, with its 95 % interval (per "
@@ -351,6 +352,28 @@ def _render_benchmark(name: str, metrics: dict, grid: list[dict] | None, grid_pa
                 lines.append(row([title] + [_benchmark_cell(c, "balanced_accuracy") for c in cells]))
         lines.append("")
     return lines
+
+
+def _benchmark_headline(metrics: dict, detectors: dict[str, str]) -> list[str]:
+    """The set's headline: a row per generator (and all of them), a column per detector, each cell `AUC / balanced
+    accuracy`; then which detector each column is (id, threshold on its score scale, caveat), as the metrics file
+    records them (`detectors`)."""
+    generators = sorted({g for d in detectors for g in metrics[d]} - {BENCHMARK_OVERALL})
+    keys = [*((g, f"`{g}`") for g in generators), (BENCHMARK_OVERALL, "All generators")]
+    lines = ["AUC / balanced accuracy per generator (its images and the shared reals) and detector:", "",
+             *header(["Generator", *detectors.values()])]
+    for key, text in keys:
+        lines.append(row([text] + [f"{pct(metrics[d].get(key, {}).get('auc'))} / "
+                                   f"{pct(metrics[d].get(key, {}).get('balanced_accuracy'))}" for d in detectors]))
+    lines.append("")
+    records = metrics.get("detectors") or {}
+    for detector, title in detectors.items():
+        about = records.get(detector)
+        if isinstance(about, dict):
+            caveat = f"; {about['caveat']}" if about.get("caveat") else ""
+            lines.append(f"- {title}: `{about.get('id')}`, threshold {about.get('threshold')} on its "
+                         f"{about.get('scale')} scale{caveat}")
+    return [*lines, ""] if records else lines
 
 
 def _benchmark_cell(figures: dict, metric: str) -> str:
