@@ -371,8 +371,8 @@ def _benchmark_headline(metrics: dict, detectors: dict[str, str]) -> list[str]:
         about = records.get(detector)
         if isinstance(about, dict):
             caveat = f"; {about['caveat']}" if about.get("caveat") else ""
-            lines.append(f"- {title}: `{about.get('id')}`, threshold {about.get('threshold')} on its "
-                         f"{about.get('scale')} scale{caveat}")
+            lines.append(f"- {title}: `{about.get('id')}`, threshold {about.get('threshold')} (its score: "
+                         f"{about.get('scale')}){caveat}")
     return [*lines, ""] if records else lines
 
 

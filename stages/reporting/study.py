@@ -196,7 +196,7 @@ def render_table(table: Table, results: Results, paper: dict) -> list[str]:
     lines += _grid([c for c in table.columns if c not in val], results, paper, theirs)
     lines += caveat([*results, *(b for backbones in results.values() for b in backbones)], paper)
     if val:
-        lines += details("The val split (where C and the thresholds are chosen)", _grid(val, results, paper, theirs))
+        lines += details("The val split (the probes choose C on it)", _grid(val, results, paper, theirs))
     if table.footnote:
         lines += FOOTNOTES[table.footnote](results)
     return lines
