@@ -54,7 +54,8 @@ def header_args(folder, *, params=None):
             "--roc", str(m / "plots" / "roc"), "--tsne", str(m / "plots" / "tsne"),
             "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
             "--figures", str(m / "figures"), "--benchmarks", str(m / "benchmark"),
-            "--benchmark-grids", str(m / "plots" / "benchmark")]
+            "--benchmark-grids", str(m / "plots" / "benchmark"),
+            "--headlines", str(REPO / "stages/reporting/review.yaml"), "--review", str(m / "review.json")]
 
 
 def study_args(m, *, layout=LAYOUT):
