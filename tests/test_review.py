@@ -193,3 +193,31 @@ def test_the_review_is_the_only_metrics_file_dvc_yaml_declares():
     for path in ("metrics/probe/${item.backbone}/${item.generator}.json", "metrics/detector.json",
                  "metrics/benchmark/${key}.json", "metrics/code_eval.json", "metrics/clusters.json"):
         assert {path: {"cache": False}} in outs, path
+
+
+def paper_params() -> dict:
+    """params.yaml with the instance lists of the Makefile's `make paper` edits (its -S key=value words)."""
+    import shlex
+
+    text = (REPO / "Makefile").read_text()
+    block = text.split("\nPAPER :=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    words = shlex.split(block)
+    edits = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "-S")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted in ("model.backbone", "embed.backbones", "children.sets"):
+        section, key = dotted.split(".")
+        value = edits[dotted]
+        params[section][key] = value.strip("[]").split(",") if value.startswith("[") else value
+    return params
+
+
+def test_the_docs_state_the_width_at_the_papers_setting():
+    """docs/review.md's estimate of the review's width at the paper's setting is review_width of `make paper`'s
+    params (six backbones, two generators)."""
+    params = paper_params()
+    assert len({*params["embed"]["backbones"], params["model"]["backbone"]}) == 6
+    assert params["children"]["sets"] == ["sd14", "sd21"]
+    width = review_width(params, headlines())
+    text = " ".join((REPO / "docs" / "review.md").read_text().split())
+    assert f"the review file holds {width} figures" in text
+    assert f"{review_width(params, headlines(), bounds=True)} columns with their intervals" in text
