@@ -21,7 +21,7 @@ install: $(STAMP)
 
 demo: install
 	PATH=$(BIN):$$PATH dvc repro
-	@echo "Metrics: metrics/ (dvc metrics show); the tables beside the papers: metrics/report.md"
+	@echo "Headline figures: dvc metrics show (docs/review.md); the tables beside the papers: metrics/report.md"
 
 # The papers' setting in one command: `make paper COCO=/data/coco` (COCO 2014 + Karpathy's dataset_coco.json in
 # that folder; SD 1.4 and 2.1 under models/; the six backbones' weights in the caches: README "The paper's setting in

@@ -1,17 +1,14 @@
 """`dvc exp run -S model.backbone=<alias>` on the demo, under DVC: an alias that no stage has embedded yet builds
 its embeddings, its rows of the tables, the detector and the t-SNE figure without being listed anywhere else;
-an unknown alias stops at the first stage, check, naming the registry file and the nearest aliases. With a
-probe-grid experiment beside it, the review command docs/review.md documents shows both in a few columns."""
+an unknown alias stops at the first stage, check, naming the registry file and the nearest aliases."""
 
-import csv
-import io
 import json
-import shlex
 
 import pytest
 import yaml
 
 from stages.reporting.review import review_width
+from tests.test_review_dvc import repo_headlines, review_figures
 
 # tiny random-weight open_clip models (registered in the copy's registry): seconds to embed the demo on a CPU; the
 # text tower keeps CLIP's vocabulary (the tokenizer of an inline config is the full one)
@@ -116,56 +113,3 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
     # the plot data, beside the marker naming the stage that wrote the folder
     assert sorted(p.name for p in (root / "metrics/plots/tsne/tiny_random").iterdir()) == [
         ".parentage-output", "original.csv", "semantic_S.csv", "style_T.csv"]
-
-    # a probe-grid experiment from the same baseline (`exp run` leaves its results in the workspace), then the
-    # review command(s) of docs/review.md, exactly, and as CSV to count the columns
-    dvc_repo("git", "reset", "-q", "--hard")
-    dvc_repo("dvc", "checkout", "-q", "--force")
-    dvc_repo("dvc", "exp", "run", "-S", "probe.c_steps=5")
-    commands = documented_review_commands()
-    assert commands, "docs/review.md documents no `dvc exp show` command under ## Comparing experiments"
-    for command in commands:
-        assert "table2" in dvc_repo(*command), command
-        header, *rows = csv.reader(io.StringIO(dvc_repo(*command, "--csv")))
-        assert len(header) <= 40, (command, header)
-        # each table's headline, for the backbone the first experiment replaced and the one it brought
-        for table in ("table1", "table2", "table3", "table4"):
-            for backbone in ("efficientnet_lite0", "tiny_clip_new"):
-                assert f"{table}.{backbone}.tiny_random" in header, (command, header)
-        assert "model.backbone" in header and "probe.c_steps" in header, header
-        by_params = {(row[header.index("model.backbone")], row[header.index("probe.c_steps")]): row for row in rows}
-        backbone_change, grid_change = by_params[("tiny_clip_new", "7")], by_params[("efficientnet_lite0", "5")]
-        headline = [i for i, name in enumerate(header) if name.startswith(HEADLINE_COLUMNS)]
-        assert [backbone_change[i] for i in headline] != [grid_change[i] for i in headline], (header, rows)
-
-
-HEADLINE_COLUMNS = ("table", "code", "detector", "benchmark")
-
-
-def repo_headlines():
-    from stages.reporting.layout import table_stages
-    from stages.reporting.review import read_headlines
-    from tests.imports import REPO
-
-    layout = REPO / "stages/reporting/layout.yaml"
-    return read_headlines(REPO / "stages/reporting/review.yaml", tables=tuple(table_stages(layout)))
-
-
-def review_figures(path) -> dict:
-    """The review file's figures by their `dvc exp show` column name (dotted), interval bounds left out."""
-    def flat(value, prefix):
-        if isinstance(value, dict):
-            return {k: v for key, inner in value.items() for k, v in flat(inner, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: value}
-
-    return {k: v for k, v in flat(json.loads(path.read_text()), "").items() if not k.endswith(("_low", "_high"))}
-
-
-def documented_review_commands() -> list[list[str]]:
-    """The `dvc exp show` lines of the bash block under docs/review.md's "## Comparing experiments"."""
-    from tests.imports import REPO
-
-    text = (REPO / "docs" / "review.md").read_text()
-    section = text.split("## Comparing experiments", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    return [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("dvc exp show")]

@@ -19,7 +19,14 @@ figure with a bootstrap interval beside it in its file (`<key>_low`, `<key>_high
 there yet or the figure is not applicable (retrieval for a backbone without a text tower), so an experiment's
 columns are the same keys as its baseline's; only the instances params.yaml defines are read
 (stages.contracts.instances), so a removed backbone leaves no key. `review_width` counts the keys of a params
-mapping: the width of `dvc exp show` at any setting, before running it."""
+mapping: the width of `dvc exp show` at any setting, before running it.
+
+Why a file of its own for the headlines, not a `headline:` field of each layout table: three of the headlines
+(CoDE, the detector, the benchmarks) are not layout tables, and one list of them in one file keeps the review's
+columns in one place; a test checks that every layout table has one headline and that it is one of the table's
+columns (so the figure compared is also in the report). Why null rather than leaving a key out: the keys then
+depend only on the params, so `review_width` is exact and an experiment that has not run a stage yet still has
+its columns."""
 
 from __future__ import annotations
 
