@@ -14,7 +14,8 @@ and test per generator, robustness on test) and the external benchmarks (each de
         --clusters-metrics metrics/clusters.json --generator-registry stages/generation/generators.yaml \\
         --backbone-registry stages/embedding/backbones.yaml --params params.yaml --roc metrics/plots/roc \\
         --tsne metrics/plots/tsne --model-backbone efficientnet_lite0 --code-curve metrics/plots/code_train.csv \\
-        --out metrics/report.md --figures metrics/figures --templates .dvc/plots
+        --out metrics/report.md --figures metrics/figures --templates .dvc/plots \\
+        --headlines stages/reporting/review.yaml --review metrics/review.json
 
 Which table reads which stage's metrics, which keys under which labels, beside which paper table: the layout
 file (stages.reporting.layout); its tables' stages are the study stages. Only the files of the instances
@@ -25,7 +26,9 @@ reported as missing. The setting header (stages.reporting.setting) states the pa
 backbones with their provenance and a digest of params.yaml (no git revision: only tracked state). The key figures
 (stages.reporting.key_figures) are SVG files in --figures, drawn offline from the plot data with the DVC plot
 templates in --templates (the charts of `dvc plots show`), embedded in the report and declared as DVC image
-plots. Every option is required: dvc.yaml passes them all.
+plots. Each table's headline figure (stages.reporting.review: which key heads which table is
+stages/reporting/review.yaml) goes to --review, the one file dvc.yaml declares as metrics, so `dvc exp show`
+compares experiments in a few columns. Every option is required: dvc.yaml passes them all.
 """
 
 from __future__ import annotations
@@ -73,18 +76,23 @@ def main(
     figures: Path = typer.Option(..., help="Output folder of the key figures (SVG), linked from the report."),
     templates: Path = typer.Option(..., help="Folder of the DVC plot templates (.dvc/plots) the figures are drawn "
                                              "with, as `dvc plots` draws the plot data."),
+    headlines: Path = typer.Option(..., help="Which key of which metrics file heads each table (YAML)."),
+    review: Path = typer.Option(..., help="Output metrics file of each table's headline figure (JSON), what "
+                                          "`dvc exp show` compares."),
 ) -> None:
     """Write metrics/report.md: the paper's tables with our numbers and the paper's side by side, then CoDE and
     the shipped detector."""
-    from stages.contracts.io import atomic_path, check_outputs
+    from stages.contracts.io import atomic_path, check_outputs, write_metrics
     from stages.reporting.document import DetectorFiles, FigureFiles, build
+    from stages.reporting.layout import table_stages
+    from stages.reporting.review import ReviewFiles, build_review
     from stages.reporting.setting import SettingFiles
 
     with user_errors():
-        check_outputs(writes=[out, figures], reads=[templates, layout, paper, code_setting, code_train, code_eval,
-                                                     code_grid, detector, detector_metrics, robustness,
-                                                     clusters_metrics, generator_registry, backbone_registry, params,
-                                                     code_curve])
+        check_outputs(writes=[out, figures, review],
+                      reads=[templates, layout, paper, code_setting, code_train, code_eval, code_grid, detector,
+                             detector_metrics, robustness, clusters_metrics, generator_registry, backbone_registry,
+                             params, code_curve, headlines])
         files = DetectorFiles(code_setting=code_setting, code_train=code_train, code_eval=code_eval,
                               code_grid=code_grid, detector=detector, detector_metrics=detector_metrics,
                               robustness=robustness, benchmarks=benchmarks, benchmark_grids=benchmark_grids)
@@ -94,12 +102,17 @@ def main(
         drawn = FigureFiles(roc=roc, tsne=tsne, focus_backbone=model_backbone, code_curve=code_curve, out=figures,
                             templates=templates)
         text, svgs = build(study_root, cross, layout, paper, files, setting, drawn, report=out)
+        # after the layout is read and checked by `build`, before anything is written
+        headline_figures = build_review(headlines, ReviewFiles(
+            study_root=study_root, table_stages=table_stages(layout), code_eval=code_eval, detector=detector_metrics,
+            benchmarks=benchmarks), params, model_backbone)
         with atomic_path(figures, kind="dir", stage="report") as folder:
             folder.mkdir()
             for name, svg in svgs.items():
                 (folder / name).write_text(svg)
         with atomic_path(out) as tmp:
             tmp.write_text(text)
+        write_metrics(review, headline_figures)
     typer.echo(f"{out}: written")
 
 

@@ -7,6 +7,9 @@ import json
 import pytest
 import yaml
 
+from stages.reporting.review import review_width
+from tests.test_review_dvc import repo_headlines, review_figures
+
 # tiny random-weight open_clip models (registered in the copy's registry): seconds to embed the demo on a CPU; the
 # text tower keeps CLIP's vocabulary (the tokenizer of an inline config is the full one)
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
@@ -76,6 +79,8 @@ def test_a_model_backbone_not_yet_embedded_builds_its_rows_the_detector_and_the_
     dvc_repo("git", "commit", "-qm", "the demo, small")
     dvc_repo("dvc", "repro")
     assert json.loads((root / "data/detector/detector.json").read_text())["backbone"]["alias"] == "efficientnet_lite0"
+    # the review file holds the keys the params define, as many as review_width counts from them
+    assert len(review_figures(root / "metrics/review.json")) == review_width(params, repo_headlines()) == 4 * 2 + 3
     assert "`efficientnet_lite0`" in (root / "metrics/report.md").read_text()
     dvc_repo("git", "add", "-A")
     dvc_repo("git", "commit", "-qm", "repro")

@@ -125,9 +125,10 @@ def test_experiments_run_in_a_temporary_copy_and_from_the_queue(dvc_repo, repo_r
     assert "Success" in queue and "Failed" not in queue, queue
     shown = json.loads(run("dvc", "exp", "show", "--json"))
     experiments = [exp for commit in shown for exp in (commit.get("experiments") or [])]
-    metrics = [run_["data"]["metrics"] for exp in experiments for run_ in exp["revs"]
-               if run_["data"].get("metrics", {}).get("metrics/detector.json")]
-    assert len(metrics) == 2, shown
+    # the detector's metrics file is a git-tracked output (the review file, the one metrics file, is the report's)
+    detectors = [run_["data"]["outs"]["metrics/detector.json"] for exp in experiments for run_ in exp["revs"]
+                 if run_["data"].get("outs", {}).get("metrics/detector.json", {}).get("hash")]
+    assert len(detectors) == 2, shown
 
 
 # ------------------------------------------------ issue 23, item 1: an output is replaced only if it is ours

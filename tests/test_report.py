@@ -55,7 +55,8 @@ def header_args(folder, *, params=None):
             "--model-backbone", "efficientnet_lite0", "--code-curve", str(m / "plots" / "code_train.csv"),
             "--figures", str(m / "figures"), "--templates", str(REPO / ".dvc" / "plots"),
             "--benchmarks", str(m / "benchmark"),
-            "--benchmark-grids", str(m / "plots" / "benchmark")]
+            "--benchmark-grids", str(m / "plots" / "benchmark"),
+            "--headlines", str(REPO / "stages/reporting/review.yaml"), "--review", str(m / "review.json")]
 
 
 def study_args(m, *, layout=LAYOUT):

@@ -71,11 +71,14 @@ def test_study_under_dvc(dvc_repo):
 
     dvc_repo("dvc", "exp", "run", "probe@openclip_vitb32_random-tiny_random-cross0",
              "disentangle_model@model-tiny_random", "-S", "probe.c_steps=3", "-S", "disentangle.temperature=0.2")
-    # the first line is the JSON; DVC then warns on stderr about metrics/clusters.json, which no stage here made
-    changed = json.loads(dvc_repo("dvc", "metrics", "diff", "HEAD", "--json").splitlines()[0])
+    # the stages' own metrics files are plain outputs: a review names them with --targets (DVC reads any JSON file)
+    probe_file, disentangle_file = ("metrics/probe/openclip_vitb32_random/tiny_random.json",
+                                    "metrics/disentangle/model/tiny_random.json")
+    changed = json.loads(dvc_repo("dvc", "metrics", "diff", "HEAD", "--targets", probe_file, disentangle_file,
+                                  "--json").splitlines()[0])
     # the C search is plot data keyed by C (no metric pairs the grid's second C of two grids), params are not
     # echoed as metrics: a changed grid shows as params, the chosen C and the figures it moved
-    probe = changed.get("metrics/probe/openclip_vitb32_random/tiny_random.json", {})
+    probe = changed.get(probe_file, {})
     assert not any(key.startswith("c_search") for key in probe), probe
     assert not any(key in ("temperature", "epochs") for m in changed.values() for key in m), changed
     params = json.loads(dvc_repo("dvc", "params", "diff", "HEAD", "--json").splitlines()[0])["params.yaml"]

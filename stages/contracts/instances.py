@@ -30,6 +30,7 @@ PER_GENERATED = ("metrics/generate/{g}.json",)
 PER_IMPORTED = ("metrics/import_children/{i}.json",)
 PER_BENCHMARK = ("metrics/benchmark/{k}.json", "metrics/plots/benchmark/{k}.csv", "metrics/plots/benchmark_roc/{k}/")
 SINGLE = ("metrics/clusters.json", "metrics/code_train.json", "metrics/code_eval.json", "metrics/detector.json",
+          "metrics/review.json",
           "metrics/report.md", "metrics/figures/", "metrics/plots/code_train.csv", "metrics/plots/code_eval.csv",
           "metrics/plots/detector_robustness.csv")
 

@@ -113,6 +113,16 @@ def study_stages(path: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stages))
 
 
+def table_stages(path: Path) -> dict[str, str]:
+    """Each table's name -> the stage whose metrics it reads, in the layout's order (the review's headlines name
+    tables; stages.reporting.review)."""
+    data = _load(path)
+    found = {entry.get("name"): entry.get("stage") for entry in data["tables"] if isinstance(entry, dict)}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
+        raise InputError(str(path), "every table has a name and names its stage (name: <name>, stage: <stage>)")
+    return found
+
+
 def _load(path: Path) -> dict:
     from stages.contracts.io import read_yaml
 
