@@ -188,11 +188,34 @@ def test_the_review_is_the_only_metrics_file_dvc_yaml_declares():
     assert "--headlines stages/reporting/review.yaml" in report_stage["cmd"]
     assert "stages/reporting/review.yaml" in report_stage["deps"]
     assert report_stage["metrics"] == [{"metrics/review.json": {"cache": False}}]
-    # the stages' files are still outputs, never cached (git tracks them)
+    # the stages' files are still outputs: git tracks those of the stages that are quick to run again, DVC's cache
+    # those of the stages whose run must stay restorable (below)
     outs = [o for stage in pipeline.values() for o in stage.get("do", stage).get("outs", [])]
-    for path in ("metrics/probe/${item.backbone}/${item.generator}.json", "metrics/detector.json",
-                 "metrics/benchmark/${key}.json", "metrics/code_eval.json", "metrics/clusters.json"):
+    for path in ("metrics/probe/${item.backbone}/${item.generator}.json", "metrics/benchmark/${key}.json",
+                 "metrics/clusters.json"):
         assert {path: {"cache": False}} in outs, path
+    for path in ("metrics/detector.json", "metrics/code_eval.json", "metrics/embed/model/parents.json"):
+        assert path in outs, path
+
+
+def test_the_expensive_stages_keep_dvcs_run_cache():
+    """DVC saves no run-cache entry for a stage with a `cache: false` output that is not metrics or plots, or a
+    persisted one (dvc/stage/__init__.py, dvc/stage/cache.py): such a stage runs again when an experiment
+    returns to params it ran before. Embedding, CoDE's evaluation and the detector (GPU hours at the paper's
+    scale) must keep it; generate and import_children persist their folders (resumable) and resume instead.
+    (code_train and disentangle_train write git-tracked plot data as outputs and have no run cache yet.)"""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def loses_run_cache(stage: dict) -> bool:
+        for out in stage.get("do", stage).get("outs", []):
+            options = next(iter(out.values())) if isinstance(out, dict) else {}
+            if options.get("cache") is False or options.get("persist"):
+                return True
+        return False
+
+    for name in ("embed_parents", "embed_children", "embed_model_parents", "embed_model_children", "code_eval",
+                 "detector"):
+        assert not loses_run_cache(pipeline[name]), name
 
 
 def paper_params() -> dict:

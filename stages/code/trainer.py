@@ -54,7 +54,7 @@ TRAINING_CODE = ("stages.code.augment", "stages.code.data", "stages.code.heads",
                  "stages.contracts.labels", "stages.contracts.runtime",
                  "stages.heads.classes", "stages.heads.linear", "stages.heads.metrics", "stages.heads.threshold",
                  "stages.imaging.load",
-                 "stages.imaging.transforms")
+                 "stages.imaging.transforms", "stages.uncertainty.bootstrap")
 
 
 class Monitor(StrEnum):
