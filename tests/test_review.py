@@ -56,7 +56,7 @@ def study_folder(m, *, backbones=("model", "openclip_vitb32_random", "removed_ba
         for b, backbone in enumerate(backbones):
             for s, generator in enumerate(sets):
                 value = round(0.1 * n + 0.01 * b + 0.001 * s, 4)
-                metrics = {"test": {"overall_accuracy": value, "max_distance_accuracy": value,
+                metrics = {"test": {"balanced_accuracy": value, "max_distance_accuracy": value,
                                     "exact_pair": {"r1": value}, "S": {"overall_accuracy": value}},
                            "val": {"overall_accuracy": 0.5}}
                 write(m / stage / backbone / f"{generator}.json", metrics)
@@ -65,10 +65,10 @@ def study_folder(m, *, backbones=("model", "openclip_vitb32_random", "removed_ba
 def test_the_review_holds_one_figure_per_table_and_instance_of_the_params(tmp_path):
     m = tmp_path / "metrics"
     study_folder(m)
-    write(m / "code_eval.json", {"logreg": {"overall": {"overall_accuracy": 0.75, "auc": 0.8}}, "knn": {}})
-    write(m / "detector.json", {"test": {"all": {"overall_accuracy": 0.9}}, "val": {"all": {"overall_accuracy": 1}}})
-    write(m / "benchmark" / "demo.json", {"shipped": {"overall": {"overall_accuracy": 0.6}}})
-    write(m / "benchmark" / "removed_set.json", {"shipped": {"overall": {"overall_accuracy": 0.1}}})
+    write(m / "code_eval.json", {"logreg": {"overall": {"balanced_accuracy": 0.75, "auc": 0.8}}, "knn": {}})
+    write(m / "detector.json", {"test": {"all": {"balanced_accuracy": 0.9}}, "val": {"all": {"balanced_accuracy": 1}}})
+    write(m / "benchmark" / "demo.json", {"shipped": {"overall": {"balanced_accuracy": 0.6}}})
+    write(m / "benchmark" / "removed_set.json", {"shipped": {"overall": {"balanced_accuracy": 0.1}}})
     instances = Instances(backbones=("openclip_vitb32_random",), sets=("sd14", "sd21"), benchmarks=("demo", "other"))
     review = collect_review(headlines(), files(m), instances, "efficientnet_lite0")
     # the model folder's rows named by model.backbone; the removed backbone and set are never read
@@ -95,9 +95,9 @@ def test_a_missing_or_not_applicable_figure_is_null_and_bounds_come_along(tmp_pa
     m = tmp_path / "metrics"
     write(m / "retrieval" / "model" / "sd14.json", {"test": {"exact_pair": {"r1": None}}})
     write(m / "probe" / "model" / "sd14.json",
-          {"test": {"overall_accuracy": 0.9, "overall_accuracy_low": 0.85, "overall_accuracy_high": 0.95,
+          {"test": {"balanced_accuracy": 0.9, "balanced_accuracy_low": 0.85, "balanced_accuracy_high": 0.95,
                     "auc_low": 0.1}})
-    write(m / "detector.json", {"test": {"all": {"overall_accuracy": True}}})  # not a number
+    write(m / "detector.json", {"test": {"all": {"balanced_accuracy": True}}})  # not a number
     review = collect_review(headlines(), files(m), Instances(backbones=(), sets=("sd14",)), "efficientnet_lite0")
     assert review["table3"] == {"efficientnet_lite0": {"sd14": None}}
     assert review["table1"] == {"efficientnet_lite0": {"sd14": None}}  # no file yet
@@ -156,7 +156,7 @@ def test_the_report_writes_the_review_of_the_params_instances(tmp_path):
     instances of --params, rounded as every metrics file; a bad headlines file is one line naming it."""
     m = tmp_path / "metrics"
     study_folder(m, sets=("tiny_random",))
-    write(m / "probe" / "model" / "tiny_random.json", {"test": {"overall_accuracy": 0.123456}})
+    write(m / "probe" / "model" / "tiny_random.json", {"test": {"balanced_accuracy": 0.123456}})
     params = params_file(tmp_path / "p", backbones=("openclip_vitb32_random",), sets=("tiny_random",))
     args = [*study_args(m), *absent_detector_files(tmp_path), "--out", str(m / "report.md"), "--params", str(params)]
     done = CliRunner().invoke(report.app, args)
