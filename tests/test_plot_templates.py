@@ -172,3 +172,21 @@ def test_dvc_plots_show_with_the_page_loads_nothing_from_the_network(diffed, tmp
         assert html.count("vegaEmbed('#") == len(CASES)
         sources = re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html)
         assert bool(sources) == (template is None), sources  # the default page's CDN scripts; none in ours
+
+
+def test_a_bar_templates_axis_names_the_figure_dvc_yaml_draws_with_it():
+    """The bar templates title their value axis by hand: it must name the field dvc.yaml plots with them (the
+    bars show balanced accuracy, the headline; an axis still titled "overall accuracy" would mislabel them)."""
+    import yaml
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    declared = [props for entry in pipeline.get("plots", []) for props in entry.values() if isinstance(props, dict)]
+    for stage in pipeline["stages"].values():
+        for entry in stage.get("do", stage).get("plots", []):
+            if isinstance(entry, dict):
+                declared += [props for props in entry.values() if isinstance(props, dict)]
+    bars = [p for p in declared if Path(str(p.get("template", ""))).name.startswith("bars_")]
+    assert bars, "no bar plot declared"
+    for props in bars:
+        template = (REPO / props["template"]).read_text()
+        assert props["x"].replace("_", " ") in template, (props["template"], props["x"])
