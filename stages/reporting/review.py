@@ -30,7 +30,6 @@ its columns."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 
 from stages.contracts.errors import InputError
 from stages.contracts.instances import MODEL, Instances, from_params
+from stages.reporting.detectors import read_json  # the report's reader: None when absent, InputError when not JSON
 
 SOURCES = ("code_eval", "detector", "benchmark")  # the single-file and per-set sources a headline can read
 BOUNDS = ("_low", "_high")  # the suffixes of a figure's interval, beside it in its file and in the review
@@ -114,16 +114,6 @@ def _figure(metrics: Mapping[str, Any] | None, dotted: str, name: str) -> dict[s
     return found
 
 
-def _read(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise InputError(str(path), f"not valid JSON ({error})") from error
-    return data if isinstance(data, dict) else None
-
-
 def studied_backbones(instances: Instances, model_backbone: str) -> list[str]:
     """The study's backbones by alias: each of embed.backbones and model.backbone (once, if listed in both)."""
     return list(dict.fromkeys((*instances.backbones, model_backbone)))
@@ -143,15 +133,15 @@ def collect_review(headlines: tuple[Headline, ...], files: ReviewFiles, instance
                 source = MODEL if backbone == model_backbone else backbone
                 for generator in instances.sets:
                     rows.setdefault(backbone, {}).update(
-                        _figure(_read(folder / source / f"{generator}.json"), headline.key, generator))
+                        _figure(read_json(folder / source / f"{generator}.json"), headline.key, generator))
             review[headline.name] = rows
         elif headline.source == "benchmark":
             review[headline.name] = {}
             for name in instances.benchmarks:
-                review[headline.name].update(_figure(_read(files.benchmarks / f"{name}.json"), headline.key, name))
+                review[headline.name].update(_figure(read_json(files.benchmarks / f"{name}.json"), headline.key, name))
         else:
             path = files.code_eval if headline.source == "code_eval" else files.detector
-            review.update(_figure(_read(path), headline.key, headline.name))
+            review.update(_figure(read_json(path), headline.key, headline.name))
     return review
 
 
